@@ -1,0 +1,5 @@
+"""jaxsys: five batched-compute systems in JAX with hand-derived gradients checked against jax.grad."""
+from jaxsys.errors import JaxsysError, ShapeError, ConfigError, DataError
+
+__version__ = "0.1.0"
+__all__ = ["JaxsysError", "ShapeError", "ConfigError", "DataError", "__version__"]

@@ -1,0 +1,1 @@
+"""autodecoder system."""

@@ -1,0 +1,69 @@
+import io
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsys.errors import DataError
+from jaxsys.train import (Checkpointer, MetricsWriter, Progress, atomic_write_json,
+                          atomic_write_bytes, read_metrics)
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    p = tmp_path / "a" / "x.json"
+    atomic_write_json(p, {"a": 1})
+    atomic_write_json(p, {"a": 2})
+    assert json.loads(p.read_text()) == {"a": 2}
+    assert [f.name for f in p.parent.iterdir()] == ["x.json"]  # no temp files left
+
+
+def test_atomic_write_failure_keeps_old(tmp_path):
+    p = tmp_path / "x.bin"
+    atomic_write_bytes(p, b"old")
+    with pytest.raises(TypeError):
+        atomic_write_bytes(p, "not bytes")  # type: ignore[arg-type]
+    assert p.read_bytes() == b"old"
+    assert len(os.listdir(tmp_path)) == 1
+
+
+def test_metrics_roundtrip_and_torn_line(tmp_path):
+    p = tmp_path / "m.jsonl"
+    with MetricsWriter(p) as w:
+        w.write(step=1, loss=jnp.float32(0.5))
+        w.write(step=2, loss=float("nan"))
+    with open(p, "a") as f:
+        f.write('{"step": 3, "lo')  # killed mid-write
+    recs = read_metrics(p)
+    assert [r["step"] for r in recs] == [1, 2]
+    assert recs[0]["loss"] == 0.5 and recs[1]["loss"] == "nan"
+
+
+def test_progress_non_tty():
+    buf = io.StringIO()
+    bar = Progress(range(3), desc="t", file=buf, interval_non_tty=0.0)
+    for _ in bar:
+        bar.set(loss=1.25)
+    out = buf.getvalue()
+    assert "t [" in out and "3/3" in out and "loss=1.25" in out
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    state = {"w": jnp.arange(6.0).reshape(2, 3), "step": jnp.int32(7)}
+    ck = Checkpointer(tmp_path / "ck", max_to_keep=2)
+    for s in (1, 2, 3):
+        ck.save(s, jax.tree_util.tree_map(lambda x: x + s, state), meta={"s": s})
+    assert ck.latest_step() == 3 and ck.all_steps() == [2, 3]
+    got, meta = ck.restore(like=state)
+    np.testing.assert_array_equal(got["w"], state["w"] + 3)
+    assert meta == {"s": 3}
+    got2, _ = ck.restore(like=state, step=2)
+    assert int(got2["step"]) == 9
+    ck.close()
+
+
+def test_checkpoint_missing(tmp_path):
+    with pytest.raises(DataError, match="no checkpoint"):
+        Checkpointer(tmp_path / "none").restore(like={"a": jnp.zeros(2)})
