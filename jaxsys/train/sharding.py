@@ -1,0 +1,414 @@
+"""Device meshes and named shardings for data- and parameter-parallel training (one host or many).
+
+JAX is the distributed engine: a `jax.sharding.Mesh` with axes ('data', 'model'), `NamedSharding`s on
+the train state and the batch, and `jax.jit(step, in_shardings=..., out_shardings=...)` let XLA
+partition one pure step across devices (GSPMD inserts the all-reduces/all-gathers); a step written
+for one device is unchanged. Several hosts join with `jax.distributed.initialize`.
+
+    mesh = make_mesh(parse_mesh("data=2,model=2"))
+    state_sh = tree_shardings(state, mesh, rules=GPT_TENSOR_PARALLEL_RULES, fsdp=True)
+    batch_sh = batch_shardings(batch, mesh)
+    step = jit_sharded(train_step, (state_sh, batch_sh), (state_sh, replicated(mesh)), donate_argnums=0)
+    state = put_tree(state, state_sh)
+    state, loss = step(state, shard_batch(local_batch, mesh))
+
+Parameter placement is decided by pure rules on the leaf's path ("blocks/attn_wq/w", joined with '/'),
+so this module imports no jaxsys system:
+  * tensor parallel (Megatron-style, for w_OxI weights): the first matmul of a pair (attn_wq/wk/wv,
+    mlp_fc1) is split by output rows along 'model', the second (attn_wo, mlp_fc2) by input columns,
+    so each device holds a slice of the heads / hidden units and one all-reduce closes the pair;
+  * FSDP (`fsdp=True`): every leaf with >= `fsdp_min_size` elements is additionally split along
+    'data' on its largest free divisible axis; XLA all-gathers it for the matmul and reduce-scatters
+    the gradient; optimizer moments follow their parameter (their paths end the same way);
+  * everything else is replicated.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxsys.errors import ConfigError, DataError, ShapeError
+
+MESH_AXES = ("data", "model")
+
+Rule = tuple[str, P]  # (regex searched in a leaf's '/'-joined path, spec of the leaf's trailing dims)
+
+# The GPT's attention/MLP matrices, stored w_OxI (rows = outputs). Leading axes (e.g. a stacked layer
+# axis) stay unsharded: a rule's spec covers the trailing dims only.
+GPT_TENSOR_PARALLEL_RULES: tuple[Rule, ...] = (
+    (r"(^|/)(attn_w[qkv]|attn_qkv|mlp_fc1)(/w)?$", P("model", None)),   # column-parallel: split outputs
+    (r"(^|/)(attn_w[qkv]|attn_qkv|mlp_fc1)/b$", P("model")),            # its bias follows the outputs
+    (r"(^|/)(attn_b[qkv]|mlp_b1)$", P("model")),
+    (r"(^|/)(attn_wo|mlp_fc2)(/w)?$", P(None, "model")),                # row-parallel: split inputs
+)
+
+
+# ----------------------------------------------------------------------------------------- meshes
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    data: int   # devices along 'data': the batch is split here (and FSDP parameter shards)
+    model: int  # devices along 'model': tensor-parallel split of the big matrices
+
+    @property
+    def size(self) -> int:
+        return self.data * self.model
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.data, self.model)
+
+    def __str__(self) -> str:
+        return f"data={self.data},model={self.model}"
+
+
+def parse_mesh(spec: str | MeshConfig | None, num_devices: int | None = None) -> MeshConfig:
+    """Parse `--mesh` text such as "data=4,model=2", "model=2" or "data=-1,model=2".
+
+    'data' left out, or an axis given as -1, is filled so that data * model == num_devices (default
+    `jax.device_count()`, all processes); 'model' left out is 1, so an empty spec puts every device
+    on 'data'.
+    Raises ConfigError for unknown axes, repeats, non-integers, sizes < 1 or a product that does not
+    match the device count.
+    """
+    if num_devices is None:
+        num_devices = jax.device_count()
+    if isinstance(spec, MeshConfig):
+        sizes: dict[str, int] = {"data": spec.data, "model": spec.model}
+        text = str(spec)
+    else:
+        text = (spec or "").strip()
+        sizes = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, eq, val = part.partition("=")
+            name = name.strip()
+            if not eq:
+                raise ConfigError(f"--mesh {text!r}: expected axis=size items like 'data=4,model=2', "
+                                  f"got {part!r}")
+            if name not in MESH_AXES:
+                raise ConfigError(f"--mesh {text!r}: unknown axis {name!r} (axes: {', '.join(MESH_AXES)})")
+            if name in sizes:
+                raise ConfigError(f"--mesh {text!r}: axis {name!r} given twice")
+            try:
+                n = int(val.strip())
+            except ValueError:
+                raise ConfigError(f"--mesh {text!r}: size of {name!r} must be an integer, got "
+                                  f"{val.strip()!r}") from None
+            if n < 1 and n != -1:
+                raise ConfigError(f"--mesh {text!r}: size of {name!r} must be >= 1 (or -1 to fill), got {n}")
+            sizes[name] = n
+    sizes.setdefault("data", -1)
+    sizes.setdefault("model", 1)
+    free = [a for a in MESH_AXES if sizes[a] == -1]
+    if len(free) == 2:
+        raise ConfigError(f"--mesh {text!r}: at most one axis may be -1")
+    fixed = math.prod(v for a, v in sizes.items() if a not in free)
+    if free:
+        if num_devices % fixed:
+            raise ConfigError(f"--mesh {text!r}: {fixed} does not divide the {num_devices} devices")
+        sizes[free[0]] = num_devices // fixed
+    cfg = MeshConfig(data=sizes["data"], model=sizes["model"])
+    if cfg.size != num_devices:
+        raise ConfigError(f"--mesh {text!r}: data*model = {cfg.data}*{cfg.model} = {cfg.size} but "
+                          f"{num_devices} devices are visible (pick sizes whose product is the device "
+                          f"count, or restrict devices with CUDA_VISIBLE_DEVICES)")
+    return cfg
+
+
+def make_mesh(cfg: MeshConfig | str | None = None, devices: Sequence[Any] | None = None) -> Mesh:
+    """A ('data', 'model') mesh over `devices` (default: all devices of all processes).
+
+    Uses `jax.make_mesh`, which orders devices for the interconnect (TPU rings, NVLink islands); the
+    axis types are Auto so shardings are propagated by XLA from the jit's in/out shardings.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    cfg = parse_mesh(cfg, num_devices=len(devices))
+    auto = (jax.sharding.AxisType.Auto,) * 2
+    try:
+        return jax.make_mesh(cfg.shape, MESH_AXES, axis_types=auto, devices=devices)
+    except Exception:  # some backends/device subsets have no topology-aware order: keep list order
+        return Mesh(np.asarray(devices, dtype=object).reshape(cfg.shape), MESH_AXES, axis_types=auto)
+
+
+def mesh_config(mesh: Mesh) -> MeshConfig:
+    return MeshConfig(data=int(mesh.shape["data"]), model=int(mesh.shape["model"]))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+# --------------------------------------------------------------------------- parameter placement
+def path_str(path: Sequence[Any]) -> str:
+    """'/'-joined names of a tree path: dict keys, attribute names, sequence indices."""
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def leaf_spec(path: str, shape: Sequence[int], mesh_shape: Mapping[str, int], *,
+              rules: Iterable[Rule] = (), fsdp: bool = False, fsdp_min_size: int = 2 ** 16) -> P:
+    """The PartitionSpec of one leaf (pure: no devices needed).
+
+    The first rule whose regex is found in `path` gives the spec of the trailing dims; then, with
+    `fsdp`, a leaf of >= fsdp_min_size elements gets 'data' on its largest unsharded axis divisible
+    by the 'data' size. Raises ConfigError when a rule's axis does not divide the dimension.
+    """
+    shape = tuple(int(d) for d in shape)
+    entries: list[Any] = [None] * len(shape)
+    for pattern, spec in rules:
+        if re.search(pattern, path):
+            spec = tuple(spec)
+            if len(spec) > len(shape):
+                raise ConfigError(f"sharding rule {pattern!r} -> {P(*spec)} has rank {len(spec)} but "
+                                  f"parameter {path!r} has shape {shape}")
+            entries[len(shape) - len(spec):] = list(spec)
+            break
+    for i, e in enumerate(entries):
+        axes = (e,) if isinstance(e, str) else tuple(e or ())
+        n = math.prod(int(mesh_shape.get(a, 1)) for a in axes)
+        if shape[i] % n:
+            raise ConfigError(f"parameter {path!r} dim {i} of size {shape[i]} is not divisible by the "
+                              f"mesh axis {e!r} of size {n}")
+        if n == 1:
+            entries[i] = None  # size-1 axes shard nothing; a plain spec keeps shardings comparable
+    data = int(mesh_shape.get("data", 1))
+    if fsdp and data > 1 and math.prod(shape) >= fsdp_min_size:
+        free = [i for i, e in enumerate(entries) if e is None and shape[i] % data == 0]
+        if free:
+            entries[max(free, key=lambda i: (shape[i], -i))] = "data"
+    while entries and entries[-1] is None:
+        entries.pop()
+    return P(*entries)
+
+
+def tree_pspecs(tree: Any, mesh_shape: Mapping[str, int], *, rules: Iterable[Rule] = (),
+                fsdp: bool = False, fsdp_min_size: int = 2 ** 16) -> Any:
+    """PartitionSpecs for every array leaf of `tree` (params, optimizer state, a whole train state)."""
+    rules = tuple(rules)
+
+    def f(path, x):
+        shape = getattr(x, "shape", ())
+        return leaf_spec(path_str(path), shape, mesh_shape, rules=rules, fsdp=fsdp,
+                         fsdp_min_size=fsdp_min_size)
+    return jax.tree_util.tree_map_with_path(f, tree)
+
+
+def tree_shardings(tree: Any, mesh: Mesh, *, rules: Iterable[Rule] = (), fsdp: bool = False,
+                   fsdp_min_size: int = 2 ** 16) -> Any:
+    """NamedShardings on `mesh` for every leaf of `tree` (see `leaf_spec`)."""
+    specs = tree_pspecs(tree, dict(mesh.shape), rules=rules, fsdp=fsdp, fsdp_min_size=fsdp_min_size)
+    return jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), specs,
+                                  is_leaf=lambda s: isinstance(s, P))
+
+
+def batch_shardings(batch: Any, mesh: Mesh) -> Any:
+    """Split every batch leaf along its leading axis over 'data' (scalars, and every leaf on a
+    1-device 'data' axis, are replicated)."""
+    split = int(mesh.shape["data"]) > 1
+    return jax.tree_util.tree_map(
+        lambda x: NamedSharding(mesh, P("data") if split and np.ndim(x) >= 1 else P()), batch)
+
+
+def abstract_tree(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs carrying `shardings`: the `like=` of `Checkpointer.restore` for restoring a
+    checkpoint straight onto a (possibly different) mesh, and the input of `jit(...).lower`."""
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(np.shape(x), jax.numpy.result_type(x), sharding=s),
+        tree, shardings)
+
+
+# ------------------------------------------------------------------------------ placing arrays
+def put_tree(tree: Any, shardings: Any) -> Any:
+    """Place a host/device pytree onto `shardings`. With several processes every process must pass
+    the same values (e.g. params initialised from the same seed); each keeps only its shards."""
+    def f(x, s):
+        if s.is_fully_addressable:
+            return jax.device_put(x, s)
+        if isinstance(x, jax.Array) and x.sharding == s:
+            return x
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, s, lambda idx: host[idx])
+    return jax.tree_util.tree_map(f, tree, shardings)
+
+
+def local_rows(mesh: Mesh, global_batch: int) -> slice:
+    """The rows of a global batch that this process's devices hold when the batch is split over
+    'data': with several processes each one loads only these rows (`data[indices[local_rows]]`)."""
+    data = int(mesh.shape["data"])
+    if global_batch % data:
+        raise DataError(f"global batch size {global_batch} is not divisible by the mesh data axis "
+                        f"({data} devices)")
+    idx = NamedSharding(mesh, P("data")).addressable_devices_indices_map((global_batch,))
+    starts = sorted({(s[0].start or 0, global_batch if s[0].stop is None else s[0].stop)
+                     for s in idx.values()})
+    lo, hi = starts[0][0], starts[-1][1]
+    if sum(b - a for a, b in starts) != hi - lo:
+        raise ConfigError(f"this process's devices hold non-contiguous rows of the batch on mesh "
+                          f"{mesh_config(mesh)}; put each process's devices together along 'data'")
+    return slice(lo, hi)
+
+
+def shard_batch(batch: Any, mesh: Mesh, global_batch: int | None = None) -> Any:
+    """Global arrays split over 'data' from this process's rows (`local_rows`); with one process
+    the local batch is the whole batch. Raises DataError when a leading axis does not divide."""
+    leaves = jax.tree_util.tree_leaves(batch)
+    if not leaves:
+        return batch
+    n_local = int(np.shape(leaves[0])[0]) if np.ndim(leaves[0]) else 0
+    nproc = jax.process_count()
+    if global_batch is None:
+        global_batch = n_local * nproc if nproc > 1 else n_local
+    rows = local_rows(mesh, global_batch)
+    shardings = batch_shardings(batch, mesh)
+
+    def f(path, x, s):
+        if np.ndim(x) == 0:
+            return put_tree(x, s)
+        if np.shape(x)[0] != rows.stop - rows.start:
+            raise DataError(f"batch leaf {path_str(path) or '<root>'} has {np.shape(x)[0]} rows but this "
+                            f"process holds rows {rows.start}:{rows.stop} of a global batch of {global_batch}")
+        if nproc == 1:
+            return jax.device_put(x, s)
+        return jax.make_array_from_process_local_data(s, np.asarray(x), (global_batch, *np.shape(x)[1:]))
+    return jax.tree_util.tree_map_with_path(f, batch, shardings)
+
+
+def to_host(tree: Any) -> Any:
+    """numpy copies of (possibly multi-process sharded) arrays; every process gets the full value."""
+    from jax.experimental import multihost_utils
+
+    def f(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if x.is_fully_replicated:
+                return np.asarray(x.addressable_data(0))
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+    return jax.tree_util.tree_map(f, tree)
+
+
+# ------------------------------------------------------------------------------------ the step
+def jit_sharded(fn: Callable, in_shardings: Any, out_shardings: Any, *,
+                donate_argnums: int | Sequence[int] = (), static_argnums: int | Sequence[int] = ()):
+    """`jax.jit(fn)` with explicit shardings: arguments are laid out as `in_shardings` (a tuple with
+    one pytree prefix per positional argument) and results come back as `out_shardings`."""
+    return jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
+                   donate_argnums=donate_argnums, static_argnums=static_argnums)
+
+
+def compiled_input_specs(jitted: Any, *args: Any) -> list[tuple[str, P]]:
+    """(path, PartitionSpec) of every array input of the compiled step, as XLA laid them out;
+    `args` may be arrays or `abstract_tree` ShapeDtypeStructs."""
+    compiled = jitted.lower(*args).compile()
+    shardings = compiled.input_shardings[0]
+    flat_args = jax.tree_util.tree_flatten_with_path(args)[0]
+    flat_sh = jax.tree_util.tree_leaves(shardings, is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))
+    if len(flat_args) != len(flat_sh):
+        raise ShapeError(f"compiled step has {len(flat_sh)} array inputs, got {len(flat_args)} leaves")
+    out = []
+    for (path, x), s in zip(flat_args, flat_sh):
+        spec = s.spec if isinstance(s, NamedSharding) else P()
+        out.append((path_str(path), normalize_spec(spec, np.ndim(x))))
+    return out
+
+
+def normalize_spec(spec: P, ndim: int) -> P:
+    """A spec without trailing Nones (P('data', None) == P('data')) for comparisons."""
+    entries = list(tuple(spec))[:ndim]
+    entries = [None if e in ((), None) else (e[0] if isinstance(e, tuple) and len(e) == 1 else e)
+               for e in entries]
+    while entries and entries[-1] is None:
+        entries.pop()
+    return P(*entries)
+
+
+# --------------------------------------------------------------------------- several processes
+def maybe_initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                                 process_id: int | None = None, *, env: Mapping[str, str] | None = None,
+                                 timeout_s: int = 300) -> bool:
+    """Join a multi-process run with `jax.distributed.initialize` when asked to; True if joined.
+
+    Arguments come from the CLI (`--coordinator host:port --num-processes N --process-id I`) or else
+    from the environment: JAX_COORDINATOR_ADDRESS (read by JAX itself), JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID; inside Slurm or Open MPI jobs JAX detects all three itself. Nothing asked (or a
+    single process) returns False and leaves JAX alone. Must run before any JAX computation.
+    """
+    env = os.environ if env is None else env
+
+    def _int(name: str, v: Any) -> int | None:
+        if v is None or v == "":
+            return None
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be an integer, got {v!r}") from None
+
+    coordinator = coordinator or env.get("JAX_COORDINATOR_ADDRESS") or None
+    num_processes = _int("--num-processes/JAX_NUM_PROCESSES",
+                         num_processes if num_processes is not None else env.get("JAX_NUM_PROCESSES"))
+    process_id = _int("--process-id/JAX_PROCESS_ID",
+                      process_id if process_id is not None else env.get("JAX_PROCESS_ID"))
+    if jax.distributed.is_initialized():
+        return True
+    cluster = (("SLURM_JOB_ID" in env and _int("SLURM_NTASKS", env.get("SLURM_NTASKS", "1")) > 1)
+               or _int("OMPI_COMM_WORLD_SIZE", env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
+    given = {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
+    if all(v is None for v in given.values()) and not cluster:
+        return False
+    if num_processes is not None and num_processes < 1:
+        raise ConfigError(f"--num-processes must be >= 1, got {num_processes}")
+    if num_processes == 1 and process_id in (None, 0):
+        return False
+    if not cluster:
+        missing = [k for k, v in given.items() if v is None]
+        if missing:
+            raise ConfigError(f"multi-process run needs --coordinator, --num-processes and --process-id "
+                              f"(or JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID); "
+                              f"missing: {', '.join(missing)}")
+    if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
+        raise ConfigError(f"--process-id {process_id} must be in [0, {num_processes})")
+    if coordinator is not None:
+        host, _, port = coordinator.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--coordinator {coordinator!r} must be host:port (e.g. 10.0.0.1:1234)")
+    from jax._src import xla_bridge
+    if xla_bridge.backends_are_initialized():
+        raise ConfigError("jax.distributed.initialize must run before any JAX computation; call "
+                          "maybe_initialize_distributed first thing in the entrypoint")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id, initialization_timeout=timeout_s)
+    return True
+
+
+def add_distributed_args(parser: Any, *, mesh_default: str = "") -> None:
+    """Add `--mesh`, `--coordinator`, `--num-processes`, `--process-id` to an argparse parser."""
+    parser.add_argument("--mesh", default=mesh_default,
+                        help="device mesh, e.g. 'data=4,model=2' (default: all devices on data)")
+    parser.add_argument("--coordinator", default=None,
+                        help="host:port of process 0 for a multi-process run (or JAX_COORDINATOR_ADDRESS)")
+    parser.add_argument("--num-processes", type=int, default=None,
+                        help="processes in a multi-process run (or JAX_NUM_PROCESSES)")
+    parser.add_argument("--process-id", type=int, default=None,
+                        help="this process's index in [0, num-processes) (or JAX_PROCESS_ID)")
+
+
+def cpu_devices_env(n: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment for a child process that simulates `n` CPU devices
+    (XLA_FLAGS=--xla_force_host_platform_device_count=n, JAX_PLATFORMS=cpu)."""
+    env = dict(os.environ if base is None else base)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={int(n)}"])
+    env["JAX_PLATFORMS"] = "cpu"
+    return env

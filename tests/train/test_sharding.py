@@ -1,0 +1,213 @@
+"""jaxsys/train/sharding.py: mesh parsing and placement rules in-process; the multi-device behaviour
+in child processes on simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N),
+because this pytest process has already initialised JAX with one device."""
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from jaxsys.errors import ConfigError, DataError
+from jaxsys.train import sharding as sh
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).with_name("_sharding_worker.py")
+TOL = 1e-5
+
+
+def run_worker(n_devices: int, *args: str, timeout: float = 120) -> dict:
+    env = sh.cpu_devices_env(n_devices)
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, str(WORKER), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, f"worker {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+# ------------------------------------------------------------------------------- in-process
+@pytest.mark.parametrize("spec,n,expected", [
+    (None, 4, (4, 1)), ("", 8, (8, 1)), ("data=4,model=1", 4, (4, 1)), ("data=2,model=2", 4, (2, 2)),
+    ("model=2", 8, (4, 2)), ("data=-1,model=4", 8, (2, 4)), (" data = 1 , model = 1 ", 1, (1, 1)),
+    ("data=2", 2, (2, 1)), ("data=-1", 3, (3, 1)),
+])
+def test_parse_mesh(spec, n, expected):
+    assert sh.parse_mesh(spec, num_devices=n).shape == expected
+
+
+@pytest.mark.parametrize("spec,n,msg", [
+    ("data=3", 4, "= 3 but 4 devices"), ("data=2,model=3", 4, "6 but 4 devices"),
+    ("pipe=2", 2, "unknown axis 'pipe'"), ("data=2,data=2", 4, "given twice"), ("data=x", 4, "integer"),
+    ("data=0", 4, ">= 1"), ("data4", 4, "axis=size"), ("model=3", 4, "3 does not divide the 4 devices"), ("data=-1,model=-1", 4, "at most one"),
+])
+def test_parse_mesh_rejects(spec, n, msg):
+    with pytest.raises(ConfigError, match=msg):
+        sh.parse_mesh(spec, num_devices=n)
+
+
+def test_make_mesh_one_device():
+    mesh = sh.make_mesh()
+    assert dict(mesh.shape) == {"data": 1, "model": 1}
+    with pytest.raises(ConfigError, match="2 but 1 devices"):
+        sh.make_mesh("data=2")
+
+
+def test_leaf_spec_rules_and_fsdp():
+    rules = sh.GPT_TENSOR_PARALLEL_RULES
+    m22 = {"data": 2, "model": 2}
+    assert sh.leaf_spec("blocks/0/attn_wq", (8, 4), m22, rules=rules) == P("model")
+    assert sh.leaf_spec("blocks/0/attn_wo/w", (4, 8), m22, rules=rules) == P(None, "model")
+    assert sh.leaf_spec("blocks/mlp_fc1", (3, 16, 4), m22, rules=rules) == P(None, "model")  # stacked layers
+    assert sh.leaf_spec("opt/0/mu/blocks/mlp_fc2", (4, 16), m22, rules=rules) == P(None, "model")
+    assert sh.leaf_spec("mlp_fc1/b", (16,), m22, rules=rules) == P("model")
+    assert sh.leaf_spec("mlp_fc2/b", (4,), m22, rules=rules) == P()
+    assert sh.leaf_spec("not_attn_wq", (8, 4), m22, rules=rules) == P()          # names match whole
+    # FSDP: the largest free divisible axis goes to 'data', small leaves stay replicated
+    assert sh.leaf_spec("mlp_fc1", (16, 8), m22, rules=rules, fsdp=True, fsdp_min_size=1) == P("model", "data")
+    assert sh.leaf_spec("embed", (6, 10), m22, fsdp=True, fsdp_min_size=1) == P(None, "data")
+    assert sh.leaf_spec("embed", (6, 10), m22, fsdp=True, fsdp_min_size=61) == P()
+    assert sh.leaf_spec("embed", (5, 7), m22, fsdp=True, fsdp_min_size=1) == P()  # nothing divides
+    # size-1 axes shard nothing
+    assert sh.leaf_spec("attn_wq", (8, 4), {"data": 4, "model": 1}, rules=rules) == P()
+    with pytest.raises(ConfigError, match="attn_wk.*dim 0 of size 5.*'model'"):
+        sh.leaf_spec("attn_wk", (5, 4), m22, rules=rules)
+    with pytest.raises(ConfigError, match="rank 2"):
+        sh.leaf_spec("attn_wq", (8,), m22, rules=rules)
+
+
+def test_tree_pspecs_covers_optimizer_state():
+    import jax.numpy as jnp
+    import optax
+    params = {"attn_wq": jnp.zeros((8, 4)), "attn_wo": jnp.zeros((4, 8))}
+    state = (params, optax.adam(1e-3).init(params))
+    specs = sh.tree_pspecs(state, {"data": 1, "model": 2}, rules=sh.GPT_TENSOR_PARALLEL_RULES)
+    assert specs[1][0].mu["attn_wq"] == P("model") and specs[1][0].nu["attn_wo"] == P(None, "model")
+    assert specs[1][0].count == P()
+
+
+def test_shard_batch_single_process_and_errors():
+    mesh = sh.make_mesh()
+    batch = {"x": np.ones((4, 3), np.float32), "y": np.zeros((4,), np.int32)}
+    out = sh.shard_batch(batch, mesh)
+    assert out["x"].shape == (4, 3) and sh.local_rows(mesh, 4) == slice(0, 4)
+    with pytest.raises(DataError, match="batch leaf y has 3 rows"):
+        sh.shard_batch({"x": np.ones((4, 3)), "y": np.zeros((3,))}, mesh)
+
+
+def test_maybe_initialize_distributed_validation():
+    assert sh.maybe_initialize_distributed(env={}) is False
+    assert sh.maybe_initialize_distributed(num_processes=1, env={}) is False
+    with pytest.raises(ConfigError, match="missing: coordinator, process_id"):
+        sh.maybe_initialize_distributed(num_processes=2, env={})
+    with pytest.raises(ConfigError, match="missing: num_processes"):
+        sh.maybe_initialize_distributed(env={"JAX_COORDINATOR_ADDRESS": "10.0.0.1:99", "JAX_PROCESS_ID": "1"})
+    with pytest.raises(ConfigError, match="must be in"):
+        sh.maybe_initialize_distributed("h:1234", 2, 2, env={})
+    with pytest.raises(ConfigError, match="host:port"):
+        sh.maybe_initialize_distributed("localhost", 2, 0, env={})
+    with pytest.raises(ConfigError, match="JAX_NUM_PROCESSES must be an integer"):
+        sh.maybe_initialize_distributed(env={"JAX_NUM_PROCESSES": "two"})
+    # this process has already computed with JAX: joining now must be refused, not hang
+    with pytest.raises(ConfigError, match="before any JAX computation"):
+        sh.maybe_initialize_distributed("127.0.0.1:1234", 2, 0, env={})
+
+
+def test_cpu_devices_env_replaces_count():
+    env = sh.cpu_devices_env(4, base={"XLA_FLAGS": "--foo --xla_force_host_platform_device_count=2"})
+    assert env["XLA_FLAGS"] == "--foo --xla_force_host_platform_device_count=4"
+    assert env["JAX_PLATFORMS"] == "cpu"
+
+
+# ------------------------------------------------------------------- simulated devices (children)
+# The intended layouts written out by hand (w_OxI: fc1 split by output rows, fc2 by input columns).
+EXPECTED = {
+    (4, 1, False): {"mlp_fc1/w": "P()", "mlp_fc1/b": "P()", "mlp_fc2/w": "P()", "mlp_fc2/b": "P()"},
+    (4, 1, True): {"mlp_fc1/w": "P('data',)", "mlp_fc1/b": "P()", "mlp_fc2/w": "P(None, 'data')", "mlp_fc2/b": "P()"},
+    (2, 2, False): {"mlp_fc1/w": "P('model',)", "mlp_fc1/b": "P('model',)", "mlp_fc2/w": "P(None, 'model')",
+                    "mlp_fc2/b": "P()"},
+    (2, 2, True): {"mlp_fc1/w": "P('model', 'data')", "mlp_fc1/b": "P('model',)",
+                   "mlp_fc2/w": "P('data', 'model')", "mlp_fc2/b": "P()"},
+    (1, 1, False): {"mlp_fc1/w": "P()", "mlp_fc1/b": "P()", "mlp_fc2/w": "P()", "mlp_fc2/b": "P()"},
+    (1, 1, True): {"mlp_fc1/w": "P()", "mlp_fc1/b": "P()", "mlp_fc2/w": "P()", "mlp_fc2/b": "P()"},
+}
+
+
+def test_sharded_step_matches_single_device_on_meshes():
+    res = run_worker(4, "parity")
+    assert res["device_count"] == 4
+    seen = set()
+    for case in res["cases"]:
+        d, m = case["mesh"]
+        key = (d, m, case["fsdp"])
+        seen.add(key)
+        np.testing.assert_allclose(case["losses"], case["ref_losses"], rtol=TOL, atol=TOL, err_msg=str(key))
+        assert case["param_max_diff"] < TOL, key
+        assert len(case["devices_used"]) == d * m, key
+        # the compiled step's inputs are laid out as intended: params and both Adam moments per rule,
+        # the step counter replicated, the batch split over 'data'
+        compiled = case["compiled"]
+        for leaf, spec in EXPECTED[key].items():
+            assert compiled[f"0/0/{leaf}"] == spec, (key, leaf, compiled)
+            assert compiled[f"0/1/0/mu/{leaf}"] == spec and compiled[f"0/1/0/nu/{leaf}"] == spec, (key, leaf)
+            assert case["out_specs"][leaf] == spec, (key, leaf)
+        assert compiled["0/1/0/count"] == "P()"
+        batch_spec = "P('data',)" if d > 1 else "P()"
+        assert compiled["1/x"] == batch_spec and compiled["1/y"] == batch_spec, key
+        assert compiled == case["intended"], key
+    assert seen == set(EXPECTED)
+
+
+def test_checkpoint_saved_on_4_devices_restores_on_2_and_1(tmp_path):
+    saved = run_worker(4, "ckpt_save", str(tmp_path))
+    assert saved["device_count"] == 4 and saved["saved_specs"]["mlp_fc1/w"] == "P('model', 'data')"
+    res = run_worker(2, "ckpt_restore", str(tmp_path))
+    assert res["device_count"] == 2
+    assert [r["mesh"] for r in res["runs"]] == ["data=2,model=1", "data=1,model=2", "data=1,model=1"]
+    for r in res["runs"]:
+        assert r["meta"] == {"mesh": "data=2,model=2"}
+        assert r["shardings_match"], r
+        np.testing.assert_allclose(r["losses"], saved["losses"], rtol=TOL, atol=TOL, err_msg=r["mesh"])
+        assert r["param_max_diff_vs_4dev"] < TOL, r
+    assert res["runs"][0]["restored_specs"]["mlp_fc1/w"] == "P('data',)"
+    assert res["runs"][1]["restored_specs"]["mlp_fc2/w"] == "P(None, 'model')"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_loopback_agree_with_one(tmp_path):
+    ref = run_worker(1, "single", str(tmp_path / "single.npz"))
+    port = str(_free_port())
+    out = tmp_path / "multi.npz"
+    env = sh.cpu_devices_env(2)
+    env["PYTHONPATH"] = str(ROOT)
+    procs = [subprocess.Popen([sys.executable, str(WORKER), "multiproc", str(out), port, "2", str(pid),
+                               "data=2,model=2"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    results = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=120)
+            assert p.returncode == 0, f"process failed:\n{stdout[-2000:]}\n{stderr[-3000:]}"
+            results.append(json.loads([ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1][7:]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [r["process_index"] for r in results] == [0, 1]
+    for r in results:
+        assert r["process_count"] == 2 and r["device_count"] == 4 and r["local_device_count"] == 2
+        np.testing.assert_allclose(r["losses"], ref["losses"], rtol=TOL, atol=TOL)
+        assert r["specs"]["mlp_fc1/w"] == "P('model', 'data')"
+    assert [r["rows"] for r in results] == [[0, 4], [4, 8]]  # each process loaded half the batch
+    a, b = np.load(out), np.load(tmp_path / "single.npz")
+    assert sorted(a.files) == sorted(b.files) and len(a.files) == 14
+    for k in a.files:
+        np.testing.assert_allclose(a[k], b[k], rtol=TOL, atol=TOL, err_msg=k)
