@@ -122,7 +122,7 @@ def run_repl(params, cfg, tok: Tokenizer, temperature: float = 0.5, seed: int = 
     """Chat until /quit or end of input. Turn k samples with seed + k; /clear forgets the history."""
     import jax.numpy as jnp
 
-    from jaxsys.gpt.generate import generate, to_device_params
+    from jaxsys.gpt.generate import generate, room, to_device_params
     check_chat_model(tok)
     out = out or sys.stdout
     save_history = _setup_readline(history_file)
@@ -158,7 +158,7 @@ def run_repl(params, cfg, tok: Tokenizer, temperature: float = 0.5, seed: int = 
                 continue
             if prompt.dropped_turns:
                 history = history[prompt.dropped_turns:]
-            budget = cfg.block_size - len(prompt.ids)
+            budget = room(cfg, len(prompt.ids))
             n_new = budget if max_new_tokens is None else min(max_new_tokens, budget)
             ids = generate(dev_params, cfg, prompt.ids, n_new, temperature=temperature,
                            seed=seed + turn, stop_ids=chat_stop_ids(tok), greedy=temperature <= 0)

@@ -1,7 +1,8 @@
 """Jitted batched generation with a preallocated KV cache.
 
 Every row of a batch is a request: its prompt followed by the tokens generated so far live in one
-`[B, T]` buffer (T = block_size). One decode step feeds, for every active row, the token at that row's
+`[B, T + 1]` buffer (T = block_size; as in the reference, the token sampled after position T - 1 is
+still emitted, it is just never fed back). One decode step feeds, for every active row, the token at that row's
 position `pos` and writes its keys/values into the cache at `pos`; the prompt is fed token by token
 (teacher forced) through the same step, so rows with different prompt lengths and rows that joined the
 batch at different times advance together with static shapes. The loop is a `lax.while_loop`.
@@ -30,7 +31,7 @@ RMS_EPS = 1e-5
 
 class DecodeState(NamedTuple):
     """Per-row control state of a decode batch (B rows, T = block_size, U uniforms per row)."""
-    tokens: jax.Array  # [B, T] int32: prompt, then generated tokens
+    tokens: jax.Array  # [B, T + 1] int32: prompt, then generated tokens
     prompt_len: jax.Array  # [B] int32: prompt length (>= 1)
     pos: jax.Array  # [B] int32: position of the token fed at the next step
     n_gen: jax.Array  # [B] int32: tokens generated so far (incl. a final stop token)
@@ -100,19 +101,20 @@ def sample_tokens(logits_BxV, temperature_B, u_B):
 
 
 def _step(params, kv, st: DecodeState, cfg: GPTConfig):
-    B, T = st.tokens.shape
+    B, T1 = st.tokens.shape  # T1 = block_size + 1
     U = st.uniforms.shape[1]
     rows = jnp.arange(B)
     active = ~st.done
-    logits, kv = decode_step(params, kv, st.tokens[rows, st.pos], st.pos, cfg)
-    nxt = jnp.minimum(st.pos + 1, T - 1)
+    feed_pos = jnp.minimum(st.pos, T1 - 2)  # finished rows sit at pos = block_size
+    logits, kv = decode_step(params, kv, st.tokens[rows, feed_pos], feed_pos, cfg)
+    nxt = jnp.minimum(st.pos + 1, T1 - 1)
     sampling = active & (st.pos + 1 >= st.prompt_len)
     u = st.uniforms[rows, jnp.minimum(st.n_gen, U - 1)]
     new_tok = sample_tokens(logits, st.temperature, u)
     old = st.tokens[rows, nxt]
     tokens = st.tokens.at[rows, nxt].set(jnp.where(sampling, new_tok, old))
     n_gen = st.n_gen + sampling.astype(jnp.int32)
-    finished = sampling & (st.stop[rows, new_tok] | (n_gen >= st.max_new) | (nxt >= T - 1))
+    finished = sampling & (st.stop[rows, new_tok] | (n_gen >= st.max_new) | (nxt >= T1 - 1))
     return kv, st._replace(tokens=tokens, pos=jnp.where(active, nxt, st.pos), n_gen=n_gen,
                            done=st.done | finished)
 
@@ -160,13 +162,18 @@ def _check_prompt(prompt: Sequence[int], cfg: GPTConfig, where: str) -> list[int
     ids = [int(t) for t in prompt]
     if not ids:
         raise DataError(f"{where}: the prompt is empty (it needs at least the BOS token)")
-    if len(ids) >= cfg.block_size:
-        raise ConfigError(f"{where}: prompt of {len(ids)} tokens leaves no room to generate in "
+    if len(ids) > cfg.block_size:
+        raise ConfigError(f"{where}: prompt of {len(ids)} tokens is longer than "
                           f"block_size={cfg.block_size}")
     bad = [t for t in ids if not 0 <= t < cfg.vocab_size]
     if bad:
         raise DataError(f"{where}: token id {bad[0]} is outside the vocabulary [0, {cfg.vocab_size})")
     return ids
+
+
+def room(cfg: GPTConfig, prompt_len: int) -> int:
+    """Most tokens that can follow a prompt: positions prompt_len - 1 .. block_size - 1 each emit one."""
+    return cfg.block_size + 1 - prompt_len
 
 
 class HostState:
@@ -175,7 +182,7 @@ class HostState:
     def __init__(self, cfg: GPTConfig, batch: int, float_dtype=np.float32):
         T, V = cfg.block_size, cfg.vocab_size
         self.cfg = cfg
-        self.tokens = np.zeros((batch, T), np.int32)
+        self.tokens = np.zeros((batch, T + 1), np.int32)
         self.prompt_len = np.ones(batch, np.int32)
         self.pos = np.zeros(batch, np.int32)
         self.n_gen = np.zeros(batch, np.int32)
@@ -194,7 +201,7 @@ class HostState:
         self.prompt_len[row] = n
         self.pos[row] = 0
         self.n_gen[row] = 0
-        self.max_new[row] = max(1, min(int(max_new), T - n))
+        self.max_new[row] = max(1, min(int(max_new), room(self.cfg, n)))
         self.done[row] = False
         self.temperature[row] = temperature
         self.uniforms[row] = 0
@@ -237,8 +244,8 @@ def generate_batch(params: dict, cfg: GPTConfig, prompts: Sequence[Sequence[int]
 
     Args:
       params: name -> array (numpy or jax); converted to `dtype` (use float64 with x64 for parity).
-      prompts: token-id lists of any lengths in [1, block_size).
-      max_new_tokens: budget per row (also capped by block_size - len(prompt)).
+      prompts: token-id lists of any lengths in [1, block_size].
+      max_new_tokens: budget per row (also capped by room(cfg, len(prompt))).
       seeds: one seed, or one per prompt; row b draws `default_rng(seeds[b]).random(...)`.
       uniforms: explicit uniform draws per row (overrides seeds), for parity tests.
       greedy: argmax instead of sampling (also when temperature <= 0).

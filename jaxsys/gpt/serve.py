@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt import chat as chatlib
 from jaxsys.gpt.config import GPTConfig
-from jaxsys.gpt.generate import (HostState, advance, default_uniforms, finish_reason, init_kv,
+from jaxsys.gpt.generate import (HostState, advance, default_uniforms, finish_reason, init_kv, room,
                                  to_device_params)
 from jaxsys.gpt.tokenizer import Tokenizer
 
@@ -46,7 +46,7 @@ class ServeConfig:
     max_batch: int = 16  # rows decoded together in one jitted step (static)
     chunk_steps: int = 4  # decode steps per jitted call between batch updates
     max_num_samples: int = 50  # limit of num_samples (/generate) and n (/v1/chat/completions)
-    max_tokens_limit: int | None = None  # cap on max_tokens (None: block_size - 1)
+    max_tokens_limit: int | None = None  # cap on max_tokens (None: block_size)
     max_body_bytes: int = 256 * 1024  # larger request bodies get 413
     max_queue: int = 4096  # queued rows beyond this get 503
 
@@ -283,7 +283,7 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
     batcher = Batcher(params, cfg, scfg, dtype)
     if warmup:
         batcher.warmup()
-    token_limit = min(scfg.max_tokens_limit or cfg.block_size - 1, cfg.block_size - 1)
+    token_limit = min(scfg.max_tokens_limit or cfg.block_size, cfg.block_size)
     created = int(time.time())
 
     @contextlib.asynccontextmanager
@@ -331,7 +331,7 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
 
     def budget(body, key, prompt_len) -> int:
         n = _get(body, key, int, token_limit, 1, token_limit)
-        return min(n, cfg.block_size - prompt_len)
+        return min(n, room(cfg, prompt_len))
 
     async def run_rows(prompt, n, max_new, temperature, seed, stop_ids):
         rows = [batcher.submit(prompt, max_new, temperature, seed + i, stop_ids) for i in range(n)]
@@ -355,8 +355,8 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
         temperature, seed = sampling(body, 0.5, 42)
         text = _get(body, "prompt", str, "")
         prompt = [tok.bos, *tok.encode(text)]
-        if len(prompt) >= cfg.block_size:
-            raise ApiError(400, f"prompt of {len(prompt)} tokens leaves no room in block_size "
+        if len(prompt) > cfg.block_size:
+            raise ApiError(400, f"prompt of {len(prompt)} tokens does not fit in block_size "
                                 f"{cfg.block_size}", "prompt")
         max_new = budget(body, "max_tokens", len(prompt))
         stop = [tok.bos] + ([tok.end_turn] if tok.chat else [])

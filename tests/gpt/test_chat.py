@@ -83,7 +83,7 @@ def test_repl_through_stdin(model, monkeypatch, capsys):
     # after /clear both turns have the same prompt; turn k samples with seed 42 + k
     prompt = chat.build_chat_prompt(TOK, [("user", "hello")], cfg.block_size).ids
     for k, reply in enumerate(replies):
-        ids = generate(params, cfg, prompt, cfg.block_size - len(prompt), temperature=0.5,
+        ids = generate(params, cfg, prompt, cfg.block_size + 1 - len(prompt), temperature=0.5,
                        seed=42 + k, stop_ids=chat.chat_stop_ids(TOK))
         assert reply == TOK.decode(ids)
     assert replies[0] != replies[1]

@@ -69,8 +69,11 @@ def test_greedy_batch_equals_numpy_inference(params, ref):
     for p, g in zip(PROMPTS, outs):
         expect = ref.generate_from_prompt(p, 12, greedy=True, stop_ids=list(STOPS))
         assert g.tokens == list(expect)
-    # rows of different lengths ended for different reasons, or at least produced tokens
-    assert all(len(g.tokens) >= 1 or g.finish_reason == "stop" for g in outs)
+    # without stop tokens every row runs to its budget or to the end of the block
+    outs = G.generate_batch(params, CFG, PROMPTS, 30, greedy=True, dtype=jnp.float64)
+    for p, g in zip(PROMPTS, outs):
+        assert g.tokens == ref.generate_from_prompt(p, 30, greedy=True, stop_ids=[])
+        assert len(g.tokens) == CFG.block_size + 1 - len(p) and g.finish_reason == "length"
 
 
 @pytest.mark.parametrize("temperature", [0.6, 1.3])
@@ -121,9 +124,10 @@ def test_counting_model_reference_values():
     outs = G.generate_batch(p, cfg, [[0], [1, 2, 3, 4, 5], [3], [5] * 9], 7, greedy=True,
                             dtype=jnp.float64)
     assert outs[0] == G.Generation([1, 2, 3, 4, 5, 0, 1], "length")
-    assert outs[1] == G.Generation([0, 1, 2, 3, 4], "length")
+    # the block holds 10 positions; the token sampled after the last one is still emitted
+    assert outs[1] == G.Generation([0, 1, 2, 3, 4, 5], "length")
     assert outs[2] == G.Generation([4, 5, 0, 1, 2, 3, 4], "length")
-    assert outs[3] == G.Generation([0], "length")
+    assert outs[3] == G.Generation([0, 1], "length")
     # sampling: after token 0 with rmsnorm, x = sqrt(6) e_0, so logits = sqrt(6) e_1 and
     # P(1) = e^s / (e^s + 5), s = sqrt(6) / T; u just below / above P(0) + P(1) picks 1 / 2
     s = np.sqrt(6.0 / (1 + 6e-5)) / 0.5  # rmsnorm: x / sqrt(mean(x^2) + 1e-5), mean = 1/6
@@ -138,10 +142,10 @@ def test_counting_model_reference_values():
 
 
 def test_no_recompilation_for_same_batch_bucket(params):
-    G.generate_batch(params, CFG, PROMPTS[:2], 4, greedy=True, dtype=jnp.float64)
+    G.generate_batch(params, CFG, PROMPTS, 4, greedy=True, dtype=jnp.float64)
     n = G.advance._cache_size()
-    G.generate_batch(params, CFG, [[11, 0], [11, 1, 2, 3]], 6, temperature=0.9, seeds=[1, 2],
-                     dtype=jnp.float64)
+    G.generate_batch(params, CFG, [[11, 0], [11, 1, 2, 3], [11]], 6, temperature=0.9,
+                     seeds=[1, 2, 3], dtype=jnp.float64)
     assert G.advance._cache_size() == n
 
 
@@ -149,7 +153,7 @@ def test_bad_inputs(params):
     with pytest.raises(DataError, match="empty"):
         G.generate(params, CFG, [], 3)
     with pytest.raises(ConfigError, match="block_size"):
-        G.generate(params, CFG, [11] * CFG.block_size, 3)
+        G.generate(params, CFG, [11] * (CFG.block_size + 1), 3)
     with pytest.raises(DataError, match="outside the vocabulary"):
         G.generate(params, CFG, [11, 99], 3)
     with pytest.raises(ConfigError, match="max_new_tokens"):

@@ -62,7 +62,7 @@ def test_generate_equals_numpy_inference(plain_server):
     r = httpx.post(srv.url + "/microgpt/v1/generate", json={"num_samples": 3, "seed": 7})
     assert r.status_code == 200
     samples = r.json()["samples"]
-    max_new = CFG.block_size - 1
+    max_new = CFG.block_size  # the most a [BOS] prompt can get
     expect = [PLAIN_TOK.decode(ref.generate_from_prompt([PLAIN_TOK.bos], max_new, temperature=0.5,
                                                         seed=7 + i)) for i in range(3)]
     assert samples == expect and len(set(samples)) > 1
@@ -91,7 +91,7 @@ def test_chat_equals_numpy_inference_under_concurrency(chat_server):
         outs = list(ex.map(call, jobs))
     for (msgs, seed), out in zip(jobs, outs):
         prompt = build_chat_prompt(CHAT_TOK, msgs, CFG.block_size).ids
-        ids = ref.generate_from_prompt(prompt, CFG.block_size - len(prompt), temperature=0.5,
+        ids = ref.generate_from_prompt(prompt, CFG.block_size + 1 - len(prompt), temperature=0.5,
                                        seed=seed, stop_ids=chat_stop_ids(CHAT_TOK))
         assert out["role"] == "assistant" and out["content"] == CHAT_TOK.decode(ids)
     assert httpx.get(srv.url + "/healthz").json()["max_active"] > 1  # decoded together
@@ -113,7 +113,7 @@ BAD = [
     ("/microgpt/v1/generate", {"num_samples": 0}, 400, ">= 1"),
     ("/microgpt/v1/generate", {"num_samples": True}, 400, "must be of type int"),
     ("/microgpt/v1/generate", {"temperature": -0.5}, 400, ">= 0"),
-    ("/microgpt/v1/generate", {"prompt": "hello" * 8}, 400, "no room"),
+    ("/microgpt/v1/generate", {"prompt": "hello" * 8}, 400, "does not fit"),
     ("/microgpt/v1/generate", b"{not json", 400, "malformed JSON"),
     ("/microgpt/v1/generate", b"[1, 2]", 400, "must be a JSON object"),
     ("/microgpt/v1/generate", b"", 400, "empty request body"),
