@@ -43,10 +43,10 @@ Rule = tuple[str, P]  # (regex searched in a leaf's '/'-joined path, spec of the
 # The GPT's attention/MLP matrices, stored w_OxI (rows = outputs). Leading axes (e.g. a stacked layer
 # axis) stay unsharded: a rule's spec covers the trailing dims only.
 GPT_TENSOR_PARALLEL_RULES: tuple[Rule, ...] = (
-    (r"(^|/)(attn_w[qkv]|attn_qkv|mlp_fc1)(/w)?$", P("model", None)),   # column-parallel: split outputs
-    (r"(^|/)(attn_w[qkv]|attn_qkv|mlp_fc1)/b$", P("model")),            # its bias follows the outputs
-    (r"(^|/)(attn_b[qkv]|mlp_b1)$", P("model")),
-    (r"(^|/)(attn_wo|mlp_fc2)(/w)?$", P(None, "model")),                # row-parallel: split inputs
+    (r"(^|[/.])(attn_w[qkv]|attn_qkv|mlp_fc1)(/w)?$", P("model", None)),   # column-parallel: split outputs
+    (r"(^|[/.])(attn_w[qkv]|attn_qkv|mlp_fc1)/b$", P("model")),            # its bias follows the outputs
+    (r"(^|[/.])(attn_b[qkv]|mlp_b1)$", P("model")),
+    (r"(^|[/.])(attn_wo|mlp_fc2)(/w)?$", P(None, "model")),                # row-parallel: split inputs
 )
 
 

@@ -1,0 +1,77 @@
+"""jaxsys/mlp/sharded.py on 4 simulated CPU devices (a child process: this one has 1 device)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxsys.errors import ConfigError
+from jaxsys.mlp.sharded import tensor_parallel_rules
+from jaxsys.train import sharding as sh
+
+ROOT = Path(__file__).resolve().parents[2]
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    env = sh.cpu_devices_env(4)
+    env["PYTHONPATH"] = str(ROOT)
+    root = tmp_path_factory.mktemp("mlp_sharded")
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("_sharded_worker.py")), str(root)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+
+
+def test_tensor_parallel_rules_pair_layers():
+    mesh = {"data": 1, "model": 2}
+    rules = tensor_parallel_rules(3)
+    assert sh.leaf_spec("params/0/w", (16, 12), mesh, rules=rules) == sh.P("model")
+    assert sh.leaf_spec("opt_state/mu/0/b", (16,), mesh, rules=rules) == sh.P("model")
+    assert sh.leaf_spec("opt_state/nu/1/w", (8, 16), mesh, rules=rules) == sh.P(None, "model")
+    assert sh.leaf_spec("params/2/w", (5, 8), mesh, rules=rules) == sh.P()       # unpaired last layer
+    assert sh.leaf_spec("params/10/w", (5, 8), mesh, rules=rules) == sh.P()      # not layer 0
+    with pytest.raises(ConfigError, match="params/0/w.*dim 0 of size 15"):
+        sh.leaf_spec("params/0/w", (15, 12), mesh, rules=rules)
+
+
+# hand-written intended layouts of the compiled step's inputs (state leaves, then x and y)
+EXPECTED = {
+    (2, 2, False): {"params/0/w": "P('model',)", "params/0/b": "P('model',)", "params/1/w": "P(None, 'model')",
+                    "params/1/b": "P()", "params/2/w": "P()", "params/2/b": "P()"},
+    (2, 2, True): {"params/0/w": "P('model', 'data')", "params/0/b": "P('model',)",
+                   "params/1/w": "P('data', 'model')", "params/1/b": "P()", "params/2/w": "P()"},
+    (4, 1, False): {"params/0/w": "P()", "params/1/w": "P()", "params/2/w": "P()"},
+    (1, 1, False): {"params/0/w": "P()", "params/1/w": "P()", "params/2/w": "P()"},
+}
+
+
+def test_one_step_on_meshes_equals_single_device(result):
+    r = result["parity"]
+    assert r["device_count"] == 4
+    assert {(c["mesh"][0], c["mesh"][1], c["fsdp"]) for c in r["cases"]} == set(EXPECTED)
+    for c in r["cases"]:
+        key = (c["mesh"][0], c["mesh"][1], c["fsdp"])
+        np.testing.assert_allclose(c["losses"], r["ref_losses"], rtol=TOL, atol=TOL, err_msg=str(key))
+        assert c["param_max_diff"] < TOL, key
+        assert c["n_devices"] == key[0] * key[1]
+        for leaf, spec in EXPECTED[key].items():
+            assert c["specs"]["0/" + leaf] == spec, (key, leaf)
+            moment = leaf.replace("params/", "opt_state/mu/")
+            assert c["specs"]["0/" + moment] == spec, (key, moment)
+        batch = "P('data',)" if key[0] > 1 else "P()"
+        assert c["specs"]["1"] == batch and c["specs"]["2"] == batch, key
+        assert c["specs"]["0/step"] == "P()" and c["specs"]["0/opt_state/count"] == "P()"
+
+
+def test_train_loop_on_mesh_matches_single_device_and_resumes_on_2(result):
+    r = result["train"]
+    single, mesh, resumed = r["single"], r["mesh"], r["resumed"]
+    assert mesh["mesh"] == "data=2,model=2" and resumed["mesh"] == "data=2,model=1"
+    assert resumed["resumed_from"] == 3 and mesh["steps"] == single["steps"] == resumed["steps"] == 6
+    for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
+        assert abs(mesh[k] - single[k]) < TOL, k
+        assert abs(resumed[k] - single[k]) < TOL, k
