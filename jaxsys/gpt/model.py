@@ -109,7 +109,7 @@ def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int) -> tuple[jax
 def forward(params: dict, tokens_BxT: jax.Array, cfg: GPTConfig) -> tuple[jax.Array, Cache]:
     """logits [B, T, V] for token ids [B, T] (T <= block_size), and the cache for `backward`."""
     t = tokens_BxT.shape[1]
-    x0 = jnp.take(params["wte"], tokens_BxT, axis=0) + params["wpe"][:t]
+    x0 = jnp.take(params["wte"], tokens_BxT, axis=0) + params["wpe"][None, :t]
     x, norm0 = rmsnorm_forward(x0)
     layers = []
     for i in range(cfg.n_layer):

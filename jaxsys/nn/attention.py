@@ -36,7 +36,7 @@ def attention_forward(q_BxTxHxD: jax.Array, k_BxTxHxD: jax.Array, v_BxTxHxD: jax
     t, dh = q_BxTxHxD.shape[1], q_BxTxHxD.shape[-1]
     scale = 1.0 / (dh ** 0.5)
     s = jnp.einsum("bthd,bshd->bhts", q_BxTxHxD * jnp.asarray(scale, q_BxTxHxD.dtype), k_BxTxHxD)
-    s = jnp.where(causal_mask(t), s, -jnp.inf)
+    s = jnp.where(causal_mask(t)[None, None], s, -jnp.inf)
     e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))   # the diagonal is always present: max finite
     p = e / jnp.sum(e, axis=-1, keepdims=True)
     o = jnp.einsum("bhts,bshd->bthd", p, v_BxTxHxD)
