@@ -120,8 +120,9 @@ class InferenceModel:
                              ) -> list[int]:
         """Sample up to `max_new_tokens` tokens after `prompt_ids` (stop token not included).
 
-        Stops early at a stop id (default BOS in plain mode, end_turn in chat mode) or when the
-        context reaches block_size. Returns the generated ids only.
+        Stops early at a stop id (default BOS in plain mode, end_turn in chat mode) or once the
+        context holds block_size tokens (the token sampled from that last position is still
+        returned, as in microgpt: prompt + generated <= block_size + 1). Returns the generated ids.
         """
         prompt = list(prompt_ids)
         if not prompt:
