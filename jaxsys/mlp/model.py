@@ -71,7 +71,7 @@ def _linear_forward(p: dict, x: jax.Array, cfg: MLPConfig):
     if cfg.matmul == "xla":
         return nn.linear_forward(p, x)
     from jaxsys.mlp.matmul import matmul
-    return matmul(x, p["w"].T) + p["b"], nn.linear.LinearCache(x)
+    return matmul(x, p["w"].T) + p["b"][None, :], nn.linear.LinearCache(x)
 
 
 def _linear_backward(p: dict, cache, dz: jax.Array, cfg: MLPConfig, need_dx: bool = True):
@@ -173,11 +173,11 @@ class Cache2(NamedTuple):
 def forward_2hidden(params: list[dict], X: jax.Array) -> tuple[jax.Array, Cache2]:
     """Z1 = X W1^T + b1, A1 = relu(Z1), Z2 = A1 W2^T + b2, A2 = relu(Z2), Z3 = A2 W3^T + b3."""
     (W1, b1), (W2, b2), (W3, b3) = [(p["w"], p["b"]) for p in params]
-    Z1 = X @ W1.T + b1
+    Z1 = X @ W1.T + b1[None, :]
     A1 = jnp.maximum(Z1, 0)
-    Z2 = A1 @ W2.T + b2
+    Z2 = A1 @ W2.T + b2[None, :]
     A2 = jnp.maximum(Z2, 0)
-    Z3 = A2 @ W3.T + b3
+    Z3 = A2 @ W3.T + b3[None, :]
     return Z3, Cache2(X, Z1, A1, Z2, A2)
 
 

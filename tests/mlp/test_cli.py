@@ -1,0 +1,44 @@
+"""`jaxsys mlp ...` through jaxsys.cli.main, and the tour stage in quick mode."""
+import json
+
+from jaxsys.cli import main
+from jaxsys.mlp import tour
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    args = ["mlp", "train", "--steps", "4", "--batch", "16", "--hidden", "8", "--log-every", "1",
+            "--eval-every", "2", "--ckpt-every", "2", "--run-dir", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 4
+    args[args.index("--steps") + 1] = "6"
+    assert main(args + ["--resume"]) == 0
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["steps"] == 6 and s["resumed_from"] == 4
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    base = ["mlp", "train", "--steps", "2", "--run-dir", str(tmp_path), "--no-progress"]
+    assert main(base + ["--activation", "gelu"]) == 2
+    assert "unknown activation 'gelu'" in capsys.readouterr().err
+    assert main(base + ["--hidden", "64,x"]) == 2
+    assert "--hidden must be comma-separated integers" in capsys.readouterr().err
+    assert main(["mlp", "train", "--resume", "--steps", "2"]) == 2
+    assert "--resume needs --run-dir" in capsys.readouterr().err
+
+
+def test_cli_gradcheck(capsys):
+    assert main(["mlp", "gradcheck", "--hidden", "4,4", "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    recs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["task"] for r in recs] == ["classify", "regress"]
+    assert all(r["rel_err_vs_jax_grad"] < 1e-12 and r["finite_differences"] == "ok" for r in recs)
+    assert "gradients ok" in out
+
+
+def test_tour_stage_quick(tmp_path):
+    r = tour.run_stage(tmp_path, quick=True)
+    assert r["steps"] == 150 and 0.5 < r["test_accuracy"] <= 1.0  # 150 steps already reach ~0.9
+    assert r["grad_rel_err"] < 1e-12 and r["fd_check"] == "ok"
+    assert (tmp_path / "loss_curve.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "mlp.json").read_text())["train"]["steps"] == 150

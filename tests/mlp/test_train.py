@@ -1,0 +1,117 @@
+"""The real jitted train step and the training loop (checkpoint, resume, bad data)."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsys.errors import ConfigError, DataError, ShapeError
+from jaxsys.mlp import model
+from jaxsys.mlp.adam import AdamConfig
+from jaxsys.mlp.data import Dataset, load_digits
+from jaxsys.mlp.train import StepConfig, TrainConfig, init_state, train, train_step
+from jaxsys.train import read_metrics
+
+TINY = dict(hidden=(8,), batch=16, log_every=1, eval_every=2, ckpt_every=2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+def test_train_step_smoke_no_recompile(digits):
+    cfg = StepConfig(model.MLPConfig((64, 8, 10)), AdamConfig("hand"), "hand")
+    state = init_state(jax.random.PRNGKey(0), cfg)
+    x, y = jnp.asarray(digits.x_train[:16]), jnp.asarray(digits.y_train[:16])
+    state, m1 = train_step(state, x, y, cfg=cfg)
+    n_compiled = train_step._cache_size()
+    state, m2 = train_step(state, jnp.asarray(digits.x_train[16:32]), jnp.asarray(digits.y_train[16:32]),
+                           cfg=cfg)
+    assert train_step._cache_size() == n_compiled  # second call reuses the executable
+    assert int(state.step) == 2 and int(state.opt_state.count) == 2
+    assert np.isfinite(float(m1["loss"])) and np.isfinite(float(m2["loss"]))
+    assert 0.0 <= float(m2["accuracy"]) <= 1.0
+    assert state.params[0]["w"].dtype == jnp.float32
+
+
+def test_autodiff_optax_step_equals_hand_step():
+    rng = np.random.default_rng(0)
+    mcfg = model.MLPConfig((5, 6, 4, 3), "classify")
+    x, y = jnp.asarray(rng.normal(size=(7, 5))), jnp.asarray(rng.integers(0, 3, 7))
+    out = {}
+    for grad, opt in (("hand", "hand"), ("autodiff", "optax")):
+        cfg = StepConfig(mcfg, AdamConfig(opt), grad)
+        state = init_state(jax.random.PRNGKey(1), cfg, jnp.float64)
+        for _ in range(3):
+            state, m = train_step(state, x, y, cfg=cfg)
+        out[grad] = (state.params, float(m["loss"]))
+    np.testing.assert_allclose(out["hand"][1], out["autodiff"][1], rtol=1e-13)
+    for a, b in zip(jax.tree_util.tree_leaves(out["hand"][0]), jax.tree_util.tree_leaves(out["autodiff"][0])):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
+def test_train_checkpoint_and_resume_equals_uninterrupted(tmp_path, digits):
+    full = train(TrainConfig(steps=6, **TINY), tmp_path / "full", data=digits, progress=False,
+                 log=lambda m: None)
+    part = train(TrainConfig(steps=4, **TINY), tmp_path / "part", data=digits, progress=False,
+                 log=lambda m: None)
+    assert part["steps"] == 4
+    msgs = []
+    res = train(TrainConfig(steps=6, **TINY), tmp_path / "part", data=digits, resume=True,
+                progress=False, log=msgs.append)
+    assert res["resumed_from"] == 4 and res["steps"] == 6
+    assert any("resumed from step 4" in m for m in msgs)
+    assert res["test_loss"] == full["test_loss"] and res["train_loss"] == full["train_loss"]
+    steps = [r["step"] for r in read_metrics(tmp_path / "part" / "metrics.jsonl") if r["split"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert (tmp_path / "part" / "ckpt" / "6").is_dir()
+    summary = json.loads((tmp_path / "part" / "summary.json").read_text())
+    assert summary["steps"] == 6 and 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+def test_resume_with_other_shape_is_refused(tmp_path, digits):
+    train(TrainConfig(steps=2, **TINY), tmp_path, data=digits, progress=False, log=lambda m: None)
+    other = {**TINY, "hidden": (4,)}
+    with pytest.raises((ConfigError, DataError)):
+        train(TrainConfig(steps=4, **other), tmp_path, data=digits, resume=True, progress=False,
+              log=lambda m: None)
+
+
+def _regress_data(n=40, d=3):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5], np.float32))[:, None]
+    return Dataset("toy", x[:30], y[:30], x[30:], y[30:], 1)
+
+
+def test_train_rejects_bad_data_before_tracing(tmp_path):
+    good = _regress_data()
+    y_nan = good.y_train.copy()
+    y_nan[5, 0] = np.nan
+    with pytest.raises(DataError, match="toy train set: regression targets contain 1 NaN"):
+        train(TrainConfig(task="regress", steps=2, **TINY), tmp_path / "a",
+              data=good._replace(y_train=y_nan), progress=False)
+    with pytest.raises(ShapeError, match=r"toy test set: inputs must be \[B x 3\], got \[10, 4\]"):
+        train(TrainConfig(task="regress", steps=2, **TINY), tmp_path / "b",
+              data=good._replace(x_test=np.zeros((10, 4), np.float32)), progress=False)
+    with pytest.raises(ConfigError, match="unknown activation 'gelu'"):
+        train(TrainConfig(task="regress", activation="gelu", steps=2, **TINY), tmp_path / "c",
+              data=good, progress=False)
+    with pytest.raises(ConfigError, match="batch 64 exceeds the 30 training examples"):
+        train(TrainConfig(task="regress", steps=2, **{**TINY, "batch": 64}), tmp_path / "d",
+              data=good, progress=False)
+    with pytest.raises(ConfigError, match="steps must be > 0"):
+        TrainConfig(steps=0)
+    with pytest.raises(ConfigError, match="grad must be one of"):
+        StepConfig(grad="numeric")
+
+
+def test_regression_training_reduces_loss(tmp_path):
+    s = train(TrainConfig(task="regress", hidden=(8,), steps=60, batch=16, learning_rate=1e-2,
+                          log_every=20, eval_every=60, ckpt_every=60),
+              tmp_path, data=_regress_data(), progress=False, log=lambda m: None)
+    y = _regress_data().y_test
+    baseline = 0.5 * float(np.mean((y - y.mean()) ** 2))  # predicting the mean
+    assert s["test_loss"] < 0.5 * baseline and "test_rmse" in s
