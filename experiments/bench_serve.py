@@ -153,16 +153,18 @@ def main() -> None:
     ap.add_argument("--chunk-steps", type=int, default=4)
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--skip-load", action="store_true")
+    ap.add_argument("--size", default="128,4,6,512", help="random model n_embd,n_head,n_layer,block")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "serve.json"))
     a = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
-    model_dir = Path(a.model) if a.model else random_chat_model(Path(tmp.name) / "model")
+    size = [int(x) for x in a.size.split(",")]
+    model_dir = Path(a.model) if a.model else random_chat_model(Path(tmp.name) / "model", *size)
     levels = [1, 8, 32]
     n_req = [int(x) for x in a.requests.split(",")]
     prompts = ["hello", "how are you?", "what is your name?", "tell me a joke", "good morning",
                "do you like music?", "what do you do?", "bye"]
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-              "model": str(a.model or "random 128/4/6/512 chat"), "max_tokens": a.max_tokens,
+              "model": str(a.model or f"random chat model n_embd,n_head,n_layer,block = {a.size}"), "max_tokens": a.max_tokens,
               "max_batch": a.max_batch, "chunk_steps": a.chunk_steps,
               "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
     if not a.skip_load:

@@ -216,9 +216,9 @@ class HostState:
             self.temperature, self.uniforms, self.stop)))
 
     def update_from(self, st: DecodeState) -> None:
-        st = jax.device_get(st)
-        self.tokens, self.pos, self.n_gen, self.done = (np.array(st.tokens), np.array(st.pos),
-                                                         np.array(st.n_gen), np.array(st.done))
+        """Copy back what a decode chunk changes (tokens, positions, counts, done flags)."""
+        got = jax.device_get((st.tokens, st.pos, st.n_gen, st.done))
+        self.tokens, self.pos, self.n_gen, self.done = (np.array(a) for a in got)
 
     def generated(self, row: int) -> list[int]:
         n = int(self.prompt_len[row])

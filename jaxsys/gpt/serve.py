@@ -96,8 +96,12 @@ class Batcher:
         self.queue: asyncio.Queue | None = None
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gpt-decode")
         self.task: asyncio.Task | None = None
+        self.dev_state = None  # the DecodeState on device; re-uploaded only after slot changes
+        self.dirty = True
         self.steps = 0  # jitted chunks run (for /healthz and tests)
         self.max_active = 0  # most rows decoded together so far
+        self.rows_decoded = 0  # sum over chunks of the rows in flight (mean batch occupancy)
+        self.chunk_seconds = 0.0  # time inside jitted chunks
 
     def warmup(self) -> None:
         """Compile the decode chunk (all rows idle: it returns at once)."""
@@ -131,9 +135,13 @@ class Batcher:
         return row
 
     def _run_chunk(self) -> None:
-        self.kv, st = advance(self.params, self.kv, self.hs.to_device(),
-                              jnp.int32(self.scfg.chunk_steps), cfg=self.cfg)
-        self.hs.update_from(st)
+        t0 = time.perf_counter()
+        st = self.hs.to_device() if self.dirty or self.dev_state is None else self.dev_state
+        self.dirty = False
+        self.kv, self.dev_state = advance(self.params, self.kv, st, jnp.int32(self.scfg.chunk_steps),
+                                          cfg=self.cfg)
+        self.hs.update_from(self.dev_state)
+        self.chunk_seconds += time.perf_counter() - t0
 
     def _place(self, row: _Row) -> None:
         if row.cancelled:
@@ -142,6 +150,7 @@ class Batcher:
         u = default_uniforms(row.seed, self.cfg.block_size)
         self.hs.place(b, row.prompt, row.max_new, row.temperature, u, row.stop_ids)
         self.slots[b] = row
+        self.dirty = True
 
     def _emit(self) -> None:
         for b, row in enumerate(self.slots):
@@ -150,6 +159,7 @@ class Batcher:
             if row.cancelled:
                 self.hs.done[b] = True
                 self.slots[b] = None
+                self.dirty = True
                 continue
             gen = self.hs.generated(b)
             if self.hs.done[b]:
@@ -172,6 +182,7 @@ class Batcher:
             if self.active() == 0:
                 continue
             self.max_active = max(self.max_active, self.active())
+            self.rows_decoded += self.active()
             try:
                 await loop.run_in_executor(self.pool, self._run_chunk)
                 self.steps += 1
@@ -182,6 +193,7 @@ class Batcher:
                         row.events.put_nowait(("done", e))
                         self.slots[b] = None
                 self.hs.done[:] = True
+                self.dirty = True
                 self.kv = init_kv(self.cfg, self.scfg.max_batch, self.dtype)
                 continue
             self._emit()
@@ -346,7 +358,8 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
         return {"status": "ok", "model": scfg.model_name, "chat": tok.chat,
                 "block_size": cfg.block_size, "max_batch": scfg.max_batch,
                 "active": batcher.active(), "queued": batcher.queued(), "chunks": batcher.steps,
-                "max_active": batcher.max_active}
+                "max_active": batcher.max_active, "rows_decoded": batcher.rows_decoded,
+                "chunk_seconds": batcher.chunk_seconds}
 
     @app.post("/microgpt/v1/generate")
     async def generate(request: Request):
