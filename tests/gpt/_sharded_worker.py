@@ -1,0 +1,78 @@
+"""Child process for tests/gpt/test_sharded.py on 4 simulated CPU devices; prints one RESULT line.
+
+    python tests/gpt/_sharded_worker.py RUN_ROOT
+"""
+import json
+import sys
+
+import jax
+import numpy as np
+
+from jaxsys.gpt.config import GPTConfig
+from jaxsys.gpt.sharded import make_sharded_train_step, train_sharded
+from jaxsys.gpt.train import TrainConfig, init_state, train, train_step
+from jaxsys.train import sharding as sh
+
+CFG = GPTConfig(vocab_size=11, n_embd=16, n_head=4, n_layer=2, block_size=8)
+TCFG = TrainConfig(steps=10, batch_size=8, lr=0.01)
+B, T = 8, 8
+
+
+def batch(step):
+    rng = np.random.default_rng(11 + step)
+    tokens = rng.integers(0, CFG.vocab_size, (B, T)).astype(np.int32)
+    targets = rng.integers(0, CFG.vocab_size, (B, T)).astype(np.int32)
+    mask = (rng.random((B, T)) < 0.8).astype(np.float32)
+    return tokens, targets, mask
+
+
+def flat(tree):
+    return [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(sh.to_host(tree))]
+
+
+def scenario_parity():
+    ref = init_state(CFG, TCFG)
+    ref_losses = []
+    for s in range(2):
+        ref, loss = train_step(ref, *batch(s), cfg=CFG, tcfg=TCFG)
+        ref_losses.append(float(loss))
+    ref_flat = flat(ref)
+    cases = []
+    for shape, fsdp in [((4, 1), False), ((2, 2), True), ((1, 1), False)]:
+        n = shape[0] * shape[1]
+        mesh = sh.make_mesh(sh.MeshConfig(*shape), devices=jax.devices()[:n])
+        sg = make_sharded_train_step(mesh, CFG, TCFG, fsdp=fsdp, fsdp_min_size=256)
+        state = sg.put_state(init_state(CFG, TCFG))
+        specs = dict(sh.compiled_input_specs(sg.step, state, *sg.batch(batch(0))))
+        losses = []
+        for s in range(2):
+            state, loss = sg.step(state, *sg.batch(batch(s)))
+            losses.append(float(sh.to_host(loss)))
+        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(flat(state), ref_flat))
+        cases.append({"mesh": list(shape), "fsdp": fsdp, "losses": losses, "param_max_diff": diff,
+                      "specs": {k: str(v) for k, v in specs.items()}})
+    return {"ref_losses": ref_losses, "cases": cases, "device_count": jax.device_count()}
+
+
+def scenario_train(root):
+    from jaxsys.gpt.data import from_text
+    text = "\n".join(["anna", "bob", "carla", "dave", "eve", "frank", "gina", "hal", "ida", "jo"] * 3)
+    data = from_text(text, "docs", 8, seed=0)
+    cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, n_embd=16, n_head=4, n_layer=1, block_size=8)
+    tcfg = TrainConfig(steps=4, batch_size=8, eval_every=2, eval_batches=2, checkpoint_every=2, log_every=1)
+    single = train(data, cfg, tcfg, f"{root}/single", log=None, progress=False).summary
+    mesh = sh.make_mesh("data=2,model=2")
+    multi = train_sharded(data, cfg, tcfg, f"{root}/mesh", mesh, log=None, progress=False).summary
+    # the 4-device run's step-2 checkpoint, resumed on 2 devices, ends where the others do
+    import shutil
+    shutil.copytree(f"{root}/mesh/ckpt/2", f"{root}/resume/ckpt/2")
+    mesh2 = sh.make_mesh("model=2", devices=jax.devices()[:2])
+    resumed = train_sharded(data, cfg, tcfg, f"{root}/resume", mesh2, resume=True, log=None,
+                            progress=False).summary
+    keep = ("train_loss", "val_loss", "start_step", "mesh")
+    return {k: {f: v.get(f) for f in keep} for k, v in
+            (("single", single), ("mesh", multi), ("resumed", resumed))}
+
+
+if __name__ == "__main__":
+    print("RESULT " + json.dumps({"parity": scenario_parity(), "train": scenario_train(sys.argv[1])}))

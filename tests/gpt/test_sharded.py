@@ -1,0 +1,83 @@
+"""jaxsys/gpt/sharded.py on 4 simulated CPU devices (a child process: this one has 1 device)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from jaxsys.errors import ConfigError
+from jaxsys.gpt.config import GPTConfig
+from jaxsys.gpt.sharded import state_pspecs
+from jaxsys.gpt.train import TrainConfig
+from jaxsys.train import sharding as sh
+
+ROOT = Path(__file__).resolve().parents[2]
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    env = sh.cpu_devices_env(4)
+    env["PYTHONPATH"] = str(ROOT)
+    root = tmp_path_factory.mktemp("gpt_sharded")
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("_sharded_worker.py")), str(root)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+
+
+def test_state_pspecs_megatron_layout():
+    cfg = GPTConfig(vocab_size=10, n_embd=8, n_head=2, n_layer=1, block_size=4)
+    specs = state_pspecs(cfg, TrainConfig(), {"data": 1, "model": 2})
+    p, mu = specs.params, specs.opt_state[0].mu
+    for name in ("attn_wq", "attn_wk", "attn_wv", "mlp_fc1"):
+        assert p[f"layer0.{name}"] == P("model") and mu[f"layer0.{name}"] == P("model")
+    for name in ("attn_wo", "mlp_fc2"):
+        assert p[f"layer0.{name}"] == P(None, "model") and mu[f"layer0.{name}"] == P(None, "model")
+    assert p["wte"] == p["wpe"] == p["lm_head"] == P()
+    with pytest.raises(ConfigError, match="attn_w.*not divisible"):
+        state_pspecs(GPTConfig(vocab_size=10, n_embd=6, n_head=2, n_layer=1, block_size=4), TrainConfig(),
+                     {"data": 1, "model": 4})
+
+
+def _expected(name, d, m, fsdp):
+    """Hand-written intended layout of one GPT matrix ([E,E] / [4E,E] / [E,4E], w_OxI)."""
+    split_rows = any(k in name for k in ("attn_wq", "attn_wk", "attn_wv", "mlp_fc1"))
+    split_cols = any(k in name for k in ("attn_wo", "mlp_fc2"))
+    if m > 1 and split_rows:
+        return "P('model', 'data')" if fsdp else "P('model',)"
+    if m > 1 and split_cols:
+        return "P('data', 'model')" if fsdp else "P(None, 'model')"
+    return "P()"
+
+
+def test_one_step_on_meshes_equals_single_device(result):
+    r = result["parity"]
+    assert r["device_count"] == 4
+    assert [(c["mesh"], c["fsdp"]) for c in r["cases"]] == [([4, 1], False), ([2, 2], True), ([1, 1], False)]
+    for c in r["cases"]:
+        (d, m), fsdp = c["mesh"], c["fsdp"]
+        np.testing.assert_allclose(c["losses"], r["ref_losses"], rtol=TOL, atol=TOL, err_msg=str(c["mesh"]))
+        assert c["param_max_diff"] < TOL, c["mesh"]
+        specs = c["specs"]
+        for i in range(2):
+            for name in ("attn_wq", "attn_wk", "attn_wv", "attn_wo", "mlp_fc1", "mlp_fc2"):
+                want = _expected(name, d, m, fsdp)
+                assert specs[f"0/params/layer{i}.{name}"] == want, (c["mesh"], fsdp, name)
+                assert specs[f"0/opt_state/0/mu/layer{i}.{name}"] == want
+                assert specs[f"0/opt_state/0/nu/layer{i}.{name}"] == want
+        for k in ("1", "2", "3"):  # tokens, targets, mask
+            assert specs[k] == ("P('data',)" if d > 1 else "P()"), (c["mesh"], k)
+        assert specs["0/step"] == "P()"
+
+
+def test_train_loop_on_mesh_matches_single_device_and_resumes_on_2(result):
+    r = result["train"]
+    assert r["mesh"]["mesh"] == "data=2,model=2" and r["resumed"]["mesh"] == "data=1,model=2"
+    assert r["resumed"]["start_step"] == 2
+    for k in ("train_loss", "val_loss"):
+        assert abs(r["mesh"][k] - r["single"][k]) < TOL, k
+        assert abs(r["resumed"][k] - r["single"][k]) < TOL, k
