@@ -1,4 +1,4 @@
-"""Child process for tests/gpt/test_sharded.py on 4 simulated CPU devices; prints one RESULT line.
+"""Child process for tests/gpt/test_gpt_sharded.py on 4 simulated CPU devices; prints one RESULT line.
 
     python tests/gpt/_sharded_worker.py RUN_ROOT
 """

@@ -1,4 +1,4 @@
-"""Child process for tests/mlp/test_sharded.py on simulated CPU devices; prints one RESULT line.
+"""Child process for tests/mlp/test_mlp_sharded.py on simulated CPU devices; prints one RESULT line.
 
     python tests/mlp/_sharded_worker.py RUN_ROOT     (both scenarios: one JAX start-up)
 """

@@ -1,4 +1,4 @@
-"""jaxsys/gpt/sharded.py on 4 simulated CPU devices (a child process: this one has 1 device)."""
+"""jaxsys/gpt/sharded.py (basename unique across tests/: no __init__.py here) on 4 simulated CPU devices (a child process: this one has 1 device)."""
 import json
 import subprocess
 import sys
