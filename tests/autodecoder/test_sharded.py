@@ -1,0 +1,42 @@
+"""jaxsys/autodecoder/sharded.py: vmapped seeds split over 4 simulated CPU devices (child process)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxsys.autodecoder.sharded import check_seed_mesh
+from jaxsys.errors import ConfigError
+from jaxsys.train import sharding as sh
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_seed_mesh_validation(tiny):
+    import dataclasses
+    check_seed_mesh(sh.make_mesh(), tiny)  # one device, one seed: fine
+    with pytest.raises(ConfigError, match="not divisible"):
+        check_seed_mesh(_FakeMesh(2), dataclasses.replace(tiny, num_seeds=3))
+    with pytest.raises(ConfigError, match="one seed cannot be spread"):
+        check_seed_mesh(_FakeMesh(2), tiny)
+
+
+class _FakeMesh:
+    def __init__(self, data):
+        self.shape = {"data": data, "model": 1}
+
+
+def test_seeds_on_4_devices_match_vmap_on_one():
+    env = sh.cpu_devices_env(4)
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("_sharded_worker.py"))], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+    assert r["device_count"] == 4
+    (case,) = r["cases"]
+    assert case["loss_max_diff"] < 1e-5 and case["param_max_diff"] < 1e-5
+    assert case["seeds_per_device"] == [1]  # 4 seeds, one per device
+    assert set(case["specs"].values()) == {"P('data',)"} and "0/Z" in case["specs"] and "1" in case["specs"]
+    assert r["bad_seeds_error"].startswith("ConfigError: num_seeds=6 is not divisible")
