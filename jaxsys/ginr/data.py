@@ -1,0 +1,272 @@
+"""CIFAR-10 loading (no network) and a prefetching input pipeline.
+
+Sources, all giving uint8 images [N, 32, 32, 3] and int32 labels [N]:
+- the official python format: a folder `cifar-10-batches-py` (or the folder holding `data_batch_1..5`
+  and `test_batch`);
+- image files in class folders `<root>/<split>/<class>/*.{png,jpg}`, plain or inside a .tar.gz
+  (`<root>/<split>.tar.gz` like ../shared/data/cifar10-jpeg, or a .tar.gz path given directly);
+- the 20 lossless test PNGs packaged in jaxsys/data/cifar10-png20 (`load_png20`).
+
+`Batches` yields training batches (images, random pixel coordinates and their RGB targets) from a
+background thread; batch `s` depends only on (seed, s), so a resumed run sees the same data.
+"""
+import hashlib
+import io
+import os
+import pickle
+import queue
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from jaxsys.errors import DataError, ShapeError
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+PNG20_DIR = Path(__file__).resolve().parents[1] / "data" / "cifar10-png20"
+SPLITS = ("train", "test")
+
+
+def _decode(data: bytes, where: str) -> np.ndarray:
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Exception as e:
+        raise DataError(f"cannot decode image {where}: {e}") from None
+
+
+def _label(class_name: str, classes: list[str]) -> int:
+    return CLASSES.index(class_name) if class_name in CLASSES else classes.index(class_name)
+
+
+def _stack(images: list[np.ndarray], labels: list[int], where: str) -> tuple[np.ndarray, np.ndarray]:
+    if not images:
+        raise DataError(f"no images found in {where}")
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ShapeError(f"images in {where} have different shapes {sorted(shapes)[:4]}")
+    return np.stack(images), np.asarray(labels, np.int32)
+
+
+def load_cifar_python(folder: str | os.PathLike, split: str = "train", limit: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The official `cifar-10-batches-py` pickles: data [N, 3072] uint8 (R, G, B planes), labels."""
+    folder = Path(folder)
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    xs, ys = [], []
+    for n in names:
+        f = folder / n
+        if not f.is_file():
+            raise DataError(f"CIFAR-10 python batch missing: {f}")
+        with open(f, "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")
+        try:
+            data, labels = np.asarray(d[b"data"], np.uint8), d[b"labels"]
+        except KeyError as e:
+            raise DataError(f"{f}: not a CIFAR-10 batch (missing key {e})") from None
+        xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        ys.append(np.asarray(labels, np.int32))
+        if limit is not None and sum(len(x) for x in xs) >= limit:
+            break
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return (x[:limit], y[:limit]) if limit is not None else (x, y)
+
+
+def load_image_folder(folder: str | os.PathLike, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images in `<folder>/<class>/*`; labels by CIFAR-10 class name (else sorted folder order)."""
+    folder = Path(folder)
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise DataError(f"{folder}: expected one sub-folder per class, found none")
+    images, labels = [], []
+    for c in classes:
+        for f in sorted((folder / c).iterdir()):
+            if f.suffix.lower() in IMAGE_EXTS:
+                images.append(_decode(f.read_bytes(), str(f)))
+                labels.append(_label(c, classes))
+                if limit is not None and len(images) >= limit:
+                    return _stack(images, labels, str(folder))
+    return _stack(images, labels, str(folder))
+
+
+def load_image_tar(path: str | os.PathLike, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images in a (gzipped) tar laid out as `.../<class>/<file>`; streams members and stops after
+    `limit` images (so a test reads only the first few)."""
+    path = Path(path)
+    images, names = [], []
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                if not m.isfile() or Path(m.name).suffix.lower() not in IMAGE_EXTS:
+                    continue
+                parts = Path(m.name).parts
+                if len(parts) < 2:
+                    raise DataError(f"{path}: member {m.name} is not inside a class folder")
+                images.append(_decode(tf.extractfile(m).read(), f"{path}:{m.name}"))
+                names.append(parts[-2])
+                if limit is not None and len(images) >= limit:
+                    break
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataError(f"cannot read archive {path}: {e}") from None
+    classes = sorted(set(names))
+    return _stack(images, [_label(n, classes) for n in names], str(path))
+
+
+def _resolve(path: Path, split: str):
+    """(kind, location) for a dataset path and split."""
+    if not path.exists():
+        raise DataError(f"dataset path not found: {path}")
+    if path.is_file():
+        if path.name.endswith((".tar.gz", ".tgz", ".tar")):
+            return "tar", path
+        raise DataError(f"{path}: expected a folder or a .tar.gz archive of class folders")
+    if (path / "cifar-10-batches-py").is_dir():
+        return "python", path / "cifar-10-batches-py"
+    if (path / "data_batch_1").is_file() or (path / "test_batch").is_file():
+        return "python", path
+    for ext in (".tar.gz", ".tgz", ".tar"):
+        if (path / f"{split}{ext}").is_file():
+            return "tar", path / f"{split}{ext}"
+    if (path / split).is_dir():
+        return "folder", path / split
+    if any(d.is_dir() for d in path.iterdir()):
+        return "folder", path
+    raise DataError(f"{path}: no CIFAR-10 data for split {split!r} (expected cifar-10-batches-py, "
+                    f"{split}.tar.gz, a {split}/ folder or class folders)")
+
+
+def load_cifar10(path: str | os.PathLike, split: str = "train", limit: int | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 images [N, 32, 32, 3] uint8 and labels [N] from any supported layout (module docstring).
+
+    cache_dir: if given, decoded arrays are kept there as .npy files keyed by the source path, size,
+    mtime, split and limit (decoding 50,000 JPEGs takes a while).
+    """
+    if split not in SPLITS:
+        raise DataError(f"split must be one of {SPLITS}, got {split!r}")
+    if limit is not None and limit <= 0:
+        raise DataError(f"limit must be positive, got {limit}")
+    kind, loc = _resolve(Path(path), split)
+    cache = None
+    if cache_dir is not None:
+        st = loc.stat()
+        key = hashlib.sha1(f"{loc.resolve()}|{st.st_size}|{st.st_mtime_ns}|{split}|{limit}".encode()
+                           ).hexdigest()[:16]
+        cache = Path(cache_dir) / f"cifar10-{split}-{key}"
+        if (cache.with_suffix(".x.npy")).is_file() and (cache.with_suffix(".y.npy")).is_file():
+            return np.load(cache.with_suffix(".x.npy")), np.load(cache.with_suffix(".y.npy"))
+    if kind == "python":
+        x, y = load_cifar_python(loc, split, limit)
+    elif kind == "tar":
+        x, y = load_image_tar(loc, limit)
+    else:
+        x, y = load_image_folder(loc, limit)
+    if cache is not None:
+        from jaxsys.train.io import atomic_write_bytes
+        for suffix, arr in ((".x.npy", x), (".y.npy", y)):
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            atomic_write_bytes(cache.with_suffix(suffix), buf.getvalue())
+    return x, y
+
+
+def load_png20() -> tuple[np.ndarray, np.ndarray]:
+    """The 20 lossless CIFAR-10 test images shipped with the package (file name cifar10_II_L.png)."""
+    if not PNG20_DIR.is_dir():
+        raise DataError(f"packaged images missing: {PNG20_DIR}")
+    files = sorted(PNG20_DIR.glob("cifar10_*.png"))
+    if not files:
+        raise DataError(f"no cifar10_*.png files in {PNG20_DIR}")
+    x = np.stack([_decode(f.read_bytes(), str(f)) for f in files])
+    y = np.asarray([int(f.stem.split("_")[-1]) for f in files], np.int32)
+    return x, y
+
+
+# ---------------------------------------------------------------- input pipeline
+def pixel_centres(size: int) -> np.ndarray:
+    """(y, x) pixel centres in [-1, 1], row-major [size * size, 2] (numpy twin of model.pixel_grid)."""
+    c = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    return np.stack([yy, xx], -1).reshape(-1, 2)
+
+
+def make_batch(images_u8: np.ndarray, idx: np.ndarray, num_coords: int, rng: np.random.Generator
+               ) -> dict[str, np.ndarray]:
+    """images [B, S, S, 3] float32 in [0, 1], coords [B, K, 2] and targets [B, K, 3] at K random pixels
+    per image (all S*S pixels in row-major order when num_coords is 0 or >= S*S)."""
+    imgs = images_u8[idx].astype(np.float32) / 255.0
+    B, S = imgs.shape[0], imgs.shape[1]
+    P = S * S
+    grid = pixel_centres(S)
+    flat = imgs.reshape(B, P, 3)
+    if num_coords <= 0 or num_coords >= P:
+        return {"images": imgs, "coords": np.broadcast_to(grid, (B, P, 2)).copy(), "targets": flat}
+    pix = np.argsort(rng.random((B, P)), axis=1)[:, :num_coords]
+    return {"images": imgs, "coords": grid[pix], "targets": np.take_along_axis(flat, pix[..., None], 1)}
+
+
+class Batches:
+    """Iterator over training batches for steps start, start + 1, ...; a background thread prepares
+    up to `prefetch` batches ahead while the accelerator runs the step.
+
+    Epoch e visits the images in the order permutation(seed, e); batch s is the (s mod n_per_epoch)-th
+    slice of epoch s // n_per_epoch (the last partial batch of an epoch is dropped), and its pixel
+    sample uses the generator seeded by (seed, s).
+    """
+
+    def __init__(self, images_u8: np.ndarray, batch_size: int, num_coords: int, seed: int = 0,
+                 start: int = 0, prefetch: int = 4):
+        if images_u8.ndim != 4:
+            raise ShapeError(f"Batches: images must be [N, S, S, C], got {images_u8.shape}")
+        if batch_size <= 0 or batch_size > len(images_u8):
+            raise DataError(f"Batches: batch_size {batch_size} must be in [1, {len(images_u8)}]")
+        self.images, self.batch_size, self.num_coords, self.seed = images_u8, batch_size, num_coords, seed
+        self.per_epoch = len(images_u8) // batch_size
+        self.step = start
+        self._q: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(start,), daemon=True)
+        self._thread.start()
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        epoch, i = divmod(step, self.per_epoch)
+        perm = np.random.default_rng((self.seed, epoch)).permutation(len(self.images))
+        idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+        return make_batch(self.images, idx, self.num_coords, np.random.default_rng((self.seed, 1, step)))
+
+    def _work(self, step: int) -> None:
+        try:
+            while not self._stop.is_set():
+                item = (step, self.batch(step))
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                step += 1
+        except BaseException as e:  # surfaced in the consumer
+            self._q.put((None, e))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        step, item = self._q.get()
+        if step is None:
+            raise item
+        self.step = step + 1
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,136 @@
+"""Mamba mixer, bidirectional Mamba and the pre-norm residual block, as pure functions on params dicts.
+
+Mamba (Gu & Dao 2023, mamba_ssm's `Mamba` with its defaults): for x [B, L, dim], d_inner = expand * dim,
+
+    (xi, z) = split(x W_in)                       in_proj, no bias, [dim -> 2 d_inner]
+    xi = silu(causal_depthwise_conv(xi) + b_conv) kernel d_conv, left zero padding
+    (dt, B, C) = split(xi W_x)                    x_proj, no bias, [d_inner -> dt_rank + 2 d_state]
+    delta = softplus(dt W_dt + b_dt)              dt_proj; b_dt = softplus^-1(dt0), dt0 log-uniform
+    y = selective_scan(xi, delta, -exp(A_log), B, C, D, z)   A_log = log(1..d_state), D = 1
+    out = y W_out                                 out_proj, no bias
+
+BiMamba: (Mamba_f(x) + flip(Mamba_r(flip(x)))) / 2 with separate weights (flip along L).
+Block (mamba_ssm `Block`, fused_add_norm=False): residual = x (+ residual); h = mixer(LN(residual));
+residual = h + residual; h = MLP(LN2(residual)); returns (h, residual).
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxsys.ginr.scan import selective_scan
+from jaxsys.nn.linear import linear_forward
+
+
+def torch_linear_init(key, in_dim: int, out_dim: int, bias: bool = True, dtype=jnp.float32) -> dict:
+    """nn.Linear's default: W, b ~ U(-1/sqrt(in), 1/sqrt(in)); stored w_OxI as in jaxsys.nn.linear."""
+    kw, kb = jax.random.split(key)
+    bound = 1.0 / math.sqrt(in_dim)
+    p = {"w": jax.random.uniform(kw, (out_dim, in_dim), dtype, -bound, bound)}
+    if bias:
+        p["b"] = jax.random.uniform(kb, (out_dim,), dtype, -bound, bound)
+    return p
+
+
+def dense(p: dict, x: jax.Array) -> jax.Array:
+    return linear_forward(p, x)[0]
+
+
+def layernorm_init(dim: int, dtype=jnp.float32) -> dict:
+    return {"g": jnp.ones((dim,), dtype), "b": jnp.zeros((dim,), dtype)}
+
+
+def layernorm(p: dict, x: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """(x - mean) / sqrt(var + eps) * g + b over the last axis (statistics in float32 at least)."""
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    mu = xf.mean(-1, keepdims=True)
+    var = ((xf - mu) ** 2).mean(-1, keepdims=True)
+    return ((xf - mu) * jax.lax.rsqrt(var + eps)).astype(x.dtype) * p["g"] + p["b"]
+
+
+def mamba_init(key, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+               dt_rank: int | None = None, dt_min: float = 1e-3, dt_max: float = 0.1,
+               dt_init_floor: float = 1e-4, dtype=jnp.float32) -> dict:
+    """Parameters of one Mamba mixer with mamba_ssm's initialisation."""
+    d_inner = expand * dim
+    dt_rank = math.ceil(dim / 16) if dt_rank is None else dt_rank
+    k = jax.random.split(key, 6)
+    conv_bound = 1.0 / math.sqrt(d_conv)   # nn.Conv1d default with groups = channels, fan_in = d_conv
+    dt_std = dt_rank ** -0.5
+    dt = jnp.exp(jax.random.uniform(k[4], (d_inner,), jnp.float32) * (math.log(dt_max) - math.log(dt_min))
+                 + math.log(dt_min))
+    dt = jnp.maximum(dt, dt_init_floor)
+    inv_softplus_dt = dt + jnp.log(-jnp.expm1(-dt))
+    return {
+        "in_proj": torch_linear_init(k[0], dim, 2 * d_inner, bias=False, dtype=dtype),
+        "conv_w": jax.random.uniform(k[1], (d_inner, d_conv), dtype, -conv_bound, conv_bound),
+        "conv_b": jax.random.uniform(k[2], (d_inner,), dtype, -conv_bound, conv_bound),
+        "x_proj": torch_linear_init(k[3], d_inner, dt_rank + 2 * d_state, bias=False, dtype=dtype),
+        "dt_proj": {"w": jax.random.uniform(k[5], (d_inner, dt_rank), dtype, -dt_std, dt_std),
+                    "b": inv_softplus_dt.astype(dtype)},
+        "A_log": jnp.log(jnp.tile(jnp.arange(1, d_state + 1, dtype=jnp.float32), (d_inner, 1))).astype(dtype),
+        "D": jnp.ones((d_inner,), dtype),
+        "out_proj": torch_linear_init(jax.random.fold_in(key, 7), d_inner, dim, bias=False, dtype=dtype),
+    }
+
+
+def causal_depthwise_conv(x_BxLxC: jax.Array, w_CxK: jax.Array, b_C: jax.Array) -> jax.Array:
+    """y[t] = b + sum_k w[k] x[t - (K-1) + k] with zeros before t = 0 (torch Conv1d, padding K-1, cut)."""
+    K = w_CxK.shape[1]
+    L = x_BxLxC.shape[1]
+    xp = jnp.pad(x_BxLxC, ((0, 0), (K - 1, 0), (0, 0)))
+    y = sum(xp[:, k:k + L] * w_CxK[:, k] for k in range(K))
+    return y + b_C
+
+
+def mamba_apply(p: dict, x_BxLxD: jax.Array, *, scan_mode: str = "associative", chunk: int = 0,
+                checkpoint: bool = False) -> jax.Array:
+    """One Mamba mixer on x [B, L, dim] -> [B, L, dim] (see module docstring)."""
+    d_inner = p["D"].shape[0]
+    d_state = p["A_log"].shape[1]
+    dt_rank = p["dt_proj"]["w"].shape[1]
+    xz = dense(p["in_proj"], x_BxLxD)
+    xi, z = xz[..., :d_inner], xz[..., d_inner:]
+    xi = jax.nn.silu(causal_depthwise_conv(xi, p["conv_w"], p["conv_b"]))
+    dbc = dense(p["x_proj"], xi)
+    dt, Bm, Cm = dbc[..., :dt_rank], dbc[..., dt_rank:dt_rank + d_state], dbc[..., dt_rank + d_state:]
+    delta = jax.nn.softplus(dense(p["dt_proj"], dt))
+    # the recurrence runs in at least float32 (exp(delta A) products lose precision in bfloat16)
+    f = jnp.promote_types(x_BxLxD.dtype, jnp.float32)
+    A = -jnp.exp(p["A_log"].astype(f))
+    y = selective_scan(xi.astype(f), delta.astype(f), A, Bm.astype(f), Cm.astype(f),
+                       p["D"].astype(f), z.astype(f), mode=scan_mode, chunk=chunk, checkpoint=checkpoint)
+    return dense(p["out_proj"], y.astype(x_BxLxD.dtype))
+
+
+def bimamba_init(key, dim: int, **kw) -> dict:
+    kf, kr = jax.random.split(key)
+    return {"f": mamba_init(kf, dim, **kw), "r": mamba_init(kr, dim, **kw)}
+
+
+def bimamba_apply(p: dict, x_BxLxD: jax.Array, *, scan_mode: str = "associative", chunk: int = 0,
+                  checkpoint: bool = False, **ignored) -> jax.Array:
+    """(Mamba_f(x) + flip(Mamba_r(flip(x)))) / 2. Extra keyword arguments (e.g. inference_params,
+    which mamba_ssm's Block passes to its mixer) are accepted and ignored."""
+    kw = dict(scan_mode=scan_mode, chunk=chunk, checkpoint=checkpoint)
+    fwd = mamba_apply(p["f"], x_BxLxD, **kw)
+    bwd = jnp.flip(mamba_apply(p["r"], jnp.flip(x_BxLxD, axis=1), **kw), axis=1)
+    return (fwd + bwd) / 2
+
+
+def block_init(key, dim: int, ff_dim: int, **mamba_kw) -> dict:
+    k = jax.random.split(key, 3)
+    return {"norm": layernorm_init(dim), "mixer": bimamba_init(k[0], dim, **mamba_kw),
+            "norm2": layernorm_init(dim),
+            "mlp": {"fc1": torch_linear_init(k[1], dim, ff_dim), "fc2": torch_linear_init(k[2], ff_dim, dim)}}
+
+
+def block_apply(p: dict, x: jax.Array, residual: jax.Array | None, **mixer_kw
+                ) -> tuple[jax.Array, jax.Array]:
+    """Pre-norm residual block: add -> LayerNorm -> BiMamba, add -> LayerNorm -> MLP (GELU)."""
+    residual = x if residual is None else x + residual
+    h = bimamba_apply(p["mixer"], layernorm(p["norm"], residual), **mixer_kw)
+    residual = h + residual
+    h = layernorm(p["norm2"], residual)
+    h = dense(p["mlp"]["fc2"], jax.nn.gelu(dense(p["mlp"]["fc1"], h), approximate=False))
+    return h, residual

@@ -1,0 +1,192 @@
+"""Mamba's selective scan (the S6 recurrence), in two interchangeable implementations.
+
+For every batch b, channel d and state n, with A = -exp(A_log) of shape [D, N]:
+
+    dA_t  = exp(delta_t A)                  [B, L, D, N]
+    dBu_t = delta_t B_t u_t                 [B, L, D, N]
+    x_t   = dA_t * x_{t-1} + dBu_t,  x_0 = 0
+    y_t   = sum_n C_t[n] x_t[n] + D u_t     [B, L, D]
+    out   = y * silu(z)                     (when a gate z is given)
+
+`mode="associative"`: `lax.associative_scan` over t with the combine
+(a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2); O(log L) depth, materialises [B, L, D, N] several times.
+`mode="sequential"`: `lax.scan` over t carrying x [B, D, N]; dA and dBu are formed inside the step,
+so the forward never holds more than one time step of state.
+`chunk=c > 0`: associative inside chunks of c steps, sequential across chunks (a middle ground);
+`checkpoint=True` wraps each chunk (or step) in `jax.checkpoint` so the backward recomputes states
+instead of storing them.
+"""
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxsys.errors import ConfigError, ShapeError
+
+SCAN_MODES = ("associative", "sequential")
+
+
+def _check(u, delta, A, B, C, D, z):
+    if u.ndim != 3:
+        raise ShapeError(f"selective_scan: u must be [B, L, D], got shape {u.shape}")
+    Bn, L, Dd = u.shape
+    if delta.shape != u.shape:
+        raise ShapeError(f"selective_scan: delta shape {delta.shape} != u shape {u.shape}")
+    if A.ndim != 2 or A.shape[0] != Dd:
+        raise ShapeError(f"selective_scan: A must be [D={Dd}, N], got {A.shape}")
+    N = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        if t.shape != (Bn, L, N):
+            raise ShapeError(f"selective_scan: {name} must be [{Bn}, {L}, {N}], got {t.shape}")
+    if D is not None and D.shape != (Dd,):
+        raise ShapeError(f"selective_scan: D must be [{Dd}], got {D.shape}")
+    if z is not None and z.shape != u.shape:
+        raise ShapeError(f"selective_scan: z shape {z.shape} != u shape {u.shape}")
+
+
+def _combine(left, right):
+    a1, b1 = left
+    a2, b2 = right
+    return a1 * a2, a2 * b1 + b2
+
+
+def _assoc_states(u, delta, A, B, x0=None):
+    """All states x_t [B, L, D, N] by a parallel prefix scan (x0 [B, D, N] folded into step 0)."""
+    dA = jnp.exp(delta[..., None] * A)                         # [B, L, D, N]
+    dBu = (delta * u)[..., None] * B[:, :, None, :]            # [B, L, D, N]
+    if x0 is not None:
+        dBu = dBu.at[:, 0].add(dA[:, 0] * x0)
+    _, xs = lax.associative_scan(_combine, (dA, dBu), axis=1)
+    return xs
+
+
+def _scan_associative(u, delta, A, B, C):
+    xs = _assoc_states(u, delta, A, B)
+    return _contract_n(xs, C)
+
+
+def _contract_n(x_XxDxN, c_XxN):
+    """sum_n x[..., d, n] c[..., n] as a fused multiply-reduce (XLA:CPU runs the einsum form as many
+    tiny matrix-vector products, several times slower)."""
+    return jnp.sum(x_XxDxN * c_XxN[..., None, :], axis=-1)
+
+
+def _tm(t):
+    return jnp.swapaxes(t, 0, 1)  # [B, L, ...] <-> [L, B, ...] (time-major)
+
+
+def _seq_states(u, delta, A, B, unroll):
+    """x_t for all t, time-major inputs u/delta [L, B, D], B [L, B, N] -> [L, B, D, N]."""
+    def step(x, inp):
+        u_t, d_t, B_t = inp
+        x = jnp.exp(d_t[..., None] * A) * x + (d_t * u_t)[..., None] * B_t[:, None, :]
+        return x, x
+    x0 = jnp.zeros((*u.shape[1:], A.shape[1]), jnp.result_type(u, delta, A, B))
+    return lax.scan(step, x0, (u, delta, B), unroll=unroll)[1]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _ssm_sequential(u, delta, A, B, C, checkpoint, unroll):
+    return _contract_n(_seq_states(u, delta, A, B, unroll), C)
+
+
+def _ssm_sequential_fwd(u, delta, A, B, C, checkpoint, unroll):
+    xs = _seq_states(u, delta, A, B, unroll)
+    y = _contract_n(xs, C)
+    return y, (u, delta, A, B, C, None if checkpoint else xs)
+
+
+def _ssm_sequential_bwd(checkpoint, unroll, res, dy):
+    """Adjoint of x_t = a_t x_{t-1} + b_t, y_t = <C_t, x_t>, a_t = exp(delta_t A), b_t = delta_t u_t B_t.
+
+    g_t = dL/dx_t = dy_t C_t + a_{t+1} g_{t+1}   (reverse scan, g_{L+1} = 0)
+    dC_t = sum_d dy_t x_t;  da_t = g_t x_{t-1};  db_t = g_t
+    d delta_t = sum_n (da_t a_t A + g_t u_t B_t);  dA = sum_{b,t} da_t a_t delta_t
+    du_t = delta_t sum_n g_t B_t;  dB_t = sum_d g_t delta_t u_t
+    """
+    u, delta, A, B, C, xs = res
+    if xs is None:
+        xs = _seq_states(u, delta, A, B, unroll)
+
+    def step(h, inp):  # h = a_{t+1} g_{t+1}
+        dy_t, C_t, d_t = inp
+        g = dy_t[..., None] * C_t[:, None, :] + h
+        return jnp.exp(d_t[..., None] * A) * g, g
+    h0 = jnp.zeros(xs.shape[1:], xs.dtype)
+    gs = lax.scan(step, h0, (dy, C, delta), reverse=True, unroll=unroll)[1]   # [L, B, D, N]
+    x_prev = jnp.concatenate([jnp.zeros_like(xs[:1]), xs[:-1]], axis=0)
+    dC = jnp.sum(dy[..., None] * xs, axis=-2)
+    gxa = gs * x_prev * jnp.exp(delta[..., None] * A)                        # da_t * a_t
+    gB = _contract_n(gs, B)
+    d_delta = jnp.sum(gxa * A, axis=-1) + u * gB
+    dA = jnp.sum(gxa * delta[..., None], axis=(0, 1))
+    du = delta * gB
+    dB = jnp.sum(gs * (delta * u)[..., None], axis=-2)
+    return du, d_delta, dA, dB, dC
+
+
+_ssm_sequential.defvjp(_ssm_sequential_fwd, _ssm_sequential_bwd)
+
+
+def _scan_sequential(u, delta, A, B, C, checkpoint, unroll=4):
+    f = jnp.result_type(u, delta, A, B, C)
+    args = [t.astype(f) for t in (_tm(u), _tm(delta))] + [A.astype(f)] + [_tm(B).astype(f), _tm(C).astype(f)]
+    return _tm(_ssm_sequential(*args, checkpoint, unroll))
+
+
+def _scan_chunked(u, delta, A, B, C, chunk, checkpoint):
+    Bn, L, Dd = u.shape
+    pad = (-L) % chunk
+    if pad:  # delta = 0 gives dA = 1, dBu = 0: padded steps carry the state unchanged
+        padf = lambda t: jnp.pad(t, ((0, 0), (0, pad), (0, 0)))
+        u, delta, B, C = padf(u), padf(delta), padf(B), padf(C)
+    nc = (L + pad) // chunk
+    split = lambda t: jnp.swapaxes(t.reshape(Bn, nc, chunk, t.shape[-1]), 0, 1)  # [nc, B, c, .]
+
+    def body(x, inp):
+        u_c, d_c, B_c, C_c = inp
+        xs = _assoc_states(u_c, d_c, A, B_c, x0=x)
+        return xs[:, -1], _contract_n(xs, C_c)
+    if checkpoint:
+        body = jax.checkpoint(body)
+    x0 = jnp.zeros((Bn, Dd, A.shape[1]), jnp.result_type(u, delta, A, B))
+    _, ys = lax.scan(body, x0, (split(u), split(delta), split(B), split(C)))
+    ys = jnp.swapaxes(ys, 0, 1).reshape(Bn, nc * chunk, Dd)
+    return ys[:, :L]
+
+
+def selective_scan(u_BxLxD, delta_BxLxD, A_DxN, B_BxLxN, C_BxLxN, D_D=None, z_BxLxD=None, *,
+                   mode: str = "associative", chunk: int = 0, checkpoint: bool = False) -> jax.Array:
+    """Selective scan y = SSM(u) (+ D u) (* silu(z)); see the module docstring for the recurrence.
+
+    Args:
+      u_BxLxD: input sequence. delta_BxLxD: positive step sizes (softplus already applied).
+      A_DxN: (negative) state matrix diagonal. B_BxLxN, C_BxLxN: input-dependent projections.
+      D_D: skip connection (optional). z_BxLxD: gate (optional).
+      mode: "associative" (parallel prefix) or "sequential" (lax.scan over time).
+      chunk: > 0 runs associative scans inside chunks of this length, sequential across chunks.
+      checkpoint: recompute the states in the backward pass (jax.checkpoint per step/chunk).
+    Returns:
+      y [B, L, D].
+    """
+    if mode not in SCAN_MODES:
+        raise ConfigError(f"selective_scan: mode must be one of {SCAN_MODES}, got {mode!r}")
+    if chunk < 0:
+        raise ConfigError(f"selective_scan: chunk must be >= 0, got {chunk}")
+    _check(u_BxLxD, delta_BxLxD, A_DxN, B_BxLxN, C_BxLxN, D_D, z_BxLxD)
+    args = (u_BxLxD, delta_BxLxD, A_DxN, B_BxLxN, C_BxLxN)
+    if chunk and chunk < u_BxLxD.shape[1]:
+        y = _scan_chunked(*args, chunk, checkpoint)
+    elif mode == "associative":
+        y = (jax.checkpoint(_scan_associative) if checkpoint else _scan_associative)(*args)
+    else:
+        y = _scan_sequential(*args, checkpoint)
+    if D_D is not None:
+        y = y + D_D * u_BxLxD
+    if z_BxLxD is not None:
+        y = y * jax.nn.silu(z_BxLxD)
+    return y
+
+
+selective_scan_jit = jax.jit(selective_scan, static_argnames=("mode", "chunk", "checkpoint"))

@@ -1,0 +1,268 @@
+"""Training Mamba-GINR: jitted step, AdamW with warmup + cosine, gradient accumulation, optional
+bfloat16 compute on float32 master weights, orbax checkpoint/resume, full-grid test PSNR, PNGs.
+
+Loss: mean over images, sampled pixels and channels of (rgb_pred - rgb)^2.
+PSNR of an image: -10 log10(mean squared error over its pixels and channels), images in [0, 1];
+reported PSNR = mean over images.
+"""
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxsys.errors import ConfigError, DataError
+from jaxsys.ginr import data as gdata
+from jaxsys.ginr import model as gm
+from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
+from jaxsys.train.io import save_figure
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32            # images per micro-batch
+    num_sample_coords: int = 512    # random pixels per image per step; 0 = full grid
+    steps: int = 2000               # micro-batch steps (optimizer updates = steps // accum_steps)
+    lr: float = 1e-3                # peak learning rate
+    warmup_steps: int = 100         # linear warmup (in optimizer updates)
+    final_lr_frac: float = 0.05     # cosine decays to final_lr_frac * lr
+    weight_decay: float = 1e-4      # AdamW decoupled weight decay
+    grad_clip: float = 1.0          # global-norm clipping (0 = off)
+    accum_steps: int = 1            # micro-batches per optimizer update (optax.MultiSteps)
+    bf16: bool = False              # bfloat16 compute, float32 master weights and optimizer state
+    seed: int = 0                   # init, shuffling and pixel sampling
+    eval_every: int = 200           # steps between PSNR-vs-time evaluations (0 = only at the end)
+    eval_images: int = 256          # test images in each periodic evaluation
+    final_eval_images: int = 0      # test images in the final evaluation (0 = all)
+    ckpt_every: int = 500           # steps between checkpoints (0 = only at the end)
+    max_seconds: float = 0.0        # stop after this much training time (0 = no budget)
+    prefetch: int = 4               # batches prepared ahead by the input thread
+
+    def validate(self) -> "TrainConfig":
+        for name in ("batch_size", "steps", "accum_steps", "prefetch"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.lr <= 0 or self.num_sample_coords < 0 or self.warmup_steps < 0:
+            raise ConfigError("TrainConfig: lr must be > 0, num_sample_coords and warmup_steps >= 0")
+        return self
+
+
+def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
+    updates = max(tc.steps // tc.accum_steps, 1)
+    warm = min(tc.warmup_steps, max(updates - 1, 0))
+    sched = optax.warmup_cosine_decay_schedule(0.0, tc.lr, warm, max(updates, warm + 1),
+                                               end_value=tc.lr * tc.final_lr_frac)
+    tx = optax.adamw(sched, weight_decay=tc.weight_decay)
+    if tc.grad_clip > 0:
+        tx = optax.chain(optax.clip_by_global_norm(tc.grad_clip), tx)
+    if tc.accum_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=tc.accum_steps)
+    return tx
+
+
+def init_state(key: jax.Array, mc: gm.GinrConfig, tc: TrainConfig) -> dict:
+    params = gm.init(key, mc)
+    return {"params": params, "opt_state": make_optimizer(tc).init(params),
+            "step": jnp.zeros((), jnp.int32)}
+
+
+def _cast(tree, dtype):
+    return jax.tree_util.tree_map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                                  tree)
+
+
+def loss_fn(params: dict, batch: dict, mc: gm.GinrConfig, bf16: bool = False):
+    """(mean squared error, per-image mse [B]) of the predictions at the batch's coordinates."""
+    images = batch["images"]
+    if bf16:
+        params, images = _cast(params, jnp.bfloat16), images.astype(jnp.bfloat16)
+    pred = gm.decode(params, gm.encode(params, images, mc), batch["coords"], mc).astype(jnp.float32)
+    err = (pred - batch["targets"]) ** 2
+    per_image = err.mean(axis=(1, 2))
+    return per_image.mean(), per_image
+
+
+def psnr(mse):
+    return -10.0 * jnp.log10(jnp.maximum(mse, 1e-12))
+
+
+def _train_step(state: dict, batch: dict, mc: gm.GinrConfig, tc: TrainConfig):
+    (loss, per_image), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], batch, mc, tc.bf16)
+    updates, opt_state = make_optimizer(tc).update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
+    return new, {"loss": loss, "psnr": psnr(per_image).mean()}
+
+
+train_step = jax.jit(_train_step, static_argnames=("mc", "tc"), donate_argnames=("state",))
+
+
+def _reconstruct(params, images, mc: gm.GinrConfig, scale: int):
+    return gm.render(params, images, mc, scale)
+
+
+reconstruct = jax.jit(_reconstruct, static_argnames=("mc", "scale"))
+
+
+def check_batch(batch: dict, mc: gm.GinrConfig) -> None:
+    """Shapes and coordinate range, before the jitted step traces them."""
+    gm.check_images(batch["images"], mc, "batch images")
+    gm.check_coords(batch["coords"], "batch coords")
+    B, N = batch["coords"].shape[:2]
+    if batch["targets"].shape != (B, N, 3):
+        raise DataError(f"batch targets: expected [{B}, {N}, 3], got {batch['targets'].shape}")
+
+
+def evaluate(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig, batch_size: int = 100) -> dict:
+    """Full-grid reconstruction of every image: mean PSNR over images and mean MSE."""
+    if images_u8.ndim != 4 or images_u8.shape[1:] != (mc.image_size, mc.image_size, mc.channels):
+        raise DataError(f"evaluate: images must be [N, {mc.image_size}, {mc.image_size}, "
+                        f"{mc.channels}], got {images_u8.shape}")
+    ps, ms = [], []
+    for i in range(0, len(images_u8), batch_size):
+        x = images_u8[i:i + batch_size]
+        n = len(x)
+        if n < batch_size and i > 0:   # pad the last batch to the compiled shape
+            x = np.concatenate([x, np.repeat(x[-1:], batch_size - n, 0)])
+        xf = jnp.asarray(x, jnp.float32) / 255.0
+        rec = reconstruct(params, xf, mc, 1)
+        mse = np.asarray(jnp.mean((rec - xf) ** 2, axis=(1, 2, 3)))[:n]
+        ms.append(mse)
+        ps.append(np.asarray(psnr(mse)))
+    ms, ps = np.concatenate(ms), np.concatenate(ps)
+    return {"psnr": float(ps.mean()), "mse": float(ms.mean()), "images": int(len(ps))}
+
+
+def save_reconstructions(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig, path: Path,
+                         n: int = 8) -> Path:
+    """PNG grid: rows original / reconstruction / 2x super-resolved rendering, for n images."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    x = jnp.asarray(images_u8[:n], jnp.float32) / 255.0
+    rec = np.asarray(reconstruct(params, x, mc, 1))
+    sr = np.asarray(reconstruct(params, x, mc, 2))
+    n = len(x)
+    fig, ax = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
+    for j in range(n):
+        p = float(psnr(np.mean((rec[j] - np.asarray(x[j])) ** 2)))
+        for r, (img, title) in enumerate(((np.asarray(x[j]), "original"), (rec[j], f"{p:.1f} dB"),
+                                          (sr[j], "2x"))):
+            ax[r, j].imshow(np.clip(img, 0, 1), interpolation="nearest")
+            ax[r, j].set_title(title, fontsize=8)
+            ax[r, j].axis("off")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_curve(records: list[dict], path: Path, title: str = "") -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ev = [r for r in records if "test_psnr" in r]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([r["train_seconds"] for r in ev], [r["test_psnr"] for r in ev], "o-", label="test (full grid)")
+    tr = [r for r in records if "train_psnr" in r]
+    if tr:
+        ax.plot([r["train_seconds"] for r in tr], [r["train_psnr"] for r in tr], alpha=0.4,
+                label="train batch (sampled pixels)")
+    ax.set_xlabel("training time [s]")
+    ax.set_ylabel("PSNR [dB]")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_images: np.ndarray,
+          run_dir: Path, log: Callable = print, progress: bool = True) -> dict:
+    """Train (resuming from run_dir/ckpt if present); returns the summary written to summary.json."""
+    mc.validate()
+    tc.validate()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name, x in (("train", train_images), ("test", test_images)):
+        if x.ndim != 4 or x.shape[1:] != (mc.image_size, mc.image_size, mc.channels):
+            raise DataError(f"{name} images must be [N, {mc.image_size}, {mc.image_size}, "
+                            f"{mc.channels}] for this config, got {x.shape}")
+    state = init_state(jax.random.PRNGKey(tc.seed), mc, tc)
+    ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=2)
+    train_seconds, start = 0.0, 0
+    if ckpt.latest_step() is not None:
+        state, meta = ckpt.restore(like=state)
+        start, train_seconds = int(state["step"]), float(meta.get("train_seconds", 0.0))
+        log(f"resumed from step {start} ({train_seconds:.0f}s of training)")
+    atomic_write_json(run_dir / "config.json", {"model": dataclasses.asdict(mc), "train": dataclasses.asdict(tc),
+                                                "num_params": gm.num_params(state["params"])})
+    eval_imgs = test_images[: tc.eval_images]
+    metrics = MetricsWriter(run_dir / "metrics.jsonl")
+    records: list[dict] = []
+    batches = gdata.Batches(train_images, tc.batch_size, tc.num_sample_coords, tc.seed, start, tc.prefetch)
+    bar = Progress(total=tc.steps, desc="ginr", initial=start, disable=not progress)
+    compile_s = None
+    step = start
+    try:
+        while step < tc.steps and not (tc.max_seconds and train_seconds >= tc.max_seconds):
+            batch = next(batches)
+            if compile_s is None:
+                check_batch(batch, mc)
+            t0 = time.perf_counter()
+            state, m = train_step(state, batch, mc, tc)
+            loss = float(m["loss"])  # sync: the timing covers the step
+            dt = time.perf_counter() - t0
+            if compile_s is None:
+                compile_s = dt
+            else:
+                train_seconds += dt
+            step += 1
+            if not math.isfinite(loss):
+                raise DataError(f"training diverged at step {step}: loss = {loss}")
+            rec = {"step": step, "loss": loss, "train_psnr": float(m["psnr"]),
+                   "images_per_s": tc.batch_size / dt, "train_seconds": train_seconds}
+            bar.set(loss=loss, psnr=rec["train_psnr"], img_s=round(rec["images_per_s"], 1))
+            bar.update()
+            if tc.eval_every and step % tc.eval_every == 0:
+                rec.update({f"test_{k}": v for k, v in evaluate(state["params"], eval_imgs, mc).items()})
+                log(f"step {step}: test PSNR {rec['test_psnr']:.2f} dB ({train_seconds:.0f}s)")
+            metrics.write(**rec)
+            records.append(rec)
+            if tc.ckpt_every and step % tc.ckpt_every == 0:
+                ckpt.save(step, state, meta={"train_seconds": train_seconds})
+        bar.close()
+        if ckpt.latest_step() != step:
+            ckpt.save(step, state, meta={"train_seconds": train_seconds})
+        final_imgs = test_images if tc.final_eval_images == 0 else test_images[: tc.final_eval_images]
+        t0 = time.perf_counter()
+        final = evaluate(state["params"], final_imgs, mc)
+        eval_s = time.perf_counter() - t0
+        rec = {"step": step, "train_seconds": train_seconds, **{f"test_{k}": v for k, v in final.items()},
+               "final": True}
+        metrics.write(**rec)
+        records.append(rec)
+        steady = [r["images_per_s"] for r in records if "images_per_s" in r][1:]
+        summary = {"steps": step, "train_seconds": round(train_seconds, 1),
+                   "compile_seconds": round(compile_s or 0.0, 1),
+                   "images_per_s_median": round(float(np.median(steady)), 1) if steady else None,
+                   "final_test_psnr": round(final["psnr"], 2), "final_test_images": final["images"],
+                   "final_eval_seconds": round(eval_s, 1), "num_params": gm.num_params(state["params"])}
+        save_reconstructions(state["params"], test_images, mc, run_dir / "reconstructions.png")
+        from jaxsys.train import read_metrics
+        save_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "psnr_curve.png",
+                   f"Mamba-GINR dim={mc.dim} M={mc.num_lp} depth={mc.depth}")
+        atomic_write_json(run_dir / "summary.json", summary)
+        return summary
+    finally:
+        batches.close()
+        metrics.close()
+        ckpt.close()
