@@ -393,9 +393,12 @@ def maybe_initialize_distributed(coordinator: str | None = None, num_processes: 
 
 
 def add_distributed_args(parser: Any, *, mesh_default: str = "") -> None:
-    """Add `--mesh`, `--coordinator`, `--num-processes`, `--process-id` to an argparse parser."""
+    """Add `--mesh`, `--fsdp`, `--coordinator`, `--num-processes`, `--process-id` to an argparse
+    parser (read back with `mesh_from_args`)."""
     parser.add_argument("--mesh", default=mesh_default,
                         help="device mesh, e.g. 'data=4,model=2' (default: all devices on data)")
+    parser.add_argument("--fsdp", action="store_true",
+                        help="also shard large parameters and optimizer moments over 'data'")
     parser.add_argument("--coordinator", default=None,
                         help="host:port of process 0 for a multi-process run (or JAX_COORDINATOR_ADDRESS)")
     parser.add_argument("--num-processes", type=int, default=None,
@@ -412,3 +415,16 @@ def cpu_devices_env(n: int, base: Mapping[str, str] | None = None) -> dict[str, 
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={int(n)}"])
     env["JAX_PLATFORMS"] = "cpu"
     return env
+
+
+def mesh_from_args(args: Any) -> Mesh | None:
+    """Join a multi-process run when asked (`--coordinator/--num-processes/--process-id` or the
+    JAX_* variables), then build the mesh of `--mesh` (default: every device on 'data').
+    None means a plain run: no --mesh, one process and one device."""
+    joined = maybe_initialize_distributed(getattr(args, "coordinator", None),
+                                          getattr(args, "num_processes", None),
+                                          getattr(args, "process_id", None))
+    spec = getattr(args, "mesh", "") or ""
+    if not spec and not joined and jax.device_count() == 1:
+        return None
+    return make_mesh(parse_mesh(spec))

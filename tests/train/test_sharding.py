@@ -116,6 +116,19 @@ def test_maybe_initialize_distributed_validation():
         sh.maybe_initialize_distributed("127.0.0.1:1234", 2, 0, env={})
 
 
+def test_cli_args_give_no_mesh_on_one_device_unless_asked():
+    import argparse
+    p = argparse.ArgumentParser()
+    sh.add_distributed_args(p)
+    assert sh.mesh_from_args(p.parse_args([])) is None
+    args = p.parse_args(["--mesh", "data=1", "--fsdp"])
+    assert args.fsdp and dict(sh.mesh_from_args(args).shape) == {"data": 1, "model": 1}
+    with pytest.raises(ConfigError, match="2 but 1 devices"):
+        sh.mesh_from_args(p.parse_args(["--mesh", "data=1,model=2"]))
+    with pytest.raises(ConfigError, match="missing: coordinator"):
+        sh.mesh_from_args(p.parse_args(["--num-processes", "2", "--process-id", "0"]))
+
+
 def test_cpu_devices_env_replaces_count():
     env = sh.cpu_devices_env(4, base={"XLA_FLAGS": "--foo --xla_force_host_platform_device_count=2"})
     assert env["XLA_FLAGS"] == "--foo --xla_force_host_platform_device_count=4"
