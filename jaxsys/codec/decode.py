@@ -1,0 +1,219 @@
+"""Bit-exact JAX decoder of a layer blob: one host-to-device transfer, all tiles and lanes decoded in
+parallel (vmap over tiles and lanes around a lax.scan over symbol steps), predictor undone on device.
+
+Host side (cheap, O(tiles x lanes)): parse and validate the header, CRC32 of table/index/payload, then
+pack everything the device needs into ONE uint32 buffer
+
+    [ctl (16) | freq (256) | lane base (Nb) | lane words (Nb) | lane symbols (Nb) | payload words]
+
+padded to bucketed sizes (Nb lanes, Wb payload words, Sb steps) so that many layers share one compiled
+kernel. The kernel builds the slot -> (symbol, frequency, bias) tables from `freq` on device, decodes,
+and reports a per-layer integrity flag (every lane ends in state 2^16 having consumed exactly its
+words); a second small jit (specialised on the layer geometry) reorders lanes into tiles and tiles into
+the array, undoes the delta predictor, and recomputes the positional checksum of the raw bytes.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsys.codec import format as fmt
+from jaxsys.codec.format import CodecError
+
+_CTL = 16
+_UNROLL = 8
+
+
+def bucket(n: int, minimum: int) -> int:
+    """Round up to a value of the form m * 2^e with m in 8..15 (<= 12.5% padding), at least `minimum`."""
+    n = max(int(n), int(minimum))
+    if n <= 16:
+        return 16
+    step = 1 << (n.bit_length() - 4)
+    return -(-n // step) * step
+
+
+def _lane_decode(base, nsym, nwords, words, sym_tab, fb_tab, mask, pb, steps: int):
+    """Decode one lane for `steps` steps (symbols past `nsym` leave the state untouched).
+
+    Returns (symbols (steps,) uint8, ok) with ok = final state is 2^16 and exactly nwords consumed.
+    """
+    W = words.shape[0]
+    one = jnp.uint32(1)
+    x0 = words[jnp.minimum(base, W - 1)] | (words[jnp.minimum(base + one, W - 1)] << 16)
+
+    def step(carry, k):
+        x, ptr = carry
+        slot = x & mask
+        s = sym_tab[slot]
+        fb = fb_tab[slot]
+        xn = ((fb & 0xFFFF) + one) * (x >> pb) + (fb >> 16)
+        need = xn < jnp.uint32(1 << 16)
+        # kept out of the arithmetic fusion: a gather inside it stops XLA:CPU vectorising the rest
+        w = jax.lax.optimization_barrier(words[jnp.minimum(ptr, W - 1)])
+        xn = jnp.where(need, (xn << 16) | w, xn)
+        act = k < nsym
+        x = jnp.where(act, xn, x)
+        ptr = jnp.where(act, ptr + need.astype(jnp.uint32), ptr)
+        return (x, ptr), s
+
+    (x, ptr), syms = jax.lax.scan(step, (x0, base + jnp.uint32(2)), jnp.arange(steps, dtype=jnp.uint32),
+                                  unroll=_UNROLL)
+    ok = (x == jnp.uint32(1 << 16)) & (ptr - base == nwords)
+    return syms, ok
+
+
+@functools.partial(jax.jit, static_argnames=("n_lanes", "steps"))
+def _decode_kernel(pack, n_lanes: int, steps: int):
+    """pack (uint32) -> (symbols (steps, n_lanes) uint8 in step-major order, all-lanes-ok flag)."""
+    ctl = pack[:_CTL]
+    pb, n_real = ctl[0], ctl[1]
+    o = _CTL
+    freq = pack[o:o + 256]
+    o += 256
+    base, nwords, nsym = (pack[o + i * n_lanes:o + (i + 1) * n_lanes] for i in range(3))
+    w32 = pack[o + 3 * n_lanes:]
+    words = jnp.stack([w32 & 0xFFFF, w32 >> 16], axis=-1).reshape(-1)
+    # slot -> symbol / frequency / bias tables (65536 slots; only the first 2^pb are addressed)
+    cum_end = jnp.cumsum(freq, dtype=jnp.uint32)
+    slots = jnp.arange(1 << 16, dtype=jnp.uint32)
+    sym = jnp.minimum(jnp.searchsorted(cum_end, slots, side="right"), 255).astype(jnp.int32)
+    f = freq[sym]
+    bias = slots - (cum_end[sym] - f)
+    fb_tab = ((f - 1) & 0xFFFF) | (bias << 16)
+    sym_tab = sym.astype(jnp.uint8)
+    mask = (jnp.uint32(1) << pb) - 1
+    lane = functools.partial(_lane_decode, words=words, sym_tab=sym_tab, fb_tab=fb_tab, mask=mask,
+                             pb=pb, steps=steps)
+    # out_axes=1 keeps the decoded symbols step-major: (steps, lanes)
+    syms, ok = jax.vmap(lane, out_axes=(1, 0))(base, nsym, nwords)
+    real = jnp.arange(n_lanes, dtype=jnp.uint32) < n_real
+    return syms, jnp.all(ok | ~real)
+
+
+@functools.partial(jax.jit, static_argnames=("geom", "verify"))
+def _assemble(syms_SxN, ok, sums, geom, verify: bool):
+    """Lanes -> tiles -> array; undo the predictor; optionally recheck the raw positional checksum."""
+    rows, cols, tr, tc, T, L, S, predictor, dtype, shape = geom
+    P = min(tr, rows) * min(tc, cols)
+    t = _regroup(syms_SxN[:S, :T * L].reshape(S, T, L), (1, 0, 2)).reshape(T, S * L)[:, :P]
+    if predictor == fmt.PRED_DELTA:
+        t = jnp.cumsum(t, axis=1, dtype=jnp.uint8)   # uint8 arithmetic wraps mod 256
+    u2 = _from_tiles(t, rows, cols, tr, tc)
+    if verify:
+        ok = ok & _sums_match(u2, sums)
+    return jax.lax.bitcast_convert_type(u2, jnp.dtype(dtype)).reshape(shape), ok
+
+
+def _regroup(a, perm):
+    """transpose(a, perm) for uint8 `a` whose last axis stays last; moves 4-byte words when the
+    last axis allows it (XLA:CPU transposes uint32 elements far faster than bytes)."""
+    n = a.shape[-1]
+    if n % 4:
+        return a.transpose(perm)
+    w = jax.lax.bitcast_convert_type(a.reshape(a.shape[:-1] + (n // 4, 4)), jnp.uint32)
+    w = w.transpose(perm)
+    return jax.lax.bitcast_convert_type(w, jnp.uint8).reshape(w.shape[:-1] + (n,))
+
+
+def _sums_match(u2, sums):
+    b = u2.reshape(-1).astype(jnp.uint32)
+    i = jnp.arange(1, b.shape[0] + 1, dtype=jnp.uint32)
+    s1 = jnp.sum(b, dtype=jnp.uint32)
+    s2 = jnp.sum(b * i, dtype=jnp.uint32)
+    return (s1 == sums[0]) & (s2 == sums[1])
+
+
+def _from_tiles(t, rows, cols, tr, tc):
+    gc = -(-cols // tc)
+    row_blocks = {}
+    for r0, nr, h, c0, nc, w in fmt.tile_groups(rows, cols, tr, tc):
+        ids = ((r0 + np.arange(nr))[:, None] * gc + (c0 + np.arange(nc))[None, :]).reshape(-1)
+        if np.array_equal(ids, np.arange(ids[0], ids[0] + len(ids))):
+            sel = t[int(ids[0]):int(ids[0]) + len(ids), :h * w]
+        else:
+            sel = t[ids, :h * w]
+        blk = _regroup(sel.reshape(nr, nc, h, w), (0, 2, 1, 3)).reshape(nr * h, nc * w)
+        row_blocks.setdefault(r0, []).append(blk)
+    rowsl = [jnp.concatenate(b, axis=1) if len(b) > 1 else b[0] for _, b in sorted(row_blocks.items())]
+    return jnp.concatenate(rowsl, axis=0) if len(rowsl) > 1 else rowsl[0]
+
+
+@functools.partial(jax.jit, static_argnames=("geom",))
+def _assemble_raw(pack, geom):
+    rows, cols, dtype, shape, n = geom
+    b = pack[_CTL:]
+    u = jnp.stack([(b >> s) & 0xFF for s in (0, 8, 16, 24)], axis=-1).reshape(-1)[:n]
+    u2 = u.astype(jnp.uint8).reshape(rows, cols)
+    ok = _sums_match(u2, pack[:2])
+    return jax.lax.bitcast_convert_type(u2, jnp.dtype(dtype)).reshape(shape), ok
+
+
+def prepare(blob, check_crc: bool = True):
+    """Host half of decoding: validate, and build the single uint32 transfer buffer.
+
+    Returns (pack ndarray, static kernel args dict or None for raw layers, geometry tuple).
+    """
+    p = fmt.parse_layer(blob, check_crc=check_crc)
+    h = p.header
+    sums = (h.raw_sum1, h.raw_sum2)
+    if h.coding == fmt.CODING_RAW:
+        n = h.rows * h.cols
+        nb = bucket(-(-n // 4), 1024)
+        pack = np.zeros(_CTL + nb, np.uint32)
+        pack[:2] = sums
+        pack.view(np.uint8)[_CTL * 4:_CTL * 4 + n] = np.frombuffer(p.payload, np.uint8)
+        return pack, None, (h.rows, h.cols, h.dtype.name, h.shape, n)
+    base, nw, lens = fmt.lane_layout(p)
+    N = len(base)
+    Nb = bucket(N, 64)
+    Sb = bucket(h.steps, 64)
+    n_words = h.payload_size // 2
+    Wb = bucket(-(-(n_words + 2) // 2), 2048)  # uint32 slots (2 words each)
+    pack = np.zeros(_CTL + 256 + 3 * Nb + Wb, np.uint32)
+    pack[0], pack[1] = h.prob_bits, N
+    pack[_CTL:_CTL + 256] = p.freq
+    o = _CTL + 256
+    pack[o:o + N] = base
+    pack[o + Nb:o + Nb + N] = nw
+    pack[o + 2 * Nb:o + 2 * Nb + N] = lens
+    o += 3 * Nb
+    pack.view(np.uint8)[4 * o:4 * o + h.payload_size] = np.frombuffer(p.payload, np.uint8)
+    geom = (h.rows, h.cols, h.tile_rows, h.tile_cols, h.n_tiles, h.lanes, h.steps, h.predictor,
+            h.dtype.name, h.shape)
+    return pack, {"n_lanes": Nb, "steps": Sb, "sums": np.array(sums, np.uint32)}, geom
+
+
+def decode_layer_async(blob, check_crc: bool = True, verify_raw: bool = False):
+    """Dispatch the decode of `blob` without waiting: returns (array, ok) device values.
+
+    `ok` is a device bool: every lane ends in state 2^16 having consumed exactly its words (and, with
+    `verify_raw`, the positional checksum of the raw bytes matches). The caller must check it (see
+    `decode_layer`) before trusting the array.
+    """
+    pack, kargs, geom = prepare(blob, check_crc)
+    if kargs is None:
+        return _assemble_raw(jax.device_put(pack), geom)
+    pack[2:4] = kargs["sums"]   # carried in the same buffer (control words 2, 3)
+    dev = jax.device_put(pack)
+    syms, ok = _decode_kernel(dev, n_lanes=kargs["n_lanes"], steps=kargs["steps"])
+    return _assemble(syms, ok, dev[2:4], geom, verify_raw)
+
+
+def decode_layer(blob, check: bool = True, verify_raw: bool = False) -> jax.Array:
+    """Decode a layer blob on the default JAX device.
+
+    The blob travels to the device once, as one buffer; the result stays there. With `check` (the
+    default) the device-side integrity flag is fetched (one scalar) and a failure raises `CodecError`;
+    header, table, index and payload are CRC-checked on the host before anything is sent, so a
+    corrupted blob cannot reach the device. `verify_raw` also recomputes the positional checksum of
+    the decoded bytes on device (guards against coder bugs; costs ~2 passes over the output).
+    """
+    out, ok = decode_layer_async(blob, verify_raw=verify_raw)
+    if check and not bool(ok):
+        raise CodecError("decoded layer failed its integrity check (rANS final state, word counts "
+                         "or raw checksum): the blob is corrupted")
+    return out

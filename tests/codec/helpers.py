@@ -1,0 +1,45 @@
+"""Test helpers: synthetic symbol sources and a 'reseal' that recomputes a blob's CRCs after a
+mutation, so tests reach the structural checks behind the CRCs (a hostile blob)."""
+import struct
+import zlib
+
+import numpy as np
+
+from jaxsys.codec import format as fmt
+
+
+def reseal(blob: bytes) -> bytes:
+    """Recompute payload and meta CRCs from the (possibly mutated) header offsets."""
+    b = bytearray(blob)
+    if len(b) < fmt.HEADER_SIZE:
+        return bytes(b)
+    f = list(fmt._HDR.unpack_from(b, 0))
+    t_off, p_off = f[15], f[19]
+    if not (fmt.HEADER_SIZE <= t_off <= p_off <= len(b)):
+        return bytes(b)
+    f[24] = zlib.crc32(bytes(b[p_off:]))
+    struct.pack_into("<I", b, fmt.HEADER_SIZE - 8, f[24])
+    meta = zlib.crc32(bytes(b[t_off:p_off]), zlib.crc32(bytes(b[:fmt.HEADER_SIZE - 4])))
+    struct.pack_into("<I", b, fmt.HEADER_SIZE - 4, meta)
+    return bytes(b)
+
+
+def source(kind: str, shape, rng, dtype=np.int8) -> np.ndarray:
+    n = int(np.prod(shape))
+    if kind == "uniform":
+        v = rng.integers(0, 256, n)
+    elif kind == "constant":
+        v = np.full(n, 77)
+    elif kind == "single":  # one symbol except the default value: still a single-symbol table
+        v = np.zeros(n, np.int64)
+    elif kind == "all256":
+        v = np.arange(n) % 256
+    elif kind == "gauss":
+        v = np.clip(np.rint(rng.normal(0, 6, n)), -128, 127)
+    elif kind == "heavy":   # Student-t(1.5): heavy tails, most mass near 0, rare extremes
+        v = np.clip(np.rint(rng.standard_t(1.5, n) * 2), -128, 127)
+    elif kind == "ramp":    # smooth rows: delta predictor territory
+        v = (np.arange(n) // 3) % 256
+    else:
+        raise ValueError(kind)
+    return (np.asarray(v, np.int64) % 256).astype(np.uint8).view(dtype).reshape(shape)

@@ -1,0 +1,91 @@
+import ml_dtypes
+import numpy as np
+import pytest
+
+from jaxsys.codec import store
+from jaxsys.codec.format import CodecError
+from jaxsys.codec.quant import dequantize_int8, quantize_int8
+from jaxsys.errors import DataError
+
+OPTS = store.LayerOpts(tile_shape=(16, 16), lanes=4)
+
+
+def _tensors():
+    rng = np.random.default_rng(0)
+    return {
+        "emb": (rng.normal(0, 0.02, (40, 24))).astype(np.float32),
+        "blk/0/w": (rng.normal(0, 0.05, (24, 3, 8))).astype(ml_dtypes.bfloat16),
+        "blk/0/b": rng.normal(0, 1, 24).astype(np.float16),
+        "q": np.clip(np.rint(rng.normal(0, 9, (30, 20))), -127, 127).astype(np.int8),
+        "ids": rng.integers(0, 50, (7,)).astype(np.int64),
+        "scalar": np.array(3.5, np.float32),
+    }
+
+
+def test_lossless_roundtrip_all_kinds(tmp_path):
+    t = _tensors()
+    path = store.write_store(tmp_path / "m.jxc", t, opts=OPTS)
+    st = store.Store.open(path)
+    assert st.names == list(t)
+    kinds = {n: st.entry(n)["kind"] for n in st.names}
+    assert kinds == {"emb": "float", "blk/0/w": "float", "blk/0/b": "float", "q": "int",
+                     "ids": "bytes", "scalar": "float"}
+    for n, x in t.items():
+        y = st.decode(n)
+        assert y.dtype == x.dtype and y.shape == x.shape
+        assert y.tobytes() == x.tobytes(), n
+    for n in ("emb", "q", "blk/0/w"):
+        y = np.asarray(st.decode_jax(n))
+        assert y.dtype == t[n].dtype and np.array_equal(y.view(np.uint8), t[n].view(np.uint8))
+
+
+def test_int8_mode(tmp_path):
+    t = {"w": np.random.default_rng(1).normal(0, 0.1, (32, 16)).astype(np.float32)}
+    st = store.Store(store.encode_store(t, mode="int8", opts=OPTS))
+    q, s = quantize_int8(t["w"], per_channel=True)
+    assert np.array_equal(st.decode("w"), dequantize_int8(q, s))
+    assert np.allclose(np.asarray(st.decode_jax("w")), dequantize_int8(q, s), rtol=0, atol=0)
+
+
+def test_corrupted_tensor_named():
+    data = bytearray(store.encode_store(_tensors(), opts=OPTS))
+    st = store.Store(bytes(data))
+    p = st.entry("q")["parts"][0]
+    start = len(data) - sum(len(bytes(st.part(n, i))) for n in st.names
+                            for i in range(len(st.entry(n)["parts"])))
+    data[start + p["offset"] + 100] ^= 0xFF
+    bad = store.Store(bytes(data))
+    with pytest.raises(CodecError, match="tensor 'q'"):
+        bad.decode("q")
+    assert np.array_equal(bad.decode("emb"), _tensors()["emb"])
+
+
+def test_container_header_errors():
+    data = store.encode_store({"a": np.ones((4, 4), np.int8)}, opts=OPTS)
+    with pytest.raises(CodecError, match="magic"):
+        store.Store(b"NOPE" + data[4:])
+    with pytest.raises(CodecError, match="length"):
+        store.Store(data[:-1])
+    with pytest.raises(CodecError, match="CRC"):
+        b = bytearray(data)
+        b[30] ^= 1
+        store.Store(bytes(b))
+    with pytest.raises(CodecError, match="no tensor"):
+        store.Store(data).decode("zz")
+
+
+def test_safetensors_io_and_sources(tmp_path):
+    t = _tensors()
+    del t["scalar"]
+    p = store.write_safetensors(tmp_path / "m.safetensors", t)
+    back = store.read_safetensors(p)
+    for n in t:
+        assert back[n].dtype == t[n].dtype and np.array_equal(back[n].view(np.uint8), t[n].view(np.uint8))
+    from safetensors.numpy import load_file   # independent reader (no bfloat16 in numpy: skip it)
+    ref = load_file(str(store.write_safetensors(tmp_path / "f.safetensors", {"emb": t["emb"]})))
+    assert np.array_equal(ref["emb"], t["emb"])
+    (tmp_path / "w.json").write_text('{"wte": [[0.5, 1.0], [2.0, 3.0]], "n": {"b": [1.0]}}')
+    src = store.load_tensors(tmp_path / "w.json")
+    assert set(src) == {"wte", "n/b"} and src["wte"].dtype == np.float32
+    with pytest.raises(DataError):
+        store.load_tensors(tmp_path / "missing.npy")
