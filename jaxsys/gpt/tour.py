@@ -11,7 +11,7 @@ from jaxsys.gpt.train import TrainConfig, train
 from jaxsys.train.io import atomic_write_json, save_figure
 from jaxsys.train.metrics import read_metrics
 
-FULL = dict(n_embd=64, n_head=4, n_layer=2, steps=1500, batch_size=64, eval_every=250)
+FULL = dict(n_embd=64, n_head=4, n_layer=2, steps=2000, batch_size=64, eval_every=250)
 QUICK = dict(n_embd=16, n_head=4, n_layer=1, steps=60, batch_size=16, eval_every=30)
 
 
