@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" /
                                           "chatterbot_english_pairs.tsv"))
     ap.add_argument("--categories", default="greetings,conversations")
-    ap.add_argument("--http-sample", type=int, default=20, help="prompts also asked over HTTP")
+    ap.add_argument("--http-sample", type=int, default=1000, help="prompts also asked over HTTP")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "serve_chat_memo.json"))
     a = ap.parse_args()
 

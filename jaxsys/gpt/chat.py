@@ -58,8 +58,9 @@ def normalise_messages(messages) -> list[tuple[str, str]]:
 def build_chat_prompt(tok: Tokenizer, messages, block_size: int) -> ChatPrompt:
     """Prompt ids for the next assistant turn, dropping the oldest whole turns to fit.
 
-    The prompt is at most block_size - reply_budget(block_size) tokens. Raises DataError if even the
-    newest message alone does not fit.
+    The prompt is at most block_size - reply_budget(block_size) tokens, except when the newest
+    message alone is longer: then it is the whole prompt (with BOS and the role tokens) if that fits
+    in block_size. Raises DataError if even that does not fit.
     """
     check_chat_model(tok)
     turns = normalise_messages(messages)
@@ -72,9 +73,12 @@ def build_chat_prompt(tok: Tokenizer, messages, block_size: int) -> ChatPrompt:
         used += len(turn)
         keep += 1
     if keep == 0:
-        raise DataError(f"the last message is {len(encoded[-1]) - 2} characters; at most "
-                        f"{limit - 4} fit in the context of {block_size} tokens (a quarter is kept "
-                        f"for the reply)")
+        # the newest message alone is longer than the limit: it is used whole (never cut) as long
+        # as the prompt fits in the context at all; the reply then gets less than a quarter
+        if 2 + len(encoded[-1]) > block_size:
+            raise DataError(f"the last message is {len(encoded[-1]) - 2} characters; at most "
+                            f"{block_size - 4} fit in the context of {block_size} tokens")
+        keep = 1
     ids = [tok.bos]
     for turn in encoded[len(encoded) - keep:]:
         ids.extend(turn)

@@ -51,6 +51,16 @@ def test_truncation_drops_whole_old_turns(block_size):
     assert len(p.ids) <= limit and block_size - len(p.ids) >= block_size // 4
 
 
+def test_long_newest_message_is_kept_whole_if_it_fits():
+    msg = "hello world how"  # 15 chars + 4 special tokens = 19 > 24 - 6 = 18
+    p = chat.build_chat_prompt(TOK, [("user", "fine"), ("assistant", "fine"), ("user", msg)], 24)
+    assert p.ids == TOK.encode_conversation([("user", msg)])[:-1] + [TOK.assistant]
+    assert p.dropped_turns == 2
+    assert len(chat.build_chat_prompt(TOK, [("user", "a" * 20)], 24).ids) == 24
+    with pytest.raises(DataError, match="last message is 21 characters; at most 20 fit"):
+        chat.build_chat_prompt(TOK, [("user", "a" * 21)], 24)
+
+
 def test_prompt_errors():
     with pytest.raises(DataError, match="last message"):
         chat.build_chat_prompt(TOK, [("user", "hello " * 10)], 32)
