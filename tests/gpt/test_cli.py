@@ -7,8 +7,10 @@ from jaxsys.cli import main
 from jaxsys.gpt.inference import InferenceModel
 from jaxsys.gpt.weights_io import load_model
 
+# the names and tiny config of test_train.py, so that the compiled step is shared in one session
 NAMES = "\n".join(["emma", "olivia", "ava", "isabella", "sophia", "mia", "charlotte", "amelia",
-                   "harper", "evelyn", "abigail", "emily", "ella", "elizabeth", "camila", "luna"])
+                   "harper", "evelyn", "abigail", "emily", "ella", "elizabeth", "camila", "luna",
+                   "sofia", "avery", "mila", "aria", "scarlett", "nora", "lily", "zoe"])
 TINY = ["--n-embd", "8", "--n-head", "2", "--n-layer", "1", "--batch", "4", "--quiet",
         "--eval-batches", "2", "--log-every", "1"]
 
@@ -17,14 +19,14 @@ def test_train_sample_resume(tmp_path, capsys):
     data = tmp_path / "names.txt"
     data.write_text(NAMES + "\n", encoding="utf-8")
     out = tmp_path / "model"
-    args = ["gpt", "train", "--data", str(data), "--steps", "4", "--checkpoint-every", "2",
-            "--eval-every", "2", "--out", str(out), *TINY]
+    args = ["gpt", "train", "--data", str(data), "--steps", "6", "--checkpoint-every", "3",
+            "--eval-every", "3", "--out", str(out), *TINY]
     assert main(args) == 0
     params, cfg, tok = load_model(out)
     assert cfg.n_embd == 8 and cfg.n_layer == 1 and cfg.block_size == len("charlotte") + 1
     assert tok.chars == sorted(set(NAMES.replace("\n", "")))
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in recs if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in recs if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert sum("val_loss" in r for r in recs) == 2
     capsys.readouterr()
 
