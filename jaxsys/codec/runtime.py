@@ -1,0 +1,215 @@
+"""On-demand weights: tensors stay compressed on the device and are decoded when needed.
+
+- `prepare_tensor(store, name)` validates a tensor's blobs on the host once (CRCs, index) and moves
+  each blob's packed buffer to the device: that is the resident compressed form.
+- `tensor_value(packs, scale, meta)` is a pure, traceable function (packs -> decoded tensor, ok flag)
+  so a caller can fuse it into its own jitted computation; `decode_tensor` is its jitted form.
+- `WeightCache`: groups of tensors (e.g. one transformer layer) decoded on demand into a bounded LRU
+  cache (capacity in groups and/or bytes), with `prefetch(group)` issued ahead of use. Decodes are
+  dispatched asynchronously (JAX async dispatch), so a prefetch overlaps the caller's compute.
+  Integrity flags are collected on device and checked by `check()` (one sync), which raises
+  `CodecError` naming the tensor.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsys.codec import decode as D
+from jaxsys.codec import floats
+from jaxsys.codec.format import CodecError
+from jaxsys.codec.store import Store
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceTensor:
+    name: str
+    packs: tuple            # device uint32 buffers, one per blob
+    scale: jax.Array | None  # q8 scales (device) or None
+    meta: tuple             # hashable static description (kind, shape, dtype, per_channel, statics)
+    nbytes: int             # device bytes of the compressed form
+
+    @property
+    def shape(self) -> tuple:
+        return self.meta[1]
+
+
+def prepare_tensor(store: Store, name: str) -> DeviceTensor:
+    e = store.entry(name)
+    kind = e["kind"]
+    n_blobs = 1 if kind in ("int", "q8", "bytes") else len(e["parts"])
+    packs, statics = [], []
+    for i in range(n_blobs):
+        try:
+            pack, kargs, geom = D.prepare(store.part(name, i))
+        except CodecError as err:
+            msg = str(err)
+            raise CodecError(msg if msg.startswith("tensor ") else f"tensor {name!r}: {msg}") from None
+        if kargs is None:
+            statics.append((None, None, geom))
+        else:
+            pack[2:4] = kargs["sums"]
+            statics.append((kargs["n_lanes"], kargs["steps"], geom))
+        packs.append(jax.device_put(pack))
+    scale = None
+    if kind == "q8":
+        scale = jax.device_put(np.frombuffer(store.part(name, 1), "<f4").copy())
+    meta = (kind, tuple(e["shape"]), e["dtype"], bool(e.get("per_channel", False)), tuple(statics))
+    nbytes = sum(int(p.nbytes) for p in packs) + (int(scale.nbytes) if scale is not None else 0)
+    return DeviceTensor(name, tuple(packs), scale, meta, nbytes)
+
+
+def _blob_value(pack, static):
+    n_lanes, steps, geom = static
+    if n_lanes is None:
+        return D._assemble_raw(pack, geom)
+    syms, ok = D._decode_kernel(pack, n_lanes=n_lanes, steps=steps)
+    return D._assemble(syms, ok, pack[2:4], geom, False)
+
+
+def tensor_value(packs, scale, meta):
+    """Traceable: device packs -> (decoded tensor, ok). q8 tensors come back dequantised (float32)."""
+    kind, shape, dtype, per_channel, statics = meta
+    vals = [_blob_value(p, s) for p, s in zip(packs, statics)]
+    ok = functools.reduce(jnp.logical_and, [v[1] for v in vals])
+    if kind == "int":
+        return vals[0][0].reshape(shape), ok
+    if kind == "q8":
+        q = vals[0][0].astype(jnp.float32)
+        if per_channel:
+            w = q.reshape(shape[0], -1) * scale[:, None]
+        else:
+            w = q * scale[0]
+        return w.reshape(shape), ok
+    if kind == "float":
+        return floats.merge_planes_jax([v[0] for v in vals], dtype).reshape(shape), ok
+    u = vals[0][0].reshape(-1)
+    dt = jnp.dtype(dtype)
+    w = jax.lax.bitcast_convert_type(u.reshape(-1, dt.itemsize), dt) if dt.itemsize > 1 else u.view(dt)
+    return w.reshape(shape), ok
+
+
+decode_tensor = jax.jit(tensor_value, static_argnames=("meta",))
+
+
+class WeightCache:
+    """Bounded LRU cache of decoded tensor groups, with prefetch.
+
+    Args:
+      tensors: name -> DeviceTensor (compressed, on device).
+      groups: group name -> tensor names (the unit of caching, e.g. one layer).
+      max_groups: at most this many decoded groups kept (None: unbounded; 0: nothing kept).
+      max_bytes: at most this many decoded bytes kept (None: unbounded).
+      prefetch: honour `prefetch()` calls (otherwise they are no-ops).
+      decoder: group tensors -> decoded dict; default decodes each tensor with `decode_tensor`.
+    """
+
+    def __init__(self, tensors: dict, groups: dict, max_groups: int | None = None,
+                 max_bytes: int | None = None, prefetch: bool = True):
+        self.tensors, self.groups = tensors, groups
+        self.max_groups, self.max_bytes, self.prefetch_enabled = max_groups, max_bytes, prefetch
+        self._lru: collections.OrderedDict = collections.OrderedDict()
+        self._pending: dict = {}
+        self._oks: list = []
+        self.events: list = []
+        self.hits = self.misses = self.prefetch_hits = self.evictions = 0
+
+    # decoding ------------------------------------------------------------------------------------
+    def decode_group(self, g: str) -> dict:
+        out = {}
+        for n in self.groups[g]:
+            t = self.tensors[n]
+            w, ok = decode_tensor(t.packs, t.scale, meta=t.meta)
+            self._oks.append((n, ok))
+            out[n] = w
+        return out
+
+    def note_ok(self, name: str, ok) -> None:
+        """Record an integrity flag produced elsewhere (e.g. by a fused decode+compute step)."""
+        self._oks.append((name, ok))
+
+    def check(self) -> None:
+        """Fetch the collected integrity flags (one sync); raise CodecError naming a bad tensor."""
+        if not self._oks:
+            return
+        flags = np.asarray(jnp.stack([ok for _, ok in self._oks]))
+        bad = [n for (n, _), f in zip(self._oks, flags) if not f]
+        self._oks = []
+        if bad:
+            raise CodecError(f"tensor {bad[0]!r}: decoded weights failed the integrity check")
+
+    # cache ---------------------------------------------------------------------------------------
+    def lookup(self, g: str):
+        """Cached or prefetched weights of group g, or None (counts a hit/prefetch hit)."""
+        if g in self._lru:
+            self._lru.move_to_end(g)
+            self.hits += 1
+            self.events.append(("hit", g))
+            return self._lru[g]
+        if g in self._pending:
+            w = self._pending.pop(g)
+            self.prefetch_hits += 1
+            self.events.append(("prefetched", g))
+            self.insert(g, w)
+            return w
+        return None
+
+    def get(self, g: str) -> dict:
+        w = self.lookup(g)
+        if w is not None:
+            return w
+        self.misses += 1
+        self.events.append(("miss", g))
+        w = self.decode_group(g)
+        self.insert(g, w)
+        return w
+
+    def prefetch(self, g: str) -> None:
+        if not self.prefetch_enabled or g in self._lru or g in self._pending:
+            return
+        self.events.append(("prefetch", g))
+        self._pending[g] = self.decode_group(g)   # async dispatch: returns at once
+
+    def insert(self, g: str, w: dict) -> None:
+        if self.max_groups == 0 or (self.max_bytes is not None and _nbytes(w) > self.max_bytes):
+            return
+        self._lru[g] = w
+        self._lru.move_to_end(g)
+        while self._lru and ((self.max_groups is not None and len(self._lru) > self.max_groups) or
+                             (self.max_bytes is not None and self.cached_bytes() > self.max_bytes)):
+            old, _ = self._lru.popitem(last=False)
+            self.evictions += 1
+            self.events.append(("evict", old))
+
+    def cached_bytes(self) -> int:
+        return sum(_nbytes(w) for w in self._lru.values()) + sum(_nbytes(w) for w in self._pending.values())
+
+    def compressed_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def stats(self) -> dict:
+        total = self.hits + self.misses + self.prefetch_hits
+        return {"hits": self.hits, "misses": self.misses, "prefetch_hits": self.prefetch_hits,
+                "evictions": self.evictions, "hit_rate": (self.hits + self.prefetch_hits) / max(total, 1),
+                "cache_hit_rate": self.hits / max(total, 1), "cached_bytes": self.cached_bytes(),
+                "compressed_bytes": self.compressed_bytes()}
+
+
+def _nbytes(w: dict) -> int:
+    return sum(int(np.prod(a.shape)) * jnp.dtype(a.dtype).itemsize for a in w.values())
+
+
+def load_device_tensors(store: Store, names=None, progress: Callable | None = None) -> dict:
+    names = store.names if names is None else names
+    out = {}
+    for n in names:
+        out[n] = prepare_tensor(store, n)
+        if progress:
+            progress(n)
+    return out

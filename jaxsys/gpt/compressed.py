@@ -1,0 +1,257 @@
+"""Compressed inference for the jaxsys GPT: weights stay rANS-compressed on the device and each layer
+is decoded when the forward pass reaches it (jaxsys.codec.runtime), into a bounded LRU cache, with
+the next layer's decode issued before the current layer's compute (prefetch) and optionally fused
+with it (one jitted decode + layer step).
+
+Groups (the unit of caching): "embed" (wte, wpe), "layer{i}" (the six matrices), "head" (lm_head).
+The per-layer math is the same as jaxsys.gpt.generate.decode_step for one row; `GPTRunner` runs it
+from a plain params dict (the uncompressed baseline) or from a `WeightCache` (compressed), through
+the same jitted functions, so both give identical logits and tokens for identical weights.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxsys.codec import runtime, store
+from jaxsys.errors import ConfigError
+from jaxsys.gpt.config import GPTConfig
+from jaxsys.gpt.generate import RMS_EPS, sample_tokens
+from jaxsys.gpt.model import LAYER_MATRICES
+
+
+def _rmsnorm(x):
+    return x * lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + RMS_EPS)
+
+
+def groups_for(cfg: GPTConfig) -> dict[str, list[str]]:
+    g = {"embed": ["wte", "wpe"]}
+    for i in range(cfg.n_layer):
+        g[f"layer{i}"] = [f"layer{i}.{m}" for m in LAYER_MATRICES]
+    g["head"] = ["lm_head"]
+    return g
+
+
+def _embed(wte, wpe, tok, pos):
+    return _rmsnorm(wte[tok][None, :] + wpe[pos][None, :])
+
+
+def _layer(wq, wk, wv, wo, fc1, fc2, ck, cv, x, pos, n_head: int):
+    """decode_step's layer body for one row: x [1, E], ck/cv [1, H, T, D]."""
+    B, E = x.shape
+    H, D, T = n_head, E // n_head, ck.shape[2]
+    h = _rmsnorm(x)
+    q = (h @ wq.T).reshape(B, H, D)
+    k = (h @ wk.T).reshape(B, H, D)
+    v = (h @ wv.T).reshape(B, H, D)
+    ck = ck.at[0, :, pos, :].set(k[0])
+    cv = cv.at[0, :, pos, :].set(v[0])
+    s = jnp.einsum("bhd,bhtd->bht", q, ck) / math.sqrt(D)
+    s = jnp.where((jnp.arange(T) <= pos)[None, None, :], s, -jnp.inf)
+    a = jax.nn.softmax(s, axis=-1)
+    o = jnp.einsum("bht,bhtd->bhd", a, cv).reshape(B, H * D)
+    x = x + o @ wo.T
+    h = _rmsnorm(x)
+    x = x + jax.nn.relu(h @ fc1.T) @ fc2.T
+    return x, ck, cv
+
+
+def _head(w, x, temperature, u):
+    logits = x @ w.T
+    return logits, sample_tokens(logits, temperature[None], u[None])[0]
+
+
+embed_step = jax.jit(_embed)
+layer_step = jax.jit(_layer, static_argnames=("n_head",), donate_argnames=("ck", "cv"))
+head_step = jax.jit(_head)
+
+
+def _fused(packs, scales, ck, cv, x, pos, metas, n_head: int):
+    """One jitted function: decode the six matrices of a layer, then run the layer."""
+    ws, oks = [], []
+    for p, s, m in zip(packs, scales, metas):
+        w, ok = runtime.tensor_value(p, s, m)
+        ws.append(w.astype(x.dtype))
+        oks.append(ok)
+    x, ck, cv = _layer(*ws, ck, cv, x, pos, n_head)
+    return x, ck, cv, tuple(ws), jnp.all(jnp.stack(oks))
+
+
+fused_layer_step = jax.jit(_fused, static_argnames=("metas", "n_head"), donate_argnames=("ck", "cv"))
+
+
+class GPTRunner:
+    """Token-by-token generation for one sequence, layer by layer.
+
+    Args:
+      cfg: the model config.
+      params: name -> array for the uncompressed baseline; or None with `cache`.
+      cache: a runtime.WeightCache over compressed device tensors (groups = groups_for(cfg)).
+      prefetch: issue the next group's decode before the current group's compute.
+      fused: on a cache miss, decode a layer's matrices and run it in one jitted call.
+      profile: block after every decode and every compute to attribute time (slower).
+    """
+
+    def __init__(self, cfg: GPTConfig, params: dict | None = None, cache: runtime.WeightCache | None = None,
+                 prefetch: bool = True, fused: bool = False, profile: bool = False):
+        if (params is None) == (cache is None):
+            raise ConfigError("GPTRunner needs exactly one of params (uncompressed) or cache (compressed)")
+        self.cfg, self.cache, self.fused, self.profile = cfg, cache, fused, profile
+        self.prefetch_on = prefetch and cache is not None
+        self.params = None if params is None else {k: jnp.asarray(np.asarray(v), jnp.float32)
+                                                   for k, v in params.items()}
+        self.order = list(groups_for(cfg))
+        self.decode_s = self.compute_s = 0.0
+        self.tokens_run = 0
+
+    # weights ---------------------------------------------------------------------------------------
+    def _weights(self, g: str) -> dict:
+        if self.params is not None:
+            return {n: self.params[n] for n in groups_for(self.cfg)[g]}
+        t0 = time.perf_counter()
+        w = self.cache.get(g)
+        if self.profile:
+            jax.block_until_ready(w)
+            self.decode_s += time.perf_counter() - t0
+        return w
+
+    def _prefetch_after(self, g: str) -> None:
+        if self.prefetch_on:
+            nxt = self.order[(self.order.index(g) + 1) % len(self.order)]
+            self.cache.prefetch(nxt)
+
+    def _timed(self, fn, *a, **k):
+        t0 = time.perf_counter()
+        out = fn(*a, **k)
+        if self.profile:
+            jax.block_until_ready(out)
+            self.compute_s += time.perf_counter() - t0
+        return out
+
+    # one token -------------------------------------------------------------------------------------
+    def step(self, kv: list, tok: int, pos: int, temperature: float, u: float):
+        cfg = self.cfg
+        w = self._weights("embed")
+        self._prefetch_after("embed")
+        x = self._timed(embed_step, w["wte"], w["wpe"], jnp.int32(tok), jnp.int32(pos))
+        for i in range(cfg.n_layer):
+            g = f"layer{i}"
+            names = groups_for(cfg)[g]
+            if self.fused and self.cache is not None and self.cache.lookup(g) is None:
+                self.cache.misses += 1
+                self.cache.events.append(("fused", g))
+                self._prefetch_after(g)
+                ts = [self.cache.tensors[n] for n in names]
+                x, ck, cv, ws, ok = self._timed(
+                    fused_layer_step, tuple(t.packs for t in ts), tuple(t.scale for t in ts),
+                    kv[i][0], kv[i][1], x, jnp.int32(pos), metas=tuple(t.meta for t in ts),
+                    n_head=cfg.n_head)
+                self.cache.note_ok(g, ok)
+                self.cache.insert(g, dict(zip(names, ws)))
+            else:
+                w = self._weights(g)
+                self._prefetch_after(g)
+                x, ck, cv = self._timed(layer_step, *(w[n] for n in names), kv[i][0], kv[i][1], x,
+                                        jnp.int32(pos), n_head=cfg.n_head)
+            kv[i] = (ck, cv)
+        w = self._weights("head")
+        self._prefetch_after("head")
+        logits, nxt = self._timed(head_step, w["lm_head"], x, jnp.float32(temperature), jnp.float32(u))
+        self.tokens_run += 1
+        return logits, nxt
+
+    def generate(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
+                 seed: int = 42, stop_ids=()) -> list[int]:
+        """Feed the prompt, then sample (greedy when temperature <= 0) up to max_new_tokens."""
+        cfg = self.cfg
+        prompt = [int(t) for t in prompt]
+        if not prompt or len(prompt) > cfg.block_size or min(prompt) < 0 or max(prompt) >= cfg.vocab_size:
+            raise ConfigError(f"prompt must hold 1..{cfg.block_size} ids in [0, {cfg.vocab_size})")
+        if int(max_new_tokens) < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        us = np.random.default_rng(seed).random(cfg.block_size + 1)
+        shape = (1, cfg.n_head, cfg.block_size, cfg.head_dim)
+        kv = [(jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)) for _ in range(cfg.n_layer)]
+        seq, out, pos = list(prompt), [], 0
+        while pos < cfg.block_size and len(out) < max_new_tokens:
+            _, nxt = self.step(kv, seq[pos], pos, temperature, float(us[len(out)]))
+            pos += 1
+            if pos >= len(seq):
+                t = int(nxt)
+                out.append(t)
+                seq.append(t)
+                if t in stop_ids:
+                    break
+        if self.cache is not None:
+            self.cache.check()
+        return out
+
+    def activation_bytes(self) -> int:
+        cfg = self.cfg
+        return 2 * cfg.n_layer * cfg.n_head * cfg.block_size * cfg.head_dim * 4 + 8 * cfg.n_embd * 4
+
+
+def compress_gpt(params: dict, mode: str = "int8", opts: store.LayerOpts = store.LayerOpts()) -> bytes:
+    """GPT params -> codec container bytes (int8: per-channel q8; lossless: float planes)."""
+    arrays = {k: np.asarray(v, np.float32) for k, v in params.items()}
+    return store.encode_store(arrays, mode=mode, per_channel=True, opts=opts)
+
+
+def compressed_runner(data: bytes, cfg: GPTConfig, cache_layers: int | None = None,
+                      cache_bytes: int | None = None, prefetch: bool = True, fused: bool = False,
+                      profile: bool = False) -> GPTRunner:
+    st = store.Store(data)
+    tensors = runtime.load_device_tensors(st)
+    cache = runtime.WeightCache(tensors, groups_for(cfg), max_groups=cache_layers, max_bytes=cache_bytes,
+                                prefetch=prefetch)
+    return GPTRunner(cfg, cache=cache, prefetch=prefetch, fused=fused, profile=profile)
+
+
+def decoded_params(data: bytes) -> dict:
+    """The weights a compressed model runs with (q8 dequantised / lossless), decoded on the host."""
+    st = store.Store(data)
+    return {n: st.decode(n) for n in st.names}
+
+
+def run_report(model_dir, cache_layers: int, prompt: str = "", max_new_tokens: int = 32,
+               mode: str = "int8", prefetch: bool = True, fused: bool = False) -> dict:
+    """Compress a trained model, generate with it and uncompressed, and account memory and time."""
+    from jaxsys.gpt.weights_io import load_model
+    params, cfg, tok = load_model(model_dir)
+    data = compress_gpt(params, mode)
+    ref_params = decoded_params(data)
+    ids = tok.encode(prompt) if prompt else [0]
+    base = GPTRunner(cfg, params=ref_params)
+    base.generate(ids, 2)   # compile
+    t0 = time.perf_counter()
+    ref = base.generate(ids, max_new_tokens)
+    t_base = time.perf_counter() - t0
+    run = compressed_runner(data, cfg, cache_layers=cache_layers, prefetch=prefetch, fused=fused)
+    run.generate(ids, 2)
+    run.cache.hits = run.cache.misses = run.cache.prefetch_hits = run.cache.evictions = 0
+    t0 = time.perf_counter()
+    got = run.generate(ids, max_new_tokens)
+    t_comp = time.perf_counter() - t0
+    prof = compressed_runner(data, cfg, cache_layers=cache_layers, prefetch=False, profile=True)
+    prof.generate(ids, 2)
+    prof.decode_s = prof.compute_s = 0.0
+    n_prof = len(prof.generate(ids, max_new_tokens))
+    raw = sum(np.asarray(v, np.float32).nbytes for v in params.values())
+    st = run.cache.stats()
+    act = run.activation_bytes()
+    return {"model": str(model_dir), "mode": mode, "cache_layers": cache_layers, "prefetch": prefetch,
+            "fused": fused, "tokens": len(got), "identical_tokens": got == ref,
+            "uncompressed_bytes": raw + act, "compressed_store_bytes": st["compressed_bytes"],
+            "cache_bytes": st["cached_bytes"], "activation_bytes": act,
+            "resident_bytes": st["compressed_bytes"] + st["cached_bytes"] + act,
+            "hit_rate": st["hit_rate"], "cache_hit_rate": st["cache_hit_rate"],
+            "tokens_per_s": len(got) / t_comp, "uncompressed_tokens_per_s": len(ref) / t_base,
+            "decode_ms_per_token": 1e3 * prof.decode_s / max(n_prof, 1),
+            "compute_ms_per_token": 1e3 * prof.compute_s / max(n_prof, 1),
+            "text": tok.decode(got) if hasattr(tok, "decode") else got}
