@@ -308,10 +308,13 @@ def jit_sharded(fn: Callable, in_shardings: Any, out_shardings: Any, *,
                    donate_argnums=donate_argnums, static_argnums=static_argnums)
 
 
-def compiled_input_specs(jitted: Any, *args: Any) -> list[tuple[str, P]]:
-    """(path, PartitionSpec) of every array input of the compiled step, as XLA laid them out;
-    `args` may be arrays or `abstract_tree` ShapeDtypeStructs."""
-    compiled = jitted.lower(*args).compile()
+def compiled_input_specs(fn: Any, *args: Any) -> list[tuple[str, P]]:
+    """(path, PartitionSpec) of every array input of the compiled step, as XLA laid them out.
+
+    `fn` is a jitted function (lowered and compiled here for `args`, arrays or `abstract_tree`
+    ShapeDtypeStructs) or an already compiled one (`jitted.lower(*args).compile()`, which can then
+    run the steps without a second compile)."""
+    compiled = fn if hasattr(fn, "input_shardings") else fn.lower(*args).compile()
     shardings = compiled.input_shardings[0]
     flat_args = jax.tree_util.tree_flatten_with_path(args)[0]
     flat_sh = jax.tree_util.tree_leaves(shardings, is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))

@@ -1,0 +1,45 @@
+"""jaxsys/ginr/sharded.py on 4 simulated CPU devices (a child process: this one has 1 device).
+(Basename unique across tests/, which has no __init__.py per system folder.)"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxsys.errors import ConfigError
+from jaxsys.ginr.model import GinrConfig
+from jaxsys.ginr.sharded import make_sharded_train_step
+from jaxsys.ginr.train import TrainConfig
+from jaxsys.train import sharding as sh
+
+ROOT = Path(__file__).resolve().parents[2]
+TOL = 1e-5
+
+
+def test_batch_must_divide_data_axis():
+    class FakeMesh:
+        shape = {"data": 4, "model": 1}
+    with pytest.raises(ConfigError, match="batch_size 6 is not divisible by the mesh data axis"):
+        make_sharded_train_step.__wrapped__(FakeMesh(), GinrConfig(), TrainConfig(batch_size=6))
+
+
+def test_data_parallel_step_on_4_devices_equals_single_device(tmp_path):
+    env = sh.cpu_devices_env(4)
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("_sharded_worker.py")), str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+    assert r["device_count"] == 4
+    (case,) = r["cases"]
+    assert case["mesh"] == "data=4"
+    np.testing.assert_allclose(case["losses"], r["ref_losses"], rtol=TOL, atol=TOL)
+    assert case["param_max_diff"] < TOL
+    assert case["batch_specs"] == {"1/coords": "P('data',)", "1/images": "P('data',)", "1/targets": "P('data',)"}
+    assert case["n_sharded_state_leaves"] == 0  # data parallel: parameters replicated
+    np.testing.assert_allclose(r["loop_losses"], r["ref_losses"], rtol=TOL, atol=TOL)
+    s = r["loop_summary"]
+    assert s["steps"] == 2 and s["mesh"] == "data=4,model=1" and np.isfinite(s["final_test_psnr"])
+    assert (tmp_path / "mesh" / "ckpt" / "2").is_dir() and (tmp_path / "mesh" / "summary.json").is_file()
