@@ -85,12 +85,12 @@ def check_mlp_gradients(task: str = "classify", hidden: tuple[int, ...] = (32, 3
                "rel_err_vs_jax_grad": _rel_err(hand, ref)}
         if len(hidden) == 2:
             out["rel_err_2hidden_vs_general"] = _rel_err(_hand_grad_2hidden(params, x, y), hand)
+        for k, v in list(out.items()):
+            if k.startswith("rel_err_") and not v <= RTOL:
+                raise JaxsysError(f"MLP gradient check failed: {k} = {v:.3g} > {RTOL}")
         out["fd_rel_err"] = _finite_difference_error(params, hand, x, y, cfg, rng)
         if not out["fd_rel_err"] <= FD_RTOL:
             raise JaxsysError(f"MLP hand gradient disagrees with finite differences: relative error "
                               f"{out['fd_rel_err']:.3g} > {FD_RTOL}")
         out["finite_differences"] = "ok"
-    for k, v in out.items():
-        if k.startswith("rel_err_") and not v <= RTOL:
-            raise JaxsysError(f"MLP gradient check failed: {k} = {v:.3g} > {RTOL}")
     return out
