@@ -100,6 +100,17 @@ def _bench(args) -> int:
     return 0
 
 
+def _run_gpt(args) -> int:
+    # CLI glue only: the codec library never imports a system; the GPT runner lives in jaxsys.gpt
+    from jaxsys.gpt.compressed import run_report
+    cache = None if args.cache_layers < 0 else args.cache_layers
+    r = run_report(args.model, cache, prompt=args.prompt, max_new_tokens=args.max_tokens, mode=args.mode,
+                   prefetch=not args.no_prefetch, fused=args.fused)
+    for k, v in r.items():
+        print(f"{k:>26}: {v:.4g}" if isinstance(v, float) else f"{k:>26}: {v}")
+    return 0 if r["identical_tokens"] else 1
+
+
 def _add_layer_opts(p):
     p.add_argument("--tile", type=int, default=256, help="square tile side")
     p.add_argument("--lanes", type=int, default=32, help="interleaved rANS lanes per tile")
@@ -131,3 +142,12 @@ def register(sub) -> None:
     b.add_argument("--repeats", type=int, default=3)
     _add_layer_opts(b)
     b.set_defaults(func=_bench)
+    r = gsub.add_parser("run-gpt", help="run a jaxsys GPT from compressed weights and account for it")
+    r.add_argument("--model", required=True, help="folder with weights.json + meta.json")
+    r.add_argument("--cache-layers", type=int, default=1, help="decoded groups kept (-1: all)")
+    r.add_argument("--mode", default="int8", choices=["int8", "lossless"])
+    r.add_argument("--prompt", default="")
+    r.add_argument("--max-tokens", type=int, default=32)
+    r.add_argument("--no-prefetch", action="store_true")
+    r.add_argument("--fused", action="store_true", help="fuse a layer's decode with its compute")
+    r.set_defaults(func=_run_gpt)

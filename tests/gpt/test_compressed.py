@@ -1,0 +1,100 @@
+"""Compressed GPT inference (jaxsys.gpt.compressed): generation from compressed weights equals
+generation from the same weights uncompressed, token for token; cache eviction and prefetch order;
+lossless float round trips of trained weights; a corrupted tensor blob names the tensor."""
+import ml_dtypes
+import numpy as np
+import pytest
+
+from jaxsys.codec import store
+from jaxsys.codec.format import CodecError
+from jaxsys.gpt import compressed as C
+from jaxsys.gpt import train as gt
+from jaxsys.gpt.config import GPTConfig
+from jaxsys.gpt.data import load_data
+from jaxsys.gpt.generate import generate
+
+OPTS = store.LayerOpts(tile_shape=(32, 32), lanes=8)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny GPT trained for a few steps on the packaged names (real trained weights)."""
+    data = load_data(None, "docs", 16)
+    cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, n_embd=32, n_head=4, n_layer=2, block_size=16)
+    tcfg = gt.TrainConfig(steps=10, batch_size=16, eval_every=0, eval_batches=1, log_every=10)
+    res = gt.train(data, cfg, tcfg, None, log=None, progress=False, export=False)
+    params = {k: np.asarray(v, np.float32) for k, v in res.state.params.items()}
+    return cfg, params
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16])
+def test_lossless_trained_weights_bit_exact(trained, dtype):
+    _, params = trained
+    t = {k: v.astype(dtype) for k, v in params.items()}
+    st = store.Store(store.encode_store(t, mode="lossless", opts=OPTS))
+    for k, v in t.items():
+        assert st.decode(k).tobytes() == v.tobytes()
+    if dtype != np.float16:   # f16's top byte mixes 5 exponent and 3 mantissa bits
+        assert st.nbytes < sum(v.nbytes for v in t.values())
+
+
+@pytest.mark.parametrize("mode,configs", [
+    ("int8", (dict(cache_layers=0, prefetch=False), dict(cache_layers=1), dict(cache_layers=0, fused=True))),
+    ("lossless", (dict(cache_layers=1, prefetch=False),)),
+])
+def test_compressed_generation_matches_uncompressed(trained, mode, configs):
+    cfg, params = trained
+    data = C.compress_gpt(params, mode, OPTS)
+    ref_params = C.decoded_params(data)
+    if mode == "lossless":
+        assert all(ref_params[k].tobytes() == params[k].tobytes() for k in params)
+    ref = C.GPTRunner(cfg, params=ref_params).generate([0, 5], 8)
+    assert ref == generate(ref_params, cfg, [0, 5], 8, greedy=True)  # the engine's own generator
+    for kw in configs:
+        got = C.compressed_runner(data, cfg, **kw).generate([0, 5], 8)
+        assert got == ref, kw
+    if mode == "int8":
+        sampled_ref = C.GPTRunner(cfg, params=ref_params).generate([0], 6, temperature=0.8, seed=3)
+        assert C.compressed_runner(data, cfg, cache_layers=1).generate(
+            [0], 6, temperature=0.8, seed=3) == sampled_ref
+
+
+def test_cache_eviction_and_prefetch_order(trained):
+    cfg, params = trained
+    data = C.compress_gpt(params, "int8", OPTS)
+    r = C.compressed_runner(data, cfg, cache_layers=2, prefetch=True)
+    kv = [(np.zeros((1, 4, 16, 8), np.float32),) * 2 for _ in range(cfg.n_layer)]
+    r.step(kv, 0, 0, 0.0, 0.5)
+    ev = r.cache.events
+    # embed: a miss; every later group was prefetched while the previous one computed
+    assert ev[0] == ("miss", "embed")
+    assert ev[1] == ("prefetch", "layer0")
+    order = [g for e, g in ev if e == "prefetch"]
+    assert order == ["layer0", "layer1", "head", "embed"]
+    # LRU with 2 groups: inserting layer1 evicts embed, head evicts layer0
+    evicted = [g for e, g in ev if e == "evict"]
+    assert evicted[:2] == ["embed", "layer0"]
+    assert r.cache.stats()["prefetch_hits"] == 3
+    no = C.compressed_runner(data, cfg, cache_layers=0, prefetch=False)
+    no.step(kv, 0, 0, 0.0, 0.5)
+    assert [e for e, _ in no.cache.events] == ["miss"] * 4 and no.cache.cached_bytes() == 0
+
+
+def test_byte_bounded_cache(trained):
+    cfg, params = trained
+    data = C.compress_gpt(params, "int8", OPTS)
+    layer_bytes = sum(params[f"layer0.{m}"].nbytes for m in C.LAYER_MATRICES)
+    r = C.compressed_runner(data, cfg, cache_bytes=layer_bytes, prefetch=False)
+    r.generate([0], 3)
+    assert r.cache.cached_bytes() <= layer_bytes
+    assert r.cache.evictions > 0
+
+
+def test_corrupted_tensor_named(trained):
+    cfg, params = trained
+    data = bytearray(C.compress_gpt(params, "int8", OPTS))
+    st = store.Store(bytes(data))
+    p = st.entry("layer1.mlp_fc1")["parts"][0]
+    data[len(data) - len(st._data) + p["offset"] + p["length"] // 2] ^= 0x10
+    with pytest.raises(CodecError, match="layer1.mlp_fc1"):
+        C.compressed_runner(bytes(data), cfg)
