@@ -188,7 +188,7 @@ def _validate_input(x) -> np.ndarray:
 
 
 def encode_layer(x, tile_shape: tuple[int, int] = (256, 256), lanes: int = 32, prob_bits: int = 14,
-                 predictor: str = "auto", allow_raw: bool = True) -> bytes:
+                 predictor: str = "auto", allow_raw: bool = True, min_lane_symbols: int = 0) -> bytes:
     """Compress an int8/uint8 array (1-D or 2-D) into one layer blob.
 
     Args:
@@ -198,6 +198,8 @@ def encode_layer(x, tile_shape: tuple[int, int] = (256, 256), lanes: int = 32, p
       prob_bits: frequency precision, 12..16.
       predictor: "none", "delta" or "auto" (the lower measured order-0 entropy of the two).
       allow_raw: store the bytes uncoded when coding would not make the blob smaller.
+      min_lane_symbols: use fewer lanes when a tile has fewer than lanes * min_lane_symbols symbols
+        (each lane costs ~6 bytes: its flushed state and word count); 0 keeps `lanes`.
     """
     x = _validate_input(x)
     if not (rans.MIN_PROB_BITS <= int(prob_bits) <= rans.MAX_PROB_BITS):
@@ -216,6 +218,8 @@ def encode_layer(x, tile_shape: tuple[int, int] = (256, 256), lanes: int = 32, p
         u2 = u
     rows, cols = u2.shape
     P = min(tr, rows) * min(tc, cols)
+    if min_lane_symbols > 0:
+        lanes = max(1, min(int(lanes), P // int(min_lane_symbols)))
     if -(-P // lanes) > MAX_LANE_SYMBOLS:
         raise ConfigError(f"tile of {P} symbols over {lanes} lanes exceeds {MAX_LANE_SYMBOLS} "
                           "symbols per lane; use more lanes or smaller tiles")
@@ -264,9 +268,14 @@ def encode_layer(x, tile_shape: tuple[int, int] = (256, 256), lanes: int = 32, p
 
 
 def _pack_table(freq: np.ndarray) -> bytes:
+    """32-byte presence bitmap, 1 byte bit width w, then (f - 1) of each present symbol in w bits
+    (LSB first, ascending symbol order, zero-padded to a byte)."""
     present = freq > 0
     bitmap = np.packbits(present.astype(np.uint8), bitorder="little").tobytes()
-    return bitmap + (freq[present] - 1).astype("<u2").tobytes()
+    v = (freq[present] - 1).astype(np.int64)
+    w = int(v.max()).bit_length()
+    bits = ((v[:, None] >> np.arange(w)[None, :]) & 1).astype(np.uint8).reshape(-1)
+    return bitmap + bytes([w]) + np.packbits(bits, bitorder="little").tobytes()
 
 
 def _assemble(geom: dict, coding: int, predictor: int, table: bytes, index: bytes,
@@ -394,16 +403,21 @@ def parse_layer(blob, check_crc: bool = True) -> ParsedLayer:
 
 
 def _parse_table(tb: memoryview, prob_bits: int) -> np.ndarray:
-    if len(tb) < 32:
-        raise CodecError(f"frequency table of {len(tb)} bytes is shorter than its 32-byte bitmap")
+    if len(tb) < 33:
+        raise CodecError(f"frequency table of {len(tb)} bytes is shorter than its 33-byte preamble")
     present = np.unpackbits(np.frombuffer(tb[:32], np.uint8), bitorder="little").astype(bool)
     k = int(present.sum())
+    w = tb[32]
     if k == 0:
         raise CodecError("frequency table has no symbols")
-    if len(tb) != 32 + 2 * k:
-        raise CodecError(f"frequency table is {len(tb)} bytes, expected {32 + 2 * k} for {k} symbols")
+    if w > 16:
+        raise CodecError(f"frequency table bit width {w} exceeds 16")
+    need = 33 + (k * w + 7) // 8
+    if len(tb) != need:
+        raise CodecError(f"frequency table is {len(tb)} bytes, expected {need} for {k} symbols of {w} bits")
+    bits = np.unpackbits(np.frombuffer(tb[33:], np.uint8), bitorder="little")[:k * w].reshape(k, w)
     freq = np.zeros(256, np.int64)
-    freq[present] = np.frombuffer(tb[32:], dtype="<u2").astype(np.int64) + 1
+    freq[present] = (bits.astype(np.int64) << np.arange(w)[None, :]).sum(axis=1) + 1
     if int(freq.sum()) != 1 << prob_bits:
         raise CodecError(f"frequencies sum to {int(freq.sum())}, expected 2^{prob_bits}")
     return freq

@@ -40,6 +40,7 @@ class LayerOpts:
     lanes: int = 32                  # interleaved rANS lanes per tile
     prob_bits: int = 14              # frequency precision
     predictor: str = "auto"          # none | delta | auto
+    min_lane_symbols: int = 256      # fewer lanes for small tiles (per-lane overhead ~6 bytes)
 
 
 def as_2d(shape: tuple) -> tuple:
@@ -64,7 +65,7 @@ def encode_tensor(name: str, x: np.ndarray, mode: str = "auto", per_channel: boo
     if x.size == 0:
         raise DataError(f"tensor {name!r} is empty")
     kw = dict(tile_shape=opts.tile_shape, lanes=opts.lanes, prob_bits=opts.prob_bits,
-              predictor=opts.predictor)
+              predictor=opts.predictor, min_lane_symbols=opts.min_lane_symbols)
     ent = {"name": name, "dtype": x.dtype.name, "shape": list(x.shape)}
     view = as_2d(x.shape)
     if x.dtype in (np.int8, np.uint8):

@@ -123,9 +123,12 @@ def test_impossible_frequency_table():
     h = fmt.parse_header(blob)
     # bump one frequency: the table no longer sums to 2^prob_bits
     b = bytearray(blob)
-    off = h.table_off + 32
-    struct.pack_into("<H", b, off, struct.unpack_from("<H", b, off)[0] + 1)
+    b[h.table_off + 33] ^= 1     # lowest bit of the first packed frequency
     with pytest.raises(CodecError, match="sum to"):
+        fmt.parse_layer(reseal(bytes(b)))
+    b = bytearray(blob)
+    b[h.table_off + 32] = 17     # impossible bit width
+    with pytest.raises(CodecError, match="bit width"):
         fmt.parse_layer(reseal(bytes(b)))
 
 

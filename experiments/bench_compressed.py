@@ -1,0 +1,144 @@
+"""Compressed inference benchmark (issue 8), side by side in one run.
+
+1. Compression ratio per mode for a trained jaxsys GPT: int8 (per-channel q8), bf16 lossless,
+   fp32 lossless; vs zstd -19 of the same raw bytes, and vs the exponent-entropy bound (exponent
+   plane at its order-0 entropy, every other plane stored raw).
+2. Tokens/s and resident bytes of compressed inference (int8 mode) with cache sizes 0, 1, half and
+   all groups, with and without prefetch and fusion, vs the uncompressed model through the same
+   runner; interleaved rounds, medians.
+
+    flock /tmp/jaxsys-heavy.lock python experiments/bench_compressed.py --model runs/codec-gpt
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import jax
+import ml_dtypes
+import numpy as np
+
+from jaxsys.codec import floats, store
+from jaxsys.gpt import compressed as C
+from jaxsys.gpt.weights_io import load_model
+from jaxsys.train.io import atomic_write_json
+
+try:
+    import zstandard
+except ImportError:
+    zstandard = None
+
+
+def ratios(params: dict) -> list[dict]:
+    rows = []
+    for mode, dt in (("int8", np.float32), ("bf16 lossless", ml_dtypes.bfloat16),
+                     ("fp32 lossless", np.float32)):
+        t = {k: np.asarray(v, np.float32).astype(dt) for k, v in params.items()}
+        raw = sum(v.nbytes for v in t.values())
+        data = store.encode_store(t, mode="int8" if mode == "int8" else "lossless")
+        st = store.Store(data)
+        blobs = sum(len(st.part(n, i)) for n in st.names for i in range(len(st.entry(n)["parts"]))
+                    if not (st.entry(n)["kind"] == "q8" and i == 1))
+        row = {"mode": mode, "raw_bytes": raw, "bytes": len(data), "pct_of_raw": 100 * len(data) / raw,
+               "blob_bytes": blobs}
+        if mode != "int8":
+            nb = np.dtype(dt).itemsize
+            bound = sum(floats.exponent_entropy_bits(v) / 8 + v.size * (nb - 1) for v in t.values())
+            row["exponent_bound_bytes"] = bound
+            row["vs_bound_pct"] = 100 * (len(data) / bound - 1)
+        else:
+            row["pct_of_int8"] = 100 * len(data) / (raw / 4)
+        if zstandard is not None:
+            z = zstandard.ZstdCompressor(level=19)
+            src = [store.quantize_int8(v, per_channel=True)[0] for v in t.values()] if mode == "int8" \
+                else list(t.values())
+            row["zstd19_bytes"] = sum(len(z.compress(np.ascontiguousarray(v).tobytes())) for v in src)
+        rows.append(row)
+    return rows
+
+
+def speed(params: dict, cfg, tokens: int, rounds: int) -> list[dict]:
+    data = C.compress_gpt(params, "int8")
+    ref_params = C.decoded_params(data)
+    n_groups = cfg.n_layer + 2
+    variants = {"uncompressed": None}
+    for k in sorted({0, 1, max(1, n_groups // 2), n_groups}):
+        variants[f"cache={k} no-prefetch"] = dict(cache_layers=k, prefetch=False)
+        variants[f"cache={k} prefetch"] = dict(cache_layers=k, prefetch=True)
+    variants["cache=0 fused"] = dict(cache_layers=0, prefetch=False, fused=True)
+    variants["cache=0 fused+prefetch"] = dict(cache_layers=0, prefetch=True, fused=True)
+    runners = {n: (C.GPTRunner(cfg, params=ref_params) if kw is None else C.compressed_runner(data, cfg, **kw))
+               for n, kw in variants.items()}
+    ref = runners["uncompressed"].generate([0], tokens)
+    for n, r in runners.items():   # compile and check
+        if r.generate([0], tokens) != ref:
+            raise AssertionError(f"{n}: tokens differ from the uncompressed run")
+    times = {n: [] for n in runners}
+    for _ in range(rounds):
+        for n, r in runners.items():
+            t0 = time.perf_counter()
+            r.generate([0], tokens)
+            times[n].append(time.perf_counter() - t0)
+    base = statistics.median(times["uncompressed"])
+    raw = sum(np.asarray(v, np.float32).nbytes for v in params.values())
+    rows = []
+    for n, r in runners.items():
+        t = statistics.median(times[n])
+        act = r.activation_bytes()
+        if r.cache is None:
+            resident = raw + act
+            hit = None
+        else:
+            st = r.cache.stats()
+            resident = st["compressed_bytes"] + st["cached_bytes"] + act
+            hit = st["hit_rate"]
+        rows.append({"variant": n, "tokens_per_s": tokens / t, "slowdown": t / base,
+                     "resident_bytes": resident, "resident_vs_uncompressed": resident / (raw + act),
+                     "hit_rate": hit})
+    # decode vs compute time per token (synchronised profile run)
+    prof = C.compressed_runner(data, cfg, cache_layers=0, prefetch=False, profile=True)
+    prof.generate([0], 2)
+    prof.decode_s = prof.compute_s = 0.0
+    n = len(prof.generate([0], tokens))
+    rows.append({"variant": "profile cache=0", "decode_ms_per_token": 1e3 * prof.decode_s / n,
+                 "compute_ms_per_token": 1e3 * prof.compute_s / n})
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="runs/codec-gpt")
+    ap.add_argument("--tokens", type=int, default=24)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default="experiments/results/codec_compressed.json")
+    a = ap.parse_args(argv)
+    params, cfg, _ = load_model(a.model)
+    params = {k: np.asarray(v, np.float32) for k, v in params.items()}
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
+           "device": str(jax.devices()[0]), "model": a.model, "config": cfg.to_dict(),
+           "n_params": int(sum(v.size for v in params.values())), "ratios": ratios(params)}
+    print(f"model {a.model}: {res['n_params']} params, {cfg.to_dict()}")
+    print(f"{'mode':<15} {'raw':>9} {'bytes':>9} {'% raw':>7} {'blobs':>9} {'vs bound':>9} {'zstd-19':>9}")
+    for r in res["ratios"]:
+        vb = f"{r['vs_bound_pct']:>+8.2f}%" if "vs_bound_pct" in r else " " * 9
+        print(f"{r['mode']:<15} {r['raw_bytes']:>9} {r['bytes']:>9} {r['pct_of_raw']:>6.1f}% "
+              f"{r['blob_bytes']:>9} {vb} "
+              f"{r.get('zstd19_bytes', ''):>9}")
+    res["speed"] = speed(params, cfg, a.tokens, a.rounds)
+    print(f"\n{'variant':<26} {'tok/s':>8} {'slowdown':>9} {'resident':>10} {'vs unc.':>8} {'hit':>6}")
+    for r in res["speed"]:
+        if "tokens_per_s" not in r:
+            print(f"{r['variant']:<26} decode {r['decode_ms_per_token']:.2f} ms/token, compute "
+                  f"{r['compute_ms_per_token']:.2f} ms/token")
+            continue
+        h = f"{r['hit_rate']:.2f}" if r["hit_rate"] is not None else "-"
+        print(f"{r['variant']:<26} {r['tokens_per_s']:>8.1f} {r['slowdown']:>8.2f}x "
+              f"{r['resident_bytes']:>10} {r['resident_vs_uncompressed']:>7.2f}x {h:>6}")
+    atomic_write_json(a.out, res)
+    print(f"\nwrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
