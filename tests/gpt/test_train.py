@@ -12,7 +12,13 @@ from jaxsys.gpt import train as gt
 from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.data import from_text
 
-jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(autouse=True)
+def _strict_rank_promotion():
+    # scoped to this module's tests: a global config update would leak into every later test module
+    with jax.numpy_rank_promotion("raise"):
+        yield
 
 NAMES = "\n".join(["emma", "olivia", "ava", "isabella", "sophia", "mia", "charlotte", "amelia",
                    "harper", "evelyn", "abigail", "emily", "ella", "elizabeth", "camila", "luna",
