@@ -29,13 +29,11 @@ SIZES = (784, 512, 512, 10)
 FLAG_SETS = {  # XLA CPU flags tried to close the matmul gap (values from the flag help in jaxlib)
     "default": "",
     "xnn_dot": "--xla_cpu_experimental_xnn_fusion_type=dot",
-    "xnn_dot_eltwise": "--xla_cpu_experimental_xnn_fusion_type=dot,eltwise",
     "ynn_dot": "--xla_cpu_experimental_ynn_fusion_type=dot",
     "onednn_dot": "--xla_cpu_experimental_onednn_fusion_type=dot",
     "onednn_custom_call": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
     "no_xnnpack": "--xla_cpu_use_xnnpack=false",
     "fast_math": "--xla_cpu_enable_fast_math=true",
-    "single_thread_eigen": "--xla_cpu_multi_thread_eigen=false",
 }
 
 
@@ -192,13 +190,13 @@ def sweep(args) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (medians over these)")
-    ap.add_argument("--seconds", type=float, default=0.5, help="target seconds per timed block")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians over these)")
+    ap.add_argument("--seconds", type=float, default=0.3, help="target seconds per timed block")
     ap.add_argument("--batches", default="64,1024")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (XLA uses all cores)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--no-sweep", action="store_true", help="skip the XLA flag sweep")
-    ap.add_argument("--sweep-rounds", type=int, default=3, help="interleaved rounds per flag set")
+    ap.add_argument("--sweep-rounds", type=int, default=2, help="interleaved rounds per flag set")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results" / "mlp.json"))
     args = ap.parse_args(argv)
