@@ -49,9 +49,10 @@ class GinrConfig:
     d_state: int = 16               # SSM state size N
     d_conv: int = 4                 # causal depthwise conv width
     expand: int = 2                 # d_inner = expand * dim
-    scan_mode: str = "associative"  # "associative" (parallel) or "sequential" (lax.scan)
+    scan_mode: str = "sequential"   # "sequential" (lax.scan; fastest on CPU) or "associative"
     scan_chunk: int = 0             # > 0: associative within chunks, sequential across
     scan_checkpoint: bool = False   # recompute scan states in the backward pass
+    fuse_directions: bool = True    # BiMamba: one vmapped scan for both directions
 
     @property
     def grid(self) -> int:
@@ -257,7 +258,7 @@ def encode(params: dict, images_BxSxSxC: jax.Array, cfg: GinrConfig) -> jax.Arra
     h, res = seq, None
     for bp in p["blocks"]:
         h, res = block_apply(bp, h, res, scan_mode=cfg.scan_mode, chunk=cfg.scan_chunk,
-                             checkpoint=cfg.scan_checkpoint)
+                             checkpoint=cfg.scan_checkpoint, fuse_directions=cfg.fuse_directions)
     seq = layernorm(p["norm_f"], h + res)
     return read_lp(seq, cfg)
 

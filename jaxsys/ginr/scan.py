@@ -10,13 +10,12 @@ For every batch b, channel d and state n, with A = -exp(A_log) of shape [D, N]:
 
 `mode="associative"`: `lax.associative_scan` over t with the combine
 (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2); O(log L) depth, materialises [B, L, D, N] several times.
-`mode="sequential"`: `lax.scan` over t carrying x [B, D, N]; dA and dBu are formed inside the step,
-so the forward never holds more than one time step of state.
+`mode="sequential"`: `lax.scan` over t carrying x (stored [B, N, D]); dA and dBu are formed inside the step,
+so the forward never holds more than one time step of state (autodiff stores per-step residuals).
 `chunk=c > 0`: associative inside chunks of c steps, sequential across chunks (a middle ground);
 `checkpoint=True` wraps each chunk (or step) in `jax.checkpoint` so the backward recomputes states
 instead of storing them.
 """
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -76,63 +75,21 @@ def _tm(t):
     return jnp.swapaxes(t, 0, 1)  # [B, L, ...] <-> [L, B, ...] (time-major)
 
 
-def _seq_states(u, delta, A, B, unroll):
-    """x_t for all t, time-major inputs u/delta [L, B, D], B [L, B, N] -> [L, B, D, N]."""
+def _scan_sequential(u, delta, A, B, C, checkpoint, unroll=1):
+    # The carried state is laid out [B, N, D] (D minor: contiguous, vectorises along the channels);
+    # on the 2-core CPU this ran the forward 2-4x faster than [B, D, N]. Plain autodiff of the loop
+    # measured faster than a hand-written reverse-scan VJP that stacked all states.
+    A_NxD = A.T
+
     def step(x, inp):
-        u_t, d_t, B_t = inp
-        x = jnp.exp(d_t[..., None] * A) * x + (d_t * u_t)[..., None] * B_t[:, None, :]
-        return x, x
-    x0 = jnp.zeros((*u.shape[1:], A.shape[1]), jnp.result_type(u, delta, A, B))
-    return lax.scan(step, x0, (u, delta, B), unroll=unroll)[1]
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _ssm_sequential(u, delta, A, B, C, checkpoint, unroll):
-    return _contract_n(_seq_states(u, delta, A, B, unroll), C)
-
-
-def _ssm_sequential_fwd(u, delta, A, B, C, checkpoint, unroll):
-    xs = _seq_states(u, delta, A, B, unroll)
-    y = _contract_n(xs, C)
-    return y, (u, delta, A, B, C, None if checkpoint else xs)
-
-
-def _ssm_sequential_bwd(checkpoint, unroll, res, dy):
-    """Adjoint of x_t = a_t x_{t-1} + b_t, y_t = <C_t, x_t>, a_t = exp(delta_t A), b_t = delta_t u_t B_t.
-
-    g_t = dL/dx_t = dy_t C_t + a_{t+1} g_{t+1}   (reverse scan, g_{L+1} = 0)
-    dC_t = sum_d dy_t x_t;  da_t = g_t x_{t-1};  db_t = g_t
-    d delta_t = sum_n (da_t a_t A + g_t u_t B_t);  dA = sum_{b,t} da_t a_t delta_t
-    du_t = delta_t sum_n g_t B_t;  dB_t = sum_d g_t delta_t u_t
-    """
-    u, delta, A, B, C, xs = res
-    if xs is None:
-        xs = _seq_states(u, delta, A, B, unroll)
-
-    def step(h, inp):  # h = a_{t+1} g_{t+1}
-        dy_t, C_t, d_t = inp
-        g = dy_t[..., None] * C_t[:, None, :] + h
-        return jnp.exp(d_t[..., None] * A) * g, g
-    h0 = jnp.zeros(xs.shape[1:], xs.dtype)
-    gs = lax.scan(step, h0, (dy, C, delta), reverse=True, unroll=unroll)[1]   # [L, B, D, N]
-    x_prev = jnp.concatenate([jnp.zeros_like(xs[:1]), xs[:-1]], axis=0)
-    dC = jnp.sum(dy[..., None] * xs, axis=-2)
-    gxa = gs * x_prev * jnp.exp(delta[..., None] * A)                        # da_t * a_t
-    gB = _contract_n(gs, B)
-    d_delta = jnp.sum(gxa * A, axis=-1) + u * gB
-    dA = jnp.sum(gxa * delta[..., None], axis=(0, 1))
-    du = delta * gB
-    dB = jnp.sum(gs * (delta * u)[..., None], axis=-2)
-    return du, d_delta, dA, dB, dC
-
-
-_ssm_sequential.defvjp(_ssm_sequential_fwd, _ssm_sequential_bwd)
-
-
-def _scan_sequential(u, delta, A, B, C, checkpoint, unroll=4):
-    f = jnp.result_type(u, delta, A, B, C)
-    args = [t.astype(f) for t in (_tm(u), _tm(delta))] + [A.astype(f)] + [_tm(B).astype(f), _tm(C).astype(f)]
-    return _tm(_ssm_sequential(*args, checkpoint, unroll))
+        u_t, d_t, B_t, C_t = inp                               # [B,D], [B,D], [B,N], [B,N]
+        x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
+        return x, jnp.sum(x * C_t[:, :, None], axis=1)
+    if checkpoint:
+        step = jax.checkpoint(step)
+    x0 = jnp.zeros((u.shape[0], A.shape[1], u.shape[2]), jnp.result_type(u, delta, A, B))
+    _, ys = lax.scan(step, x0, (_tm(u), _tm(delta), _tm(B), _tm(C)), unroll=unroll)
+    return _tm(ys)
 
 
 def _scan_chunked(u, delta, A, B, C, chunk, checkpoint):

@@ -1,0 +1,98 @@
+"""`jaxsys ginr ...`: train and profile Mamba-GINR on CIFAR-10."""
+import dataclasses
+import json
+from pathlib import Path
+
+from jaxsys.errors import ConfigError
+
+
+def _model_config(args):
+    from jaxsys.ginr import model as gm
+    over = {}
+    for name in ("num_freqs", "scan_mode", "scan_chunk", "lp_placement", "patch_size"):
+        v = getattr(args, name, None)
+        if v is not None:
+            over[name] = v
+    return gm.get_config(args.config, **over)
+
+
+def _train(args) -> int:
+    from jaxsys.ginr import data as gdata
+    from jaxsys.ginr import train as gt
+    from jaxsys.train.io import make_run_dir
+    mc = _model_config(args)
+    tc = gt.TrainConfig(batch_size=args.batch, num_sample_coords=args.coords, steps=args.steps, lr=args.lr,
+                        warmup_steps=args.warmup, accum_steps=args.accum, bf16=args.bf16, seed=args.seed,
+                        eval_every=args.eval_every, eval_images=args.eval_images,
+                        final_eval_images=args.final_eval_images, ckpt_every=args.ckpt_every,
+                        max_seconds=args.max_seconds).validate()
+    if args.data == "png20":
+        x, _ = gdata.load_png20()
+        train_x, test_x = x, x
+    else:
+        if not Path(args.data).exists():
+            from jaxsys.errors import DataError
+            raise DataError(f"--data: dataset path not found: {args.data}")
+        cache = None if args.no_cache else Path(args.out) / "cache"
+        train_x, _ = gdata.load_cifar10(args.data, "train", limit=args.limit, cache_dir=cache)
+        test_x, _ = gdata.load_cifar10(args.data, "test", limit=args.test_limit, cache_dir=cache)
+    run_dir = Path(args.run_dir) if args.run_dir else make_run_dir(args.out, "ginr")
+    print(f"ginr: {len(train_x)} train / {len(test_x)} test images, run dir {run_dir}")
+    summary = gt.train(mc, tc, train_x, test_x, run_dir, progress=not args.quiet)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _profile(args) -> int:
+    from jaxsys.ginr import profile as gp
+    from jaxsys.train.io import atomic_write_json
+    mc = _model_config(args)
+    r = gp.profile(mc, args.batch, args.coords, args.repeats, args.trace)
+    print(gp.format_profile(r))
+    if args.json:
+        atomic_write_json(args.json, r)
+    return 0
+
+
+def _common(p) -> None:
+    p.add_argument("--config", default="fast", help="fast | balanced | high")
+    p.add_argument("--num-freqs", dest="num_freqs", type=int, default=None, help="Fourier frequencies")
+    p.add_argument("--scan-mode", dest="scan_mode", default=None, help="sequential | associative")
+    p.add_argument("--scan-chunk", dest="scan_chunk", type=int, default=None, help="chunked scan length")
+    p.add_argument("--lp-placement", dest="lp_placement", default=None, help="equidistant | middle | n_group")
+    p.add_argument("--patch-size", dest="patch_size", type=int, default=None)
+    p.add_argument("--batch", type=int, default=32, help="images per step")
+    p.add_argument("--coords", type=int, default=512, help="random pixels per image (0 = full grid)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ginr", help="Mamba-GINR implicit representation of CIFAR-10 images")
+    gsub = p.add_subparsers(dest="ginr_cmd")
+    t = gsub.add_parser("train", help="train on CIFAR-10 (python batches, class folders or .tar.gz)")
+    _common(t)
+    t.add_argument("--data", required=True,
+                   help="dataset folder/archive (e.g. ../shared/data/cifar10-jpeg) or 'png20' (packaged)")
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--warmup", type=int, default=100)
+    t.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-batches")
+    t.add_argument("--bf16", action="store_true", help="bfloat16 compute, float32 master weights")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--eval-every", dest="eval_every", type=int, default=200)
+    t.add_argument("--eval-images", dest="eval_images", type=int, default=256)
+    t.add_argument("--final-eval-images", dest="final_eval_images", type=int, default=0, help="0 = all")
+    t.add_argument("--ckpt-every", dest="ckpt_every", type=int, default=500)
+    t.add_argument("--max-seconds", dest="max_seconds", type=float, default=0.0, help="training-time budget")
+    t.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    t.add_argument("--test-limit", dest="test_limit", type=int, default=None)
+    t.add_argument("--out", default="runs", help="root of run directories (and the decode cache)")
+    t.add_argument("--run-dir", dest="run_dir", default=None, help="resume/continue in this folder")
+    t.add_argument("--no-cache", dest="no_cache", action="store_true", help="do not cache decoded images")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_train)
+    pr = gsub.add_parser("profile", help="time split encoder / modulation / hyponet, compile times")
+    _common(pr)
+    pr.add_argument("--repeats", type=int, default=5)
+    pr.add_argument("--trace", default=None, help="write a jax.profiler trace to this folder")
+    pr.add_argument("--json", default=None, help="also write the numbers as JSON")
+    pr.set_defaults(func=_profile)
