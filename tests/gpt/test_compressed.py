@@ -98,3 +98,15 @@ def test_corrupted_tensor_named(trained):
     data[len(data) - len(st._data) + p["offset"] + p["length"] // 2] ^= 0x10
     with pytest.raises(CodecError, match="layer1.mlp_fc1"):
         C.compressed_runner(bytes(data), cfg)
+
+
+def test_run_gpt_cli(trained, tmp_path, capsys):
+    from jaxsys.cli import main
+    from jaxsys.gpt.data import load_data
+    from jaxsys.gpt.weights_io import save_model
+    cfg, params = trained
+    save_model(tmp_path / "m", params, cfg, load_data(None, "docs", 16).tokenizer)
+    assert main(["codec", "run-gpt", "--model", str(tmp_path / "m"), "--cache-layers", "1",
+                 "--max-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "identical_tokens: True" in out and "resident_bytes" in out
