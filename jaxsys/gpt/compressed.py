@@ -206,11 +206,19 @@ def compress_gpt(params: dict, mode: str = "int8", opts: store.LayerOpts = store
 def compressed_runner(data: bytes, cfg: GPTConfig, cache_layers: int | None = None,
                       cache_bytes: int | None = None, prefetch: bool = True, fused: bool = False,
                       profile: bool = False) -> GPTRunner:
-    st = store.Store(data)
-    tensors = runtime.load_device_tensors(st)
-    cache = runtime.WeightCache(tensors, groups_for(cfg), max_groups=cache_layers, max_bytes=cache_bytes,
-                                prefetch=prefetch)
-    return GPTRunner(cfg, cache=cache, prefetch=prefetch, fused=fused, profile=profile)
+    return CompressedModel(data, cfg, cache_layers, cache_bytes, prefetch, fused, profile)
+
+
+class CompressedModel(GPTRunner):
+    """A GPT whose weights stay compressed on the device (see `compressed_runner` for the args)."""
+
+    def __init__(self, data: bytes, cfg: GPTConfig, cache_layers: int | None = 1,
+                 cache_bytes: int | None = None, prefetch: bool = True, fused: bool = False,
+                 profile: bool = False):
+        tensors = runtime.load_device_tensors(store.Store(data))
+        cache = runtime.WeightCache(tensors, groups_for(cfg), max_groups=cache_layers,
+                                    max_bytes=cache_bytes, prefetch=prefetch)
+        super().__init__(cfg, cache=cache, prefetch=prefetch, fused=fused, profile=profile)
 
 
 def decoded_params(data: bytes) -> dict:
