@@ -55,17 +55,20 @@ def _rmsnorm(x):
     return x * lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + RMS_EPS)
 
 
-def decode_step(params: dict, kv: KVCache, tok_B, pos_B, cfg: GPTConfig):
+def decode_step(params: dict, kv: KVCache, tok_B, pos_B, cfg: GPTConfig, attn_len: int | None = None):
     """Feed one token per row at that row's position; returns (logits_BxV, updated cache).
 
     x = rmsnorm(wte[tok] + wpe[pos]); per layer x += wo(attn(rmsnorm(x))) with keys/values of
     positions <= pos from the cache, then x += fc2(relu(fc1(rmsnorm(x)))); logits = lm_head x.
+    Attention reads only the first `attn_len` cache positions (static; every active row needs
+    pos < attn_len): reading the whole block_size cache every step dominates the cost otherwise.
     """
     B = tok_B.shape[0]
-    H, D, T = cfg.n_head, cfg.head_dim, cfg.block_size
+    H, D = cfg.n_head, cfg.head_dim
+    A = cfg.block_size if attn_len is None else attn_len
     rows = jnp.arange(B)
     x = _rmsnorm(params["wte"][tok_B] + params["wpe"][pos_B])
-    visible_BxT = jnp.arange(T)[None, :] <= pos_B[:, None]
+    visible_BxT = jnp.arange(A)[None, :] <= pos_B[:, None]
     new_kv = []
     for i in range(cfg.n_layer):
         p = f"layer{i}."
@@ -76,10 +79,10 @@ def decode_step(params: dict, kv: KVCache, tok_B, pos_B, cfg: GPTConfig):
         v = (h @ params[p + "attn_wv"].T).reshape(B, H, D)
         ck = ck.at[rows, :, pos_B, :].set(k.astype(ck.dtype))
         cv = cv.at[rows, :, pos_B, :].set(v.astype(cv.dtype))
-        s = jnp.einsum("bhd,bhtd->bht", q, ck) / math.sqrt(D)
+        s = jnp.einsum("bhd,bhtd->bht", q, ck[:, :, :A]) / math.sqrt(D)
         s = jnp.where(visible_BxT[:, None, :], s, -jnp.inf)
         a = jax.nn.softmax(s, axis=-1)
-        o = jnp.einsum("bht,bhtd->bhd", a, cv).reshape(B, H * D)
+        o = jnp.einsum("bht,bhtd->bhd", a, cv[:, :, :A]).reshape(B, H * D)
         x = x + o @ params[p + "attn_wo"].T
         h = _rmsnorm(x)
         x = x + jax.nn.relu(h @ params[p + "mlp_fc1"].T) @ params[p + "mlp_fc2"].T
@@ -100,13 +103,13 @@ def sample_tokens(logits_BxV, temperature_B, u_B):
     return jnp.where(greedy, jnp.argmax(logits_BxV, axis=-1), sampled).astype(jnp.int32)
 
 
-def _step(params, kv, st: DecodeState, cfg: GPTConfig):
+def _step(params, kv, st: DecodeState, cfg: GPTConfig, attn_len: int):
     B, T1 = st.tokens.shape  # T1 = block_size + 1
     U = st.uniforms.shape[1]
     rows = jnp.arange(B)
     active = ~st.done
     feed_pos = jnp.minimum(st.pos, T1 - 2)  # finished rows sit at pos = block_size
-    logits, kv = decode_step(params, kv, st.tokens[rows, feed_pos], feed_pos, cfg)
+    logits, kv = decode_step(params, kv, st.tokens[rows, feed_pos], feed_pos, cfg, attn_len)
     nxt = jnp.minimum(st.pos + 1, T1 - 1)
     sampling = active & (st.pos + 1 >= st.prompt_len)
     u = st.uniforms[rows, jnp.minimum(st.n_gen, U - 1)]
@@ -119,8 +122,10 @@ def _step(params, kv, st: DecodeState, cfg: GPTConfig):
                            done=st.done | finished)
 
 
-def _advance(params, kv, st: DecodeState, max_steps, cfg: GPTConfig):
-    """Run decode steps until every row is done or `max_steps` steps have run (a traced int)."""
+def _advance(params, kv, st: DecodeState, max_steps, cfg: GPTConfig, attn_len: int):
+    """Run decode steps until every row is done or `max_steps` steps have run (a traced int).
+
+    `attn_len` (static, see `attn_bucket`) must exceed every position an active row feeds."""
 
     def cond(c):
         i, _, s = c
@@ -128,14 +133,28 @@ def _advance(params, kv, st: DecodeState, max_steps, cfg: GPTConfig):
 
     def body(c):
         i, kv_, s = c
-        kv_, s = _step(params, kv_, s, cfg)
+        kv_, s = _step(params, kv_, s, cfg, attn_len)
         return i + 1, kv_, s
 
     _, kv, st = lax.while_loop(cond, body, (jnp.int32(0), kv, st))
     return kv, st
 
 
-advance = jax.jit(_advance, static_argnames=("cfg",), donate_argnames=("kv",))
+advance = jax.jit(_advance, static_argnames=("cfg", "attn_len"), donate_argnames=("kv",))
+
+
+def attn_buckets(cfg: GPTConfig) -> list[int]:
+    """Attention lengths compiled for: 64, 128, ... below block_size, then block_size."""
+    out, n = [], 64
+    while n < cfg.block_size:
+        out.append(n)
+        n *= 2
+    return out + [cfg.block_size]
+
+
+def attn_bucket(cfg: GPTConfig, need: int) -> int:
+    """The smallest bucket >= need (positions 0..need-1 are attended)."""
+    return next(b for b in attn_buckets(cfg) if b >= min(need, cfg.block_size))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +293,10 @@ def generate_batch(params: dict, cfg: GPTConfig, prompts: Sequence[Sequence[int]
         u = default_uniforms(int(seeds[b]), T) if uniforms is None else np.asarray(uniforms[b])
         hs.place(b, p, max_new_tokens, 0.0 if greedy else float(temperature), u, stop_ids)
     dev_params = to_device_params(params, dtype)
-    kv, st = advance(dev_params, init_kv(cfg, B, dtype), hs.to_device(), jnp.int32(T + 1), cfg=cfg)
+    # fed positions stay below len(prompt) + max_new - 1
+    need = max(len(p) + int(hs.max_new[b]) - 1 for b, p in enumerate(checked))
+    kv, st = advance(dev_params, init_kv(cfg, B, dtype), hs.to_device(), jnp.int32(T + 1), cfg=cfg,
+                     attn_len=attn_bucket(cfg, need))
     hs.update_from(st)
     return [finish_reason(hs.generated(b), stop_ids) for b in range(n)]
 

@@ -33,8 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt import chat as chatlib
 from jaxsys.gpt.config import GPTConfig
-from jaxsys.gpt.generate import (HostState, advance, default_uniforms, finish_reason, init_kv, room,
-                                 to_device_params)
+from jaxsys.gpt.generate import (HostState, advance, attn_bucket, attn_buckets, default_uniforms,
+                                 finish_reason, init_kv, room, to_device_params)
 from jaxsys.gpt.tokenizer import Tokenizer
 
 log = logging.getLogger("jaxsys.gpt.serve")
@@ -104,8 +104,9 @@ class Batcher:
         self.chunk_seconds = 0.0  # time inside jitted chunks
 
     def warmup(self) -> None:
-        """Compile the decode chunk (all rows idle: it returns at once)."""
-        self._run_chunk()
+        """Compile the decode chunk for every attention bucket (all rows idle: returns at once)."""
+        for a in attn_buckets(self.cfg):
+            self._run_chunk(a)
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -134,12 +135,16 @@ class Batcher:
         self.queue.put_nowait(row)
         return row
 
-    def _run_chunk(self) -> None:
+    def _run_chunk(self, attn_len: int | None = None) -> None:
         t0 = time.perf_counter()
+        if attn_len is None:  # cover every position an active row can feed during this chunk
+            active = ~self.hs.done
+            need = int(self.hs.pos[active].max()) + self.scfg.chunk_steps + 1 if active.any() else 1
+            attn_len = attn_bucket(self.cfg, need)
         st = self.hs.to_device() if self.dirty or self.dev_state is None else self.dev_state
         self.dirty = False
         self.kv, self.dev_state = advance(self.params, self.kv, st, jnp.int32(self.scfg.chunk_steps),
-                                          cfg=self.cfg)
+                                          cfg=self.cfg, attn_len=attn_len)
         self.hs.update_from(self.dev_state)
         self.chunk_seconds += time.perf_counter() - t0
 
