@@ -162,3 +162,10 @@ def test_bad_inputs(params):
         G.generate(params, CFG, [11], 3, temperature=0.0)
     with pytest.raises(ConfigError, match="seeds"):
         G.generate_batch(params, CFG, [[11], [11]], 3, seeds=[1])
+
+
+def test_attention_buckets():
+    cfg = GPTConfig(vocab_size=5, n_embd=4, n_head=1, n_layer=1, block_size=300)
+    assert G.attn_buckets(cfg) == [64, 128, 256, 300]
+    assert [G.attn_bucket(cfg, n) for n in (1, 64, 65, 257, 1000)] == [64, 64, 128, 300, 300]
+    assert G.attn_buckets(CFG) == [24]

@@ -242,3 +242,31 @@ def test_openai_client_plain_and_streaming(cli_server):
     events = [line[6:] for line in raw.text.splitlines() if line.startswith("data: ")]
     assert raw.headers["content-type"].startswith("text/event-stream") and events[-1] == "[DONE]"
     assert json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant"
+
+
+def test_batcher_rows_cross_attention_buckets():
+    """Chunks pick the attention length from the rows in flight (64, then 80 here); rows that join
+    later and rows running past position 64 still equal the numpy model."""
+    import asyncio
+
+    from jaxsys.gpt.serve import Batcher, _collect
+    cfg = GPTConfig(vocab_size=CHAT_TOK.vocab_size, n_embd=8, n_head=2, n_layer=1, block_size=80)
+    rng = np.random.default_rng(5)
+    params = {k: rng.normal(0, 0.3, s) for k, s in param_shapes(cfg).items()}
+    ref = InferenceModel(params, cfg, CHAT_TOK)
+    jobs = [([CHAT_TOK.bos], 80, 0.0, 0), ([CHAT_TOK.bos, 0, 1], 70, 0.8, 11),
+            ([CHAT_TOK.bos, 2], 20, 1.0, 12)]
+
+    async def run():
+        b = Batcher(params, cfg, ServeConfig(max_batch=2, chunk_steps=3), dtype=jnp.float64)
+        b.start()
+        try:
+            rows = [b.submit(p, n, t, s, []) for p, n, t, s in jobs]  # 3 rows, 2 slots: one waits
+            return await asyncio.gather(*(_collect(r) for r in rows))
+        finally:
+            await b.stop()
+
+    for (p, n, t, s), (ids, reason) in zip(jobs, asyncio.run(run())):
+        assert ids == ref.generate_from_prompt(p, n, temperature=t or 1.0, seed=s, greedy=t == 0,
+                                               stop_ids=[])
+        assert reason == "length" and len(ids) == min(n, cfg.block_size + 1 - len(p))
