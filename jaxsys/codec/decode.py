@@ -99,6 +99,15 @@ def _assemble(syms_SxN, ok, sums, geom, verify: bool):
     """Lanes -> tiles -> array; undo the predictor; optionally recheck the raw positional checksum."""
     rows, cols, tr, tc, T, L, S, predictor, dtype, shape = geom
     P = min(tr, rows) * min(tc, cols)
+    if predictor == fmt.PRED_NONE and rows % tr == 0 and cols % tc == 0 and tc % L == 0:
+        # full tiles, lanes dividing the tile width: step k = r * (tc / L) + c // L, lane = c mod L,
+        # so one transpose takes (r, c/L, tile row, tile col, lane) straight to the array
+        gr, gc = rows // tr, cols // tc
+        a = syms_SxN[:S, :T * L].reshape(tr, tc // L, gr, gc, L)
+        u2 = _regroup(a, (2, 0, 3, 1, 4)).reshape(rows, cols)
+        if verify:
+            ok = ok & _sums_match(u2, sums)
+        return jax.lax.bitcast_convert_type(u2, jnp.dtype(dtype)).reshape(shape), ok
     t = _regroup(syms_SxN[:S, :T * L].reshape(S, T, L), (1, 0, 2)).reshape(T, S * L)[:, :P]
     if predictor == fmt.PRED_DELTA:
         t = jnp.cumsum(t, axis=1, dtype=jnp.uint8)   # uint8 arithmetic wraps mod 256

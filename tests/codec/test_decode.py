@@ -16,6 +16,7 @@ CASES = [  # kind, shape, tile, lanes, prob_bits
     ("ramp", (33, 64), (32, 32), 16, 14),
     ("constant", (9, 7), (64, 64), 32, 13),
     ("all256", (32, 64), (32, 64), 32, 12),
+    ("gauss", (32, 64), (16, 32), 8, 14),   # full tiles, lanes | tile width: one-transpose path
 ]
 
 
