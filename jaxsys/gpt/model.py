@@ -60,7 +60,8 @@ def flops_per_token(cfg: GPTConfig, t: int) -> float:
     """Training FLOPs per token (forward + backward = 3x forward) for sequences of length t.
 
     Matmuls with parameters: 2 * (#matrix params without wpe/wte) per token forward; attention
-    scores and weighted sum: 2 * 2 * t * E per token per layer (full T x T, as computed).
+    scores and weighted sum: 2 * 2 * t * E per token per layer (full T x T, the usual MFU
+    convention; the causal block skipping in jaxsys.nn.attention computes fewer).
     """
     e = cfg.n_embd
     matmul = 2 * (cfg.n_layer * 12 * e * e + cfg.vocab_size * e)
