@@ -24,7 +24,7 @@ from jaxsys.codec import format as fmt
 from jaxsys.codec.format import CodecError
 
 _CTL = 16
-_UNROLL = 1   # measured: unroll 1 >= 4 >= 8 on XLA:CPU (min of 7 interleaved rounds, 2048 lanes)
+_BLOCK = 4   # steps per scan iteration; measured best of 1, 2, 4, 8, 16 on XLA:CPU
 
 
 def bucket(n: int, minimum: int) -> int:
@@ -39,31 +39,42 @@ def bucket(n: int, minimum: int) -> int:
 def _lane_decode(base, nsym, nwords, words, sym_tab, fb_tab, mask, pb, steps: int):
     """Decode one lane for `steps` steps (symbols past `nsym` leave the state untouched).
 
+    The scan runs over blocks of _BLOCK steps: a lane reads at most one word per step, so one
+    contiguous slice words[ptr : ptr + _BLOCK] at the block start holds every word the block can
+    need; each step then selects its word from the slice with compares instead of a gather (one
+    slice-gather per block instead of one scalar gather per step: ~2x faster on XLA:CPU).
     Returns (symbols (steps,) uint8, ok) with ok = final state is 2^16 and exactly nwords consumed.
     """
     W = words.shape[0]
     one = jnp.uint32(1)
     x0 = words[jnp.minimum(base, W - 1)] | (words[jnp.minimum(base + one, W - 1)] << 16)
 
-    def step(carry, k):
+    def block(carry, kb):
         x, ptr = carry
-        slot = x & mask
-        s = sym_tab[slot]
-        fb = fb_tab[slot]
-        xn = ((fb & 0xFFFF) + one) * (x >> pb) + (fb >> 16)
-        need = xn < jnp.uint32(1 << 16)
-        # kept out of the arithmetic fusion: a gather inside it stops XLA:CPU vectorising the rest
-        w = jax.lax.optimization_barrier(words[jnp.minimum(ptr, W - 1)])
-        xn = jnp.where(need, (xn << 16) | w, xn)
-        act = k < nsym
-        x = jnp.where(act, xn, x)
-        ptr = jnp.where(act, ptr + need.astype(jnp.uint32), ptr)
-        return (x, ptr), s
+        buf = jax.lax.dynamic_slice(words, (ptr,), (_BLOCK,))   # start clamped into range
+        start = ptr
+        out = []
+        for j in range(_BLOCK):
+            slot = x & mask
+            s = sym_tab[slot]
+            fb = fb_tab[slot]
+            xn = ((fb & 0xFFFF) + one) * (x >> pb) + (fb >> 16)
+            need = xn < jnp.uint32(1 << 16)
+            loc = ptr - start
+            w = buf[0]
+            for q in range(1, j + 1):
+                w = jnp.where(loc == q, buf[q], w)
+            xn = jnp.where(need, (xn << 16) | w, xn)
+            act = kb * _BLOCK + j < nsym
+            x = jnp.where(act, xn, x)
+            ptr = jnp.where(act, ptr + need.astype(jnp.uint32), ptr)
+            out.append(s)
+        return (x, ptr), jnp.stack(out)
 
-    (x, ptr), syms = jax.lax.scan(step, (x0, base + jnp.uint32(2)), jnp.arange(steps, dtype=jnp.uint32),
-                                  unroll=_UNROLL)
+    (x, ptr), syms = jax.lax.scan(block, (x0, base + jnp.uint32(2)),
+                                  jnp.arange(steps // _BLOCK, dtype=jnp.uint32))
     ok = (x == jnp.uint32(1 << 16)) & (ptr - base == nwords)
-    return syms, ok
+    return syms.reshape(steps), ok
 
 
 @functools.partial(jax.jit, static_argnames=("n_lanes", "steps"))
@@ -179,9 +190,9 @@ def prepare(blob, check_crc: bool = True):
     base, nw, lens = fmt.lane_layout(p)
     N = len(base)
     Nb = bucket(N, 64)
-    Sb = bucket(h.steps, 64)
+    Sb = bucket(h.steps, 64)   # a multiple of 8, hence of _BLOCK
     n_words = h.payload_size // 2
-    Wb = bucket(-(-(n_words + 2) // 2), 2048)  # uint32 slots (2 words each)
+    Wb = bucket(-(-(n_words + 2 + _BLOCK) // 2), 512)  # uint32 slots (2 words each) + slice slack
     pack = np.zeros(_CTL + 256 + 3 * Nb + Wb, np.uint32)
     pack[0], pack[1] = h.prob_bits, N
     pack[_CTL:_CTL + 256] = p.freq
