@@ -80,16 +80,38 @@ def render_pixels(params, z, mcfg: M.ModelConfig, res: int) -> jax.Array:
     return _pixels(params, jnp.asarray(z), mcfg, res)
 
 
-def analytic(shape: str, res: int, dtype=jnp.float32) -> jax.Array:
-    """[res, res] analytic SDF of a registered shape on the grid."""
+@partial(jax.jit, static_argnames=("shape", "res", "dtype"))
+def _analytic(shape, res, dtype):
     return eval_sdf([get_shape(shape)], grid_points(res, dtype))[0]
 
 
-def soft_mask(sdf: jax.Array, tau: float) -> jax.Array:
-    """sigmoid(-sdf / tau): ~1 inside, ~0 outside, 0.5 on the zero set."""
+def analytic(shape: str, res: int, dtype=jnp.float32) -> jax.Array:
+    """[res, res] analytic SDF of a registered shape on the grid."""
+    get_shape(shape)
+    return _analytic(shape, res, jnp.dtype(dtype))
+
+
+@partial(jax.jit, static_argnames=("shape",))
+def _sdf_at(shape, pts):
+    return eval_sdf([get_shape(shape)], pts)[0]
+
+
+def sdf_at(shape: str, pts: np.ndarray) -> np.ndarray:
+    """Analytic SDF at arbitrary points [n, 2] (padded to a power of two: few compilations)."""
+    get_shape(shape)
+    n = len(pts)
+    size = 1 << max(int(np.ceil(np.log2(max(n, 1)))), 4)
+    buf = np.zeros((size, 2), np.float64 if jax.config.jax_enable_x64 else np.float32)
+    buf[:n] = pts
+    return np.asarray(_sdf_at(shape, jnp.asarray(buf)))[:n]
+
+
+def soft_mask(sdf, tau: float) -> np.ndarray:
+    """sigmoid(-sdf / tau): ~1 inside, ~0 outside, 0.5 on the zero set (numpy)."""
     if not tau > 0:
         raise ConfigError(f"soft mask temperature tau must be > 0, got {tau}")
-    return jax.nn.sigmoid(-jnp.asarray(sdf) / tau)
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(np.asarray(sdf, np.float64) / tau))
 
 
 def iou(pred_sdf, true_sdf) -> float:
@@ -124,10 +146,7 @@ def contour_abs_sdf(pred_field, shape: str) -> float:
     pts = zero_crossings(pred_field)
     if len(pts) == 0:
         return float("nan")
-    d = np.asarray(eval_sdf([get_shape(shape)], jnp.asarray(pts, jnp.float64
-                                                            if jax.config.jax_enable_x64
-                                                            else jnp.float32))[0])
-    return float(np.mean(np.abs(d)))
+    return float(np.mean(np.abs(sdf_at(shape, pts))))
 
 
 def shape_metrics(params, z, mcfg: M.ModelConfig, shape: str, res: int = 128) -> dict:

@@ -55,7 +55,8 @@ class TrainConfig:
     @staticmethod
     def from_dict(d: dict) -> "TrainConfig":
         d = dict(d)
-        m = M.ModelConfig(**{**d.pop("model"), "hidden": tuple(d["model"]["hidden"])})
+        md = d.pop("model")
+        m = M.ModelConfig(**{**md, "hidden": tuple(md["hidden"])})
         s = S.ScheduleConfig(**d.pop("sched"))
         sm = d.pop("sampler")
         sp = SamplerConfig(**{**sm, "shapes": tuple(sm["shapes"])})
@@ -64,11 +65,18 @@ class TrainConfig:
 
 def init_state(key: jax.Array, cfg: TrainConfig) -> dict:
     """Fresh state for one seed."""
+    return _init_state_jit(key, StepConfig.of(cfg))
+
+
+def _init_state(key, cfg):
     kp, kz = jax.random.split(key)
     params = M.init_params(kp, cfg.model)
     Z = M.init_latents(kz, len(cfg.sampler.shapes), cfg.model)
     return {"params": params, "Z": Z, "opt": S.init_opt(params, Z, cfg.sched),
             "step": jnp.zeros((), jnp.int32)}
+
+
+_init_state_jit = jax.jit(_init_state, static_argnames="cfg")
 
 
 def init_states(cfg: TrainConfig) -> dict:
@@ -77,10 +85,25 @@ def init_states(cfg: TrainConfig) -> dict:
     if cfg.num_seeds == 1:
         return init_state(jax.random.PRNGKey(cfg.seed), cfg)
     keys = jnp.stack([jax.random.PRNGKey(cfg.seed + i) for i in range(cfg.num_seeds)])
-    return jax.vmap(lambda k: init_state(k, cfg))(keys)
+    return jax.jit(jax.vmap(lambda k: _init_state(k, cfg)))(keys)
 
 
-def _step(state: dict, data_key: jax.Array, cfg: TrainConfig):
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """The part of TrainConfig the compiled burst depends on (the jit static argument), so that
+    runs differing only in seed, length or logging share one compilation."""
+    model: M.ModelConfig
+    sched: S.ScheduleConfig
+    sampler: SamplerConfig
+    batch_size: int
+    num_seeds: int
+
+    @staticmethod
+    def of(cfg: TrainConfig) -> "StepConfig":
+        return StepConfig(cfg.model, cfg.sched, cfg.sampler, cfg.batch_size, cfg.num_seeds)
+
+
+def _step(state: dict, data_key: jax.Array, cfg: StepConfig):
     dt = cfg.model.jdtype
     batch = sample(jax.random.fold_in(data_key, state["step"]), cfg.batch_size, cfg.sampler, dt)
     params, Z, opt, loss = S.update(state["params"], state["Z"], state["opt"], batch, cfg.model,
@@ -90,20 +113,26 @@ def _step(state: dict, data_key: jax.Array, cfg: TrainConfig):
     return new, (jnp.mean(loss), mean_abs_z)
 
 
-def _burst(state: dict, data_key: jax.Array, cfg: TrainConfig, n_steps: int):
+def _burst(state: dict, data_key: jax.Array, cfg: StepConfig, n_steps: int):
     """`n_steps` micro-batches; returns (state, per-step mean loss [n], per-step mean |z| [n])."""
     state, (loss, zn) = jax.lax.scan(lambda s, _: _step(s, data_key, cfg), state, None,
                                      length=n_steps)
     return state, loss, zn
 
 
-def _burst_seeds(state, data_keys, cfg: TrainConfig, n_steps: int):
+def _burst_seeds(state, data_keys, cfg: StepConfig, n_steps: int):
     if cfg.num_seeds == 1:
         return _burst(state, data_keys, cfg, n_steps)
     return jax.vmap(lambda s, k: _burst(s, k, cfg, n_steps))(state, data_keys)
 
 
-train_burst = jax.jit(_burst_seeds, static_argnames=("cfg", "n_steps"), donate_argnums=(0,))
+burst_jit = jax.jit(_burst_seeds, static_argnames=("cfg", "n_steps"), donate_argnums=(0,))
+
+
+def train_burst(state: dict, data_keys: jax.Array, cfg: TrainConfig, n_steps: int):
+    """Run `n_steps` micro-batches of every seed (jitted once per StepConfig and n_steps; the
+    state's buffers are donated). Returns (state, loss [(seeds,) n], mean |z| [(seeds,) n])."""
+    return burst_jit(state, data_keys, cfg=StepConfig.of(cfg), n_steps=n_steps)
 
 
 def data_keys(cfg: TrainConfig) -> jax.Array:

@@ -126,8 +126,9 @@ def test_microbatch_differs_from_strict_and_from_wrong_order():
     params, Z, batches = _setup(1)
     b = batches[0]
     hp = S.ScheduleConfig(name="microbatch", chunk=4, **HP)
-    Pm, Zm = S.update(params, Z, (), b, MCFG, hp)[:2]
-    Ps, Zs = S.update(params, Z, (), b, MCFG, dataclasses.replace(hp, name="strict"))[:2]
+    upd = jax.jit(S.update, static_argnums=(4, 5))
+    Pm, Zm = upd(params, Z, (), b, MCFG, hp)[:2]
+    Ps, Zs = upd(params, Z, (), b, MCFG, dataclasses.replace(hp, name="strict"))[:2]
     assert float(jnp.max(jnp.abs(Pm["W"][0] - Ps["W"][0]))) > 1e-6
     # backprop with the pre-update weights (the order the rule does NOT use) gives another result
     Ws = [np.asarray(W) for W in params["W"]]
@@ -143,8 +144,8 @@ def test_batched_grad_matches_jax_grad_and_loss_drops():
 
     def loss_fn(tree):
         return S.batch_loss_and_grads(tree["params"], tree["Z"], b, MCFG, 0.3, 0.02)[0]
-    _, (dP, dZ), _ = S.batch_loss_and_grads(params, Z, b, MCFG, 0.3, 0.02)
-    ref = jax.grad(loss_fn)({"params": params, "Z": Z})
+    _, (dP, dZ), _ = jax.jit(lambda P, Z: S.batch_loss_and_grads(P, Z, b, MCFG, 0.3, 0.02))(params, Z)
+    ref = jax.jit(jax.grad(loss_fn))({"params": params, "Z": Z})
     chex.assert_trees_all_close({"params": dP, "Z": dZ}, ref, atol=1e-12, rtol=1e-10)
 
     hp = S.ScheduleConfig(name="batched", batched_lr=1e-2)
