@@ -89,8 +89,9 @@ def main() -> int:
     jax_alts = {
         "jax microbatch (blocked, chunk 32)": (dataclasses.replace(hp, chunk=32), 400),
         "jax microbatch (blocked, chunk 64)": (dataclasses.replace(hp, chunk=64), 400),
-        "jax microbatch (literal scan)": (dataclasses.replace(hp, chunk=1), 100),
-        "jax strict": (dataclasses.replace(hp, name="strict"), 60),
+        "jax microbatch (literal scan)": (dataclasses.replace(hp, chunk=1, unroll=1), 100),
+        "jax microbatch (literal scan, unroll 4)": (dataclasses.replace(hp, chunk=1, unroll=4), 100),
+        "jax strict": (dataclasses.replace(hp, name="strict", unroll=1), 60),
         "jax batched (Adam)": (dataclasses.replace(hp, name="batched"), 400),
     }
     runners = {}

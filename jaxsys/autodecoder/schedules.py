@@ -70,7 +70,7 @@ class ScheduleConfig:
     lambda_w: float = 1e-6       # weight decay 0.5 lambda_w |W|^2 per sample (0 disables)
     batched_lr: float = 1e-3     # Adam learning rate of the batched schedule
     chunk: int = 32              # microbatch: samples per GEMM block (1 = literal per-sample scan)
-    unroll: int = 4              # lax.scan unroll of the per-sample loops (strict, chunk == 1)
+    unroll: int = 1              # lax.scan unroll of the per-sample loops (strict, chunk == 1)
 
     def validate(self) -> "ScheduleConfig":
         if self.name not in SCHEDULES:
