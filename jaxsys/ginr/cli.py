@@ -9,7 +9,8 @@ from jaxsys.errors import ConfigError
 def _model_config(args):
     from jaxsys.ginr import model as gm
     over = {}
-    for name in ("num_freqs", "scan_mode", "scan_chunk", "lp_placement", "patch_size"):
+    for name in ("num_freqs", "scan_mode", "scan_chunk", "lp_placement", "patch_size", "dim", "num_lp",
+                 "depth", "hidden"):
         v = getattr(args, name, None)
         if v is not None:
             over[name] = v
@@ -61,6 +62,10 @@ def _common(p) -> None:
     p.add_argument("--scan-chunk", dest="scan_chunk", type=int, default=None, help="chunked scan length")
     p.add_argument("--lp-placement", dest="lp_placement", default=None, help="equidistant | middle | n_group")
     p.add_argument("--patch-size", dest="patch_size", type=int, default=None)
+    p.add_argument("--dim", type=int, default=None, help="override the config's encoder width")
+    p.add_argument("--num-lp", dest="num_lp", type=int, default=None, help="override the LP token count")
+    p.add_argument("--depth", type=int, default=None, help="override the number of BiMamba blocks")
+    p.add_argument("--hidden", type=int, default=None, help="override the hyponet width")
     p.add_argument("--batch", type=int, default=32, help="images per step")
     p.add_argument("--coords", type=int, default=512, help="random pixels per image (0 = full grid)")
 

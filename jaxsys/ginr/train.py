@@ -42,6 +42,7 @@ class TrainConfig:
     ckpt_every: int = 500           # steps between checkpoints (0 = only at the end)
     max_seconds: float = 0.0        # stop after this much training time (0 = no budget)
     prefetch: int = 4               # batches prepared ahead by the input thread
+    stop_at: int = 0                # stop after this step (0 = steps), e.g. to split a run for resume
 
     def validate(self) -> "TrainConfig":
         for name in ("batch_size", "steps", "accum_steps", "prefetch"):
@@ -98,6 +99,13 @@ def _train_step(state: dict, batch: dict, mc: gm.GinrConfig, tc: TrainConfig):
     params = optax.apply_updates(state["params"], updates)
     new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
     return new, {"loss": loss, "psnr": psnr(per_image).mean()}
+
+
+def step_config(tc: TrainConfig) -> TrainConfig:
+    """The fields the jitted step depends on (others reset), so runs that differ only in logging,
+    evaluation or budget share one compiled step."""
+    return dataclasses.replace(tc, seed=0, eval_every=0, eval_images=0, final_eval_images=0, ckpt_every=0,
+                               max_seconds=0.0, prefetch=1, stop_at=0)
 
 
 train_step = jax.jit(_train_step, static_argnames=("mc", "tc"), donate_argnames=("state",))
@@ -197,12 +205,16 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
             raise DataError(f"{name} images must be [N, {mc.image_size}, {mc.image_size}, "
                             f"{mc.channels}] for this config, got {x.shape}")
     state = init_state(jax.random.PRNGKey(tc.seed), mc, tc)
+    step_key = step_config(tc)
     ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=2)
     train_seconds, start = 0.0, 0
     if ckpt.latest_step() is not None:
         state, meta = ckpt.restore(like=state)
         start, train_seconds = int(state["step"]), float(meta.get("train_seconds", 0.0))
         log(f"resumed from step {start} ({train_seconds:.0f}s of training)")
+    # one canonical form (plain, non-weak-typed arrays) for fresh and restored states, so a resumed run
+    # reuses the compiled step instead of tracing it again
+    state = jax.tree_util.tree_map(lambda a: jnp.array(np.asarray(a)), state)
     atomic_write_json(run_dir / "config.json", {"model": dataclasses.asdict(mc), "train": dataclasses.asdict(tc),
                                                 "num_params": gm.num_params(state["params"])})
     eval_imgs = test_images[: tc.eval_images]
@@ -213,12 +225,13 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
     compile_s = None
     step = start
     try:
-        while step < tc.steps and not (tc.max_seconds and train_seconds >= tc.max_seconds):
+        last = tc.stop_at or tc.steps
+        while step < min(last, tc.steps) and not (tc.max_seconds and train_seconds >= tc.max_seconds):
             batch = next(batches)
             if compile_s is None:
                 check_batch(batch, mc)
             t0 = time.perf_counter()
-            state, m = train_step(state, batch, mc, tc)
+            state, m = train_step(state, batch, mc, step_key)
             loss = float(m["loss"])  # sync: the timing covers the step
             dt = time.perf_counter() - t0
             if compile_s is None:

@@ -1,0 +1,99 @@
+"""CIFAR-10 loaders (shared JPEG tar, python pickles, class folders, packaged PNGs) and the pipeline."""
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxsys.errors import DataError, ShapeError
+from jaxsys.ginr import data as gd
+
+
+def test_shared_jpeg_tar_first_members(shared_data):
+    x, y = gd.load_cifar10(shared_data / "cifar10-jpeg", "test", limit=12)
+    assert x.shape == (12, 32, 32, 3) and x.dtype == np.uint8
+    assert list(y) == [0] * 12          # the archive starts with test/airplane/
+    assert 20 < x.mean() < 235 and x.std() > 10
+    x2, _ = gd.load_image_tar(shared_data / "cifar10-jpeg" / "train.tar.gz", limit=3)
+    assert x2.shape == (3, 32, 32, 3)
+
+
+def test_png20_packaged_equals_shared(shared_data):
+    x, y = gd.load_png20()
+    assert x.shape == (20, 32, 32, 3)
+    assert list(y[:4]) == [3, 8, 8, 0]
+    ref = np.asarray(Image.open(shared_data / "cifar10-png20" / "cifar10_05_6.png").convert("RGB"))
+    np.testing.assert_array_equal(x[5], ref)
+    assert (gd.PNG20_DIR / "LICENSE.md").is_file()
+
+
+def test_python_pickle_format(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    r = np.random.default_rng(0)
+    planes = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = r.integers(0, 256, (3, 3072), dtype=np.uint8)
+        planes[name] = data
+        with open(root / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": [1, 2, 3]}, f)
+    x, y = gd.load_cifar10(tmp_path, "train")
+    assert x.shape == (15, 32, 32, 3) and list(y[:3]) == [1, 2, 3]
+    d = planes["data_batch_1"]
+    # pixel (row 2, col 5) of image 1: R at 2*32+5, G at 1024 + ..., B at 2048 + ...
+    assert list(x[1, 2, 5]) == [d[1, 69], d[1, 1024 + 69], d[1, 2048 + 69]]
+    xt, _ = gd.load_cifar10(root, "test")
+    assert xt.shape == (3, 32, 32, 3)
+
+
+def test_class_folders_and_tar(tmp_path):
+    import tarfile
+    for split in ("train", "test"):
+        for c in ("cat", "ship"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((32, 32, 3), 40 * i + (100 if c == "ship" else 0), np.uint8)).save(
+                    tmp_path / split / c / f"{i}.png")
+    x, y = gd.load_cifar10(tmp_path, "train")
+    assert x.shape == (4, 32, 32, 3) and sorted(y) == [3, 3, 8, 8]
+    with tarfile.open(tmp_path / "arch.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "test", arcname="test")
+    xa, ya = gd.load_cifar10(tmp_path / "arch.tar.gz", "test")
+    assert xa.shape == (4, 32, 32, 3) and sorted(ya) == [3, 3, 8, 8]
+    xc, _ = gd.load_cifar10(tmp_path, "test", cache_dir=tmp_path / "cache")
+    xc2, _ = gd.load_cifar10(tmp_path, "test", cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(xc, xc2)
+
+
+def test_missing_and_bad_paths(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        gd.load_cifar10(tmp_path / "nope", "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no CIFAR-10 data"):
+        gd.load_cifar10(tmp_path / "empty", "train")
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"not a tar")
+    with pytest.raises(DataError, match="cannot read archive"):
+        gd.load_cifar10(bad, "train")
+    with pytest.raises(DataError, match="split"):
+        gd.load_cifar10(tmp_path, "valid")
+
+
+def test_batches_deterministic_and_targets_match_pixels():
+    x, _ = gd.load_png20()
+    with gd.Batches(x, 4, 16, seed=3) as a, gd.Batches(x, 4, 16, seed=3, start=2) as b:
+        ba = [next(a) for _ in range(3)]
+        bb = next(b)
+    np.testing.assert_array_equal(ba[2]["coords"], bb["coords"])
+    np.testing.assert_array_equal(ba[2]["images"], bb["images"])
+    bt = ba[0]
+    # independent read-back: coordinate -> pixel index -> value in the image
+    ij = np.round((bt["coords"] + 1) / 2 * 32 - 0.5).astype(int)
+    for n in range(4):
+        np.testing.assert_allclose(bt["targets"][n], bt["images"][n][ij[n, :, 0], ij[n, :, 1]])
+    full = gd.make_batch(x, np.arange(2), 0, np.random.default_rng(0))
+    assert full["coords"].shape == (2, 1024, 2) and np.abs(full["coords"]).max() < 1
+    with pytest.raises(DataError, match="batch_size"):
+        gd.Batches(x, 50, 16)
+    with pytest.raises(ShapeError):
+        gd.Batches(x[0], 2, 16)

@@ -1,0 +1,107 @@
+"""Model: LP placement round trip, batch independence of decoding, shapes, bad input."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsys.errors import ConfigError, ShapeError
+from jaxsys.ginr import model as gm
+
+encode = jax.jit(gm.encode, static_argnums=2)
+decode = jax.jit(gm.decode, static_argnums=3)
+TINY = gm.GinrConfig(image_size=8, patch_size=2, dim=16, num_lp=4, depth=1, hidden=8, num_freqs=3, d_state=4)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    params = gm.init(jax.random.PRNGKey(0), TINY)
+    imgs = jax.random.uniform(jax.random.PRNGKey(1), (2, 8, 8, 3), jnp.float64)
+    lp = encode(params, imgs, TINY)
+    return params, imgs, lp
+
+
+@pytest.mark.parametrize("placement", gm.PLACEMENTS)
+@pytest.mark.parametrize("P,M", [(64, 16), (16, 4), (10, 7), (5, 1)])
+def test_lp_round_trip(placement, P, M):
+    cfg = dataclasses.replace(TINY, lp_placement=placement, lp_groups=min(3, M), num_lp=M)
+    pos = gm.lp_positions(P, M, placement, min(3, M))
+    assert len(pos) == M and np.all(np.diff(pos) > 0) and pos[0] >= 0 and pos[-1] < P + M
+    tokens = jnp.arange(2 * P * 3, dtype=jnp.float64).reshape(2, P, 3)
+    lp = -1.0 - jnp.arange(M * 3, dtype=jnp.float64).reshape(M, 3)
+    g = int(np.sqrt(P))
+    if g * g == P:
+        c = dataclasses.replace(cfg, image_size=g * 2, patch_size=2)
+        seq = gm.insert_lp(tokens, lp, c)
+        np.testing.assert_array_equal(gm.read_lp(seq, c), jnp.broadcast_to(lp, (2, M, 3)))
+        np.testing.assert_array_equal(gm.read_patches(seq, c), tokens)
+        np.testing.assert_array_equal(np.nonzero(np.asarray(seq[0, :, 0]) < 0)[0], pos)
+
+
+def test_equidistant_matches_reference_formula():
+    # torch.linspace(0, T - 1, M).long(): positions i * (T - 1) / (M - 1) truncated
+    P, M = 64, 16
+    ref = [int(i * (P + M - 1) / (M - 1)) for i in range(M)]
+    np.testing.assert_array_equal(gm.lp_positions(P, M, "equidistant"), ref)
+    assert list(gm.lp_positions(64, 4, "middle")) == [32, 33, 34, 35]
+
+
+def test_decoding_is_independent_across_queries(tiny):
+    params, imgs, lp = tiny
+    r = np.random.default_rng(0)
+    c1 = jnp.asarray(r.uniform(-1, 1, (2, 5, 2)))
+    c2 = jnp.asarray(r.uniform(-1, 1, (2, 9, 2)))
+    both = decode(params, lp, jnp.concatenate([c1, c2], 1), TINY)
+    sep = jnp.concatenate([decode(params, lp, c1, TINY), decode(params, lp, c2, TINY)], 1)
+    np.testing.assert_allclose(np.asarray(both), np.asarray(sep), atol=1e-6, rtol=0)
+    one = decode(params, lp[:1], c1[:1, 2:3], TINY)
+    np.testing.assert_allclose(np.asarray(both[:1, 2:3]), np.asarray(one), atol=1e-12)
+
+
+def test_jacobian_across_queries_is_zero(tiny):
+    params, imgs, lp = tiny
+    c = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 6, 2)))
+    J = jax.jit(jax.jacfwd(lambda cc: gm.decode(params, lp[:1], cc, TINY)))(c)[0, :, :, 0]   # [N, 3, N, 2]
+    N = c.shape[1]
+    for n in range(N):
+        for m in range(N):
+            blk = np.asarray(J[n, :, m])
+            if n == m:
+                assert np.abs(blk).max() > 0      # each output does depend on its own coordinate
+            else:
+                np.testing.assert_array_equal(blk, 0.0)
+
+
+def test_apply_shapes_and_range(tiny):
+    params, imgs, lp = tiny
+    assert lp.shape == (2, 4, 16)
+    out = jax.jit(gm.render, static_argnums=(2, 3))(params, imgs, TINY, 2)
+    assert out.shape == (2, 16, 16, 3)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    grid = gm.pixel_grid(4)
+    np.testing.assert_allclose(np.asarray(grid[:2]), [[-0.75, -0.75], [-0.75, -0.25]])
+
+
+def test_bad_input(tiny):
+    params, imgs, lp = tiny
+    with pytest.raises(ShapeError, match="expected \\[B, 8, 8, 3\\]"):
+        gm.apply(params, jnp.zeros((2, 16, 16, 3)), jnp.zeros((2, 4, 2)), TINY)
+    with pytest.raises(ShapeError, match="\\[-1, 1\\]"):
+        gm.apply(params, imgs, jnp.full((2, 4, 2), 1.5), TINY)
+    with pytest.raises(ShapeError, match="\\[B, N, 2\\]"):
+        gm.apply(params, imgs, jnp.zeros((2, 4, 3)), TINY)
+    with pytest.raises(ShapeError, match="2 images but coords for 1"):
+        gm.apply(params, imgs, jnp.zeros((1, 4, 2)), TINY)
+    with pytest.raises(ConfigError, match="unknown ginr config"):
+        gm.get_config("huge")
+    with pytest.raises(ConfigError, match="multiple of patch_size"):
+        gm.get_config("fast", patch_size=5)
+    with pytest.raises(ConfigError, match="lp_placement"):
+        gm.get_config("fast", lp_placement="random")
+
+
+def test_config_sizes():
+    n = {k: gm.num_params(jax.eval_shape(lambda k=k: gm.init(jax.random.PRNGKey(0), gm.CONFIGS[k])))
+         for k in ("fast", "balanced")}
+    assert 1.0e6 < n["fast"] < 1.3e6 and 5.5e6 < n["balanced"] < 6.5e6

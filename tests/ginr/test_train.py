@@ -1,0 +1,94 @@
+"""Real train step smoke test, resume, accumulation, bf16, CLI and tour stage."""
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxsys.cli import main
+from jaxsys.errors import DataError
+from jaxsys.ginr import data as gd
+from jaxsys.ginr import model as gm
+from jaxsys.ginr import train as gt
+
+from jaxsys.ginr.tour import QUICK_MODEL, QUICK_TRAIN
+
+# the tour's quick configuration, shared with the CLI smoke test and the tour test below, so the jitted
+# step compiles once for the whole module
+MC = QUICK_MODEL
+TC = dataclasses.replace(QUICK_TRAIN, eval_every=2, eval_images=10, ckpt_every=2)
+
+
+def test_train_smoke_and_resume(tmp_path):
+    x, _ = gd.load_png20()
+    x32 = x.astype(np.float32)
+    s = gt.train(MC, dataclasses.replace(TC, stop_at=2), x, x[:4], tmp_path, progress=False)
+    assert s["steps"] == 2 and np.isfinite(s["final_test_psnr"])
+    n_compiled = gt.train_step._cache_size()
+    s2 = gt.train(MC, dataclasses.replace(TC, stop_at=4), x, x[:4], tmp_path, progress=False)  # resumes
+    assert s2["steps"] == 4
+    assert gt.train_step._cache_size() == n_compiled                  # no recompilation
+    recs = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in recs if "loss" in r]
+    assert steps == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in recs if "loss" in r)
+    for f in ("reconstructions.png", "psnr_curve.png", "summary.json", "config.json"):
+        assert (tmp_path / f).is_file()
+    # the reported PSNR is the mean over images of -10 log10 MSE on the full grid
+    from jaxsys.train import Checkpointer
+    with Checkpointer(tmp_path / "ckpt") as ck:
+        st, _ = ck.restore(like=gt.init_state(jax.random.PRNGKey(0), MC, gt.step_config(TC)))
+    ev = gt.evaluate(st["params"], x[:4], MC)
+    rec = np.asarray(gt.reconstruct(st["params"], jnp.asarray(x32[:4] / 255), MC, 1))
+    ref = np.mean([-10 * np.log10(np.mean((rec[i] - x32[i] / 255) ** 2)) for i in range(4)])
+    assert abs(ev["psnr"] - ref) < 1e-3
+
+
+def test_accumulation_and_bf16():
+    p = {"w": jnp.ones(3)}
+    tx = gt.make_optimizer(gt.TrainConfig(steps=10, accum_steps=2, warmup_steps=0))
+    st = tx.init(p)
+    u1, st = tx.update({"w": jnp.ones(3)}, st, p)
+    assert float(jnp.abs(u1["w"]).max()) == 0.0                # first micro-batch: no update yet
+    u2, st = tx.update({"w": jnp.ones(3)}, st, p)
+    assert float(jnp.abs(u2["w"]).max()) > 0
+    params = gm.init(jax.random.PRNGKey(0), MC)
+    b = gd.make_batch(gd.load_png20()[0], np.arange(2), 8, np.random.default_rng(0))
+    lf = jax.jit(gt.loss_fn, static_argnums=(2, 3))
+    l32, _ = lf(params, b, MC, False)
+    l16, _ = lf(params, b, MC, True)
+    assert abs(float(l16) - float(l32)) < 0.02 * float(l32)
+    g = jax.jit(jax.grad(lambda p: gt.loss_fn(p, b, MC, True)[0]))(params)
+    assert all(l.dtype == jnp.float32 for l in jax.tree_util.tree_leaves(g))   # f32 master gradients
+
+
+def test_train_rejects_bad_input(tmp_path):
+    x, _ = gd.load_png20()
+    with pytest.raises(DataError, match="32, 32, 3"):
+        gt.train(MC, TC, x[:, :16, :16], x[:4], tmp_path, progress=False)
+    bad = gd.make_batch(x, np.arange(2), 8, np.random.default_rng(0))
+    bad["coords"] = bad["coords"] * 2
+    with pytest.raises(Exception, match="\\[-1, 1\\]"):
+        gt.check_batch(bad, MC)
+
+
+def test_cli_train_and_errors(tmp_path, capsys):
+    rc = main(["ginr", "train", "--data", "png20", "--dim", "16", "--num-lp", "4", "--depth", "1",
+               "--hidden", "8", "--num-freqs", "3", "--batch", "10", "--coords", "256", "--steps", "30",
+               "--lr", "3e-3", "--warmup", "5", "--eval-every", "0", "--ckpt-every", "0",
+               "--run-dir", str(tmp_path / "r"), "--quiet"])
+    assert rc == 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 30
+    rc = main(["ginr", "train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)])
+    assert rc == 2 and "dataset path not found" in capsys.readouterr().err
+    assert main(["ginr", "train", "--data", "png20", "--config", "huge"]) == 2
+
+
+def test_tour_stage_quick(tmp_path):
+    from jaxsys.ginr.tour import run_stage
+    r = run_stage(tmp_path / "ginr", quick=True)
+    assert r["steps"] == 30 and r["psnr_db"] > 8
+    assert gt.train_step._cache_size() == 1          # tests and tour shared one compiled step
+    assert (tmp_path / "ginr" / "reconstructions.png").is_file()
