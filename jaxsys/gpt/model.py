@@ -250,6 +250,10 @@ def loss_and_grads_fn(mode: str):
 def validate_batch(params: dict, tokens, targets, mask, cfg: GPTConfig) -> None:
     """Shape/range checks before tracing; raises ShapeError/DataError/ConfigError naming the problem."""
     cfg.validate()
+    if not isinstance(tokens, jax.Array):
+        tokens = np.asarray(tokens)
+    if targets is not None and not isinstance(targets, jax.Array):
+        targets = np.asarray(targets)
     shapes = param_shapes(cfg)
     missing = [k for k in shapes if k not in params]
     if missing:

@@ -164,5 +164,11 @@ def test_bad_inputs(params):
     bad["layer1.mlp_fc1"] = bad["layer1.mlp_fc1"][:, :3]
     with pytest.raises(ShapeError, match="layer1.mlp_fc1"):
         model.loss_and_grads(bad, TOKENS, TARGETS, None, CFG)
+    with pytest.raises(DataError, match="integer token ids"):
+        model.loss_and_grads(params, TOKENS * 1.0, TARGETS, None, CFG)
+    # plain Python lists are accepted (validated as arrays)
+    ref, _ = model.loss_and_grads(params, TOKENS, TARGETS, MASK, CFG)
+    got, _ = model.loss_and_grads(params, TOKENS.tolist(), TARGETS.tolist(), MASK.tolist(), CFG)
+    assert float(got) == float(ref)
     with pytest.raises(ConfigError, match="unknown gradient mode"):
         model.loss_and_grads(params, TOKENS, TARGETS, None, CFG, mode="numeric")
