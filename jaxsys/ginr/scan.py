@@ -10,12 +10,15 @@ For every batch b, channel d and state n, with A = -exp(A_log) of shape [D, N]:
 
 `mode="associative"`: `lax.associative_scan` over t with the combine
 (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2); O(log L) depth, materialises [B, L, D, N] several times.
-`mode="sequential"`: `lax.scan` over t carrying x (stored [B, N, D]); dA and dBu are formed inside the step,
-so the forward never holds more than one time step of state (autodiff stores per-step residuals).
+`mode="sequential"`: `lax.scan` over t carrying x (laid out [B, N, D]); dA and dBu are formed inside the
+step; a hand-derived reverse scan is its backward (stores all states, or recomputes them with
+checkpoint=True).
 `chunk=c > 0`: associative inside chunks of c steps, sequential across chunks (a middle ground);
 `checkpoint=True` wraps each chunk (or step) in `jax.checkpoint` so the backward recomputes states
 instead of storing them.
 """
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -75,21 +78,73 @@ def _tm(t):
     return jnp.swapaxes(t, 0, 1)  # [B, L, ...] <-> [L, B, ...] (time-major)
 
 
-def _scan_sequential(u, delta, A, B, C, checkpoint, unroll=1):
-    # The carried state is laid out [B, N, D] (D minor: contiguous, vectorises along the channels);
-    # on the 2-core CPU this ran the forward 2-4x faster than [B, D, N]. Plain autodiff of the loop
-    # measured faster than a hand-written reverse-scan VJP that stacked all states.
-    A_NxD = A.T
-
+def _states_tm(u, delta, A_NxD, B):
+    """All states x_t, time-major: u, delta [L, B, D], B [L, B, N] -> [L, B, N, D]."""
     def step(x, inp):
-        u_t, d_t, B_t, C_t = inp                               # [B,D], [B,D], [B,N], [B,N]
+        u_t, d_t, B_t = inp
+        x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
+        return x, x
+    x0 = jnp.zeros((u.shape[1], A_NxD.shape[0], u.shape[2]), u.dtype)
+    return lax.scan(step, x0, (u, delta, B))[1]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _ssm_tm(u, delta, A_NxD, B, C, checkpoint):
+    """y_t = <C_t, x_t> over time-major inputs; the carried state is [B, N, D] (D minor, contiguous)."""
+    def step(x, inp):
+        u_t, d_t, B_t, C_t = inp
         x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
         return x, jnp.sum(x * C_t[:, :, None], axis=1)
-    if checkpoint:
-        step = jax.checkpoint(step)
-    x0 = jnp.zeros((u.shape[0], A.shape[1], u.shape[2]), jnp.result_type(u, delta, A, B))
-    _, ys = lax.scan(step, x0, (_tm(u), _tm(delta), _tm(B), _tm(C)), unroll=unroll)
-    return _tm(ys)
+    x0 = jnp.zeros((u.shape[1], A_NxD.shape[0], u.shape[2]), u.dtype)
+    return lax.scan(step, x0, (u, delta, B, C))[1]
+
+
+def _ssm_tm_fwd(u, delta, A_NxD, B, C, checkpoint):
+    xs = _states_tm(u, delta, A_NxD, B)
+    y = jnp.sum(xs * C[:, :, :, None], axis=2)
+    return y, (u, delta, A_NxD, B, C, None if checkpoint else xs)
+
+
+def _ssm_tm_bwd(checkpoint, res, dy):
+    """Adjoint of x_t = a_t x_{t-1} + b_t, y_t = <C_t, x_t>, a_t = exp(delta_t A), b_t = delta_t u_t B_t,
+    one reverse loop whose per-step outputs are all small:
+
+        g_t = dL/dx_t = C_t dy_t + a_{t+1} g_{t+1}                 (carry h = a_{t+1} g_{t+1})
+        d delta_t = sum_n (g_t x_{t-1} a_t A + g_t u_t B_t),  du_t = delta_t sum_n g_t B_t
+        dB_t = sum_d g_t delta_t u_t,  dC_t = sum_d dy_t x_t,  dA = sum_{t,b} g_t x_{t-1} a_t delta_t
+    """
+    u, delta, A_NxD, B, C, xs = res
+    if xs is None:  # checkpoint: recompute the states instead of having stored them
+        xs = _states_tm(u, delta, A_NxD, B)
+    x_prev = jnp.concatenate([jnp.zeros_like(xs[:1]), xs[:-1]], axis=0)
+
+    def step(carry, inp):
+        h, dA = carry
+        dy_t, C_t, d_t, u_t, B_t, x_t, xp_t = inp
+        g = C_t[:, :, None] * dy_t[:, None, :] + h
+        a = jnp.exp(d_t[:, None, :] * A_NxD)
+        gxa = g * xp_t * a
+        gB = jnp.sum(g * B_t[:, :, None], axis=1)
+        d_delta = jnp.sum(gxa * A_NxD, axis=1) + u_t * gB
+        dB = jnp.sum(g * (d_t * u_t)[:, None, :], axis=2)
+        dC = jnp.sum(x_t * dy_t[:, None, :], axis=2)
+        return (a * g, dA + jnp.sum(gxa * d_t[:, None, :], axis=0)), (d_t * gB, d_delta, dB, dC)
+    init = (jnp.zeros(xs.shape[1:], xs.dtype), jnp.zeros(A_NxD.shape, xs.dtype))
+    (_, dA), (du, d_delta, dB, dC) = lax.scan(step, init, (dy, C, delta, u, B, xs, x_prev), reverse=True)
+    return du, d_delta, dA, dB, dC
+
+
+_ssm_tm.defvjp(_ssm_tm_fwd, _ssm_tm_bwd)
+
+
+def _scan_sequential(u, delta, A, B, C, checkpoint):
+    # Hand-written backward (above): 1.5x faster than autodiff of the same loop on the 2-core CPU
+    # (51 vs 79 ms fwd+bwd at B=8, L=80, D=512, N=16), and in the [B, N, D] layout the forward ran
+    # 2-4x faster than with [B, D, N].
+    f = jnp.result_type(u, delta, A, B, C)
+    y = _ssm_tm(_tm(u).astype(f), _tm(delta).astype(f), A.T.astype(f), _tm(B).astype(f), _tm(C).astype(f),
+                checkpoint)
+    return _tm(y)
 
 
 def _scan_chunked(u, delta, A, B, C, chunk, checkpoint):

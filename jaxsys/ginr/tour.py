@@ -12,7 +12,7 @@ QUICK_TRAIN = gt.TrainConfig(batch_size=10, num_sample_coords=256, steps=30, lr=
                              eval_every=0, ckpt_every=0)
 FULL_MODEL = gm.get_config("fast")
 FULL_TRAIN = gt.TrainConfig(batch_size=20, num_sample_coords=512, steps=150, lr=2e-3, warmup_steps=15,
-                            eval_every=50, eval_images=20, ckpt_every=0, max_seconds=60)
+                            eval_every=50, eval_images=20, ckpt_every=0, max_seconds=40)
 
 
 def run_stage(run_dir: Path, quick: bool) -> dict:
