@@ -267,8 +267,9 @@ def validate_batch(params: dict, tokens, targets, mask, cfg: GPTConfig) -> None:
     if t > cfg.block_size:
         raise ConfigError(f"sequence length T={t} exceeds block_size={cfg.block_size}")
     for name, a in (("targets", targets), ("mask", mask)):
-        if a is not None and jnp.shape(a) != (b, t):
-            raise ShapeError(f"{name} has shape {jnp.shape(a)}, expected tokens' shape {(b, t)}")
+        shape = None if a is None else (np.shape(a) if isinstance(a, (list, tuple)) else jnp.shape(a))
+        if a is not None and tuple(shape) != (b, t):
+            raise ShapeError(f"{name} has shape {tuple(shape)}, expected tokens' shape {(b, t)}")
     for name, a in (("tokens", tokens), ("targets", targets)):
         if a is None or isinstance(a, jax.core.Tracer):
             continue
