@@ -77,8 +77,7 @@ class LayerCache(NamedTuple):
     norm1: RMSNormCache    # rmsnorm before attention; norm1.y is the qkv input h [B, T, E]
     attn: AttentionCache   # q, k, v, p, o
     norm2: RMSNormCache    # rmsnorm before the MLP; norm2.y is the fc1 input [B, T, E]
-    f: jax.Array           # [B, T, 4E] fc1 output (pre-ReLU)
-    r: jax.Array           # [B, T, 4E] relu(f), the fc2 input
+    r: jax.Array           # [B, T, 4E] relu(fc1 h2), the fc2 input (r > 0 is the ReLU mask)
 
 
 class Cache(NamedTuple):
@@ -106,7 +105,7 @@ def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int, q_block: int
     f = jnp.einsum("bti,oi->bto", h2, params[f"layer{i}.mlp_fc1"])
     r = jnp.maximum(f, 0)
     x = x + jnp.einsum("bti,oi->bto", r, params[f"layer{i}.mlp_fc2"])
-    return x, LayerCache(norm1, attn, norm2, f, r)
+    return x, LayerCache(norm1, attn, norm2, r)
 
 
 def forward(params: dict, tokens_BxT: jax.Array, cfg: GPTConfig,
@@ -137,7 +136,7 @@ def _layer_backward(params: dict, i: int, lc: LayerCache, dx: jax.Array, grads: 
     through unchanged and add the branch's input gradient.
 
     MLP branch  x2 = x1 + fc2 relu(fc1 rmsnorm(x1)):
-      d_fc2 = dx2 r^T,  dr = fc2^T dx2,  df = dr [f > 0],  d_fc1 = df h2^T,  dh2 = fc1^T df,
+      d_fc2 = dx2 r^T,  dr = fc2^T dx2,  df = dr [r > 0],  d_fc1 = df h2^T,  dh2 = fc1^T df,
       dx1 = dx2 + rmsnorm_backward(dh2).
     Attention branch  x1 = x0 + wo attn(q, k, v), [q; k; v] = Wqkv rmsnorm(x0):
       d_wo = dx1 o^T,  do = wo^T dx1,  (dq, dk, dv) = attention_backward(do),
@@ -148,7 +147,7 @@ def _layer_backward(params: dict, i: int, lc: LayerCache, dx: jax.Array, grads: 
     # MLP
     grads[p + "mlp_fc2"] = jnp.einsum("bto,bti->oi", dx, lc.r)
     dr = jnp.einsum("bto,oi->bti", dx, params[p + "mlp_fc2"])
-    df = jnp.where(lc.f > 0, dr, 0)
+    df = jnp.where(lc.r > 0, dr, 0)  # relu(f) > 0 exactly where f > 0
     grads[p + "mlp_fc1"] = jnp.einsum("bto,bti->oi", df, lc.norm2.y)
     dh2 = jnp.einsum("bto,oi->bti", df, params[p + "mlp_fc1"])
     dx = dx + rmsnorm_backward(lc.norm2, dh2)
