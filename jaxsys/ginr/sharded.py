@@ -27,7 +27,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.ginr import data as gdata
 from jaxsys.ginr import model as gm
-from jaxsys.ginr.train import TrainConfig, _reconstruct, _train_step, check_batch, init_state, psnr
+from jaxsys.ginr.train import (TrainConfig, _reconstruct, _train_step, check_batch, init_state, psnr,
+                               step_config)
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
 from jaxsys.train import sharding as sh
 
@@ -98,7 +99,7 @@ def train_sharded(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, 
         if x.ndim != 4 or x.shape[1:] != (mc.image_size, mc.image_size, mc.channels):
             raise DataError(f"{name} images must be [N, {mc.image_size}, {mc.image_size}, "
                             f"{mc.channels}] for this config, got {x.shape}")
-    sg = make_sharded_train_step(mesh, mc, tc, fsdp=fsdp)
+    sg = make_sharded_train_step(mesh, mc, step_config(tc), fsdp=fsdp)  # shared by runs differing in logging
     mesh_cfg = sh.mesh_config(mesh)
     rows = sh.local_rows(mesh, tc.batch_size)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +125,8 @@ def train_sharded(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, 
     bar = Progress(total=tc.steps, desc=f"ginr [{mesh_cfg}]", initial=start, disable=not (progress and lead))
     step, compile_s = start, None
     try:
-        while step < tc.steps and not (tc.max_seconds and train_seconds >= tc.max_seconds):
+        last = min(tc.stop_at or tc.steps, tc.steps)
+        while step < last and not (tc.max_seconds and train_seconds >= tc.max_seconds):
             full = batches.batch(step)  # pure in (seed, step): every process agrees on it
             if compile_s is None:
                 check_batch(full, mc)

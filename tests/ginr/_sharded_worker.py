@@ -11,7 +11,7 @@ import numpy as np
 from jaxsys.ginr import data as gdata
 from jaxsys.ginr.model import GinrConfig
 from jaxsys.ginr.sharded import make_sharded_train_step, train_sharded
-from jaxsys.ginr.train import TrainConfig, init_state, train_step
+from jaxsys.ginr.train import TrainConfig, init_state, step_config, train_step
 from jaxsys.train import sharding as sh
 
 MC = GinrConfig(image_size=8, patch_size=4, dim=16, num_lp=2, depth=1, hidden=8, ff_mult=2, hypo_blocks=1,
@@ -39,7 +39,7 @@ def main(root):
     cases = []
     for spec, fsdp in (("data=4", False),):
         mesh = sh.make_mesh(spec)
-        sg = make_sharded_train_step(mesh, MC, TC, fsdp=fsdp)  # the loop below reuses it (lru_cache)
+        sg = make_sharded_train_step(mesh, MC, step_config(TC), fsdp=fsdp)  # the loop below reuses it
         state = sg.put_state(init0)
         abstract = (sg.abstract_state(state), sg.batch(batches[0]))
         losses = []
