@@ -67,6 +67,7 @@ def speed(params: dict, cfg, tokens: int, rounds: int) -> list[dict]:
     for k in sorted({0, 1, max(1, n_groups // 2), n_groups}):
         variants[f"cache={k} no-prefetch"] = dict(cache_layers=k, prefetch=False)
         variants[f"cache={k} prefetch"] = dict(cache_layers=k, prefetch=True)
+    variants["cache=0 prefetch-thread"] = dict(cache_layers=0, prefetch=True, prefetch_thread=True)
     variants["cache=0 fused"] = dict(cache_layers=0, prefetch=False, fused=True)
     variants["cache=0 fused+prefetch"] = dict(cache_layers=0, prefetch=True, fused=True)
     runners = {n: (C.GPTRunner(cfg, params=ref_params) if kw is None else C.compressed_runner(data, cfg, **kw))

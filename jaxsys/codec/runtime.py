@@ -107,12 +107,17 @@ class WeightCache:
       max_groups: at most this many decoded groups kept (None: unbounded; 0: nothing kept).
       max_bytes: at most this many decoded bytes kept (None: unbounded).
       prefetch: honour `prefetch()` calls (otherwise they are no-ops).
-      decoder: group tensors -> decoded dict; default decodes each tensor with `decode_tensor`.
+      prefetch_thread: run prefetches on a worker thread (dispatch + wait there) instead of relying
+        on JAX async dispatch alone.
     """
 
     def __init__(self, tensors: dict, groups: dict, max_groups: int | None = None,
-                 max_bytes: int | None = None, prefetch: bool = True):
+                 max_bytes: int | None = None, prefetch: bool = True, prefetch_thread: bool = False):
         self.tensors, self.groups = tensors, groups
+        self._pool = None
+        if prefetch and prefetch_thread:   # a worker thread dispatches and waits for the decode
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxsys-prefetch")
         self.max_groups, self.max_bytes, self.prefetch_enabled = max_groups, max_bytes, prefetch
         self._lru: collections.OrderedDict = collections.OrderedDict()
         self._pending: dict = {}
@@ -154,6 +159,8 @@ class WeightCache:
             return self._lru[g]
         if g in self._pending:
             w = self._pending.pop(g)
+            if hasattr(w, "result"):
+                w = w.result()
             self.prefetch_hits += 1
             self.events.append(("prefetched", g))
             self.insert(g, w)
@@ -174,7 +181,10 @@ class WeightCache:
         if not self.prefetch_enabled or g in self._lru or g in self._pending:
             return
         self.events.append(("prefetch", g))
-        self._pending[g] = self.decode_group(g)   # async dispatch: returns at once
+        if self._pool is not None:
+            self._pending[g] = self._pool.submit(lambda: jax.block_until_ready(self.decode_group(g)))
+        else:
+            self._pending[g] = self.decode_group(g)   # async dispatch: returns at once
 
     def insert(self, g: str, w: dict) -> None:
         if self.max_groups == 0 or (self.max_bytes is not None and _nbytes(w) > self.max_bytes):
@@ -188,7 +198,8 @@ class WeightCache:
             self.events.append(("evict", old))
 
     def cached_bytes(self) -> int:
-        return sum(_nbytes(w) for w in self._lru.values()) + sum(_nbytes(w) for w in self._pending.values())
+        pend = [w.result() if hasattr(w, "result") else w for w in self._pending.values()]
+        return sum(_nbytes(w) for w in self._lru.values()) + sum(_nbytes(w) for w in pend)
 
     def compressed_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())

@@ -143,7 +143,8 @@ class GPTRunner:
         for i in range(cfg.n_layer):
             g = f"layer{i}"
             names = groups_for(cfg)[g]
-            if self.fused and self.cache is not None and self.cache.lookup(g) is None:
+            w = self.cache.lookup(g) if (self.fused and self.cache is not None) else None
+            if self.fused and self.cache is not None and w is None:
                 self.cache.misses += 1
                 self.cache.events.append(("fused", g))
                 self._prefetch_after(g)
@@ -155,7 +156,7 @@ class GPTRunner:
                 self.cache.note_ok(g, ok)
                 self.cache.insert(g, dict(zip(names, ws)))
             else:
-                w = self._weights(g)
+                w = w if w is not None else self._weights(g)
                 self._prefetch_after(g)
                 x, ck, cv = self._timed(layer_step, *(w[n] for n in names), kv[i][0], kv[i][1], x,
                                         jnp.int32(pos), n_head=cfg.n_head)
@@ -205,8 +206,9 @@ def compress_gpt(params: dict, mode: str = "int8", opts: store.LayerOpts = store
 
 def compressed_runner(data: bytes, cfg: GPTConfig, cache_layers: int | None = None,
                       cache_bytes: int | None = None, prefetch: bool = True, fused: bool = False,
-                      profile: bool = False) -> GPTRunner:
-    return CompressedModel(data, cfg, cache_layers, cache_bytes, prefetch, fused, profile)
+                      profile: bool = False, prefetch_thread: bool = False) -> GPTRunner:
+    return CompressedModel(data, cfg, cache_layers, cache_bytes, prefetch, fused, profile,
+                           prefetch_thread)
 
 
 class CompressedModel(GPTRunner):
@@ -214,10 +216,11 @@ class CompressedModel(GPTRunner):
 
     def __init__(self, data: bytes, cfg: GPTConfig, cache_layers: int | None = 1,
                  cache_bytes: int | None = None, prefetch: bool = True, fused: bool = False,
-                 profile: bool = False):
+                 profile: bool = False, prefetch_thread: bool = False):
         tensors = runtime.load_device_tensors(store.Store(data))
         cache = runtime.WeightCache(tensors, groups_for(cfg), max_groups=cache_layers,
-                                    max_bytes=cache_bytes, prefetch=prefetch)
+                                    max_bytes=cache_bytes, prefetch=prefetch,
+                                    prefetch_thread=prefetch_thread)
         super().__init__(cfg, cache=cache, prefetch=prefetch, fused=fused, profile=profile)
 
 
