@@ -134,36 +134,42 @@ def interleaved(methods: dict, rounds: int, seconds: float) -> dict:
                    "reps_per_block": reps[name]} for name, r in rates.items()}
 
 
-def roof(batch: int, rounds: int, seconds: float) -> dict:
-    """Per-shape matmul rates, XLA vs torch interleaved; the roof = 1 / sum of per-matmul times."""
+def roof_methods(batch: int, libs=("xla", "torch")) -> dict:
+    """Timed single matmuls at the step's 8 shapes (timed interleaved with the step methods)."""
+    out = {}
+    for s in matmul_shapes(batch):
+        if "xla" in libs:
+            out[f"xla{s}"] = xla_matmul_method(s)
+        if "torch" in libs:
+            out[f"torch{s}"] = torch_matmul_method(s)
+    return out
+
+
+def roof_summary(batch: int, r: dict, libs=("xla", "torch")) -> dict:
+    """The roof = 1 / (sum of the 8 per-matmul times): the step rate if nothing but matmuls ran."""
     shapes = matmul_shapes(batch)
-    methods = {}
-    for s in shapes:
-        methods[f"xla{s}"] = xla_matmul_method(s)
-        methods[f"torch{s}"] = torch_matmul_method(s)
-    r = interleaved(methods, rounds, seconds / 4)
     out = {"shapes": [list(s) for s in shapes]}
-    for lib in ("xla", "torch"):
+    for lib in libs:
         t = [1.0 / r[f"{lib}{s}"]["median_per_s"] for s in shapes]
         out[f"{lib}_us_per_matmul"] = [round(1e6 * v, 1) for v in t]
         out[f"{lib}_gflops_per_matmul"] = [round(2 * m * k * n / v / 1e9, 1) for (m, k, n), v in zip(shapes, t)]
         out[f"{lib}_roof_steps_per_s"] = 1.0 / sum(t)
         out[f"{lib}_gflops_total"] = sum(2 * m * k * n for m, k, n in shapes) / sum(t) / 1e9
-    out["xla_over_torch_roof"] = out["xla_roof_steps_per_s"] / out["torch_roof_steps_per_s"]
+    if len(libs) == 2:
+        out["xla_over_torch_roof"] = out["xla_roof_steps_per_s"] / out["torch_roof_steps_per_s"]
     return out
 
 
 # ---- modes ----------------------------------------------------------------------------------------
 
 def worker(args) -> dict:
-    """Used by the flag sweep: (a) and torch eager step plus the matmul roofs, in this process."""
-    import torch
-    torch.set_num_threads(args.threads)
+    """Used by the flag sweep: the (a) step and the XLA matmul roof under this process's XLA_FLAGS."""
     res = {}
     for b in args.batches:
-        steps = interleaved({"jax_hand": jax_method(b, "hand", "hand"),
-                             "torch_eager": torch_method(b, False)}, args.rounds, args.seconds)
-        res[str(b)] = {"steps": steps, "roof": roof(b, args.rounds, args.seconds)}
+        r = interleaved({"jax_hand": jax_method(b, "hand", "hand"), **roof_methods(b, ("xla",))},
+                        args.rounds, args.seconds)
+        res[str(b)] = {"jax_hand_steps_per_s": r["jax_hand"]["median_per_s"],
+                       "roof": roof_summary(b, r, ("xla",))}
     return res
 
 
@@ -181,9 +187,9 @@ def sweep(args) -> dict:
             continue
         res = json.loads(p.stdout.strip().splitlines()[-1])
         out[name] = {"flags": flags, "seconds": round(time.perf_counter() - t0, 1), **res}
-        line = "  ".join(
-            f"B={b}: step jax/torch {r['steps']['jax_hand']['median_per_s'] / r['steps']['torch_eager']['median_per_s']:.2f}"
-            f" roof xla/torch {r['roof']['xla_over_torch_roof']:.2f}" for b, r in res.items())
+        line = "  ".join(f"B={b}: jax_hand {r['jax_hand_steps_per_s']:7.1f} steps/s, XLA matmul roof "
+                         f"{r['roof']['xla_roof_steps_per_s']:7.1f} ({r['roof']['xla_gflops_total']:.0f} GFLOP/s)"
+                         for b, r in res.items())
         print(f"  flags {name:20s} {line}", flush=True)
     return out
 
@@ -230,8 +236,9 @@ def main(argv=None) -> int:
             except Exception as e:  # inductor needs a working C++ toolchain
                 notes["torch_compile_error"] = f"{type(e).__name__}: {str(e)[:300]}"
         print(f"B={b}: timing {list(methods)} ...", flush=True)
-        steps = interleaved(methods, args.rounds, args.seconds)
-        r = roof(b, args.rounds, args.seconds)
+        both = interleaved({**methods, **roof_methods(b)}, args.rounds, args.seconds)
+        steps = {k: both[k] for k in methods}
+        r = roof_summary(b, both)
         eager = steps["torch_eager"]["median_per_s"]
         ratios = {f"{k}_over_torch_eager": v["median_per_s"] / eager for k, v in steps.items()}
         ratios["jax_hand_over_jax_autodiff_optax"] = (steps["jax_hand"]["median_per_s"]
@@ -240,7 +247,7 @@ def main(argv=None) -> int:
         ratios["torch_eager_over_torch_roof"] = eager / r["torch_roof_steps_per_s"]
         results["batches"][str(b)] = {"steps_per_s": steps, "ratios": ratios, "matmul_roof": r, **notes}
     if not args.no_sweep:
-        print("XLA flag sweep (fresh process per flag set; torch re-measured beside each):", flush=True)
+        print("XLA flag sweep (fresh process per flag set; jax step + XLA matmul roof):", flush=True)
         results["flag_sweep"] = sweep(args)
     meta["loadavg_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
