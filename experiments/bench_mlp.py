@@ -34,6 +34,7 @@ FLAG_SETS = {  # XLA CPU flags tried to close the matmul gap (values from the fl
     "onednn_custom_call": "--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true",
     "no_xnnpack": "--xla_cpu_use_xnnpack=false",
     "fast_math": "--xla_cpu_enable_fast_math=true",
+    "concurrency_scheduler": "--xla_cpu_enable_concurrency_optimized_scheduler=true",
 }
 
 
