@@ -127,7 +127,8 @@ def run_dataset(name, arrays, repeats, lanes_list, tile):
                 raise AssertionError(f"{m.name} failed to round-trip {name}")
     jblobs = states[f"jaxsys L={lanes_list[0]} jax"]
     packs = _kernel_only(jblobs)
-    kernel = lambda: [D._decode_kernel(p, n_lanes=k["n_lanes"], steps=k["steps"]) for p, k in packs]  # noqa
+    kernel = lambda: [D._decode_kernel(p, n_lanes=k["n_lanes"], steps=k["steps"],  # noqa
+                                       prob_bits=k["prob_bits"]) for p, k in packs]
     kernel()
     times = {m.name: {"enc": [], "dec": []} for m in methods}
     times["jaxsys kernel only"] = {"dec": []}

@@ -77,26 +77,29 @@ def _lane_decode(base, nsym, nwords, words, sym_tab, fb_tab, mask, pb, steps: in
     return syms.reshape(steps), ok
 
 
-@functools.partial(jax.jit, static_argnames=("n_lanes", "steps"))
-def _decode_kernel(pack, n_lanes: int, steps: int):
+@functools.partial(jax.jit, static_argnames=("n_lanes", "steps", "prob_bits"))
+def _decode_kernel(pack, n_lanes: int, steps: int, prob_bits: int):
     """pack (uint32) -> (symbols (steps, n_lanes) uint8 in step-major order, all-lanes-ok flag)."""
     ctl = pack[:_CTL]
-    pb, n_real = ctl[0], ctl[1]
+    n_real = ctl[1]
     o = _CTL
     freq = pack[o:o + 256]
     o += 256
     base, nwords, nsym = (pack[o + i * n_lanes:o + (i + 1) * n_lanes] for i in range(3))
     w32 = pack[o + 3 * n_lanes:]
     words = jnp.stack([w32 & 0xFFFF, w32 >> 16], axis=-1).reshape(-1)
-    # slot -> symbol / frequency / bias tables (65536 slots; only the first 2^pb are addressed)
+    # slot -> symbol / frequency / bias tables over the 2^prob_bits slots (validated on the host:
+    # the frequencies sum to 2^prob_bits, so the repeat fills the table exactly)
+    M = 1 << prob_bits
     cum_end = jnp.cumsum(freq, dtype=jnp.uint32)
-    slots = jnp.arange(1 << 16, dtype=jnp.uint32)
-    sym = jnp.minimum(jnp.searchsorted(cum_end, slots, side="right"), 255).astype(jnp.int32)
+    slots = jnp.arange(M, dtype=jnp.uint32)
+    sym = jnp.repeat(jnp.arange(256, dtype=jnp.int32), freq, total_repeat_length=M)
     f = freq[sym]
     bias = slots - (cum_end[sym] - f)
     fb_tab = ((f - 1) & 0xFFFF) | (bias << 16)
     sym_tab = sym.astype(jnp.uint8)
-    mask = (jnp.uint32(1) << pb) - 1
+    pb = jnp.uint32(prob_bits)
+    mask = jnp.uint32(M - 1)
     lane = functools.partial(_lane_decode, words=words, sym_tab=sym_tab, fb_tab=fb_tab, mask=mask,
                              pb=pb, steps=steps)
     # out_axes=1 keeps the decoded symbols step-major: (steps, lanes)
@@ -204,7 +207,8 @@ def prepare(blob, check_crc: bool = True):
     pack.view(np.uint8)[4 * o:4 * o + h.payload_size] = np.frombuffer(p.payload, np.uint8)
     geom = (h.rows, h.cols, h.tile_rows, h.tile_cols, h.n_tiles, h.lanes, h.steps, h.predictor,
             h.dtype.name, h.shape)
-    return pack, {"n_lanes": Nb, "steps": Sb, "sums": np.array(sums, np.uint32)}, geom
+    return pack, {"n_lanes": Nb, "steps": Sb, "prob_bits": h.prob_bits,
+                  "sums": np.array(sums, np.uint32)}, geom
 
 
 def decode_layer_async(blob, check_crc: bool = True, verify_raw: bool = False):
@@ -219,7 +223,8 @@ def decode_layer_async(blob, check_crc: bool = True, verify_raw: bool = False):
         return _assemble_raw(jax.device_put(pack), geom)
     pack[2:4] = kargs["sums"]   # carried in the same buffer (control words 2, 3)
     dev = jax.device_put(pack)
-    syms, ok = _decode_kernel(dev, n_lanes=kargs["n_lanes"], steps=kargs["steps"])
+    syms, ok = _decode_kernel(dev, n_lanes=kargs["n_lanes"], steps=kargs["steps"],
+                              prob_bits=kargs["prob_bits"])
     return _assemble(syms, ok, dev[2:4], geom, verify_raw)
 
 

@@ -52,10 +52,10 @@ def prepare_tensor(store: Store, name: str) -> DeviceTensor:
             msg = str(err)
             raise CodecError(msg if msg.startswith("tensor ") else f"tensor {name!r}: {msg}") from None
         if kargs is None:
-            statics.append((None, None, geom))
+            statics.append((None, None, None, geom))
         else:
             pack[2:4] = kargs["sums"]
-            statics.append((kargs["n_lanes"], kargs["steps"], geom))
+            statics.append((kargs["n_lanes"], kargs["steps"], kargs["prob_bits"], geom))
         packs.append(jax.device_put(pack))
     scale = None
     if kind == "q8":
@@ -66,10 +66,10 @@ def prepare_tensor(store: Store, name: str) -> DeviceTensor:
 
 
 def _blob_value(pack, static):
-    n_lanes, steps, geom = static
+    n_lanes, steps, pb, geom = static
     if n_lanes is None:
         return D._assemble_raw(pack, geom)
-    syms, ok = D._decode_kernel(pack, n_lanes=n_lanes, steps=steps)
+    syms, ok = D._decode_kernel(pack, n_lanes=n_lanes, steps=steps, prob_bits=pb)
     return D._assemble(syms, ok, pack[2:4], geom, False)
 
 
