@@ -270,11 +270,10 @@ def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path 
         train_seconds += dt
         tps = steps_in_mark * B * T / dt if dt > 0 and steps_in_mark else float("nan")
         t_mark, steps_in_mark = now, 0
-        bar.set(loss=last_loss, tok_s=round(tps))
+        bar.set(loss=last_loss, tok_s=round(tps) if math.isfinite(tps) else tps)
         if metrics is not None:
             metrics.write(step=step, loss=last_loss, lr=float(schedule(step - 1)),
                           tokens_per_s=tps, train_seconds=train_seconds)
-        return tps
 
     step = start
     try:
@@ -316,6 +315,9 @@ def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path 
             jax.block_until_ready(state)
             _save(int(state.step))
             log(f"interrupted: checkpoint saved at step {int(state.step)}")
+        if ckpt is not None:
+            ckpt.close()
+            metrics.close()
         raise
     except BaseException:
         bar.close()
