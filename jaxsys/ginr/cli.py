@@ -21,6 +21,8 @@ def _train(args) -> int:
     from jaxsys.ginr import data as gdata
     from jaxsys.ginr import train as gt
     from jaxsys.train.io import make_run_dir
+    from jaxsys.train.sharding import mesh_from_args
+    mesh = mesh_from_args(args)  # joins a multi-process run first; None: plain one-device run
     mc = _model_config(args)
     tc = gt.TrainConfig(batch_size=args.batch, num_sample_coords=args.coords, steps=args.steps, lr=args.lr,
                         warmup_steps=args.warmup, accum_steps=args.accum, bf16=args.bf16, seed=args.seed,
@@ -37,9 +39,16 @@ def _train(args) -> int:
         cache = None if args.no_cache else Path(args.out) / "cache"
         train_x, _ = gdata.load_cifar10(args.data, "train", limit=args.limit, cache_dir=cache)
         test_x, _ = gdata.load_cifar10(args.data, "test", limit=args.test_limit, cache_dir=cache)
+    if mesh is not None and mesh.devices.size > len(mesh.local_devices) and not args.run_dir:
+        from jaxsys.errors import ConfigError
+        raise ConfigError("a multi-process run needs --run-dir (the same folder for every process)")
     run_dir = Path(args.run_dir) if args.run_dir else make_run_dir(args.out, "ginr")
     print(f"ginr: {len(train_x)} train / {len(test_x)} test images, run dir {run_dir}")
-    summary = gt.train(mc, tc, train_x, test_x, run_dir, progress=not args.quiet)
+    if mesh is None:
+        summary = gt.train(mc, tc, train_x, test_x, run_dir, progress=not args.quiet)
+    else:
+        from jaxsys.ginr.sharded import train_sharded
+        summary = train_sharded(mc, tc, train_x, test_x, run_dir, mesh, fsdp=args.fsdp, progress=not args.quiet)
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -94,6 +103,8 @@ def register(sub) -> None:
     t.add_argument("--run-dir", dest="run_dir", default=None, help="resume/continue in this folder")
     t.add_argument("--no-cache", dest="no_cache", action="store_true", help="do not cache decoded images")
     t.add_argument("--quiet", action="store_true")
+    from jaxsys.train.sharding import add_distributed_args
+    add_distributed_args(t)  # --mesh, --fsdp, --coordinator, --num-processes, --process-id
     t.set_defaults(func=_train)
     pr = gsub.add_parser("profile", help="time split encoder / modulation / hyponet, compile times")
     _common(pr)

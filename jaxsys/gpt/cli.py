@@ -25,6 +25,8 @@ def _train(args) -> int:
     from jaxsys.gpt.data import load_data
     from jaxsys.gpt.train import TrainConfig, train
     from jaxsys.train.io import make_run_dir
+    from jaxsys.train.sharding import mesh_from_args
+    mesh = mesh_from_args(args)  # joins a multi-process run first; None: plain one-device run
 
     cats = [c for c in args.chat_categories.split(",") if c.strip()] if args.chat_categories else None
     if cats and args.mode != "chat":
@@ -48,11 +50,18 @@ def _train(args) -> int:
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every).validate()
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out DIR (the folder of the run to continue)")
+    if mesh is not None and mesh.devices.size > len(mesh.local_devices) and not args.out:
+        raise ConfigError("a multi-process run needs --out (the same folder for every process)")
     out = Path(args.out) if args.out else make_run_dir("runs", "gpt")
     print(f"data: {data.info}", file=sys.stderr)
     print(f"model: {cfg}, {tcfg.engine} engine, {tcfg.dtype}; output: {out}", file=sys.stderr)
-    res = train(data, cfg, tcfg, out, resume=args.resume,
-                log=lambda s: print(s, file=sys.stderr), progress=not args.quiet)
+    if mesh is None:
+        res = train(data, cfg, tcfg, out, resume=args.resume,
+                    log=lambda s: print(s, file=sys.stderr), progress=not args.quiet)
+    else:
+        from jaxsys.gpt.sharded import train_sharded
+        res = train_sharded(data, cfg, tcfg, out, mesh, resume=args.resume, fsdp=args.fsdp,
+                            log=lambda s: print(s, file=sys.stderr), progress=not args.quiet)
     s = res.summary
     val = f"{s['val_loss']:.4f}" if s["val_loss"] is not None else "n/a"
     print(f"train_loss {s['train_loss']:.4f}  val_loss {val}  tokens/s {s['tokens_per_s']:.0f}  "
@@ -107,6 +116,8 @@ def register(sub) -> None:
     t.add_argument("--out", default="", help="output folder (default runs/gpt-<time>)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    from jaxsys.train.sharding import add_distributed_args
+    add_distributed_args(t)  # --mesh, --fsdp, --coordinator, --num-processes, --process-id
     t.set_defaults(func=_train)
 
     s = gsub.add_parser("sample", help="sample documents (e.g. names) from a trained model")

@@ -18,6 +18,8 @@ def _int_list(s: str) -> tuple[int, ...]:
 def _train(args) -> int:
     from jaxsys.mlp.train import TrainConfig, train
     from jaxsys.train import make_run_dir
+    from jaxsys.train.sharding import mesh_from_args
+    mesh = mesh_from_args(args)  # joins a multi-process run first; None: plain one-device run
     cfg = TrainConfig(task=args.task, hidden=_int_list(args.hidden), activation=args.activation,
                       steps=args.steps, batch=args.batch, optimizer=args.optimizer, grad=args.grad,
                       learning_rate=args.lr, matmul=args.matmul, seed=args.seed,
@@ -25,9 +27,17 @@ def _train(args) -> int:
                       ckpt_every=args.ckpt_every)
     if args.resume and not args.run_dir:
         raise ConfigError("--resume needs --run-dir (the run to continue)")
+    if mesh is not None and mesh.devices.size > len(mesh.local_devices) and not args.run_dir:
+        raise ConfigError("a multi-process run needs --run-dir (the same folder for every process)")
     run_dir = Path(args.run_dir) if args.run_dir else make_run_dir(args.out, f"mlp-{args.task}")
     print(f"run dir: {run_dir}")
-    s = train(cfg, run_dir, resume=args.resume, log=lambda m: None, progress=not args.no_progress)
+    if mesh is None:
+        s = train(cfg, run_dir, resume=args.resume, log=lambda m: None, progress=not args.no_progress)
+    else:
+        from jaxsys.mlp.sharded import train_sharded
+        s = train_sharded(cfg, run_dir, mesh, resume=args.resume, fsdp=args.fsdp, log=lambda m: None,
+                          progress=not args.no_progress)
+        print(f"mesh {s['mesh']} on {s['processes']} process(es)")
     if args.task == "classify":
         print(f"test accuracy {s['test_accuracy']:.4f} (train {s['train_accuracy']:.4f}) after "
               f"{s['steps']} steps on {s['data']}")
@@ -70,6 +80,8 @@ def register(sub) -> None:
     t.add_argument("--out", default="runs", help="root of fresh run directories")
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --run-dir")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from jaxsys.train.sharding import add_distributed_args
+    add_distributed_args(t)  # --mesh, --fsdp, --coordinator, --num-processes, --process-id
     t.set_defaults(func=_train)
 
     g = gsub.add_parser("gradcheck", help="hand gradients vs jax.grad and finite differences (float64)")

@@ -25,6 +25,18 @@ def test_batch_must_divide_data_axis():
         make_sharded_train_step.__wrapped__(FakeMesh(), GinrConfig(), TrainConfig(batch_size=6))
 
 
+@pytest.mark.parametrize("argv,msg", [
+    (["--mesh", "data=3"], "data\\*model = 3\\*1 = 3 but 1 devices"),
+    (["--mesh", "pipe=1"], "unknown axis 'pipe'"),
+    (["--num-processes", "2"], "missing: coordinator, process_id"),
+])
+def test_cli_rejects_bad_mesh_and_distributed_flags(argv, msg, capsys):
+    from jaxsys.cli import main
+    assert main(["ginr", "train", "--data", "png20", *argv]) == 2
+    import re
+    assert re.search(msg, capsys.readouterr().err)
+
+
 def test_data_parallel_step_on_4_devices_equals_single_device(tmp_path):
     env = sh.cpu_devices_env(4)
     env["PYTHONPATH"] = str(ROOT)

@@ -62,8 +62,16 @@ def scenario_train(root):
     cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, n_embd=16, n_head=4, n_layer=1, block_size=8)
     tcfg = TrainConfig(steps=4, batch_size=8, eval_every=2, eval_batches=2, checkpoint_every=2, log_every=1)
     single = train(data, cfg, tcfg, f"{root}/single", log=None, progress=False).summary
-    mesh = sh.make_mesh("data=2,model=2")
-    multi = train_sharded(data, cfg, tcfg, f"{root}/mesh", mesh, log=None, progress=False).summary
+    # the same run through `jaxsys gpt train --mesh data=2,model=2` on the 4 devices
+    from pathlib import Path
+    from jaxsys.cli import main
+    Path(f"{root}/names.txt").write_text(text + "\n")
+    rc = main(["gpt", "train", "--data", f"{root}/names.txt", "--mode", "docs", "--block-size", "8",
+               "--n-embd", "16", "--n-head", "4", "--n-layer", "1", "--batch", "8", "--steps", "4",
+               "--eval-every", "2", "--eval-batches", "2", "--checkpoint-every", "2", "--log-every", "1",
+               "--quiet", "--mesh", "data=2,model=2", "--out", f"{root}/mesh"])
+    assert rc == 0, rc
+    multi = json.loads(Path(f"{root}/mesh/train_summary.json").read_text())
     # the 4-device run's step-2 checkpoint, resumed on 2 devices, ends where the others do
     import shutil
     shutil.copytree(f"{root}/mesh/ckpt/2", f"{root}/resume/ckpt/2")

@@ -75,9 +75,22 @@ def test_one_step_on_meshes_equals_single_device(result):
 
 
 def test_train_loop_on_mesh_matches_single_device_and_resumes_on_2(result):
+    """`jaxsys gpt train --mesh data=2,model=2` == single-device `train()`; its step-2 checkpoint
+    resumed on a (1, 2) mesh of 2 devices ends at the same losses."""
     r = result["train"]
     assert r["mesh"]["mesh"] == "data=2,model=2" and r["resumed"]["mesh"] == "data=1,model=2"
     assert r["resumed"]["start_step"] == 2
     for k in ("train_loss", "val_loss"):
         assert abs(r["mesh"][k] - r["single"][k]) < TOL, k
         assert abs(r["resumed"][k] - r["single"][k]) < TOL, k
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--mesh", "data=1,model=2"], "= 2 but 1 devices"),
+    (["--mesh", "data=2,data=2"], "given twice"),
+    (["--coordinator", "127.0.0.1:1", "--num-processes", "2"], "missing: process_id"),
+])
+def test_cli_rejects_bad_mesh_and_distributed_flags(argv, msg, capsys):
+    from jaxsys.cli import main
+    assert main(["gpt", "train", *argv]) == 2
+    assert msg in capsys.readouterr().err

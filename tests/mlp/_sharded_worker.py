@@ -15,6 +15,10 @@ from jaxsys.mlp.train import StepConfig, TrainConfig, init_state, train, train_s
 from jaxsys.train import sharding as sh
 
 B, SIZES = 8, (12, 16, 8, 4)
+# `jaxsys mlp train` flags of TrainConfig(hidden=(16, 16), steps=6, batch=16, log_every=2, eval_every=3,
+# ckpt_every=3); the test's two-process run uses them too
+CLI_ARGS = ["--hidden", "16,16", "--steps", "6", "--batch", "16", "--log-every", "2", "--eval-every", "3",
+            "--ckpt-every", "3", "--no-progress"]
 
 
 def batch(step):
@@ -58,8 +62,11 @@ def scenario_train(root):
     data = load("classify")
     cfg = TrainConfig(hidden=(16, 16), steps=6, batch=16, log_every=2, eval_every=3, ckpt_every=3)
     single = train(cfg, f"{root}/single", data=data, log=lambda m: None, progress=False)
-    mesh = sh.make_mesh("data=2,model=2")
-    multi = train_sharded(cfg, f"{root}/mesh", mesh, data=data, log=lambda m: None, progress=False)
+    # the same run through the CLI on a (2, 2) mesh of the 4 devices
+    from jaxsys.cli import main
+    rc = main(["mlp", "train", *CLI_ARGS, "--mesh", "data=2,model=2", "--run-dir", f"{root}/mesh"])
+    assert rc == 0, rc
+    multi = json.loads(open(f"{root}/mesh/summary.json").read())
     # resume the 4-device run's step-3 checkpoint on a 2-device mesh and finish: same end point
     import shutil
     shutil.copytree(f"{root}/mesh/ckpt/3", f"{root}/resume/ckpt/3")

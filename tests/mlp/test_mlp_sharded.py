@@ -68,6 +68,8 @@ def test_one_step_on_meshes_equals_single_device(result):
 
 
 def test_train_loop_on_mesh_matches_single_device_and_resumes_on_2(result):
+    """`jaxsys mlp train --mesh data=2,model=2` == single-device `train()`; its step-3 checkpoint
+    resumed on a 2-device mesh ends at the same numbers."""
     r = result["train"]
     single, mesh, resumed = r["single"], r["mesh"], r["resumed"]
     assert mesh["mesh"] == "data=2,model=2" and resumed["mesh"] == "data=2,model=1"
@@ -75,3 +77,50 @@ def test_train_loop_on_mesh_matches_single_device_and_resumes_on_2(result):
     for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
         assert abs(mesh[k] - single[k]) < TOL, k
         assert abs(resumed[k] - single[k]) < TOL, k
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_two_processes_on_loopback(result, tmp_path):
+    """`jaxsys mlp train --coordinator ... --num-processes 2 --process-id i` on two CPU processes of 2
+    devices each (mesh data=2,model=2 across both) ends where the 4-device single-process run does."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _sharded_worker import CLI_ARGS
+    env = sh.cpu_devices_env(2)
+    env["PYTHONPATH"] = str(ROOT)
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, "-m", "jaxsys.cli", "mlp", "train", *CLI_ARGS, "--mesh", "data=2,model=2",
+                               "--run-dir", str(tmp_path / "mp"), "--coordinator", f"127.0.0.1:{port}",
+                               "--num-processes", "2", "--process-id", str(i)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+        assert "mesh data=2,model=2 on 2 process(es)" in out
+    s = json.loads((tmp_path / "mp" / "summary.json").read_text())
+    assert s["processes"] == 2 and s["steps"] == 6
+    for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
+        assert abs(s[k] - result["train"]["mesh"][k]) < TOL, k
+    assert sorted(p.name for p in (tmp_path / "mp" / "ckpt").iterdir() if p.name.isdigit()) == ["3", "6"]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--mesh", "data=1,model=2"], "= 2 but 1 devices"),
+    (["--mesh", "data=2,data=2"], "given twice"),
+    (["--coordinator", "127.0.0.1:1", "--num-processes", "2"], "missing: process_id"),
+])
+def test_cli_rejects_bad_mesh_and_distributed_flags(argv, msg, capsys):
+    from jaxsys.cli import main
+    assert main(["mlp", "train", *argv]) == 2
+    assert msg in capsys.readouterr().err
