@@ -56,13 +56,15 @@ def config_from_args(args):
 def _train(args) -> int:
     from jaxsys.autodecoder.train import train
     from jaxsys.train.io import make_run_dir
+    from jaxsys.train.sharding import make_mesh
     cfg = config_from_args(args)
     if args.steps_per_call > cfg.steps:
         cfg = dataclasses.replace(cfg, steps_per_call=cfg.steps)
     run_dir = Path(args.out) if args.out else make_run_dir(args.root, f"autodecoder-{args.schedule}")
     print(f"run directory: {run_dir}")
+    mesh = make_mesh(args.mesh) if args.mesh else None  # seeds over devices: --mesh data=N
     summary = train(cfg, run_dir, resume=not args.no_resume, progress=not args.quiet,
-                    infer_shape=args.infer_shape or None)
+                    infer_shape=args.infer_shape or None, mesh=mesh)
     print(json.dumps({k: summary[k] for k in ("schedule", "samples", "samples_per_s", "iou",
                                               "contour_abs_sdf") if k in summary}, indent=1))
     if "inferred" in summary:
@@ -127,6 +129,8 @@ def register(sub) -> None:
     t.add_argument("--steps", type=int, default=120_000, help="micro-batches")
     t.add_argument("--steps-per-call", type=int, default=500, help="micro-batches per jitted burst")
     t.add_argument("--num-seeds", type=int, default=1, help="independent seeds trained with vmap")
+    t.add_argument("--mesh", default="", help="spread the seeds over devices, e.g. data=4 "
+                                              "(num-seeds divisible by data)")
     t.add_argument("--eval-res", type=int, default=128, help="resolution of the IoU evaluation")
     t.add_argument("--infer-shape", default="rounded_box",
                    help="after training, infer the latent of this new shape ('' to skip)")

@@ -43,6 +43,7 @@ def put_seed_state(tree: Any, mesh: Mesh) -> Any:
     return sh.put_tree(tree, seed_shardings(tree, mesh))
 
 
+@functools.lru_cache(maxsize=16)  # one compile per (mesh, cfg, n_steps) across bursts and runs
 def make_sharded_burst(mesh: Mesh, cfg: TrainConfig, n_steps: int) -> Callable:
     """jit of `_burst_seeds(state, keys)` -> (state, loss [S, n], |z| [S, n]) with the seed axis over
     'data'; the state is donated."""

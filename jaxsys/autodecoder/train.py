@@ -10,6 +10,7 @@ Micro-batch `step` draws its samples with `fold_in(PRNGKey(seed), step)`, so a r
 same samples as an uninterrupted one.
 """
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -150,7 +151,8 @@ def seed_slice(state: dict, i: int, cfg: TrainConfig) -> dict:
 
 
 def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = True, progress: bool = True,
-          log=print, render: bool = True, infer_shape: str | None = None, infer_cfg=None) -> dict:
+          log=print, render: bool = True, infer_shape: str | None = None, infer_cfg=None,
+          mesh=None) -> dict:
     """Train, writing run_dir/{config.json, metrics.jsonl, ckpt/, *.png, summary.json}.
 
     Resumes from the latest checkpoint in run_dir/ckpt when `resume` and one exists (the config
@@ -175,6 +177,11 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = True, progress: boo
         start = int(meta.get("step", ckpt.latest_step()))
         log(f"resumed from step {start} in {run_dir / 'ckpt'}")
     keys = data_keys(cfg)
+    burst = functools.partial(train_burst, cfg=cfg)
+    if mesh is not None:  # the seed axis split over the mesh's 'data' devices (jaxsys.autodecoder.sharded)
+        from jaxsys.autodecoder import sharded
+        state, keys = sharded.put_seed_state(state, mesh), sharded.put_seed_state(keys, mesh)
+        burst = lambda s, k, n_steps: sharded.make_sharded_burst(mesh, cfg, n_steps)(s, k)  # noqa: E731
     metrics = MetricsWriter(run_dir / "metrics.jsonl")
     step = start
     total_samples = cfg.steps * cfg.batch_size
@@ -184,7 +191,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = True, progress: boo
     n_bursts = 0
     while step < cfg.steps:
         n = min(cfg.steps_per_call, cfg.steps - step)
-        state, loss, zn = train_burst(state, keys, cfg=cfg, n_steps=n)
+        state, loss, zn = burst(state, keys, n_steps=n)
         loss = np.asarray(loss).reshape(-1, n)
         zn = np.asarray(zn).reshape(-1, n)
         step += n
