@@ -104,7 +104,7 @@ def main(argv=None):
                "batch": a.batch, "coords": a.coords, "rounds": a.rounds, "steps_per_round": a.steps,
                "throughput": {}, "memory": {}}
     for cfg in a.configs.split(","):
-        variants = {"jax_sequential": jax_variant(cfg, a.batch, scan_mode="sequential"),
+        variants = {"jax_sequential": jax_variant(cfg, a.batch, scan_mode="sequential", fuse_directions=True),
                     "jax_sequential_unfused": jax_variant(cfg, a.batch, scan_mode="sequential",
                                                           fuse_directions=False)}
         if a.assoc:

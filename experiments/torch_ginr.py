@@ -186,7 +186,7 @@ def train_step(model, opt, sched, images, coords, targets, clip=1.0):
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     sched.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 @torch.no_grad()

@@ -52,7 +52,7 @@ class GinrConfig:
     scan_mode: str = "sequential"   # "sequential" (lax.scan; fastest on CPU) or "associative"
     scan_chunk: int = 0             # > 0: associative within chunks, sequential across
     scan_checkpoint: bool = False   # recompute scan states in the backward pass
-    fuse_directions: bool = True    # BiMamba: one vmapped scan for both directions
+    fuse_directions: bool = False   # BiMamba: one vmapped scan for both directions (slower at balanced)
 
     @property
     def grid(self) -> int:
