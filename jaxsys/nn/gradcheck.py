@@ -76,6 +76,7 @@ def check_finite_differences(loss_fn: Callable, grads: Any, params: Any, *args,
     """Assert <grads, d> matches the central difference of loss_fn along random unit directions d."""
     _require_x64("check_finite_differences")
     key = jax.random.PRNGKey(1) if key is None else key
+    loss_fn = jax.jit(loss_fn)
     for k in jax.random.split(key, num_directions):
         d = random_like(k, params)
         norm = jnp.sqrt(sum(jnp.sum(l * l) for l in jax.tree_util.tree_leaves(d)))

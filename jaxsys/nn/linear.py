@@ -23,7 +23,7 @@ def linear_forward(params: dict, x_NxI: jax.Array) -> tuple[jax.Array, LinearCac
     """y = x W^T + b over any leading batch axes. `params = {"w": [O, I], "b": [O]}` (b optional)."""
     y = x_NxI @ params["w"].T
     if "b" in params:
-        y = y + params["b"]
+        y = y + params["b"].reshape((1,) * (y.ndim - 1) + (-1,))  # explicit rank, no promotion
     return y, LinearCache(x_NxI)
 
 
