@@ -36,13 +36,14 @@ def load_avg() -> float:
 # ------------------------------------------------------------------------------------------------
 # variants: each is (setup() -> run(n_steps) -> seconds)
 
-def jax_variant(engine: str, dtype: str = "float32"):
+def jax_variant(engine: str, dtype: str = "float32", matmul_dtype: str = "float32"):
     import jax
     import jax.numpy as jnp
     from jaxsys.gpt.config import GPTConfig
     from jaxsys.gpt.train import TrainConfig, init_state, train_step
     cfg = GPTConfig(**BENCH)
-    tcfg = TrainConfig(steps=10_000, batch_size=B, engine=engine, dtype=dtype)
+    tcfg = TrainConfig(steps=10_000, batch_size=B, engine=engine, dtype=dtype,
+                       matmul_dtype=matmul_dtype)
     rng = np.random.default_rng(0)
     tok = jnp.asarray(rng.integers(0, cfg.vocab_size, (B, T + 1)), jnp.int32)
     x, y, m = tok[:, :-1], tok[:, 1:], jnp.ones((B, T), jnp.float32)
@@ -84,6 +85,8 @@ def make_variant(name: str):
     return {
         "jax_hand": lambda: jax_variant("hand"),
         "jax_autodiff": lambda: jax_variant("autodiff"),
+        "jax_hand_bf16": lambda: jax_variant("hand", matmul_dtype="bfloat16"),
+        "jax_autodiff_bf16": lambda: jax_variant("autodiff", matmul_dtype="bfloat16"),
         "torch_manual": lambda: torch_variant("manual"),
         "torch_sdpa": lambda: torch_variant("sdpa"),
         "torch_manual_1thread": lambda: torch_variant("manual", threads=1),
@@ -313,6 +316,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--no-flags", action="store_true", help="skip the XLA flag sweep")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--variants", default=None,
+                    help="comma-separated training variants (default: all but the bf16 autodiff)")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the hand engine breakdown")
+    ap.add_argument("--no-scalar", action="store_true", help="skip the scalar engine")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker-engine", default="hand", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -344,9 +351,11 @@ def main(argv=None) -> int:
         log(f"  {s:>16}: " + ", ".join(f"{k} {v:.0f}" for k, v in r.items()))
 
     log("== training throughput (tokens/s, interleaved rounds) ==")
-    names = ["jax_hand", "jax_autodiff", "torch_manual", "torch_sdpa", "torch_manual_1thread",
-             "torch_sdpa_1thread"]
-    if not args.no_compile:
+    names = ["jax_hand", "jax_hand_bf16", "jax_autodiff", "torch_manual", "torch_sdpa",
+             "torch_manual_1thread", "torch_sdpa_1thread"]
+    if args.variants:
+        names = args.variants.split(",")
+    elif not args.no_compile:
         names.append("torch_compile_sdpa")
     res["train"] = measure_interleaved(names, args.rounds, args.steps, log)
     peak = res["matmul"]["peak_gflops"]
@@ -357,19 +366,24 @@ def main(argv=None) -> int:
             r.update(gflops=gf, mfu_vs_own_peak=gf / own,
                      mfu_vs_best_peak=gf / max(peak["xla_f32"], peak["torch_f32"]))
 
-    log("== hand engine breakdown (ms per call) ==")
-    res["breakdown_ms"] = breakdown(steps=2 if args.quick else 3, rounds=1 if args.quick else 3)
-    log("  " + ", ".join(f"{k} {v['ms_median']:.0f}" for k, v in res["breakdown_ms"].items()))
+    if not args.no_breakdown:
+        log("== hand engine breakdown (ms per call) ==")
+        res["breakdown_ms"] = breakdown(steps=2 if args.quick else 3, rounds=1 if args.quick else 3)
+        log("  " + ", ".join(f"{k} {v['ms_median']:.0f}" for k, v in res["breakdown_ms"].items()))
 
-    log("== scalar engine (tiny config) ==")
-    res["scalar"] = sc = scalar_engine(seconds=3 if args.quick else 10)
     hand = res["train"].get("jax_hand", {}).get("tokens_per_s")
-    if hand:
+    sc = None
+    if not args.no_scalar:
+        log("== scalar engine (tiny config) ==")
+        res["scalar"] = sc = scalar_engine(seconds=3 if args.quick else 10)
+    if hand and sc:
         sc["hand_speedup_per_token"] = hand / sc["extrapolated_tokens_per_s_at_bench_config"]
         sc["scalar_days_per_million_tokens_at_bench_config"] = (
             1e6 / sc["extrapolated_tokens_per_s_at_bench_config"] / 86400)
-    log(f"  {sc['tokens_per_s']:.1f} tokens/s at {sc['config']}, {sc['effective_gflops'] * 1e3:.2f} "
-        f"MFLOP/s -> {sc['extrapolated_tokens_per_s_at_bench_config']:.4f} tokens/s at the bench config")
+    if sc:
+        log(f"  {sc['tokens_per_s']:.1f} tokens/s at {sc['config']}, "
+            f"{sc['effective_gflops'] * 1e3:.2f} MFLOP/s -> "
+            f"{sc['extrapolated_tokens_per_s_at_bench_config']:.4f} tokens/s at the bench config")
 
     if not args.no_flags:
         log("== XLA flag / precision variants of jax_hand (separate processes) ==")
@@ -391,7 +405,7 @@ def main(argv=None) -> int:
         vs_t = r["tokens_per_s"] / best_torch if best_torch else float("nan")
         print(f"{n:<22}{r['tokens_per_s']:>10.0f}{r['gflops']:>9.1f}{r['mfu_vs_own_peak']:>10.1%}"
               f"{vs_hand:>9.2f}{vs_t:>15.2f}")
-    if hand:
+    if hand and sc:
         print(f"{'scalar (extrapolated)':<22}{sc['extrapolated_tokens_per_s_at_bench_config']:>10.4f}"
               f"   hand speed-up per token {sc['hand_speedup_per_token']:.3g}x")
     print(f"matmul peak GFLOP/s: {', '.join(f'{k} {v:.0f}' for k, v in peak.items())}")

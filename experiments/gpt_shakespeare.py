@@ -50,6 +50,11 @@ def main(argv=None) -> int:
     ap.add_argument("--long-minutes", type=float, default=0.0,
                     help="instead: train jaxsys only for about this many minutes (steps from a "
                          "timing probe), cosine schedule over those steps")
+    ap.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="jaxsys parameter-matmul operands (bfloat16: float32 accumulation and "
+                         "master weights); torch stays float32")
+    ap.add_argument("--schedule", choices=["cosine", "linear"], default="cosine",
+                    help="cosine: warm-up then cosine to --min-lr; linear: lr (1 - step/steps)")
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
 
@@ -68,8 +73,8 @@ def main(argv=None) -> int:
     long_run = args.long_minutes > 0
     steps = args.steps
     tcfg = TrainConfig(steps=steps, batch_size=B, lr=args.lr, beta1=0.9, beta2=0.99,
-                       schedule="cosine", warmup_steps=args.warmup, min_lr=args.min_lr,
-                       grad_clip=1.0, seed=args.seed)
+                       schedule=args.schedule, warmup_steps=args.warmup, min_lr=args.min_lr,
+                       grad_clip=1.0, seed=args.seed, matmul_dtype=args.matmul_dtype)
     periodic = [Batch(*(jnp.asarray(a) for a in b))
                 for b in data.val.eval_batches(B, args.eval_batches)]
     final = [Batch(*(jnp.asarray(a) for a in b)) for b in data.val.eval_batches(B)]
@@ -125,7 +130,7 @@ def main(argv=None) -> int:
         torch.manual_seed(args.seed)
         tm = TorchGPT(cfg.vocab_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size,
                       attn="sdpa", params=init_np)
-        trainer = TorchTrainer(tm, args.lr, betas=(0.9, 0.99), eps=1e-8, schedule="cosine",
+        trainer = TorchTrainer(tm, args.lr, betas=(0.9, 0.99), eps=1e-8, schedule=args.schedule,
                                steps=steps, warmup=args.warmup, min_lr=args.min_lr, grad_clip=1.0)
         np_final = [tuple(np.asarray(a) for a in b) for b in final]
         np_periodic = [tuple(np.asarray(a) for a in b) for b in periodic]

@@ -46,6 +46,7 @@ def _train(args) -> int:
     tcfg = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, schedule=args.schedule,
                        warmup_steps=args.warmup, min_lr=args.min_lr, grad_clip=args.grad_clip,
                        engine=args.engine, dtype=args.dtype, seed=args.seed,
+                       matmul_dtype=args.matmul_dtype,
                        eval_every=args.eval_every, eval_batches=args.eval_batches,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every).validate()
     if args.resume and not args.out:
@@ -54,7 +55,8 @@ def _train(args) -> int:
         raise ConfigError("a multi-process run needs --out (the same folder for every process)")
     out = Path(args.out) if args.out else make_run_dir("runs", "gpt")
     print(f"data: {data.info}", file=sys.stderr)
-    print(f"model: {cfg}, {tcfg.engine} engine, {tcfg.dtype}; output: {out}", file=sys.stderr)
+    print(f"model: {cfg}, {tcfg.engine} engine, {tcfg.dtype} "
+          f"(matmuls {tcfg.matmul_dtype}); output: {out}", file=sys.stderr)
     if mesh is None:
         res = train(data, cfg, tcfg, out, resume=args.resume,
                     log=lambda s: print(s, file=sys.stderr), progress=not args.quiet)
@@ -107,6 +109,9 @@ def register(sub) -> None:
     t.add_argument("--engine", choices=["hand", "autodiff"], default="hand",
                    help="hand-derived backward or jax.grad of the same forward")
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    t.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="operand dtype of the parameter matmuls (bfloat16: float32 accumulation, "
+                        "float32 master weights)")
     t.add_argument("--seed", type=int, default=0, help="init, split and data order")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--eval-every", type=int, default=100)

@@ -12,7 +12,15 @@ Forward on tokens [B, T]:
 The backward walks the same chain in reverse: each op's vector-Jacobian product is written out
 (see `_layer_backward` and the shared blocks in jaxsys.nn.rmsnorm / jaxsys.nn.attention).
 `loss_fn` + `jax.grad` is the autodiff path of the same forward, kept for comparison and as an option.
+
+matmul_dtype (keyword of forward/backward/loss functions; None = the parameters' dtype): with
+"bfloat16" every parameter matmul (qkv, wo, fc1, fc2, lm_head; forward and both backward products)
+rounds its two operands to bfloat16 and accumulates in the parameters' dtype
+(preferred_element_type), so master weights, activations between ops, the attention core, norms
+and the loss stay float32. `linear` carries a custom VJP that uses the same rounded products, so
+the jax.grad path differentiates exactly what the hand backward computes.
 """
+import functools
 from typing import NamedTuple
 
 import jax
@@ -70,6 +78,63 @@ def flops_per_token(cfg: GPTConfig, t: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
+# parameter matmuls (optionally bfloat16 operands with accumulation in the parameters' dtype)
+
+MATMUL_DTYPES = ("float32", "bfloat16")
+
+
+def normalize_matmul_dtype(matmul_dtype) -> str | None:
+    """None/"float32" -> None (matmuls in the operands' own dtype); "bfloat16" -> "bfloat16"."""
+    if matmul_dtype is None or matmul_dtype == "float32":
+        return None
+    if matmul_dtype == "bfloat16":
+        return "bfloat16"
+    raise ConfigError(f"unknown matmul_dtype {matmul_dtype!r}; expected one of {MATMUL_DTYPES}")
+
+
+def _dot(spec: str, a: jax.Array, b: jax.Array, md: str | None) -> jax.Array:
+    if md is None:
+        return jnp.einsum(spec, a, b)
+    out = jnp.result_type(a, b)
+    return jnp.einsum(spec, a.astype(md), b.astype(md), preferred_element_type=out)
+
+
+def linear_dx(dy: jax.Array, w: jax.Array, md: str | None = None) -> jax.Array:
+    """du = W^T dy for y = W u (W rows = out): einsum('...o,oi->...i')."""
+    return _dot("...o,oi->...i", dy, w, md)
+
+
+def linear_dw(dy: jax.Array, u: jax.Array, md: str | None = None) -> jax.Array:
+    """dW = sum over leading axes of dy u^T: einsum('...o,...i->oi')."""
+    return _dot("...o,...i->oi", dy, u, md)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _linear_lp(u, w, md):
+    return _dot("...i,oi->...o", u, w, md)
+
+
+def _linear_lp_fwd(u, w, md):
+    return _linear_lp(u, w, md), (u, w)
+
+
+def _linear_lp_bwd(md, res, dy):
+    u, w = res
+    return linear_dx(dy, w, md), linear_dw(dy, u, md)
+
+
+_linear_lp.defvjp(_linear_lp_fwd, _linear_lp_bwd)
+
+
+def linear(u: jax.Array, w: jax.Array, md: str | None = None) -> jax.Array:
+    """y = W u over the last axis (einsum('...i,oi->...o')). With md set, the operands are rounded
+    to md and the VJP (for jax.grad) is linear_dx/linear_dw with the same rounding."""
+    if md is None:
+        return jnp.einsum("...i,oi->...o", u, w)
+    return _linear_lp(u, w, md)
+
+
+# ----------------------------------------------------------------------------------------------
 # forward
 
 
@@ -93,34 +158,37 @@ def _qkv_weight(params: dict, i: int) -> jax.Array:
                             params[f"layer{i}.attn_wv"]], axis=0)
 
 
-def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int, q_block: int | None
-                   ) -> tuple[jax.Array, LayerCache]:
+def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int, q_block: int | None,
+                   md: str | None = None) -> tuple[jax.Array, LayerCache]:
     b, t, e = x.shape
     h, norm1 = rmsnorm_forward(x)
-    qkv = jnp.einsum("bti,oi->bto", h, _qkv_weight(params, i))
+    qkv = linear(h, _qkv_weight(params, i), md)
     q, k, v = (a.reshape(b, t, n_head, e // n_head) for a in jnp.split(qkv, 3, axis=-1))
     o, attn = attention_forward(q, k, v, q_block)
-    x = x + jnp.einsum("bti,oi->bto", o.reshape(b, t, e), params[f"layer{i}.attn_wo"])
+    x = x + linear(o.reshape(b, t, e), params[f"layer{i}.attn_wo"], md)
     h2, norm2 = rmsnorm_forward(x)
-    f = jnp.einsum("bti,oi->bto", h2, params[f"layer{i}.mlp_fc1"])
+    f = linear(h2, params[f"layer{i}.mlp_fc1"], md)
     r = jnp.maximum(f, 0)
-    x = x + jnp.einsum("bti,oi->bto", r, params[f"layer{i}.mlp_fc2"])
+    x = x + linear(r, params[f"layer{i}.mlp_fc2"], md)
     return x, LayerCache(norm1, attn, norm2, r)
 
 
 def forward(params: dict, tokens_BxT: jax.Array, cfg: GPTConfig,
-            q_block: int | None = DEFAULT_Q_BLOCK) -> tuple[jax.Array, Cache]:
+            q_block: int | None = DEFAULT_Q_BLOCK, matmul_dtype: str | None = None
+            ) -> tuple[jax.Array, Cache]:
     """logits [B, T, V] for token ids [B, T] (T <= block_size), and the cache for `backward`.
 
-    q_block: attention query-block size for causal block skipping (jaxsys.nn.attention)."""
+    q_block: attention query-block size for causal block skipping (jaxsys.nn.attention).
+    matmul_dtype: None/"float32" or "bfloat16" operands of the parameter matmuls (module doc)."""
+    md = normalize_matmul_dtype(matmul_dtype)
     t = tokens_BxT.shape[1]
     x0 = jnp.take(params["wte"], tokens_BxT, axis=0) + params["wpe"][None, :t]
     x, norm0 = rmsnorm_forward(x0)
     layers = []
     for i in range(cfg.n_layer):
-        x, lc = _layer_forward(params, i, x, cfg.n_head, q_block)
+        x, lc = _layer_forward(params, i, x, cfg.n_head, q_block, md)
         layers.append(lc)
-    logits = jnp.einsum("bte,ve->btv", x, params["lm_head"])
+    logits = linear(x, params["lm_head"], md)
     return logits, Cache(tokens_BxT, norm0, tuple(layers), x)
 
 
@@ -128,7 +196,8 @@ def forward(params: dict, tokens_BxT: jax.Array, cfg: GPTConfig,
 # backward
 
 
-def _layer_backward(params: dict, i: int, lc: LayerCache, dx: jax.Array, grads: dict) -> jax.Array:
+def _layer_backward(params: dict, i: int, lc: LayerCache, dx: jax.Array, grads: dict,
+                    md: str | None = None) -> jax.Array:
     """Backward of one block; writes the layer's weight gradients into `grads`, returns dL/dx_in.
 
     With y = W u (W rows = out) the VJP is dW = sum_{b,t} dy u^T and du = W^T dy, i.e.
@@ -145,25 +214,26 @@ def _layer_backward(params: dict, i: int, lc: LayerCache, dx: jax.Array, grads: 
     b, t, e = dx.shape
     p = f"layer{i}."
     # MLP
-    grads[p + "mlp_fc2"] = jnp.einsum("bto,bti->oi", dx, lc.r)
-    dr = jnp.einsum("bto,oi->bti", dx, params[p + "mlp_fc2"])
+    grads[p + "mlp_fc2"] = linear_dw(dx, lc.r, md)
+    dr = linear_dx(dx, params[p + "mlp_fc2"], md)
     df = jnp.where(lc.r > 0, dr, 0)  # relu(f) > 0 exactly where f > 0
-    grads[p + "mlp_fc1"] = jnp.einsum("bto,bti->oi", df, lc.norm2.y)
-    dh2 = jnp.einsum("bto,oi->bti", df, params[p + "mlp_fc1"])
+    grads[p + "mlp_fc1"] = linear_dw(df, lc.norm2.y, md)
+    dh2 = linear_dx(df, params[p + "mlp_fc1"], md)
     dx = dx + rmsnorm_backward(lc.norm2, dh2)
     # attention
     o = lc.attn.o.reshape(b, t, e)
-    grads[p + "attn_wo"] = jnp.einsum("bto,bti->oi", dx, o)
-    do = jnp.einsum("bto,oi->bti", dx, params[p + "attn_wo"]).reshape(lc.attn.o.shape)
+    grads[p + "attn_wo"] = linear_dw(dx, o, md)
+    do = linear_dx(dx, params[p + "attn_wo"], md).reshape(lc.attn.o.shape)
     dq, dk, dv = attention_backward(lc.attn, do)
     dqkv = jnp.concatenate([dq.reshape(b, t, e), dk.reshape(b, t, e), dv.reshape(b, t, e)], axis=-1)
-    dw = jnp.einsum("bto,bti->oi", dqkv, lc.norm1.y)
+    dw = linear_dw(dqkv, lc.norm1.y, md)
     grads[p + "attn_wq"], grads[p + "attn_wk"], grads[p + "attn_wv"] = jnp.split(dw, 3, axis=0)
-    dh = jnp.einsum("bto,oi->bti", dqkv, _qkv_weight(params, i))
+    dh = linear_dx(dqkv, _qkv_weight(params, i), md)
     return dx + rmsnorm_backward(lc.norm1, dh)
 
 
-def backward(params: dict, cache: Cache, dlogits_BxTxV: jax.Array) -> dict:
+def backward(params: dict, cache: Cache, dlogits_BxTxV: jax.Array,
+             matmul_dtype: str | None = None) -> dict:
     """Gradients of every parameter given dL/dlogits [B, T, V].
 
     logits = lm_head x:  d_lm_head = sum_{b,t} dlogits x^T,  dx = lm_head^T dlogits.
@@ -171,11 +241,12 @@ def backward(params: dict, cache: Cache, dlogits_BxTxV: jax.Array) -> dict:
     x0 = wte[tok] + wpe[pos]:  d_wte[v] = sum over (b, t) with tok[b, t] = v of dx0[b, t]
     (scatter-add), d_wpe[t] = sum_b dx0[b, t] for t < T and 0 for the unused rows.
     """
+    md = normalize_matmul_dtype(matmul_dtype)
     grads = {}
-    grads["lm_head"] = jnp.einsum("btv,bte->ve", dlogits_BxTxV, cache.x)
-    dx = jnp.einsum("btv,ve->bte", dlogits_BxTxV, params["lm_head"])
+    grads["lm_head"] = linear_dw(dlogits_BxTxV, cache.x, md)
+    dx = linear_dx(dlogits_BxTxV, params["lm_head"], md)
     for i in reversed(range(len(cache.layers))):
-        dx = _layer_backward(params, i, cache.layers[i], dx, grads)
+        dx = _layer_backward(params, i, cache.layers[i], dx, grads, md)
     dx0 = rmsnorm_backward(cache.norm0, dx)
     e = dx0.shape[-1]
     grads["wte"] = jnp.zeros_like(params["wte"]).at[cache.tokens.reshape(-1)].add(dx0.reshape(-1, e))
@@ -216,34 +287,35 @@ def cross_entropy_backward(cache: XentCache, dloss=1.0) -> jax.Array:
 
 
 def loss_fn(params: dict, tokens_BxT: jax.Array, targets_BxT: jax.Array, mask_BxT: jax.Array,
-            cfg: GPTConfig) -> jax.Array:
+            cfg: GPTConfig, matmul_dtype: str | None = None) -> jax.Array:
     """Mean cross-entropy over unmasked positions (the function the jax.grad path differentiates)."""
-    logits, _ = forward(params, tokens_BxT, cfg)
+    logits, _ = forward(params, tokens_BxT, cfg, matmul_dtype=matmul_dtype)
     return cross_entropy_forward(logits, targets_BxT, mask_BxT)[0]
 
 
-def _hand_loss_and_grads(params, tokens, targets, mask, cfg):
-    logits, cache = forward(params, tokens, cfg)
+def _hand_loss_and_grads(params, tokens, targets, mask, cfg, matmul_dtype=None):
+    logits, cache = forward(params, tokens, cfg, matmul_dtype=matmul_dtype)
     loss, xc = cross_entropy_forward(logits, targets, mask)
-    return loss, backward(params, cache, cross_entropy_backward(xc))
+    return loss, backward(params, cache, cross_entropy_backward(xc), matmul_dtype=matmul_dtype)
 
 
-def _autodiff_loss_and_grads(params, tokens, targets, mask, cfg):
-    return jax.value_and_grad(loss_fn)(params, tokens, targets, mask, cfg)
+def _autodiff_loss_and_grads(params, tokens, targets, mask, cfg, matmul_dtype=None):
+    return jax.value_and_grad(loss_fn)(params, tokens, targets, mask, cfg, matmul_dtype)
 
 
 _IMPLS = {"hand": _hand_loss_and_grads, "autodiff": _autodiff_loss_and_grads}
-hand_loss_and_grads = jax.jit(_hand_loss_and_grads, static_argnames="cfg")
-autodiff_loss_and_grads = jax.jit(_autodiff_loss_and_grads, static_argnames="cfg")
+hand_loss_and_grads = jax.jit(_hand_loss_and_grads, static_argnames=("cfg", "matmul_dtype"))
+autodiff_loss_and_grads = jax.jit(_autodiff_loss_and_grads, static_argnames=("cfg", "matmul_dtype"))
 _JITTED = {"hand": hand_loss_and_grads, "autodiff": autodiff_loss_and_grads}
 
 
-def loss_and_grads_fn(mode: str):
+def loss_and_grads_fn(mode: str, matmul_dtype: str | None = None):
     """The un-jitted (params, tokens, targets, mask, cfg) -> (loss, grads) of a mode, to embed in a
-    caller's own jitted step."""
+    caller's own jitted step (matmul_dtype: see the module doc)."""
     if mode not in _IMPLS:
         raise ConfigError(f"unknown gradient mode {mode!r}; expected one of {sorted(_IMPLS)}")
-    return _IMPLS[mode]
+    md = normalize_matmul_dtype(matmul_dtype)
+    return _IMPLS[mode] if md is None else functools.partial(_IMPLS[mode], matmul_dtype=md)
 
 
 def validate_batch(params: dict, tokens, targets, mask, cfg: GPTConfig) -> None:
@@ -281,19 +353,20 @@ def validate_batch(params: dict, tokens, targets, mask, cfg: GPTConfig) -> None:
 
 
 def loss_and_grads(params: dict, tokens_BxT, targets_BxT, mask_BxT, cfg: GPTConfig,
-                   mode: str = "hand") -> tuple[jax.Array, dict]:
+                   mode: str = "hand", matmul_dtype: str | None = None) -> tuple[jax.Array, dict]:
     """(mean CE over unmasked positions, gradient dict) with the hand backward or jax.grad.
 
     mask may be None (all positions count).
     """
-    impl = loss_and_grads_fn(mode)
+    impl = loss_and_grads_fn(mode, matmul_dtype)
+    md = normalize_matmul_dtype(matmul_dtype)
     if mask_BxT is None:
         mask_BxT = jnp.ones(jnp.shape(tokens_BxT), jnp.result_type(params["wte"]))
     if isinstance(tokens_BxT, jax.core.Tracer):
         return impl(params, tokens_BxT, targets_BxT, mask_BxT, cfg)
     validate_batch(params, tokens_BxT, targets_BxT, mask_BxT, cfg)
     return _JITTED[mode](params, jnp.asarray(tokens_BxT), jnp.asarray(targets_BxT),
-                         jnp.asarray(mask_BxT), cfg)
+                         jnp.asarray(mask_BxT), cfg, matmul_dtype=md)
 
 
 def logits_fn(params: dict, tokens_BxT, cfg: GPTConfig) -> jax.Array:

@@ -47,6 +47,7 @@ class TrainConfig:
     grad_clip: float = 0.0     # clip the global gradient norm to this (0: off)
     engine: str = "hand"       # "hand": hand-derived backward; "autodiff": jax.grad of the same forward
     dtype: str = "float32"     # parameter/compute dtype ("float64" needs jax_enable_x64)
+    matmul_dtype: str = "float32"  # "bfloat16": parameter matmuls on bf16 operands, accumulated in dtype
     seed: int = 0              # initialisation and data order
     eval_every: int = 100      # validation loss every N steps (0: only at the end)
     eval_batches: int = 20     # validation batches per evaluation (at most)
@@ -79,6 +80,9 @@ class TrainConfig:
             raise ConfigError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; expected one of {DTYPES}")
+        if self.matmul_dtype not in model.MATMUL_DTYPES:
+            raise ConfigError(f"unknown matmul_dtype {self.matmul_dtype!r}; expected one of "
+                              f"{model.MATMUL_DTYPES}")
         if self.dtype == "float64" and not jax.config.read("jax_enable_x64"):
             raise ConfigError("dtype float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 or "
                               "jax.config.update('jax_enable_x64', True)")
@@ -123,8 +127,8 @@ def init_state(cfg: GPTConfig, tcfg: TrainConfig) -> TrainState:
 def _train_step(state: TrainState, tokens_BxT, targets_BxT, mask_BxT, cfg: GPTConfig,
                 tcfg: TrainConfig) -> tuple[TrainState, jax.Array]:
     mask = mask_BxT.astype(state.params["wte"].dtype)
-    loss, grads = model.loss_and_grads_fn(tcfg.engine)(state.params, tokens_BxT, targets_BxT,
-                                                       mask, cfg)
+    grad_fn = model.loss_and_grads_fn(tcfg.engine, tcfg.matmul_dtype)
+    loss, grads = grad_fn(state.params, tokens_BxT, targets_BxT, mask, cfg)
     updates, opt_state = make_optimizer(tcfg).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(state.step + 1, params, opt_state), loss
@@ -170,7 +174,7 @@ class TrainResult(NamedTuple):
 
 
 # Fields that may change between an interrupted run and its resumption (they do not change the maths).
-_RESUMABLE_CHANGES = ("engine", "eval_every", "eval_batches", "checkpoint_every", "log_every")
+_RESUMABLE_CHANGES = ("engine", "matmul_dtype", "eval_every", "eval_batches", "checkpoint_every", "log_every")
 
 
 def _config_meta(cfg: GPTConfig, tcfg: TrainConfig) -> dict:
@@ -332,7 +336,7 @@ def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path 
     run_steps = tcfg.steps - start
     steady = max(train_seconds - compile_seconds, 1e-9)
     summary = {
-        "steps": tcfg.steps, "start_step": start, "engine": tcfg.engine, "dtype": tcfg.dtype,
+        "steps": tcfg.steps, "start_step": start, "engine": tcfg.engine, "dtype": tcfg.dtype, "matmul_dtype": tcfg.matmul_dtype,
         "train_loss": last_loss, "val_loss": val_loss,
         "train_seconds": train_seconds, "compile_seconds": compile_seconds,
         "wall_seconds": time.perf_counter() - t_wall0,
