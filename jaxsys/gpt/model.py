@@ -15,10 +15,11 @@ The backward walks the same chain in reverse: each op's vector-Jacobian product 
 
 matmul_dtype (keyword of forward/backward/loss functions; None = the parameters' dtype): with
 "bfloat16" every parameter matmul (qkv, wo, fc1, fc2, lm_head; forward and both backward products)
-rounds its two operands to bfloat16 and accumulates in the parameters' dtype
-(preferred_element_type), so master weights, activations between ops, the attention core, norms
-and the loss stay float32. `linear` carries a custom VJP that uses the same rounded products, so
-the jax.grad path differentiates exactly what the hand backward computes.
+and the attention core's matmuls (scores, e V and their backward products) round their two
+operands to bfloat16 and accumulate in the parameters' dtype (preferred_element_type); master
+weights, activations between ops, exp/softmax statistics, norms and the loss stay float32.
+`linear` and the attention core carry custom VJPs that use the same rounded products, so the
+jax.grad path differentiates exactly what the hand backward computes.
 """
 import functools
 from typing import NamedTuple
@@ -134,6 +135,32 @@ def linear(u: jax.Array, w: jax.Array, md: str | None = None) -> jax.Array:
     return _linear_lp(u, w, md)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _attention_lp(q, k, v, q_block, md):
+    """attention_forward with bf16 matmul operands; its VJP is the hand attention_backward with the
+    same rounding (so the jax.grad engine computes what the hand engine does). Only o may carry a
+    cotangent: the cache outputs are for the hand backward and are not differentiated."""
+    return attention_forward(q, k, v, q_block, matmul_dtype=md)
+
+
+def _attention_lp_fwd(q, k, v, q_block, md):
+    o, cache = attention_forward(q, k, v, q_block, matmul_dtype=md)
+    return (o, cache), cache
+
+
+def _attention_lp_bwd(q_block, md, cache, cts):
+    return attention_backward(cache, cts[0], matmul_dtype=md)
+
+
+_attention_lp.defvjp(_attention_lp_fwd, _attention_lp_bwd)
+
+
+def _attention(q, k, v, q_block, md):
+    if md is None:
+        return attention_forward(q, k, v, q_block)
+    return _attention_lp(q, k, v, q_block, md)
+
+
 # ----------------------------------------------------------------------------------------------
 # forward
 
@@ -164,7 +191,7 @@ def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int, q_block: int
     h, norm1 = rmsnorm_forward(x)
     qkv = linear(h, _qkv_weight(params, i), md)
     q, k, v = (a.reshape(b, t, n_head, e // n_head) for a in jnp.split(qkv, 3, axis=-1))
-    o, attn = attention_forward(q, k, v, q_block)
+    o, attn = _attention(q, k, v, q_block, md)
     x = x + linear(o.reshape(b, t, e), params[f"layer{i}.attn_wo"], md)
     h2, norm2 = rmsnorm_forward(x)
     f = linear(h2, params[f"layer{i}.mlp_fc1"], md)
@@ -224,7 +251,7 @@ def _layer_backward(params: dict, i: int, lc: LayerCache, dx: jax.Array, grads: 
     o = lc.attn.o.reshape(b, t, e)
     grads[p + "attn_wo"] = linear_dw(dx, o, md)
     do = linear_dx(dx, params[p + "attn_wo"], md).reshape(lc.attn.o.shape)
-    dq, dk, dv = attention_backward(lc.attn, do)
+    dq, dk, dv = attention_backward(lc.attn, do, matmul_dtype=md)
     dqkv = jnp.concatenate([dq.reshape(b, t, e), dk.reshape(b, t, e), dv.reshape(b, t, e)], axis=-1)
     dw = linear_dw(dqkv, lc.norm1.y, md)
     grads[p + "attn_wq"], grads[p + "attn_wk"], grads[p + "attn_wv"] = jnp.split(dw, 3, axis=0)

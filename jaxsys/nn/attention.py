@@ -8,6 +8,11 @@ Causal block skipping: queries are processed in blocks of `q_block` rows; the qu
 [a, b) only needs keys [0, b), so the [T, T] score matrix is never formed above the block diagonal.
 For T = 512 and q_block = 128 this computes 10/16 of the full score matrix (matmuls, exp and the
 backward all shrink alike). Within a block the usual -inf mask handles s > t.
+
+matmul_dtype (keyword of attention_forward/attention_backward; None = the inputs' dtype): with
+"bfloat16" the [T, T]-sized products (scores and e V; dP, dQ, dK, dV in the backward) round
+their operands to bfloat16 and accumulate in the inputs' dtype; exp, max, row sums and 1/l stay in
+the inputs' dtype.
 """
 from typing import NamedTuple
 
@@ -26,6 +31,12 @@ class AttentionCache(NamedTuple):
     o: jax.Array  # [B, T, H, Dh] the output
 
 
+def _mm(spec: str, a: jax.Array, b: jax.Array, md: str | None) -> jax.Array:
+    if md is None:
+        return jnp.einsum(spec, a, b)
+    return jnp.einsum(spec, a.astype(md), b.astype(md), preferred_element_type=jnp.result_type(a, b))
+
+
 def causal_mask(t: int) -> jax.Array:
     """[T, T] boolean, True where key position s <= query position t."""
     return jnp.tril(jnp.ones((t, t), dtype=bool))
@@ -38,7 +49,8 @@ def query_blocks(t: int, q_block: int | None = DEFAULT_Q_BLOCK) -> list[tuple[in
 
 
 def attention_forward(q_BxTxHxD: jax.Array, k_BxTxHxD: jax.Array, v_BxTxHxD: jax.Array,
-                      q_block: int | None = DEFAULT_Q_BLOCK) -> tuple[jax.Array, AttentionCache]:
+                      q_block: int | None = DEFAULT_Q_BLOCK, matmul_dtype: str | None = None
+                      ) -> tuple[jax.Array, AttentionCache]:
     """o_t = sum_{s<=t} p_ts v_s with p_t = softmax_s(q_t . k_s / sqrt(Dh)) over s <= t, per head.
 
     Computed as e_ts = exp(S_ts - max_s S_ts) (0 for s > t), l_t = sum_s e_ts,
@@ -48,6 +60,7 @@ def attention_forward(q_BxTxHxD: jax.Array, k_BxTxHxD: jax.Array, v_BxTxHxD: jax
     Args:
       q, k, v: [B, T, H, Dh] queries, keys and values.
       q_block: query rows per block for causal block skipping (None: one [T, T] block).
+      matmul_dtype: None or "bfloat16" operands of the two matmuls (module doc).
 
     Returns:
       (o [B, T, H, Dh], AttentionCache).
@@ -56,14 +69,14 @@ def attention_forward(q_BxTxHxD: jax.Array, k_BxTxHxD: jax.Array, v_BxTxHxD: jax
     qs = q_BxTxHxD * jnp.asarray(1.0 / dh ** 0.5, q_BxTxHxD.dtype)
     es, invs, os = [], [], []
     for a, b in query_blocks(t, q_block):
-        s = jnp.einsum("bthd,bshd->bhts", qs[:, a:b], k_BxTxHxD[:, :b])
+        s = _mm("bthd,bshd->bhts", qs[:, a:b], k_BxTxHxD[:, :b], matmul_dtype)
         mask = jnp.arange(b)[None, :] <= jnp.arange(a, b)[:, None]
         s = jnp.where(mask[None, None], s, -jnp.inf)
         e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))  # the diagonal is present: max finite
         inv = jnp.swapaxes(1.0 / jnp.sum(e, axis=-1), 1, 2)[..., None]  # [B, Tq, H, 1]
         es.append(e)
         invs.append(inv)
-        os.append(jnp.einsum("bhts,bshd->bthd", e, v_BxTxHxD[:, :b]) * inv)
+        os.append(_mm("bhts,bshd->bthd", e, v_BxTxHxD[:, :b], matmul_dtype) * inv)
     o = jnp.concatenate(os, axis=1) if len(os) > 1 else os[0]
     return o, AttentionCache(q_BxTxHxD, k_BxTxHxD, v_BxTxHxD, tuple(es), tuple(invs), o)
 
@@ -73,8 +86,8 @@ def attention_probs(cache: AttentionCache) -> tuple:
     return tuple(e * jnp.swapaxes(inv[..., 0], 1, 2)[..., None] for e, inv in zip(cache.e, cache.inv))
 
 
-def attention_backward(cache: AttentionCache, do_BxTxHxD: jax.Array
-                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def attention_backward(cache: AttentionCache, do_BxTxHxD: jax.Array,
+                       matmul_dtype: str | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Backward of the causal attention core, per batch b and head h (indices t: query, s: key).
 
     Forward: S_ts = c q_t . k_s (c = 1/sqrt(Dh)), P_t = softmax over s <= t of S_t (P_ts = 0 for
@@ -105,11 +118,11 @@ def attention_backward(cache: AttentionCache, do_BxTxHxD: jax.Array
         b = a + e.shape[2]
         g = do_BxTxHxD[:, a:b] * inv                                   # do_t / l_t
         row = jnp.einsum("bthd,bthd->bht", g, o[:, a:b])[..., None]   # g_t . o_t
-        dp = jnp.einsum("bthd,bshd->bhts", g, v[:, :b])
+        dp = _mm("bthd,bshd->bhts", g, v[:, :b], matmul_dtype)
         ds = e * (dp - row) * c
-        dqs.append(jnp.einsum("bhts,bshd->bthd", ds, k[:, :b]))
-        dk = dk.at[:, :b].add(jnp.einsum("bhts,bthd->bshd", ds, q[:, a:b]))
-        dv = dv.at[:, :b].add(jnp.einsum("bhts,bthd->bshd", e, g))
+        dqs.append(_mm("bhts,bshd->bthd", ds, k[:, :b], matmul_dtype))
+        dk = dk.at[:, :b].add(_mm("bhts,bthd->bshd", ds, q[:, a:b], matmul_dtype))
+        dv = dv.at[:, :b].add(_mm("bhts,bthd->bshd", e, g, matmul_dtype))
         a = b
     dq = jnp.concatenate(dqs, axis=1) if len(dqs) > 1 else dqs[0]
     return dq, dk, dv

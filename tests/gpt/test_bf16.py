@@ -112,3 +112,17 @@ def test_cli_matmul_dtype(tmp_path):
     params, cfg, _ = load_model(out)  # weights.json/meta.json unchanged: float32 master weights
     assert "matmul_dtype" not in json.loads((out / "meta.json").read_text())
     assert all(np.isfinite(v).all() for v in params.values())
+
+
+def test_attention_bf16_close_to_float32():
+    from jaxsys.nn.attention import attention_backward, attention_forward
+    r = np.random.default_rng(5)
+    q, k, v, do = (jnp.asarray(r.normal(size=(2, 24, 2, 8)), jnp.float32) for _ in range(4))
+    o32, c32 = attention_forward(q, k, v, 8)
+    o16, c16 = attention_forward(q, k, v, 8, matmul_dtype="bfloat16")
+    assert o16.dtype == jnp.float32
+    rel = float(jnp.linalg.norm(o16 - o32) / jnp.linalg.norm(o32))
+    assert 0 < rel < 2e-2
+    for g32, g16 in zip(attention_backward(c32, do), attention_backward(c16, do, "bfloat16")):
+        rel = float(jnp.linalg.norm(g16 - g32) / jnp.linalg.norm(g32))
+        assert 0 < rel < 3e-2
