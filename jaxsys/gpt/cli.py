@@ -45,7 +45,7 @@ def _train(args) -> int:
                     n_layer=args.n_layer, block_size=block).validate()
     tcfg = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, schedule=args.schedule,
                        warmup_steps=args.warmup, min_lr=args.min_lr, grad_clip=args.grad_clip,
-                       engine=args.engine, dtype=args.dtype, seed=args.seed,
+                       engine=args.engine, optimizer=args.optimizer, dtype=args.dtype, seed=args.seed,
                        matmul_dtype=args.matmul_dtype,
                        eval_every=args.eval_every, eval_batches=args.eval_batches,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every).validate()
@@ -108,6 +108,8 @@ def register(sub) -> None:
     t.add_argument("--grad-clip", type=float, default=0.0, help="global-norm clip (0: off)")
     t.add_argument("--engine", choices=["hand", "autodiff"], default="hand",
                    help="hand-derived backward or jax.grad of the same forward")
+    t.add_argument("--optimizer", choices=["optax", "hand"], default="optax",
+                   help="optax.adam or the hand-written Adam of jaxsys.nn.optim (same maths)")
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     t.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32",
                    help="operand dtype of the parameter matmuls (bfloat16: float32 accumulation, "

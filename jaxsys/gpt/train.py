@@ -26,9 +26,11 @@ from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt import model
 from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.data import Batch, GPTData
+from jaxsys.nn.optim import adam as hand_adam
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
 
 ENGINES = ("hand", "autodiff")
+OPTIMIZERS = ("optax", "hand")
 SCHEDULES = ("linear", "cosine", "constant")
 DTYPES = ("float32", "float64")
 
@@ -46,6 +48,7 @@ class TrainConfig:
     min_lr: float = 0.0        # final learning rate of the cosine schedule
     grad_clip: float = 0.0     # clip the global gradient norm to this (0: off)
     engine: str = "hand"       # "hand": hand-derived backward; "autodiff": jax.grad of the same forward
+    optimizer: str = "optax"   # "optax": optax.adam; "hand": the hand-written jaxsys.nn.optim.adam
     dtype: str = "float32"     # parameter/compute dtype ("float64" needs jax_enable_x64)
     matmul_dtype: str = "float32"  # "bfloat16": parameter matmuls on bf16 operands, accumulated in dtype
     seed: int = 0              # initialisation and data order
@@ -76,6 +79,8 @@ class TrainConfig:
                               f"min_lr={self.min_lr}, grad_clip={self.grad_clip}")
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown engine {self.engine!r}; expected one of {ENGINES}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected one of {OPTIMIZERS}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
         if self.dtype not in DTYPES:
@@ -106,8 +111,10 @@ def learning_rate_schedule(tcfg: TrainConfig) -> optax.Schedule:
 
 
 def make_optimizer(tcfg: TrainConfig) -> optax.GradientTransformation:
-    """optax Adam (no weight decay) with the schedule of `tcfg`, after optional global-norm clipping."""
-    adam = optax.adam(learning_rate_schedule(tcfg), b1=tcfg.beta1, b2=tcfg.beta2, eps=tcfg.eps)
+    """Adam (no weight decay; optax's or the hand-written one) with the schedule of `tcfg`, after
+    optional global-norm clipping."""
+    adam_fn = hand_adam if tcfg.optimizer == "hand" else optax.adam
+    adam = adam_fn(learning_rate_schedule(tcfg), b1=tcfg.beta1, b2=tcfg.beta2, eps=tcfg.eps)
     if tcfg.grad_clip > 0:
         return optax.chain(optax.clip_by_global_norm(tcfg.grad_clip), adam)
     return adam

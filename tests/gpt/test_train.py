@@ -157,3 +157,25 @@ def test_schedules():
                                                    warmup_steps=2, min_lr=0.1))
     assert float(cos(1)) == pytest.approx(0.5) and float(cos(2)) == pytest.approx(1.0)
     assert float(cos(10)) == pytest.approx(0.1)
+
+
+def test_hand_adam_option_matches_optax_with_linear_decay():
+    # the hand-written Adam (jaxsys.nn.optim) behind --optimizer hand gives optax's updates (float64)
+    params = {"w": jax.random.normal(jax.random.PRNGKey(0), (4, 3), jax.numpy.float64)}
+    outs = {}
+    for opt_name in ("optax", "hand"):
+        tcfg = gt.TrainConfig(steps=10, optimizer=opt_name, dtype="float64")
+        opt = gt.make_optimizer(tcfg)
+        p, state = params, opt.init(params)
+        for i in range(10):
+            g = jax.tree_util.tree_map(lambda x, i=i: jax.numpy.cos(x * (i + 1)), p)
+            upd, state = opt.update(g, state, p)
+            p = jax.tree_util.tree_map(lambda a, b: a + b, p, upd)
+        outs[opt_name] = p
+    np.testing.assert_allclose(outs["hand"]["w"], outs["optax"]["w"], rtol=1e-12, atol=1e-14)
+    assert not np.allclose(outs["hand"]["w"], params["w"])
+
+
+def test_unknown_optimizer_is_refused():
+    with pytest.raises(ConfigError, match="unknown optimizer"):
+        gt.TrainConfig(optimizer="sgd").validate()
