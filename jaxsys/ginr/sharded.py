@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -27,8 +25,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.ginr import data as gdata
 from jaxsys.ginr import model as gm
-from jaxsys.ginr.train import (TrainConfig, _reconstruct, _train_step, check_batch, init_state, psnr,
-                               step_config)
+from jaxsys.ginr.train import (StepClock, TrainConfig, _reconstruct, _train_step, check_batch, init_state,
+                               psnr, save_run_plots, step_config, timed_step)
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
 from jaxsys.train import sharding as sh
 
@@ -123,26 +121,17 @@ def train_sharded(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, 
     metrics = MetricsWriter(run_dir / "metrics.jsonl") if lead else None
     batches = gdata.Batches(train_images, tc.batch_size, tc.num_sample_coords, tc.seed, start, prefetch=1)
     bar = Progress(total=tc.steps, desc=f"ginr [{mesh_cfg}]", initial=start, disable=not (progress and lead))
-    step, compile_s = start, None
+    step, clock = start, StepClock(train_seconds)
     try:
         last = min(tc.stop_at or tc.steps, tc.steps)
         while step < last and not (tc.max_seconds and train_seconds >= tc.max_seconds):
             full = batches.batch(step)  # pure in (seed, step): every process agrees on it
-            if compile_s is None:
+            if clock.compile_seconds is None:
                 check_batch(full, mc)
-            t0 = time.perf_counter()
-            state, m = sg.step(state, sg.batch({k: v[rows] for k, v in full.items()}, tc.batch_size))
-            loss = float(sh.to_host(m["loss"]))
-            dt = time.perf_counter() - t0
-            if compile_s is None:
-                compile_s = dt
-            else:
-                train_seconds += dt
-            step += 1
-            if not math.isfinite(loss):
-                raise DataError(f"training diverged at step {step}: loss = {loss}")
-            rec = {"step": step, "loss": loss, "train_psnr": float(sh.to_host(m["psnr"])),
-                   "images_per_s": tc.batch_size / dt, "train_seconds": train_seconds}
+            state, rec = timed_step(
+                lambda: sg.step(state, sg.batch({k: v[rows] for k, v in full.items()}, tc.batch_size)),
+                clock, step, tc.batch_size, fetch=sh.to_host)
+            step, loss, train_seconds = rec["step"], rec["loss"], clock.train_seconds
             if tc.eval_every and step % tc.eval_every == 0:
                 ev = evaluate_sharded(sg, state["params"], test_images[:tc.eval_images], eval_bs)
                 rec.update({f"test_{k}": v for k, v in ev.items()})
@@ -158,14 +147,16 @@ def train_sharded(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, 
         final_imgs = test_images if tc.final_eval_images == 0 else test_images[:tc.final_eval_images]
         final = evaluate_sharded(sg, state["params"], final_imgs, eval_bs)
         summary = {"steps": step, "train_seconds": round(train_seconds, 1),
-                   "compile_seconds": round(compile_s or 0.0, 1), "mesh": str(mesh_cfg),
+                   "compile_seconds": round(clock.compile_seconds or 0.0, 1), "mesh": str(mesh_cfg),
                    "processes": jax.process_count(), "final_test_psnr": round(final["psnr"], 2),
                    "final_test_psnr_exact": final["psnr"], "final_test_images": final["images"],
                    "num_params": gm.num_params(state["params"])}
         if metrics:
             metrics.write(step=step, train_seconds=train_seconds, final=True,
                           **{f"test_{k}": v for k, v in final.items()})
+        params = sh.to_host(state["params"])  # a collective with several processes: all take part
         if lead:
+            save_run_plots(params, test_images, mc, run_dir)
             atomic_write_json(run_dir / "summary.json", summary)
         return summary
     finally:

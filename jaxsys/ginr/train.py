@@ -193,6 +193,46 @@ def save_curve(records: list[dict], path: Path, title: str = "") -> Path:
     return path
 
 
+class StepClock:
+    """Training time of a loop (`train`, `jaxsys.ginr.sharded.train_sharded`): the first step of a
+    (re)started run compiles and is timed apart, as compile_seconds."""
+
+    def __init__(self, train_seconds: float = 0.0):
+        self.train_seconds = train_seconds
+        self.compile_seconds: float | None = None
+
+    def add(self, dt: float) -> None:
+        if self.compile_seconds is None:
+            self.compile_seconds = dt
+        else:
+            self.train_seconds += dt
+
+
+def timed_step(step_fn: Callable[[], tuple], clock: StepClock, step: int, batch_size: int,
+               fetch: Callable = np.asarray) -> tuple[dict, dict]:
+    """Runs `step_fn() -> (state, {"loss", "psnr"})` as step `step + 1`, timed up to the host copy of
+    its loss (`fetch`: the sync), and returns (state, its metrics record). Raises DataError when the
+    loss is not finite."""
+    t0 = time.perf_counter()
+    state, m = step_fn()
+    loss = float(fetch(m["loss"]))
+    dt = time.perf_counter() - t0
+    clock.add(dt)
+    step += 1
+    if not math.isfinite(loss):
+        raise DataError(f"training diverged at step {step}: loss = {loss}")
+    return state, {"step": step, "loss": loss, "train_psnr": float(fetch(m["psnr"])),
+                   "images_per_s": batch_size / dt, "train_seconds": clock.train_seconds}
+
+
+def save_run_plots(params: dict, test_images: np.ndarray, mc: gm.GinrConfig, run_dir: Path) -> None:
+    """reconstructions.png (test images) and psnr_curve.png (from run_dir/metrics.jsonl) of a run."""
+    from jaxsys.train import read_metrics
+    save_reconstructions(params, test_images, mc, run_dir / "reconstructions.png")
+    save_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "psnr_curve.png",
+               f"Mamba-GINR dim={mc.dim} M={mc.num_lp} depth={mc.depth}")
+
+
 def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_images: np.ndarray,
           run_dir: Path, log: Callable = print, progress: bool = True) -> dict:
     """Train (resuming from run_dir/ckpt if present); returns the summary written to summary.json."""
@@ -222,27 +262,16 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
     records: list[dict] = []
     batches = gdata.Batches(train_images, tc.batch_size, tc.num_sample_coords, tc.seed, start, tc.prefetch)
     bar = Progress(total=tc.steps, desc="ginr", initial=start, disable=not progress)
-    compile_s = None
+    clock = StepClock(train_seconds)
     step = start
     try:
         last = tc.stop_at or tc.steps
         while step < min(last, tc.steps) and not (tc.max_seconds and train_seconds >= tc.max_seconds):
             batch = next(batches)
-            if compile_s is None:
+            if clock.compile_seconds is None:
                 check_batch(batch, mc)
-            t0 = time.perf_counter()
-            state, m = train_step(state, batch, mc, step_key)
-            loss = float(m["loss"])  # sync: the timing covers the step
-            dt = time.perf_counter() - t0
-            if compile_s is None:
-                compile_s = dt
-            else:
-                train_seconds += dt
-            step += 1
-            if not math.isfinite(loss):
-                raise DataError(f"training diverged at step {step}: loss = {loss}")
-            rec = {"step": step, "loss": loss, "train_psnr": float(m["psnr"]),
-                   "images_per_s": tc.batch_size / dt, "train_seconds": train_seconds}
+            state, rec = timed_step(lambda: train_step(state, batch, mc, step_key), clock, step, tc.batch_size)
+            step, loss, train_seconds = rec["step"], rec["loss"], clock.train_seconds
             bar.set(loss=loss, psnr=rec["train_psnr"], img_s=round(rec["images_per_s"], 1))
             bar.update()
             if tc.eval_every and step % tc.eval_every == 0:
@@ -265,14 +294,11 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
         records.append(rec)
         steady = [r["images_per_s"] for r in records if "images_per_s" in r][1:]
         summary = {"steps": step, "train_seconds": round(train_seconds, 1),
-                   "compile_seconds": round(compile_s or 0.0, 1),
+                   "compile_seconds": round(clock.compile_seconds or 0.0, 1),
                    "images_per_s_median": round(float(np.median(steady)), 1) if steady else None,
                    "final_test_psnr": round(final["psnr"], 2), "final_test_images": final["images"],
                    "final_eval_seconds": round(eval_s, 1), "num_params": gm.num_params(state["params"])}
-        save_reconstructions(state["params"], test_images, mc, run_dir / "reconstructions.png")
-        from jaxsys.train import read_metrics
-        save_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "psnr_curve.png",
-                   f"Mamba-GINR dim={mc.dim} M={mc.num_lp} depth={mc.depth}")
+        save_run_plots(state["params"], test_images, mc, run_dir)
         atomic_write_json(run_dir / "summary.json", summary)
         return summary
     finally:

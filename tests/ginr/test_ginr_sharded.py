@@ -55,3 +55,5 @@ def test_data_parallel_step_on_4_devices_equals_single_device(tmp_path):
     s = r["loop_summary"]
     assert s["steps"] == 2 and s["mesh"] == "data=4,model=1" and np.isfinite(s["final_test_psnr"])
     assert (tmp_path / "mesh" / "ckpt" / "2").is_dir() and (tmp_path / "mesh" / "summary.json").is_file()
+    for png in ("reconstructions.png", "psnr_curve.png"):  # the same plots as the single-device loop
+        assert (tmp_path / "mesh" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
