@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -27,9 +26,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.data import Batch, GPTData
-from jaxsys.gpt.train import (TrainConfig, TrainResult, TrainState, _config_meta, _eval_sums,
-                              _train_step, check_configs, export_model, init_state)
-from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
+from jaxsys.gpt.train import (TrainConfig, TrainResult, TrainState, _eval_sums, _train_step,
+                              check_configs, export_model, init_state, open_checkpoints,
+                              save_checkpoint)
+from jaxsys.train import MetricsWriter, Progress, atomic_write_json
 from jaxsys.train import sharding as sh
 
 RULES = sh.GPT_TENSOR_PARALLEL_RULES
@@ -103,20 +103,9 @@ def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str
     ckpt = metrics = None
     start = 0
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt = Checkpointer(out / "ckpt", max_to_keep=2)
-        latest = ckpt.latest_step()
-        if latest is not None and not resume:
-            ckpt.close()
-            raise ConfigError(f"{out} already holds checkpoints (latest step {latest}); pass "
-                              f"resume=True (--resume) to continue, or use a fresh output folder")
-        if latest is not None:
-            state, meta = ckpt.restore(like=sg.abstract_state(state))
-            want = _config_meta(cfg, tcfg)
-            if meta.get("config") != json.loads(json.dumps(want)):
-                ckpt.close()
-                raise ConfigError(f"checkpoint in {out / 'ckpt'} was written with a different "
-                                  f"configuration: {meta.get('config')} != {want}")
+        ckpt, restored = open_checkpoints(out, cfg, tcfg, like=sg.abstract_state(state), resume=resume)
+        if restored is not None:
+            state = restored
             start = int(sh.to_host(state.step))
             log(f"resumed from step {start} of {tcfg.steps} onto mesh {mesh_cfg}")
         if lead:
@@ -164,7 +153,7 @@ def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str
                                 "train_loss": last_loss, "val_loss": val_loss})
             if ckpt is not None and tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 \
                     and step != tcfg.steps:
-                ckpt.save(step, state, meta={"config": _config_meta(cfg, tcfg), "step": step})
+                save_checkpoint(ckpt, step, state, cfg, tcfg)
             bar.update()
     finally:
         bar.close()
@@ -183,7 +172,7 @@ def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str
     }
     if ckpt is not None:
         if start < tcfg.steps:
-            ckpt.save(tcfg.steps, state, meta={"config": _config_meta(cfg, tcfg), "step": tcfg.steps})
+            save_checkpoint(ckpt, tcfg.steps, state, cfg, tcfg)
         ckpt.close()
     params = sh.to_host(state.params)  # a collective with several processes: all take part
     if out is not None and lead:

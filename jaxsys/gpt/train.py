@@ -205,6 +205,35 @@ def check_configs(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig) -> None:
     model.validate_batch(params, b.tokens, b.targets, b.mask, cfg)
 
 
+def open_checkpoints(out: Path, cfg: GPTConfig, tcfg: TrainConfig, like: Any, resume: bool
+                     ) -> tuple[Checkpointer, Any]:
+    """(Checkpointer of out/ckpt, the latest checkpointed state restored into `like` or None when
+    there is none) for `train` and `jaxsys.gpt.sharded.train_sharded`. Raises ConfigError (after
+    closing the checkpointer) when checkpoints exist without `resume`, so that two runs never mix,
+    or when they were written with a configuration that changes the maths."""
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpointer(out / "ckpt", max_to_keep=2)
+    latest = ckpt.latest_step()
+    if latest is None:
+        return ckpt, None
+    if not resume:
+        ckpt.close()
+        raise ConfigError(f"{out} already holds checkpoints (latest step {latest}); pass "
+                          f"resume=True (--resume) to continue, or use a fresh output folder")
+    state, meta = ckpt.restore(like=like)
+    want = _config_meta(cfg, tcfg)
+    if meta.get("config") != json.loads(json.dumps(want)):
+        ckpt.close()
+        raise ConfigError(f"checkpoint in {out / 'ckpt'} was written with a different "
+                          f"configuration: {meta.get('config')} != {want}")
+    return ckpt, state
+
+
+def save_checkpoint(ckpt: Checkpointer, step: int, state: TrainState, cfg: GPTConfig,
+                    tcfg: TrainConfig) -> None:
+    ckpt.save(step, state, meta={"config": _config_meta(cfg, tcfg), "step": step})
+
+
 def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path | None = None, *,
           resume: bool = False, log: Callable[[str], None] | None = print, progress: bool = True,
           on_step: Callable[[int, TrainState], None] | None = None, export: bool = True
@@ -225,20 +254,9 @@ def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path 
     state = init_state(cfg, tcfg)
     start = 0
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt = Checkpointer(out / "ckpt", max_to_keep=2)
-        latest = ckpt.latest_step()
-        if latest is not None and not resume:
-            ckpt.close()
-            raise ConfigError(f"{out} already holds checkpoints (latest step {latest}); pass "
-                              f"resume=True (--resume) to continue, or use a fresh output folder")
-        if latest is not None:
-            state, meta = ckpt.restore(like=state)
-            want = _config_meta(cfg, tcfg)
-            if meta.get("config") != json.loads(json.dumps(want)):
-                ckpt.close()
-                raise ConfigError(f"checkpoint in {out / 'ckpt'} was written with a different "
-                                  f"configuration: {meta.get('config')} != {want}")
+        ckpt, restored = open_checkpoints(out, cfg, tcfg, like=state, resume=resume)
+        if restored is not None:
+            state = restored
             start = int(state.step)
             log(f"resumed from step {start} of {tcfg.steps} ({out / 'ckpt'})")
         elif resume:
@@ -268,7 +286,7 @@ def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path 
 
     def _save(step: int) -> None:
         if ckpt is not None:
-            ckpt.save(step, state, meta={"config": _config_meta(cfg, tcfg), "step": step})
+            save_checkpoint(ckpt, step, state, cfg, tcfg)
 
     def _flush(step: int) -> None:
         nonlocal last_loss, t_mark, steps_in_mark, train_seconds
