@@ -13,7 +13,8 @@ from jaxsys.errors import DataError
 def _opts(args):
     from jaxsys.codec.store import LayerOpts
     return LayerOpts(tile_shape=(args.tile, args.tile), lanes=args.lanes, prob_bits=args.prob_bits,
-                     predictor=args.predictor)
+                     predictor=args.predictor, shared_table=not args.no_shared_table,
+                     shared_lane_symbols=args.lane_symbols)
 
 
 def _compress(args) -> int:
@@ -62,6 +63,12 @@ def info_rows(st) -> list[dict]:
         raw = int(np.prod(e["shape"] or [1])) * np.dtype(
             "uint16" if e["dtype"] == "bfloat16" else e["dtype"]).itemsize
         parts = []
+        if "member" in e:
+            m = st.parsed_group().members[e["member"]]
+            h = m.header
+            coding = "raw" if h.coding == fmt.CODING_RAW else "rans"
+            bits = 8 * st.compressed_bytes(n) / max(h.rows * h.cols, 1) if coding == "rans" else 8.0
+            parts.append(f"group/{coding}/{fmt.PREDICTOR_NAMES[h.predictor]}:{bits:.2f}b")
         for i in range(len(e["parts"])):
             b = st.part(n, i)
             if bytes(b[:4]) == fmt.MAGIC:
@@ -127,6 +134,10 @@ def register(sub) -> None:
                    help="floats: lossless byte planes (auto) or int8 quantisation")
     c.add_argument("--per-tensor", action="store_true", help="int8 mode: one scale per tensor")
     c.add_argument("--predictor", default="auto", choices=["auto", "none", "delta"])
+    c.add_argument("--no-shared-table", action="store_true",
+                   help="one blob + table per int8 tensor (container version 1)")
+    c.add_argument("--lane-symbols", type=int, default=4096,
+                   help="shared-table group: symbols per lane at least (fewer lanes = smaller, slower)")
     _add_layer_opts(c)
     c.set_defaults(func=_compress)
     d = gsub.add_parser("decompress", help="container -> .npy/.npz/.safetensors")

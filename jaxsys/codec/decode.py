@@ -77,9 +77,9 @@ def _lane_decode(base, nsym, nwords, words, sym_tab, fb_tab, mask, pb, steps: in
     return syms.reshape(steps), ok
 
 
-@functools.partial(jax.jit, static_argnames=("n_lanes", "steps", "prob_bits"))
-def _decode_kernel(pack, n_lanes: int, steps: int, prob_bits: int):
-    """pack (uint32) -> (symbols (steps, n_lanes) uint8 in step-major order, all-lanes-ok flag)."""
+def decode_lanes(pack, n_lanes: int, steps: int, prob_bits: int):
+    """Traceable: pack (uint32) -> (symbols (steps, n_lanes) uint8, step-major; per-lane ok, with
+    lanes past the real count (control word 1) reported ok)."""
     ctl = pack[:_CTL]
     n_real = ctl[1]
     o = _CTL
@@ -105,11 +105,17 @@ def _decode_kernel(pack, n_lanes: int, steps: int, prob_bits: int):
     # out_axes=1 keeps the decoded symbols step-major: (steps, lanes)
     syms, ok = jax.vmap(lane, out_axes=(1, 0))(base, nsym, nwords)
     real = jnp.arange(n_lanes, dtype=jnp.uint32) < n_real
-    return syms, jnp.all(ok | ~real)
+    return syms, ok | ~real
 
 
-@functools.partial(jax.jit, static_argnames=("geom", "verify"))
-def _assemble(syms_SxN, ok, sums, geom, verify: bool):
+@functools.partial(jax.jit, static_argnames=("n_lanes", "steps", "prob_bits"))
+def _decode_kernel(pack, n_lanes: int, steps: int, prob_bits: int):
+    """pack (uint32) -> (symbols (steps, n_lanes) uint8 in step-major order, all-lanes-ok flag)."""
+    syms, ok = decode_lanes(pack, n_lanes, steps, prob_bits)
+    return syms, jnp.all(ok)
+
+
+def assemble_body(syms_SxN, ok, sums, geom, verify: bool):
     """Lanes -> tiles -> array; undo the predictor; optionally recheck the raw positional checksum."""
     rows, cols, tr, tc, T, L, S, predictor, dtype, shape = geom
     P = min(tr, rows) * min(tc, cols)
@@ -129,6 +135,9 @@ def _assemble(syms_SxN, ok, sums, geom, verify: bool):
     if verify:
         ok = ok & _sums_match(u2, sums)
     return jax.lax.bitcast_convert_type(u2, jnp.dtype(dtype)).reshape(shape), ok
+
+
+_assemble = jax.jit(assemble_body, static_argnames=("geom", "verify"))
 
 
 def _regroup(a, perm):
@@ -242,3 +251,109 @@ def decode_layer(blob, check: bool = True, verify_raw: bool = False) -> jax.Arra
         raise CodecError("decoded layer failed its integrity check (rANS final state, word counts "
                          "or raw checksum): the blob is corrupted")
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# group blobs (format version 2): any subset of a group's tensors decodes in ONE kernel call
+
+def prepare_group(pg, which=None):
+    """Host half for a group blob: the selected tensors' lanes, words and raw bytes in ONE uint32
+    buffer [ctl | freq | lane base | lane words | lane symbols | words | raw bytes] (bucketed sizes).
+
+    Returns (pack, statics); `statics` (hashable) describes every selected tensor for `group_values`.
+    """
+    from jaxsys.codec import group as G
+    which = G._members(pg, which)
+    words_all = np.frombuffer(pg.payload[:2 * pg.n_words], "<u2")
+    bases, nws, lens, wchunks, raws, geoms = [], [], [], [], [], []
+    wo = lo = ro = 0
+    steps = 1
+    for k in which:
+        m = pg.members[k]
+        h = m.header
+        if h.coding == fmt.CODING_RAW:
+            n = h.rows * h.cols
+            raws.append(np.frombuffer(pg.payload[m.raw_off:m.raw_off + n], np.uint8))
+            geoms.append(("raw", ro, n, h.rows, h.cols, h.dtype.name, h.shape))
+            ro += n
+            continue
+        base, nw, ln = G.member_lanes(m)
+        n_m = int(nw.sum())
+        wchunks.append(words_all[m.word_base:m.word_base + n_m])
+        bases.append(base - m.word_base + wo)
+        nws.append(nw)
+        lens.append(ln)
+        T, L = h.n_tiles, h.lanes
+        geoms.append(("rans", lo, (h.rows, h.cols, h.tile_rows, h.tile_cols, T, L, h.steps,
+                                   h.predictor, h.dtype.name, h.shape)))
+        lo += T * L
+        wo += n_m
+        steps = max(steps, h.steps)
+    N = lo
+    Nb, Sb = bucket(N, 64), bucket(steps, 64)
+    Wb = bucket(-(-(wo + 2 + _BLOCK) // 2), 512)
+    Rb = bucket(-(-ro // 4), 16) if ro else 0
+    pack = np.zeros(_CTL + 256 + 3 * Nb + Wb + Rb, np.uint32)
+    pack[0], pack[1] = pg.prob_bits, N
+    pack[_CTL:_CTL + 256] = pg.freq
+    o = _CTL + 256
+    if N:
+        pack[o:o + N] = np.concatenate(bases)
+        pack[o + Nb:o + Nb + N] = np.concatenate(nws)
+        pack[o + 2 * Nb:o + 2 * Nb + N] = np.concatenate(lens)
+    o += 3 * Nb
+    if wo:
+        pack.view(np.uint8)[4 * o:4 * o + 2 * wo] = np.concatenate(wchunks).view(np.uint8)
+    o += Wb
+    if ro:
+        pack.view(np.uint8)[4 * o:4 * o + ro] = np.concatenate(raws)
+    return pack, (Nb, Sb, int(pg.prob_bits), o, tuple(geoms))
+
+
+def group_values(pack, statics):
+    """Traceable: a `prepare_group` pack -> list of (tensor, ok) for the selected tensors.
+
+    One kernel call decodes all lanes of all selected tensors (they share the table); each tensor
+    is then cut out of the step-major symbols and assembled as in `assemble_body`."""
+    Nb, Sb, pb, raw_at, geoms = statics
+    out = []
+    if any(g[0] == "rans" for g in geoms):
+        syms, ok_n = decode_lanes(pack, Nb, Sb, pb)
+    if any(g[0] == "raw" for g in geoms):
+        rb = jax.lax.bitcast_convert_type(pack[raw_at:], jnp.uint8).reshape(-1)
+    for g in geoms:
+        if g[0] == "rans":
+            _, lo, geom = g
+            n = geom[4] * geom[5]
+            out.append(assemble_body(syms[:, lo:lo + n], jnp.all(ok_n[lo:lo + n]), None, geom, False))
+        else:
+            _, ro, n, rows, cols, dt, shape = g
+            u2 = rb[ro:ro + n].reshape(rows, cols)
+            out.append((jax.lax.bitcast_convert_type(u2, jnp.dtype(dt)).reshape(shape),
+                        jnp.bool_(True)))
+    return out
+
+
+_group_values = jax.jit(group_values, static_argnames=("statics",))
+
+
+def decode_group(blob, which=None, check: bool = True) -> list:
+    """Decode the selected tensors (default: all) of a group blob on the device, in one transfer
+    and one kernel call. Host CRCs are checked first; with `check` the device integrity flags are
+    fetched and a failure raises `CodecError` naming the tensor's index in the group."""
+    from jaxsys.codec import group as G
+    return decode_parsed_group(G.parse_group(blob), which, check)
+
+
+def decode_parsed_group(pg, which=None, check: bool = True) -> list:
+    """`decode_group` on an already parsed and validated group."""
+    from jaxsys.codec import group as G
+    which = G._members(pg, which)
+    pack, st = prepare_group(pg, which)
+    vals = _group_values(jax.device_put(pack), statics=st)
+    if check:
+        oks = np.asarray(jnp.stack([ok for _, ok in vals]))
+        if not oks.all():
+            raise CodecError(f"tensor {which[int(np.argmin(oks))]}: decoded data failed its integrity "
+                             "check (rANS final state or word counts): the blob is corrupted")
+    return [a for a, _ in vals]

@@ -3,12 +3,18 @@
     "JXCS" | version u16 | reserved u16 | index_len u32 | index_crc u32 | data_len u64
     | index (UTF-8 JSON) | data (the tensors' parts, concatenated)
 
-Each index entry: {name, kind, dtype, shape, parts: [{role, offset, length, crc}], ...}. Kinds:
+Each index entry: {name, kind, dtype, shape, parts: [{offset, length, crc}], ...}. Kinds:
   int    int8/uint8 tensor, one layer blob                                   (lossless)
   q8     float tensor quantised with `quantize_int8`: blob + float32 scales  (lossy, int8)
   float  bfloat16/float16/float32 split into byte planes, one blob per plane (lossless, bit-exact)
   bytes  any other dtype, its bytes coded as a uint8 layer                   (lossless)
 Written atomically (temp file + rename). A damaged part raises `CodecError` naming the tensor.
+
+Container version 2 (shared table, the default): all int8 symbols of the store (kinds int and q8)
+are coded together in ONE group blob (group.py: one frequency table for the whole model, per tensor
+only a few bytes of geometry + its lanes). The index then has "group": {offset, length, crc,
+members: [names]}, and a member's entry has "member": j and no blob part (a q8 member keeps its
+scales as its only part). Version-1 containers (one blob per tensor) are still read.
 """
 from __future__ import annotations
 
@@ -22,13 +28,15 @@ import numpy as np
 
 from jaxsys.codec import floats
 from jaxsys.codec import format as fmt
+from jaxsys.codec import group as G
 from jaxsys.codec.format import CodecError
 from jaxsys.codec.quant import dequantize_int8, quantize_int8
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.train.io import atomic_write_bytes
 
 MAGIC = b"JXCS"
-VERSION = 1
+VERSION = 2          # written when a shared-table group is present; 1 otherwise
+READ_VERSIONS = (1, 2)
 _HDR = struct.Struct("<4sHHIIQ")
 MAX_INDEX = 64 << 20
 MODES = ("auto", "lossless", "int8")
@@ -41,6 +49,9 @@ class LayerOpts:
     prob_bits: int = 14              # frequency precision
     predictor: str = "auto"          # none | delta | auto
     min_lane_symbols: int = 256      # fewer lanes for small tiles (per-lane overhead ~6 bytes)
+    shared_table: bool = True        # code all int8 tensors of a store in one group blob, one table
+    shared_lane_symbols: int = 4096  # group blob: symbols per lane at least (size vs decode speed)
+    shared_prob_bits: int | None = None  # group table precision; None: the cheapest of 12..16
 
 
 def as_2d(shape: tuple) -> tuple:
@@ -86,20 +97,49 @@ def encode_tensor(name: str, x: np.ndarray, mode: str = "auto", per_channel: boo
 
 def encode_store(tensors: dict, mode: str = "auto", per_channel: bool = True,
                  opts: LayerOpts = LayerOpts()) -> bytes:
-    """dict name -> array  ->  container bytes."""
+    """dict name -> array  ->  container bytes (version 2 with one shared-table group blob for the
+    int8 tensors when `opts.shared_table`, else version 1)."""
     entries, chunks, off = [], [], 0
+    members, member_arrays = [], []
+
+    def add(part):
+        nonlocal off
+        chunks.append(part)
+        off += len(part)
+        return {"offset": off - len(part), "length": len(part), "crc": zlib.crc32(part)}
+
     for name, x in tensors.items():
-        ent, parts = encode_tensor(str(name), np.asarray(x), mode, per_channel, opts)
-        plist = []
-        for i, part in enumerate(parts):
-            plist.append({"offset": off, "length": len(part), "crc": zlib.crc32(part)})
-            chunks.append(part)
-            off += len(part)
-        ent["parts"] = plist
+        x = np.asarray(x)
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+        if opts.shared_table and x.size and (x.dtype in (np.int8, np.uint8) or (
+                mode == "int8" and (x.dtype.name in floats.FLOAT_DTYPES or x.dtype == np.float64))):
+            ent = {"name": str(name), "dtype": x.dtype.name, "shape": list(x.shape),
+                   "member": len(members)}
+            view = as_2d(x.shape)
+            if x.dtype in (np.int8, np.uint8):
+                ent.update(kind="int", parts=[])
+                member_arrays.append(x.reshape(view))
+            else:
+                pc = per_channel and x.ndim >= 2
+                q, scale = quantize_int8(x.astype(np.float32), per_channel=pc)
+                ent.update(kind="q8", per_channel=pc, parts=[add(scale.astype("<f4").tobytes())])
+                member_arrays.append(q.reshape(view))
+            members.append(str(name))
+            entries.append(ent)
+            continue
+        ent, parts = encode_tensor(str(name), x, mode, per_channel, opts)
+        ent["parts"] = [add(p) for p in parts]
         entries.append(ent)
-    index = json.dumps({"version": VERSION, "tensors": entries}, separators=(",", ":")).encode()
-    hdr = _HDR.pack(MAGIC, VERSION, 0, len(index), zlib.crc32(index), off)
-    return hdr + index + b"".join(chunks)
+    index = {"version": VERSION if members else 1, "tensors": entries}
+    if members:
+        blob = G.encode_group(member_arrays, tile_shape=opts.tile_shape, lanes=opts.lanes,
+                              prob_bits=opts.shared_prob_bits, predictor=opts.predictor,
+                              min_lane_symbols=opts.shared_lane_symbols)
+        index["group"] = {**add(blob), "members": members}
+    ib = json.dumps(index, separators=(",", ":")).encode()
+    hdr = _HDR.pack(MAGIC, index["version"], 0, len(ib), zlib.crc32(ib), off)
+    return hdr + ib + b"".join(chunks)
 
 
 def write_store(path, tensors: dict, mode: str = "auto", per_channel: bool = True,
@@ -118,7 +158,7 @@ class Store:
         magic, ver, resv, ilen, icrc, dlen = _HDR.unpack_from(mv, 0)
         if magic != MAGIC:
             raise CodecError(f"bad container magic {magic!r} (expected {MAGIC!r})")
-        if ver != VERSION or resv != 0:
+        if ver not in READ_VERSIONS or resv != 0:
             raise CodecError(f"unsupported container version {ver} / reserved {resv}")
         if ilen > MAX_INDEX or _HDR.size + ilen + dlen != len(mv):
             raise CodecError(f"container length {len(mv)} != header {_HDR.size} + index {ilen} + data {dlen}")
@@ -129,6 +169,14 @@ class Store:
             index = json.loads(bytes(ib).decode("utf-8"))
             entries = index["tensors"]
             self._entries = {}
+            self.group = None
+            grp = index.get("group") if ver >= 2 else None
+            if grp is not None:
+                o, n = int(grp["offset"]), int(grp["length"])
+                if o < 0 or n < 0 or o + n > dlen:
+                    raise CodecError(f"group blob {o}+{n} outside the data ({dlen} bytes)")
+                self.group = {"offset": o, "length": n, "crc": int(grp["crc"]),
+                              "members": [str(m) for m in grp["members"]]}
             for e in entries:
                 for p in e["parts"]:
                     o, n = int(p["offset"]), int(p["length"])
@@ -136,11 +184,19 @@ class Store:
                         raise CodecError(f"tensor {e['name']!r}: part {o}+{n} outside the data ({dlen} bytes)")
                 if e["kind"] not in ("int", "q8", "float", "bytes"):
                     raise CodecError(f"tensor {e['name']!r}: unknown kind {e['kind']!r}")
+                if "member" in e:
+                    j = e["member"]
+                    if (self.group is None or not isinstance(j, int) or not
+                            0 <= j < len(self.group["members"]) or self.group["members"][j] != e["name"]
+                            or e["kind"] not in ("int", "q8")):
+                        raise CodecError(f"tensor {e['name']!r}: bad group member reference {j!r}")
                 self._entries[str(e["name"])] = e
         except (ValueError, KeyError, TypeError) as err:
             raise CodecError(f"container index is malformed: {err}") from None
         self._data = mv[_HDR.size + ilen:]
         self.nbytes = len(mv)
+        self.version = ver
+        self._parsed_group = None
 
     @classmethod
     def open(cls, path) -> "Store":
@@ -165,8 +221,44 @@ class Store:
             raise CodecError(f"tensor {name!r}: part {i} CRC mismatch (corrupted)")
         return b
 
+    def member(self, name: str):
+        """Index of `name` in the shared-table group blob, or None."""
+        return self.entry(name).get("member")
+
+    def group_blob(self) -> memoryview:
+        if self.group is None:
+            raise CodecError("container has no shared-table group")
+        g = self.group
+        b = self._data[g["offset"]:g["offset"] + g["length"]]
+        if zlib.crc32(b) != g["crc"]:
+            raise CodecError("shared-table group blob CRC mismatch (corrupted)")
+        return b
+
+    def parsed_group(self):
+        """The group blob, parsed and fully validated once (cached). On a CRC or structure error
+        the damaged tensors are located and named in the `CodecError`."""
+        if self._parsed_group is None:
+            try:
+                self._parsed_group = G.parse_group(self.group_blob())
+            except CodecError as e:
+                g = self.group
+                bad = G.damaged_members(self._data[g["offset"]:g["offset"] + g["length"]])
+                names = g["members"] if not bad else [g["members"][k] for k in bad]
+                raise CodecError(f"tensor {names[0]!r}: {e}" + (
+                    f" (damaged: {', '.join(map(repr, names))})" if len(names) > 1 else "")) from None
+        return self._parsed_group
+
+    def _blob_of(self, name: str, i: int = 0):
+        return self.part(name, i)
+
     def compressed_bytes(self, name: str) -> int:
-        return sum(p["length"] for p in self.entry(name)["parts"])
+        e = self.entry(name)
+        n = sum(p["length"] for p in e["parts"])
+        if "member" in e:
+            m = self.parsed_group().members[e["member"]]
+            h = m.header
+            n += h.rows * h.cols if h.coding == fmt.CODING_RAW else 2 * int(m.lane_words.sum()) + 2 * m.lane_words.size
+        return n
 
     def _layer(self, name, i, decoder):
         try:
@@ -176,16 +268,30 @@ class Store:
                 raise
             raise CodecError(f"tensor {name!r}: {e}") from None
 
+    def _member_value(self, name, device: bool):
+        j = self.member(name)
+        pg = self.parsed_group()
+        try:
+            if device:
+                from jaxsys.codec.decode import decode_parsed_group
+                return decode_parsed_group(pg, [j])[0]
+            return G._decode_parsed(pg, [j])[0]
+        except CodecError as e:
+            raise CodecError(f"tensor {name!r}: {e}") from None
+
+    def _q8_scale(self, name):
+        return np.frombuffer(self.part(name, len(self.entry(name)["parts"]) - 1), "<f4").copy()
+
     def decode(self, name: str) -> np.ndarray:
         """Host decode (vectorised numpy)."""
         e = self.entry(name)
         shape, kind = tuple(e["shape"]), e["kind"]
         dec = fmt.decode_layer_numpy
-        if kind == "int":
-            return self._layer(name, 0, dec).reshape(shape)
-        if kind == "q8":
-            q = self._layer(name, 0, dec)
-            scale = np.frombuffer(self.part(name, 1), "<f4")
+        if kind in ("int", "q8"):
+            q = self._member_value(name, False) if "member" in e else self._layer(name, 0, dec)
+            if kind == "int":
+                return q.reshape(shape)
+            scale = self._q8_scale(name)
             scale = scale.reshape(()) if not e["per_channel"] else scale
             return dequantize_int8(q.reshape(shape[0], -1) if e["per_channel"] else q,
                                    scale).reshape(shape)
@@ -202,11 +308,12 @@ class Store:
         e = self.entry(name)
         shape, kind = tuple(e["shape"]), e["kind"]
         dec = lambda b: decode_layer(b, check=check)  # noqa: E731
-        if kind == "int":
-            return self._layer(name, 0, dec).reshape(shape)
-        if kind == "q8":
-            q = self._layer(name, 0, dec).astype(jnp.float32)
-            scale = jnp.asarray(np.frombuffer(self.part(name, 1), "<f4").copy())
+        if kind in ("int", "q8"):
+            q = self._member_value(name, True) if "member" in e else self._layer(name, 0, dec)
+            if kind == "int":
+                return q.reshape(shape)
+            q = q.astype(jnp.float32)
+            scale = jnp.asarray(self._q8_scale(name))
             if e["per_channel"]:
                 q = q.reshape(shape[0], -1) * scale[:, None]
             else:

@@ -50,14 +50,33 @@ def test_int8_mode(tmp_path):
 def test_corrupted_tensor_named():
     data = bytearray(store.encode_store(_tensors(), opts=OPTS))
     st = store.Store(bytes(data))
-    p = st.entry("q")["parts"][0]
-    start = len(data) - sum(len(bytes(st.part(n, i))) for n in st.names
-                            for i in range(len(st.entry(n)["parts"])))
-    data[start + p["offset"] + 100] ^= 0xFF
+    p = st.entry("emb")["parts"][3]          # a float plane blob (own part)
+    start = len(data) - len(st._data)
+    data[start + p["offset"] + p["length"] // 2] ^= 0xFF
     bad = store.Store(bytes(data))
-    with pytest.raises(CodecError, match="tensor 'q'"):
-        bad.decode("q")
-    assert np.array_equal(bad.decode("emb"), _tensors()["emb"])
+    with pytest.raises(CodecError, match="tensor 'emb'"):
+        bad.decode("emb")
+    assert np.array_equal(bad.decode("q"), _tensors()["q"])
+
+
+def test_corrupted_group_member_named():
+    """A damaged byte inside one member's lane words of the shared-table group names that member;
+    the other members still decode (the damage is located after the group CRC fails)."""
+    rng = np.random.default_rng(3)
+    t = {f"w{i}": rng.normal(0, 0.1, (24, 16)).astype(np.float32) for i in range(3)}
+    data = bytearray(store.encode_store(t, mode="int8", opts=OPTS))
+    st = store.Store(bytes(data))
+    pg = st.parsed_group()
+    m = pg.members[st.member("w1")]
+    g = st.group
+    blob_start = len(data) - len(st._data) + g["offset"]
+    payload_start = blob_start + g["length"] - len(pg.payload)
+    data[payload_start + 2 * m.word_base + 7] ^= 0x20
+    bad = store.Store(bytes(data))
+    with pytest.raises(CodecError, match="tensor 'w1'"):
+        bad.decode("w0")
+    with pytest.raises(CodecError, match="tensor 'w1'"):
+        bad.decode_jax("w2")
 
 
 def test_container_header_errors():
