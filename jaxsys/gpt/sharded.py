@@ -85,10 +85,14 @@ def _local(split, step: int, batch_size: int, seed: int, rows: slice) -> Batch:
 
 def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path | None,
                   mesh: Mesh, *, resume: bool = False, fsdp: bool = False, log: Callable | None = print,
-                  progress: bool = True, export: bool = True) -> TrainResult:
+                  progress: bool = True, export: bool = True,
+                  on_step: Callable[[int, TrainState], None] | None = None) -> TrainResult:
     """`jaxsys.gpt.train.train` on a mesh: the same batches (pure in (seed, step)), metrics,
     checkpoints, export and summary; process 0 writes the files, every process joins the
-    checkpoint writes. Validation uses the first `eval_batches` batches (padded rows masked)."""
+    checkpoint writes. Validation uses the first `eval_batches` batches (padded rows masked).
+    `on_step(step, state)` is called after every step; Ctrl-C saves a checkpoint at the current
+    step before re-raising (one process only: processes of a multi-process run may stop at
+    different steps, so there the last periodic checkpoint stands)."""
     check_configs(data, cfg, tcfg)
     log = log or (lambda s: None)
     lead = jax.process_index() == 0
@@ -155,10 +159,25 @@ def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str
                     and step != tcfg.steps:
                 save_checkpoint(ckpt, step, state, cfg, tcfg)
             bar.update()
-    finally:
+            if on_step is not None:
+                on_step(step, state)
+    except BaseException as e:
         bar.close()
+        if ckpt is not None:
+            if isinstance(e, KeyboardInterrupt):
+                done = int(sh.to_host(state.step))
+                if done > start and jax.process_count() == 1:
+                    save_checkpoint(ckpt, done, state, cfg, tcfg)
+                    log(f"interrupted: checkpoint saved at step {done}")
+                elif done > start:
+                    log(f"interrupted at step {done}: no checkpoint saved on Ctrl-C with "
+                        f"{jax.process_count()} processes; the last periodic one stands")
+            ckpt.close()
+        raise
+    finally:
         if metrics is not None:
             metrics.close()
+    bar.close()
     seconds = time.perf_counter() - t0
     run_steps = tcfg.steps - start
     summary = {

@@ -85,6 +85,42 @@ def test_train_loop_on_mesh_matches_single_device_and_resumes_on_2(result):
         assert abs(r["resumed"][k] - r["single"][k]) < TOL, k
 
 
+@pytest.mark.parametrize("loop", ["single", "mesh"])
+def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_the_uninterrupted_run_does(loop, tmp_path):
+    """Ctrl-C (KeyboardInterrupt from the on_step hook after step 3, no periodic checkpoints) in
+    `train` and in `train_sharded` (one-device mesh, in-process): a checkpoint at step 3, and
+    resuming it ends at the uninterrupted run's parameters."""
+    from jaxsys.gpt.data import from_text
+    from jaxsys.gpt.sharded import train_sharded
+    from jaxsys.gpt.train import train
+    from jaxsys.train import Checkpointer
+    data = from_text("\n".join(["anna", "bob", "carla", "dave", "eve", "frank"] * 3), "docs", 8, seed=0)
+    cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, n_embd=8, n_head=2, n_layer=1, block_size=8)
+    tcfg = TrainConfig(steps=5, batch_size=4, eval_every=0, eval_batches=1, checkpoint_every=0)
+    if loop == "single":
+        run = train
+    else:
+        def run(*args, **kw):
+            return train_sharded(*args, sh.make_mesh("data=1,model=1"), **kw)
+
+    def ctrl_c(step, state):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    logs: list = []
+    with pytest.raises(KeyboardInterrupt):
+        run(data, cfg, tcfg, tmp_path, log=logs.append, progress=False, export=False, on_step=ctrl_c)
+    assert "interrupted: checkpoint saved at step 3" in logs
+    with Checkpointer(tmp_path / "ckpt") as ck:
+        assert ck.all_steps() == [3]
+    resumed = run(data, cfg, tcfg, tmp_path, resume=True, log=None, progress=False, export=False)
+    assert resumed.summary["start_step"] == 3 and int(np.asarray(resumed.state.step)) == 5
+    full = train(data, cfg, tcfg, None, log=None, progress=False).state.params
+    for k, v in full.items():
+        np.testing.assert_allclose(np.asarray(resumed.state.params[k]), np.asarray(v), rtol=TOL, atol=TOL,
+                                   err_msg=k)
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["--mesh", "data=1,model=2"], "= 2 but 1 devices"),
     (["--mesh", "data=2,data=2"], "given twice"),
