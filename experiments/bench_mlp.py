@@ -3,12 +3,15 @@
     (a) jax_hand          hand-derived backward + hand Adam      (jaxsys.mlp.train.train_step)
     (b) jax_autodiff      jax.value_and_grad + optax.adam        (same jitted step, other StepConfig)
     (c) torch_eager       PyTorch CPU eager, torch.optim.Adam    (experiments/torch_mlp.py)
+    (a') jax_hand_scanK   (a) with K steps per call               (jaxsys.mlp.train.train_steps, lax.scan)
     (d) torch_compile     the same step under torch.compile      (if it works here)
 
 Sizes 784-512-512-10, float32, softmax cross-entropy, B in {64, 1024}, 2 threads for both (XLA's
 CPU client uses one thread per core = 2 here; torch.set_num_threads(2)). Also the float32 matmul
 "roof" at exactly the step's 8 matmul shapes, XLA (jnp.dot, jitted) vs torch.mm (MKL/oneDNN), and a
-sweep of XLA CPU flags (each in a fresh worker process, with torch re-measured beside it).
+sweep of XLA CPU flags (each in a fresh worker process, with torch re-measured beside it). Also a
+1024^3 matmul per library (the practical float32 peak) and the hand Adam update alone, which give
+the bound no float32 step can beat here: all matmul FLOPs at the best GFLOP/s seen + the Adam pass.
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_mlp.py            # full run -> results/mlp.json
     python experiments/bench_mlp.py --rounds 2 --seconds 0.2 --no-sweep    # quick look
@@ -71,6 +74,69 @@ def jax_method(batch: int, grad: str, opt: str):
     return run
 
 
+def jax_scan_method(batch: int, k: int):
+    """(a) again, but K steps per call: jaxsys.mlp.train.train_steps (lax.scan over K batches)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jaxsys.mlp.adam import AdamConfig
+    from jaxsys.mlp.model import MLPConfig
+    from jaxsys.mlp.train import StepConfig, init_state, train_steps
+    cfg = StepConfig(MLPConfig(SIZES, "classify"), AdamConfig("hand"), "hand")
+    rng = np.random.default_rng(0)
+    xs = jnp.asarray(np.broadcast_to(rng.normal(size=(batch, SIZES[0])).astype(np.float32),
+                                     (k, batch, SIZES[0])))
+    ys = jnp.asarray(np.broadcast_to(rng.integers(0, SIZES[-1], batch).astype(np.int32), (k, batch)))
+    box = [init_state(jax.random.PRNGKey(0), cfg)]
+
+    def run(n: int) -> float:  # n steps, rounded up to whole calls of k
+        state = box[0]
+        for _ in range(-(-n // k)):
+            state, m = train_steps(state, xs, ys, cfg=cfg)
+        loss = float(m["loss"][-1])
+        box[0] = state
+        return loss
+    run.steps_per_call = k
+    return run
+
+
+def adam_only_method():
+    """The hand Adam update (moments + bias correction + apply) alone on the 784-512-512-10 params:
+    what the optimizer costs when nothing else runs."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from jaxsys.mlp.model import MLPConfig, init
+    from jaxsys.nn.optim import adam
+    opt = adam(1e-3)
+    params = init(jax.random.PRNGKey(0), MLPConfig(SIZES, "classify"))
+    grads = jax.tree_util.tree_map(lambda p: 1e-3 * jnp.ones_like(p), params)
+
+    k = 10  # updates per call (a fori_loop), so that call dispatch is not counted as Adam's cost
+
+    def _upd(p, s, g):
+        def body(_, ps):
+            u, s_ = opt.update(g, ps[1], ps[0])
+            return optax.apply_updates(ps[0], u), s_
+        return jax.lax.fori_loop(0, k, body, (p, s))
+    upd = jax.jit(_upd, donate_argnums=(0, 1))
+    box = [(params, opt.init(params))]
+
+    def run(n: int):
+        p, s = box[0]
+        for _ in range(-(-n // k)):
+            p, s = upd(p, s, grads)
+        jax.block_until_ready(p)
+        box[0] = (p, s)
+    run.steps_per_call = k
+    return run
+
+
+def peak_methods(n: int = 1024) -> dict:
+    """One large square float32 matmul per library: the machine's practical matmul peak."""
+    return {"xla_peak": xla_matmul_method((n, n, n)), "torch_peak": torch_matmul_method((n, n, n))}
+
+
 def torch_method(batch: int, compiled: bool):
     import numpy as np
     import torch
@@ -126,11 +192,15 @@ def interleaved(methods: dict, rounds: int, seconds: float) -> dict:
         per = (time.perf_counter() - t0) / 3
         reps[name] = max(3, int(seconds / max(per, 1e-7)))
     rates = {name: [] for name in methods}
-    for _ in range(rounds):
-        for name, run in methods.items():
+    names = list(methods)
+    for i in range(rounds):  # a different order each round, so no method always follows the same one
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            run, n = methods[name], reps[name]
+            k = getattr(run, "steps_per_call", 1)
+            n = -(-n // k) * k
             t0 = time.perf_counter()
-            run(reps[name])
-            rates[name].append(reps[name] / (time.perf_counter() - t0))
+            run(n)
+            rates[name].append(n / (time.perf_counter() - t0))
     return {name: {"median_per_s": statistics.median(r), "rates": [round(v, 2) for v in r],
                    "reps_per_block": reps[name]} for name, r in rates.items()}
 
@@ -202,6 +272,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="64,1024")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (XLA uses all cores)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--scan-k", type=int, default=10, help="steps per call of the train_steps variant")
     ap.add_argument("--no-sweep", action="store_true", help="skip the XLA flag sweep")
     ap.add_argument("--sweep-rounds", type=int, default=2, help="interleaved rounds per flag set")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -225,6 +296,7 @@ def main(argv=None) -> int:
     for b in args.batches:
         methods = {"jax_hand": jax_method(b, "hand", "hand"),
                    "jax_autodiff_optax": jax_method(b, "autodiff", "optax"),
+                   f"jax_hand_scan{args.scan_k}": jax_scan_method(b, args.scan_k),
                    "torch_eager": torch_method(b, False)}
         notes = {}
         if not args.no_compile:
@@ -237,15 +309,30 @@ def main(argv=None) -> int:
             except Exception as e:  # inductor needs a working C++ toolchain
                 notes["torch_compile_error"] = f"{type(e).__name__}: {str(e)[:300]}"
         print(f"B={b}: timing {list(methods)} ...", flush=True)
-        both = interleaved({**methods, **roof_methods(b)}, args.rounds, args.seconds)
+        both = interleaved({**methods, **roof_methods(b), **peak_methods(), "adam_only": adam_only_method()},
+                           args.rounds, args.seconds)
         steps = {k: both[k] for k in methods}
         r = roof_summary(b, both)
+        flops = sum(2 * m * k * n for m, k, n in matmul_shapes(b))
+        adam_s = 1.0 / both["adam_only"]["median_per_s"]
+        for lib in ("xla", "torch"):
+            gf = 2 * 1024 ** 3 * both[f"{lib}_peak"]["median_per_s"] / 1e9
+            r[f"{lib}_peak_gflops_1024"] = gf
+        best = max(r["xla_peak_gflops_1024"], r["torch_peak_gflops_1024"], r["xla_gflops_total"],
+                   r["torch_gflops_total"])
+        r["adam_only_us"] = 1e6 * adam_s
+        # what no float32 step can beat here: every matmul at the best GFLOP/s measured on this
+        # machine (large square or the step's own shapes, either library) plus the optimizer pass
+        r["bound_steps_per_s"] = 1.0 / (flops / (best * 1e9) + adam_s)
+        r["bound_gflops_used"] = best
         eager = steps["torch_eager"]["median_per_s"]
         ratios = {f"{k}_over_torch_eager": v["median_per_s"] / eager for k, v in steps.items()}
         ratios["jax_hand_over_jax_autodiff_optax"] = (steps["jax_hand"]["median_per_s"]
                                                      / steps["jax_autodiff_optax"]["median_per_s"])
         ratios["jax_hand_over_xla_roof"] = steps["jax_hand"]["median_per_s"] / r["xla_roof_steps_per_s"]
         ratios["torch_eager_over_torch_roof"] = eager / r["torch_roof_steps_per_s"]
+        ratios["bound_over_torch_eager"] = r["bound_steps_per_s"] / eager
+        ratios["jax_hand_over_bound"] = steps["jax_hand"]["median_per_s"] / r["bound_steps_per_s"]
         results["batches"][str(b)] = {"steps_per_s": steps, "ratios": ratios, "matmul_roof": r, **notes}
     if not args.no_sweep:
         print("XLA flag sweep (fresh process per flag set; jax step + XLA matmul roof):", flush=True)
@@ -273,6 +360,11 @@ def print_table(results: dict) -> None:
         print(f"  hand / autodiff+optax {r['ratios']['jax_hand_over_jax_autodiff_optax']:.2f}; "
               f"hand / XLA roof {r['ratios']['jax_hand_over_xla_roof']:.2f}; "
               f"torch eager / torch roof {r['ratios']['torch_eager_over_torch_roof']:.2f}")
+        print(f"  float32 peak, 1024^3 matmul: XLA {m['xla_peak_gflops_1024']:.0f} GFLOP/s, torch "
+              f"{m['torch_peak_gflops_1024']:.0f} GFLOP/s; hand Adam alone {m['adam_only_us']:.0f} us")
+        print(f"  bound (all matmuls at {m['bound_gflops_used']:.0f} GFLOP/s + Adam): "
+              f"{m['bound_steps_per_s']:.1f} steps/s = x{r['ratios']['bound_over_torch_eager']:.2f} torch eager; "
+              f"hand at {r['ratios']['jax_hand_over_bound']:.2f} of it")
         for k in ("torch_compile_error", "torch_compile_warmup_s"):
             if k in r:
                 print(f"  {k}: {r[k]}")

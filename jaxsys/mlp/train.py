@@ -2,6 +2,7 @@
 
     state = init_state(key, step_cfg)
     state, metrics = train_step(state, x_BxI, y_B, cfg=step_cfg)     # jitted once, state donated
+    state, metrics_K = train_steps(state, xs_KxBxI, ys_KxB, cfg=step_cfg)  # K steps, one call
 
 `StepConfig.grad` picks the hand-derived backward ("hand") or `jax.value_and_grad` ("autodiff");
 `StepConfig.adam.kind` picks the hand Adam ("hand") or optax.adam ("optax").
@@ -70,6 +71,18 @@ def _train_step(state: TrainState, x: jax.Array, y: jax.Array, cfg: StepConfig
 
 
 train_step = jax.jit(_train_step, static_argnames=("cfg",), donate_argnames=("state",))
+
+
+def _train_steps(state: TrainState, xs_KxBxI: jax.Array, ys_KxB: jax.Array, cfg: StepConfig
+                 ) -> tuple[TrainState, dict]:
+    def body(s, xy):
+        return _train_step(s, *xy, cfg=cfg)
+    return jax.lax.scan(body, state, (xs_KxBxI, ys_KxB))
+
+
+# K steps in one call (a lax.scan over K stacked batches): the same updates as K train_step calls,
+# without K host round trips. Metrics come back stacked, one entry per step.
+train_steps = jax.jit(_train_steps, static_argnames=("cfg",), donate_argnames=("state",))
 
 
 def _evaluate(params, x, y, cfg: mlp_model.MLPConfig) -> dict:

@@ -10,7 +10,7 @@ from jaxsys.errors import ConfigError, DataError, ShapeError
 from jaxsys.mlp import model
 from jaxsys.mlp.adam import AdamConfig
 from jaxsys.mlp.data import Dataset, load_digits
-from jaxsys.mlp.train import StepConfig, TrainConfig, init_state, train, train_step
+from jaxsys.mlp.train import StepConfig, TrainConfig, init_state, train, train_step, train_steps
 from jaxsys.train import read_metrics
 
 TINY = dict(hidden=(8,), batch=16, log_every=1, eval_every=2, ckpt_every=2)
@@ -50,6 +50,22 @@ def test_autodiff_optax_step_equals_hand_step():
     np.testing.assert_allclose(out["hand"][1], out["autodiff"][1], rtol=1e-13)
     for a, b in zip(jax.tree_util.tree_leaves(out["hand"][0]), jax.tree_util.tree_leaves(out["autodiff"][0])):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
+def test_train_steps_scan_equals_repeated_train_step():
+    rng = np.random.default_rng(2)
+    cfg = StepConfig(model.MLPConfig((5, 6, 4, 3), "classify"), AdamConfig("hand"), "hand")
+    xs, ys = jnp.asarray(rng.normal(size=(4, 7, 5))), jnp.asarray(rng.integers(0, 3, (4, 7)))
+    one = init_state(jax.random.PRNGKey(3), cfg, jnp.float64)
+    losses = []
+    for k in range(4):
+        one, m = train_step(one, xs[k], ys[k], cfg=cfg)
+        losses.append(float(m["loss"]))
+    many, ms = train_steps(init_state(jax.random.PRNGKey(3), cfg, jnp.float64), xs, ys, cfg=cfg)
+    assert int(many.step) == 4 and ms["loss"].shape == (4,)
+    np.testing.assert_allclose(np.asarray(ms["loss"]), losses, rtol=1e-13)
+    for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(many)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
 def test_train_checkpoint_and_resume_equals_uninterrupted(tmp_path, digits):
