@@ -4,6 +4,9 @@
   each blob's packed buffer to the device: that is the resident compressed form.
 - `tensor_value(packs, scale, meta)` is a pure, traceable function (packs -> decoded tensor, ok flag)
   so a caller can fuse it into its own jitted computation; `decode_tensor` is its jitted form.
+- `prepare_group_pack(store, names)` does the same for tensors that live in the store's
+  shared-table group blob: ONE device buffer for all of them, decoded by ONE jitted call
+  (`group_value`: one rANS kernel over all their lanes, then assembly and dequantisation).
 - `WeightCache`: groups of tensors (e.g. one transformer layer) decoded on demand into a bounded LRU
   cache (capacity in groups and/or bytes), with `prefetch(group)` issued ahead of use. Decodes are
   dispatched asynchronously (JAX async dispatch), so a prefetch overlaps the caller's compute.
@@ -42,6 +45,10 @@ class DeviceTensor:
 
 def prepare_tensor(store: Store, name: str) -> DeviceTensor:
     e = store.entry(name)
+    if "member" in e:   # lives in the shared-table group: a one-tensor group pack
+        dg = prepare_group_pack(store, [name])
+        meta = ("member", tuple(e["shape"]), e["dtype"], bool(e.get("per_channel", False)), dg.meta)
+        return DeviceTensor(name, (dg.pack,), dg.scales[0], meta, dg.nbytes)
     kind = e["kind"]
     n_blobs = 1 if kind in ("int", "q8", "bytes") else len(e["parts"])
     packs, statics = [], []
@@ -76,6 +83,9 @@ def _blob_value(pack, static):
 def tensor_value(packs, scale, meta):
     """Traceable: device packs -> (decoded tensor, ok). q8 tensors come back dequantised (float32)."""
     kind, shape, dtype, per_channel, statics = meta
+    if kind == "member":
+        ws, oks = group_value(packs[0], (scale,), statics)
+        return ws[0], oks[0]
     vals = [_blob_value(p, s) for p, s in zip(packs, statics)]
     ok = functools.reduce(jnp.logical_and, [v[1] for v in vals])
     if kind == "int":
@@ -98,6 +108,51 @@ def tensor_value(packs, scale, meta):
 decode_tensor = jax.jit(tensor_value, static_argnames=("meta",))
 
 
+@dataclasses.dataclass(frozen=True)
+class DeviceGroup:
+    names: tuple             # tensor names, in pack order
+    pack: jax.Array          # one uint32 device buffer (decode.prepare_group)
+    scales: tuple            # per tensor: q8 scales (device) or None
+    meta: tuple              # hashable: (decode statics, per tensor (kind, shape, per_channel))
+    nbytes: int              # device bytes of the compressed form
+
+
+def prepare_group_pack(store: Store, names) -> DeviceGroup:
+    """Members `names` of the store's shared-table group -> one device pack (validated once)."""
+    names = tuple(names)
+    pg = store.parsed_group()
+    pack, statics = D.prepare_group(pg, [store.member(n) for n in names])
+    scales, infos = [], []
+    for n in names:
+        e = store.entry(n)
+        s = None
+        if e["kind"] == "q8":
+            s = jax.device_put(store._q8_scale(n))
+        scales.append(s)
+        infos.append((e["kind"], tuple(e["shape"]), bool(e.get("per_channel", False))))
+    dev = jax.device_put(pack)
+    nbytes = int(dev.nbytes) + sum(int(s.nbytes) for s in scales if s is not None)
+    return DeviceGroup(names, dev, tuple(scales), (statics, tuple(infos)), nbytes)
+
+
+def group_value(pack, scales, meta):
+    """Traceable: a DeviceGroup's pack -> (tuple of tensors, ok flags (n,)); q8 dequantised."""
+    statics, infos = meta
+    vals = D.group_values(pack, statics)
+    ws = []
+    for (q, _), (kind, shape, per_channel), s in zip(vals, infos, scales):
+        if kind == "int":
+            ws.append(q.reshape(shape))
+            continue
+        q = q.astype(jnp.float32)
+        w = q.reshape(shape[0], -1) * s[:, None] if per_channel else q * s[0]
+        ws.append(w.reshape(shape))
+    return tuple(ws), jnp.stack([ok for _, ok in vals])
+
+
+decode_group_pack = jax.jit(group_value, static_argnames=("meta",))
+
+
 class WeightCache:
     """Bounded LRU cache of decoded tensor groups, with prefetch.
 
@@ -112,8 +167,10 @@ class WeightCache:
     """
 
     def __init__(self, tensors: dict, groups: dict, max_groups: int | None = None,
-                 max_bytes: int | None = None, prefetch: bool = True, prefetch_thread: bool = False):
+                 max_bytes: int | None = None, prefetch: bool = True, prefetch_thread: bool = False,
+                 packed: dict | None = None):
         self.tensors, self.groups = tensors, groups
+        self.packed = packed or {}   # group -> DeviceGroup (decoded in one call)
         self._pool = None
         if prefetch and prefetch_thread:   # a worker thread dispatches and waits for the decode
             from concurrent.futures import ThreadPoolExecutor
@@ -128,7 +185,14 @@ class WeightCache:
     # decoding ------------------------------------------------------------------------------------
     def decode_group(self, g: str) -> dict:
         out = {}
+        if g in self.packed:
+            dg = self.packed[g]
+            ws, oks = decode_group_pack(dg.pack, dg.scales, meta=dg.meta)
+            self._oks.append((dg.names, oks))
+            out.update(zip(dg.names, ws))
         for n in self.groups[g]:
+            if n in out:
+                continue
             t = self.tensors[n]
             w, ok = decode_tensor(t.packs, t.scale, meta=t.meta)
             self._oks.append((n, ok))
@@ -143,8 +207,9 @@ class WeightCache:
         """Fetch the collected integrity flags (one sync); raise CodecError naming a bad tensor."""
         if not self._oks:
             return
-        flags = np.asarray(jnp.stack([ok for _, ok in self._oks]))
-        bad = [n for (n, _), f in zip(self._oks, flags) if not f]
+        flags = np.asarray(jnp.concatenate([jnp.atleast_1d(ok) for _, ok in self._oks]))
+        names = [n for ns, _ in self._oks for n in ((ns,) if isinstance(ns, str) else ns)]
+        bad = [n for n, f in zip(names, flags) if not f]
         self._oks = []
         if bad:
             raise CodecError(f"tensor {bad[0]!r}: decoded weights failed the integrity check")
@@ -202,7 +267,8 @@ class WeightCache:
         return sum(_nbytes(w) for w in self._lru.values()) + sum(_nbytes(w) for w in pend)
 
     def compressed_bytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
+        return (sum(t.nbytes for t in self.tensors.values())
+                + sum(g.nbytes for g in self.packed.values()))
 
     def stats(self) -> dict:
         total = self.hits + self.misses + self.prefetch_hits
@@ -214,6 +280,22 @@ class WeightCache:
 
 def _nbytes(w: dict) -> int:
     return sum(int(np.prod(a.shape)) * jnp.dtype(a.dtype).itemsize for a in w.values())
+
+
+def load_device_store(store: Store, groups: dict, pack_groups: bool = True):
+    """-> (tensors, packed) for a WeightCache: the shared-table members of each group become one
+    DeviceGroup (when `pack_groups`), every other tensor a DeviceTensor."""
+    packed, rest = {}, []
+    for g, names in groups.items():
+        mem = [n for n in names if pack_groups and store.group is not None and "member" in store.entry(n)]
+        if mem:
+            try:
+                packed[g] = prepare_group_pack(store, mem)
+            except CodecError as e:
+                msg = str(e)
+                raise CodecError(msg if msg.startswith("tensor ") else f"tensor {mem[0]!r}: {msg}") from None
+        rest += [n for n in names if n not in mem]
+    return load_device_tensors(store, rest), packed
 
 
 def load_device_tensors(store: Store, names=None, progress: Callable | None = None) -> dict:

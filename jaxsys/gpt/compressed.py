@@ -38,20 +38,20 @@ def groups_for(cfg: GPTConfig) -> dict[str, list[str]]:
     return g
 
 
-def _embed(wte, wpe, tok, pos):
-    return _rmsnorm(wte[tok][None, :] + wpe[pos][None, :])
+def _embed(wte, wpe, tok_B, pos):
+    return _rmsnorm(wte[tok_B] + wpe[pos][None, :])
 
 
 def _layer(wq, wk, wv, wo, fc1, fc2, ck, cv, x, pos, n_head: int):
-    """decode_step's layer body for one row: x [1, E], ck/cv [1, H, T, D]."""
+    """decode_step's layer body for B rows at one position: x [B, E], ck/cv [B, H, T, D]."""
     B, E = x.shape
     H, D, T = n_head, E // n_head, ck.shape[2]
     h = _rmsnorm(x)
     q = (h @ wq.T).reshape(B, H, D)
     k = (h @ wk.T).reshape(B, H, D)
     v = (h @ wv.T).reshape(B, H, D)
-    ck = ck.at[0, :, pos, :].set(k[0])
-    cv = cv.at[0, :, pos, :].set(v[0])
+    ck = ck.at[:, :, pos, :].set(k)
+    cv = cv.at[:, :, pos, :].set(v)
     s = jnp.einsum("bhd,bhtd->bht", q, ck) / math.sqrt(D)
     s = jnp.where((jnp.arange(T) <= pos)[None, None, :], s, -jnp.inf)
     a = jax.nn.softmax(s, axis=-1)
@@ -62,9 +62,10 @@ def _layer(wq, wk, wv, wo, fc1, fc2, ck, cv, x, pos, n_head: int):
     return x, ck, cv
 
 
-def _head(w, x, temperature, u):
+def _head(w, x, temperature, u_B):
     logits = x @ w.T
-    return logits, sample_tokens(logits, temperature[None], u[None])[0]
+    B = logits.shape[0]
+    return logits, sample_tokens(logits, jnp.full((B,), temperature), u_B)
 
 
 embed_step = jax.jit(_embed)
@@ -84,6 +85,17 @@ def _fused(packs, scales, ck, cv, x, pos, metas, n_head: int):
 
 
 fused_layer_step = jax.jit(_fused, static_argnames=("metas", "n_head"), donate_argnames=("ck", "cv"))
+
+
+def _fused_group(pack, scales, ck, cv, x, pos, meta, n_head: int):
+    """One jitted function: decode a layer's packed group (one rANS kernel), then run the layer."""
+    ws, oks = runtime.group_value(pack, scales, meta)
+    ws = tuple(w.astype(x.dtype) for w in ws)
+    x, ck, cv = _layer(*ws, ck, cv, x, pos, n_head)
+    return x, ck, cv, ws, jnp.all(oks)
+
+
+fused_group_step = jax.jit(_fused_group, static_argnames=("meta", "n_head"), donate_argnames=("ck", "cv"))
 
 
 class GPTRunner:
@@ -135,11 +147,14 @@ class GPTRunner:
         return out
 
     # one token -------------------------------------------------------------------------------------
-    def step(self, kv: list, tok: int, pos: int, temperature: float, u: float):
+    def step(self, kv: list, tok, pos: int, temperature: float, u):
+        """One position for B rows: tok (B,) ids (or one int), u (B,) uniforms -> (logits, next ids)."""
         cfg = self.cfg
+        tok = jnp.atleast_1d(jnp.asarray(tok, jnp.int32))
+        u = jnp.atleast_1d(jnp.asarray(u, jnp.float32))
         w = self._weights("embed")
         self._prefetch_after("embed")
-        x = self._timed(embed_step, w["wte"], w["wpe"], jnp.int32(tok), jnp.int32(pos))
+        x = self._timed(embed_step, w["wte"], w["wpe"], tok, jnp.int32(pos))
         for i in range(cfg.n_layer):
             g = f"layer{i}"
             names = groups_for(cfg)[g]
@@ -148,11 +163,17 @@ class GPTRunner:
                 self.cache.misses += 1
                 self.cache.events.append(("fused", g))
                 self._prefetch_after(g)
-                ts = [self.cache.tensors[n] for n in names]
-                x, ck, cv, ws, ok = self._timed(
-                    fused_layer_step, tuple(t.packs for t in ts), tuple(t.scale for t in ts),
-                    kv[i][0], kv[i][1], x, jnp.int32(pos), metas=tuple(t.meta for t in ts),
-                    n_head=cfg.n_head)
+                dg = self.cache.packed.get(g)
+                if dg is not None and tuple(dg.names) == tuple(names):
+                    x, ck, cv, ws, ok = self._timed(
+                        fused_group_step, dg.pack, dg.scales, kv[i][0], kv[i][1], x, jnp.int32(pos),
+                        meta=dg.meta, n_head=cfg.n_head)
+                else:
+                    ts = [self.cache.tensors[n] for n in names]
+                    x, ck, cv, ws, ok = self._timed(
+                        fused_layer_step, tuple(t.packs for t in ts), tuple(t.scale for t in ts),
+                        kv[i][0], kv[i][1], x, jnp.int32(pos), metas=tuple(t.meta for t in ts),
+                        n_head=cfg.n_head)
                 self.cache.note_ok(g, ok)
                 self.cache.insert(g, dict(zip(names, ws)))
             else:
@@ -163,39 +184,58 @@ class GPTRunner:
             kv[i] = (ck, cv)
         w = self._weights("head")
         self._prefetch_after("head")
-        logits, nxt = self._timed(head_step, w["lm_head"], x, jnp.float32(temperature), jnp.float32(u))
+        logits, nxt = self._timed(head_step, w["lm_head"], x, jnp.float32(temperature), u)
         self.tokens_run += 1
         return logits, nxt
 
     def generate(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
                  seed: int = 42, stop_ids=()) -> list[int]:
         """Feed the prompt, then sample (greedy when temperature <= 0) up to max_new_tokens."""
+        return self.generate_batch([prompt], max_new_tokens, temperature, seed, stop_ids)[0]
+
+    def generate_batch(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                       temperature: float = 0.0, seed: int = 42, stop_ids=()) -> list[list[int]]:
+        """B rows with prompts of equal length, in lock-step; row b uses the uniforms of
+        `np.random.default_rng(seed + b)` (row 0 = `generate`'s). A row's output ends at a stop id;
+        the batch stops when every row has stopped or max_new_tokens are out."""
         cfg = self.cfg
-        prompt = [int(t) for t in prompt]
-        if not prompt or len(prompt) > cfg.block_size or min(prompt) < 0 or max(prompt) >= cfg.vocab_size:
-            raise ConfigError(f"prompt must hold 1..{cfg.block_size} ids in [0, {cfg.vocab_size})")
+        prompts = [[int(t) for t in p] for p in prompts]
+        if not prompts or len({len(p) for p in prompts}) != 1:
+            raise ConfigError("generate_batch needs >= 1 prompts, all of the same length")
+        for prompt in prompts:
+            if not prompt or len(prompt) > cfg.block_size or min(prompt) < 0 or max(prompt) >= cfg.vocab_size:
+                raise ConfigError(f"prompt must hold 1..{cfg.block_size} ids in [0, {cfg.vocab_size})")
         if int(max_new_tokens) < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        us = np.random.default_rng(seed).random(cfg.block_size + 1)
-        shape = (1, cfg.n_head, cfg.block_size, cfg.head_dim)
+        B, P = len(prompts), len(prompts[0])
+        us = np.stack([np.random.default_rng(seed + b).random(cfg.block_size + 1) for b in range(B)])
+        us = us.astype(np.float32)
+        shape = (B, cfg.n_head, cfg.block_size, cfg.head_dim)
         kv = [(jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)) for _ in range(cfg.n_layer)]
-        seq, out, pos = list(prompt), [], 0
-        while pos < cfg.block_size and len(out) < max_new_tokens:
-            _, nxt = self.step(kv, seq[pos], pos, temperature, float(us[len(out)]))
+        seqs = np.zeros((B, cfg.block_size + 1), np.int32)
+        seqs[:, :P] = prompts
+        outs, done = [[] for _ in range(B)], [False] * B
+        pos, n_out = 0, 0
+        while pos < cfg.block_size and n_out < max_new_tokens:
+            _, nxt = self.step(kv, seqs[:, pos], pos, temperature, us[:, n_out])
             pos += 1
-            if pos >= len(seq):
-                t = int(nxt)
-                out.append(t)
-                seq.append(t)
-                if t in stop_ids:
+            if pos >= P:
+                nxt = np.asarray(nxt)
+                seqs[:, pos] = nxt
+                for b in range(B):
+                    if not done[b]:
+                        outs[b].append(int(nxt[b]))
+                        done[b] = int(nxt[b]) in stop_ids
+                n_out += 1
+                if all(done):
                     break
         if self.cache is not None:
             self.cache.check()
-        return out
+        return outs
 
-    def activation_bytes(self) -> int:
+    def activation_bytes(self, rows: int = 1) -> int:
         cfg = self.cfg
-        return 2 * cfg.n_layer * cfg.n_head * cfg.block_size * cfg.head_dim * 4 + 8 * cfg.n_embd * 4
+        return rows * (2 * cfg.n_layer * cfg.n_head * cfg.block_size * cfg.head_dim * 4 + 8 * cfg.n_embd * 4)
 
 
 def compress_gpt(params: dict, mode: str = "int8", opts: store.LayerOpts = store.LayerOpts()) -> bytes:
@@ -206,9 +246,10 @@ def compress_gpt(params: dict, mode: str = "int8", opts: store.LayerOpts = store
 
 def compressed_runner(data: bytes, cfg: GPTConfig, cache_layers: int | None = None,
                       cache_bytes: int | None = None, prefetch: bool = True, fused: bool = False,
-                      profile: bool = False, prefetch_thread: bool = False) -> GPTRunner:
+                      profile: bool = False, prefetch_thread: bool = False,
+                      pack_groups: bool = True) -> GPTRunner:
     return CompressedModel(data, cfg, cache_layers, cache_bytes, prefetch, fused, profile,
-                           prefetch_thread)
+                           prefetch_thread, pack_groups)
 
 
 class CompressedModel(GPTRunner):
@@ -216,11 +257,12 @@ class CompressedModel(GPTRunner):
 
     def __init__(self, data: bytes, cfg: GPTConfig, cache_layers: int | None = 1,
                  cache_bytes: int | None = None, prefetch: bool = True, fused: bool = False,
-                 profile: bool = False, prefetch_thread: bool = False):
-        tensors = runtime.load_device_tensors(store.Store(data))
+                 profile: bool = False, prefetch_thread: bool = False, pack_groups: bool = True):
+        # pack_groups: a group's shared-table tensors decode in ONE call (else one call per tensor)
+        tensors, packed = runtime.load_device_store(store.Store(data), groups_for(cfg), pack_groups)
         cache = runtime.WeightCache(tensors, groups_for(cfg), max_groups=cache_layers,
                                     max_bytes=cache_bytes, prefetch=prefetch,
-                                    prefetch_thread=prefetch_thread)
+                                    prefetch_thread=prefetch_thread, packed=packed)
         super().__init__(cfg, cache=cache, prefetch=prefetch, fused=fused, profile=profile)
 
 
