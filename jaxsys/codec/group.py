@@ -22,7 +22,8 @@ Header (little-endian):
     28  4  number of u16 words in the payload's word region
     32  4  CRC32 of the payload
     36  4  CRC32 of header bytes 0..35 + table + directory + index
-Table: one byte k (0..15), then for the 256 symbols in int8 order (byte 0x80 .. 0x7f) the
+Table: one byte k. k = 255: the version-1 table coding follows (presence bitmap, fixed width; wins
+for sparse histograms). k = 0..15: for the 256 symbols in int8 order (byte 0x80 .. 0x7f) the
 zigzag-mapped difference f_s - f_prev (f_prev starts at 0) Rice-coded with parameter k (unary
 quotient as q one-bits and a zero, then k remainder bits), LSB-first, zero-padded to a byte.
 Frequencies of smooth histograms differ little between neighbouring values, so this costs ~3 bits
@@ -114,6 +115,13 @@ _ORDER = (np.arange(256) + 128) % 256          # bytes 0x80..0xff, 0x00..0x7f (i
 
 
 def pack_table(freq: np.ndarray) -> bytes:
+    """The shorter of the Rice coding and (flag 255) the version-1 coding of a table."""
+    rice = rice_table(freq)
+    v1 = bytes([255]) + fmt._pack_table(np.asarray(freq, np.int64))
+    return rice if len(rice) <= len(v1) else v1
+
+
+def rice_table(freq: np.ndarray) -> bytes:
     f = np.asarray(freq, np.int64)[_ORDER]
     d = np.diff(np.concatenate([[0], f]))
     z = np.where(d >= 0, 2 * d, -2 * d - 1)
@@ -129,6 +137,8 @@ def parse_table(tb, prob_bits: int) -> np.ndarray:
     if len(tb) < 2:
         raise CodecError(f"shared table of {len(tb)} bytes is too short")
     k = tb[0]
+    if k == 255:
+        return fmt._parse_table(memoryview(tb[1:]), prob_bits)
     if k > 15:
         raise CodecError(f"shared table Rice parameter {k} > 15")
     bits = np.unpackbits(np.frombuffer(tb[1:], np.uint8), bitorder="little")

@@ -43,3 +43,19 @@ def source(kind: str, shape, rng, dtype=np.int8) -> np.ndarray:
     else:
         raise ValueError(kind)
     return (np.asarray(v, np.int64) % 256).astype(np.uint8).view(dtype).reshape(shape)
+
+
+def reseal_group(blob: bytes) -> bytes:
+    """Recompute a group blob's payload and meta CRCs from its (possibly mutated) section sizes."""
+    from jaxsys.codec import group as G
+    b = bytearray(blob)
+    if len(b) < G.HEADER_SIZE:
+        return bytes(b)
+    f = list(G._HDR.unpack_from(b, 0))
+    p0 = G.HEADER_SIZE + f[6] + f[7] + f[8]
+    if p0 > len(b):
+        return bytes(b)
+    struct.pack_into("<I", b, G.HEADER_SIZE - 8, zlib.crc32(bytes(b[p0:])))
+    meta = zlib.crc32(bytes(b[G.HEADER_SIZE:p0]), zlib.crc32(bytes(b[:G.HEADER_SIZE - 4])))
+    struct.pack_into("<I", b, G.HEADER_SIZE - 4, meta)
+    return bytes(b)
