@@ -39,7 +39,8 @@ def test_lossless_trained_weights_bit_exact(trained, dtype):
 
 
 @pytest.mark.parametrize("mode,configs", [
-    ("int8", (dict(cache_layers=0, prefetch=False), dict(cache_layers=1), dict(cache_layers=0, fused=True))),
+    ("int8", (dict(cache_layers=0, prefetch=False), dict(cache_layers=1), dict(cache_layers=0, fused=True),
+              dict(cache_layers=0, pack_groups=False), dict(cache_layers=0, prefetch_thread=True))),
     ("lossless", (dict(cache_layers=1, prefetch=False),)),
 ])
 def test_compressed_generation_matches_uncompressed(trained, mode, configs):
@@ -57,6 +58,26 @@ def test_compressed_generation_matches_uncompressed(trained, mode, configs):
         sampled_ref = C.GPTRunner(cfg, params=ref_params).generate([0], 6, temperature=0.8, seed=3)
         assert C.compressed_runner(data, cfg, cache_layers=1).generate(
             [0], 6, temperature=0.8, seed=3) == sampled_ref
+
+
+def test_batched_rows_and_per_tensor_store(trained):
+    """3 rows in lock-step from compressed weights (shared-table group, one decode call per layer)
+    equal the uncompressed runner's rows and, row by row, the engine's own greedy generator; a
+    version-1 store (one blob per tensor) gives the same tokens."""
+    cfg, params = trained
+    data = C.compress_gpt(params, "int8", OPTS)
+    ref_params = C.decoded_params(data)
+    prompts = [[0, 5], [3, 1], [7, 7]]
+    ref = C.GPTRunner(cfg, params=ref_params).generate_batch(prompts, 6)
+    for p, row in zip(prompts, ref):
+        assert row == generate(ref_params, cfg, p, 6, greedy=True)
+    got = C.compressed_runner(data, cfg, cache_layers=0, prefetch=True, fused=True).generate_batch(prompts, 6)
+    assert got == ref
+    v1 = C.compress_gpt(params, "int8", store.LayerOpts(tile_shape=(32, 32), lanes=8, shared_table=False))
+    assert store.Store(v1).version == 1 and store.Store(data).version == 2
+    assert all(np.array_equal(C.decoded_params(v1)[k], ref_params[k]) for k in params)
+    r = C.compressed_runner(v1, cfg, cache_layers=1)
+    assert not r.cache.packed and r.generate_batch(prompts, 6) == ref
 
 
 def test_cache_eviction_and_prefetch_order(trained):
