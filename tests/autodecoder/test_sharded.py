@@ -1,7 +1,4 @@
 """jaxsys/autodecoder/sharded.py: vmapped seeds split over 4 simulated CPU devices (child process)."""
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,8 +6,7 @@ import pytest
 from jaxsys.autodecoder.sharded import check_seed_mesh
 from jaxsys.errors import ConfigError
 from jaxsys.train import sharding as sh
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.sharding_util import run_worker
 
 
 def test_seed_mesh_validation(tiny):
@@ -28,12 +24,7 @@ class _FakeMesh:
 
 
 def test_seeds_on_4_devices_match_vmap_on_one(tmp_path):
-    env = sh.cpu_devices_env(4)
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("_sharded_worker.py")), str(tmp_path)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    r = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+    r = run_worker(Path(__file__).with_name("_sharded_worker.py"), tmp_path, timeout=240)
     assert r["device_count"] == 4
     (case,) = r["cases"]
     assert case["loss_max_diff"] < 1e-5 and case["param_max_diff"] < 1e-5

@@ -1,8 +1,5 @@
 """jaxsys/ginr/sharded.py on 4 simulated CPU devices (a child process: this one has 1 device).
 (Basename unique across tests/, which has no __init__.py per system folder.)"""
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +9,8 @@ from jaxsys.errors import ConfigError
 from jaxsys.ginr.model import GinrConfig
 from jaxsys.ginr.sharded import make_sharded_train_step
 from jaxsys.ginr.train import TrainConfig
-from jaxsys.train import sharding as sh
+from tests.sharding_util import run_worker
 
-ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-5
 
 
@@ -38,12 +34,7 @@ def test_cli_rejects_bad_mesh_and_distributed_flags(argv, msg, capsys):
 
 
 def test_data_parallel_step_on_4_devices_equals_single_device(tmp_path):
-    env = sh.cpu_devices_env(4)
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("_sharded_worker.py")), str(tmp_path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    r = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+    r = run_worker(Path(__file__).with_name("_sharded_worker.py"), tmp_path)
     assert r["device_count"] == 4
     (case,) = r["cases"]
     assert case["mesh"] == "data=4"

@@ -1,7 +1,4 @@
 """jaxsys/gpt/sharded.py (basename unique across tests/: no __init__.py here) on 4 simulated CPU devices (a child process: this one has 1 device)."""
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +10,14 @@ from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.sharded import state_pspecs
 from jaxsys.gpt.train import TrainConfig
 from jaxsys.train import sharding as sh
+from tests.sharding_util import run_worker
 
-ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    env = sh.cpu_devices_env(4)
-    env["PYTHONPATH"] = str(ROOT)
-    root = tmp_path_factory.mktemp("gpt_sharded")
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("_sharded_worker.py")), str(root)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+    return run_worker(Path(__file__).with_name("_sharded_worker.py"), tmp_path_factory.mktemp("gpt_sharded"))
 
 
 def test_state_pspecs_megatron_layout():

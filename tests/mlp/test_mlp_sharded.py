@@ -1,6 +1,5 @@
 """jaxsys/mlp/sharded.py (basename unique across tests/: no __init__.py here) on 4 simulated CPU devices (a child process: this one has 1 device)."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,20 +9,15 @@ import pytest
 from jaxsys.errors import ConfigError
 from jaxsys.mlp.sharded import tensor_parallel_rules
 from jaxsys.train import sharding as sh
+from tests.sharding_util import free_port, run_processes, run_worker
 
-ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    env = sh.cpu_devices_env(4)
-    env["PYTHONPATH"] = str(ROOT)
-    root = tmp_path_factory.mktemp("mlp_sharded")
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("_sharded_worker.py")), str(root)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+    return run_worker(Path(__file__).with_name("_sharded_worker.py"), tmp_path_factory.mktemp("mlp_sharded"),
+                      timeout=240)
 
 
 def test_tensor_parallel_rules_pair_layers():
@@ -79,34 +73,17 @@ def test_train_loop_on_mesh_matches_single_device_and_resumes_on_2(result):
         assert abs(resumed[k] - single[k]) < TOL, k
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_cli_two_processes_on_loopback(result, tmp_path):
     """`jaxsys mlp train --coordinator ... --num-processes 2 --process-id i` on two CPU processes of 2
     devices each (mesh data=2,model=2 across both) ends where the 4-device single-process run does."""
     sys.path.insert(0, str(Path(__file__).parent))
     from _sharded_worker import CLI_ARGS
-    env = sh.cpu_devices_env(2)
-    env["PYTHONPATH"] = str(ROOT)
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, "-m", "jaxsys.cli", "mlp", "train", *CLI_ARGS, "--mesh", "data=2,model=2",
-                               "--run-dir", str(tmp_path / "mp"), "--coordinator", f"127.0.0.1:{port}",
-                               "--num-processes", "2", "--process-id", str(i)],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in (0, 1)]
-    try:
-        outs = [p.communicate(timeout=240) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    port = free_port()
+    outs = run_processes([[sys.executable, "-m", "jaxsys.cli", "mlp", "train", *CLI_ARGS, "--mesh", "data=2,model=2",
+                           "--run-dir", tmp_path / "mp", "--coordinator", f"127.0.0.1:{port}",
+                           "--num-processes", "2", "--process-id", i] for i in (0, 1)], n_devices=2, timeout=240)
+    for rc, out, err in outs:
+        assert rc == 0, err[-3000:]
         assert "mesh data=2,model=2 on 2 process(es)" in out
     s = json.loads((tmp_path / "mp" / "summary.json").read_text())
     assert s["processes"] == 2 and s["steps"] == 6

@@ -1,9 +1,6 @@
 """jaxsys/train/sharding.py: mesh parsing and placement rules in-process; the multi-device behaviour
 in child processes on simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N),
 because this pytest process has already initialised JAX with one device."""
-import json
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,20 +10,14 @@ from jax.sharding import PartitionSpec as P
 
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.train import sharding as sh
+from tests import sharding_util
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("_sharding_worker.py")
 TOL = 1e-5
 
 
 def run_worker(n_devices: int, *args: str, timeout: float = 120) -> dict:
-    env = sh.cpu_devices_env(n_devices)
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, str(WORKER), *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    assert proc.returncode == 0, f"worker {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return sharding_util.run_worker(WORKER, *args, n_devices=n_devices, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------- in-process
@@ -189,31 +180,16 @@ def test_checkpoint_saved_on_4_devices_restores_on_2_and_1(tmp_path):
     assert res["runs"][1]["restored_specs"]["mlp_fc2/w"] == "P(None, 'model')"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_on_loopback_agree_with_one(tmp_path):
     ref = run_worker(1, "single", str(tmp_path / "single.npz"))
-    port = str(_free_port())
+    port = str(sharding_util.free_port())
     out = tmp_path / "multi.npz"
-    env = sh.cpu_devices_env(2)
-    env["PYTHONPATH"] = str(ROOT)
-    procs = [subprocess.Popen([sys.executable, str(WORKER), "multiproc", str(out), port, "2", str(pid),
-                               "data=2,model=2"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    outs = sharding_util.run_processes([[sys.executable, WORKER, "multiproc", out, port, "2", pid, "data=2,model=2"]
+                                        for pid in (0, 1)], n_devices=2, timeout=120)
     results = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=120)
-            assert p.returncode == 0, f"process failed:\n{stdout[-2000:]}\n{stderr[-3000:]}"
-            results.append(json.loads([ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1][7:]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    for rc, stdout, stderr in outs:
+        assert rc == 0, f"process failed:\n{stdout[-2000:]}\n{stderr[-3000:]}"
+        results.append(sharding_util.result_of(stdout))
     assert [r["process_index"] for r in results] == [0, 1]
     for r in results:
         assert r["process_count"] == 2 and r["device_count"] == 4 and r["local_device_count"] == 2
