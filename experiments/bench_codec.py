@@ -3,12 +3,17 @@
 Datasets: (a) 2048x2048 int8 discretised Gaussian (sigma 20), 64 tiles of 256x256; (b) the int8
 per-channel-quantised weight matrices of a GPT trained by jaxsys (--gpt DIR with weights.json).
 
+For (b) the jaxsys default for model stores is a shared-table group blob (format version 2: one
+frequency table for all the model's int8 tensors, jaxsys/codec/group.py); its size is compared with
+the order-0 entropy of the POOLED symbols of all tensors ("vs pooled": the bound any single shared
+table can reach) and, like every method, with the sum of the per-tensor order-0 bounds ("vs H0").
+
 Compared: jaxsys (size vs the order-0 entropy bound of the chosen predictor's symbols; numpy encoder;
 decoders: jitted JAX end-to-end, JAX kernel only, vectorised numpy, scalar numpy reference measured on
 one tile), zlib -9, lzma (preset 6), zstd -3 / -19, constriction's ANS (stack) coder with the
 empirical categorical model (its model table is not counted in its size).
 
-    flock /tmp/jaxsys-heavy.lock python experiments/bench_codec.py --gpt runs/codec-gpt
+    flock /tmp/jaxsys-heavy.lock python experiments/bench_codec.py --gpt runs/codec-model,runs/gpt-names
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import numpy as np
 
 from jaxsys.codec import decode as D
 from jaxsys.codec import format as fmt
+from jaxsys.codec import group as G
 from jaxsys.codec.bench import coded_entropy_bits, gaussian_int8
 from jaxsys.codec.quant import quantize_int8
 from jaxsys.codec.store import load_tensors
@@ -62,6 +68,16 @@ def _jaxsys_methods(lanes_list, tile):
         tag = f"jaxsys L={L}"
         ms.append(Method(f"{tag} jax", lambda xs, kw=kw: [fmt.encode_layer(x, **kw) for x in xs],
                          lambda bl: [D.decode_layer(b) for b in bl], lambda bl: sum(map(len, bl))))
+    return ms
+
+
+def _group_methods(lane_symbols, tile):
+    ms = []
+    for k in lane_symbols:
+        ms.append(Method(f"jaxsys shared table, lanes>={k} sym",
+                         lambda xs, k=k: [G.encode_group(xs, (tile, tile), 32, None,
+                                                         min_lane_symbols=k)],
+                         lambda bl: D.decode_group(bl[0]), lambda bl: len(bl[0])))
     return ms
 
 
@@ -102,11 +118,11 @@ def _generic(name, c, d):
                   lambda st: [np.frombuffer(d(b), np.uint8) for b in st], lambda st: sum(map(len, st)))
 
 
-def run_dataset(name, arrays, repeats, lanes_list, tile):
+def run_dataset(name, arrays, repeats, lanes_list, tile, group_lane_symbols=()):
     """arrays: list of int8 arrays (layers)."""
     u8 = [np.ascontiguousarray(a).view(np.uint8) for a in arrays]
     raw = sum(a.nbytes for a in arrays)
-    methods = _jaxsys_methods(lanes_list, tile)
+    methods = _group_methods(group_lane_symbols, tile) + _jaxsys_methods(lanes_list, tile)
     if constriction is not None:
         methods.append(_constriction())
     methods.append(_generic("zlib -9", lambda b: zlib.compress(b, 9), zlib.decompress))
@@ -126,6 +142,10 @@ def run_dataset(name, arrays, repeats, lanes_list, tile):
             if not ok:
                 raise AssertionError(f"{m.name} failed to round-trip {name}")
     jblobs = states[f"jaxsys L={lanes_list[0]} jax"]
+    pooled = None
+    if group_lane_symbols:
+        gblob = states[methods[0].name][0]
+        pooled = fmt.entropy_bits(G.group_symbols(gblob, arrays)) / 8
     packs = _kernel_only(jblobs)
     kernel = lambda: [D._decode_kernel(p, n_lanes=k["n_lanes"], steps=k["steps"],  # noqa
                                        prob_bits=k["prob_bits"]) for p, k in packs]
@@ -152,15 +172,19 @@ def run_dataset(name, arrays, repeats, lanes_list, tile):
         size = m.size(states[m.name])
         enc = statistics.median(times[m.name]["enc"])
         dec = statistics.median(times[m.name]["dec"])
-        rows.append({"method": m.name, "bytes": size, "ratio": raw / size,
-                     "vs_entropy_pct": 100 * (size / bound - 1), "encode_MBps": raw / 1e6 / enc,
-                     "decode_MBps": raw / 1e6 / dec})
+        row = {"method": m.name, "bytes": size, "ratio": raw / size,
+               "vs_entropy_pct": 100 * (size / bound - 1), "encode_MBps": raw / 1e6 / enc,
+               "decode_MBps": raw / 1e6 / dec}
+        if pooled is not None:
+            row["vs_pooled_pct"] = 100 * (size / pooled - 1)
+        rows.append(row)
     for nm in ("jaxsys kernel only", "jaxsys numpy-vectorised"):
         rows.append({"method": nm, "decode_MBps": raw / 1e6 / statistics.median(times[nm]["dec"])})
     rows.append({"method": "jaxsys numpy scalar reference (one tile)",
                  "decode_MBps": sub.nbytes / 1e6 / t_ref})
     preds = [fmt.PREDICTOR_NAMES[fmt.parse_header(b).predictor] for b in jblobs]
     return {"dataset": name, "layers": len(arrays), "raw_bytes": raw, "entropy_bound_bytes": bound,
+            "pooled_entropy_bound_bytes": pooled,
             "predictors": {p: preds.count(p) for p in set(preds)}, "rows": rows,
             "repeats": repeats}
 
@@ -173,20 +197,26 @@ def gpt_arrays(model_dir: Path):
 
 
 def print_table(res):
+    pooled = res.get("pooled_entropy_bound_bytes")
     print(f"\n== {res['dataset']}: {res['layers']} layer(s), {res['raw_bytes']} bytes, entropy bound "
-          f"{res['entropy_bound_bytes']:.0f} B, predictors {res['predictors']}")
-    print(f"{'method':<42} {'bytes':>10} {'ratio':>7} {'vs H0':>8} {'enc MB/s':>9} {'dec MB/s':>9}")
+          f"(sum of per-tensor H0) {res['entropy_bound_bytes']:.0f} B"
+          + (f", pooled-symbols H0 {pooled:.0f} B" if pooled else "") + f", predictors {res['predictors']}")
+    print(f"{'method':<42} {'bytes':>10} {'ratio':>7} {'vs H0':>8} {'vs pooled':>9} {'enc MB/s':>9} {'dec MB/s':>9}")
     for r in res["rows"]:
         b = f"{r['bytes']:>10}" if "bytes" in r else " " * 10
         ra = f"{r['ratio']:>7.3f}" if "ratio" in r else " " * 7
         vh = f"{r['vs_entropy_pct']:>+7.2f}%" if "vs_entropy_pct" in r else " " * 8
         en = f"{r['encode_MBps']:>9.1f}" if "encode_MBps" in r else " " * 9
-        print(f"{r['method']:<42} {b} {ra} {vh} {en} {r['decode_MBps']:>9.1f}")
+        vp = f"{r['vs_pooled_pct']:>+8.2f}%" if "vs_pooled_pct" in r else " " * 9
+        print(f"{r['method']:<42} {b} {ra} {vh} {vp} {en} {r['decode_MBps']:>9.1f}")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gpt", default="runs/codec-gpt", help="folder with a jaxsys GPT weights.json")
+    ap.add_argument("--gpt", default="runs/codec-model",
+                    help="folder(s), comma-separated, each with a jaxsys GPT weights.json")
+    ap.add_argument("--group-lane-symbols", default="4096,512",
+                    help="shared-table group blobs for (b): symbols per lane at least")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--lanes", default="32,64,128")
     ap.add_argument("--out", default="experiments/results/codec.json")
@@ -199,16 +229,18 @@ def main(argv=None):
                       [gaussian_int8(2048, 2048, 20.0)], a.repeats, lanes, 256)
     print_table(res)
     results["datasets"].append(res)
-    gdir = Path(a.gpt)
-    if (gdir / "weights.json").is_file():
+    gls = [int(v) for v in a.group_lane_symbols.split(",") if v]
+    for gd in a.gpt.split(","):
+        gdir = Path(gd)
+        if not (gdir / "weights.json").is_file():
+            print(f"(no GPT weights at {gdir}; dataset (b) skipped for it)")
+            continue
         arrs, names = gpt_arrays(gdir)
         res = run_dataset(f"GPT {gdir} int8 per-channel ({sum(x.size for x in arrs)} weights)",
-                          arrs, a.repeats, lanes, 256)
+                          arrs, a.repeats, lanes, 256, gls)
         res["model_dir"] = str(gdir)
         print_table(res)
         results["datasets"].append(res)
-    else:
-        print(f"(no GPT weights at {gdir}; dataset (b) skipped)")
     atomic_write_json(a.out, results)
     print(f"\nwrote {a.out}")
 

@@ -4,10 +4,15 @@
    fp32 lossless; vs zstd -19 of the same raw bytes, and vs the exponent-entropy bound (exponent
    plane at its order-0 entropy, every other plane stored raw).
 2. Tokens/s and resident bytes of compressed inference (int8 mode) with cache sizes 0, 1, half and
-   all groups, with and without prefetch and fusion, vs the uncompressed model through the same
-   runner; interleaved rounds, medians.
+   all groups, with and without prefetch (async dispatch / worker thread) and fusion, vs the
+   uncompressed model through the same runner; for several settings: the store's lane length
+   (4096 symbols = the size-optimal default, 512 = faster decode, +0.9% size) and the number of
+   generation rows decoded in lock-step (1, 16: more compute per decoded layer). Each setting's
+   variants run interleaved in the same rounds; medians. Every variant's tokens are checked equal
+   to the uncompressed run's. "pf/no-pf excess" = (slowdown with prefetch - 1) / (slowdown
+   without - 1): the issue's target is <= 0.5.
 
-    flock /tmp/jaxsys-heavy.lock python experiments/bench_compressed.py --model runs/codec-gpt
+    flock /tmp/jaxsys-heavy.lock python experiments/bench_compressed.py --model runs/codec-model
 """
 from __future__ import annotations
 
@@ -59,11 +64,12 @@ def ratios(params: dict) -> list[dict]:
     return rows
 
 
-def speed(params: dict, cfg, tokens: int, rounds: int) -> list[dict]:
-    data = C.compress_gpt(params, "int8")
+def speed(params: dict, cfg, tokens: int, rounds: int, lane_symbols: int, rows: int) -> dict:
+    data = C.compress_gpt(params, "int8", store.LayerOpts(shared_lane_symbols=lane_symbols))
     ref_params = C.decoded_params(data)
     n_groups = cfg.n_layer + 2
     variants = {"uncompressed": None}
+    variants["cache=0 per-tensor calls"] = dict(cache_layers=0, prefetch=False, pack_groups=False)
     for k in sorted({0, 1, max(1, n_groups // 2), n_groups}):
         variants[f"cache={k} no-prefetch"] = dict(cache_layers=k, prefetch=False)
         variants[f"cache={k} prefetch"] = dict(cache_layers=k, prefetch=True)
@@ -72,45 +78,66 @@ def speed(params: dict, cfg, tokens: int, rounds: int) -> list[dict]:
     variants["cache=0 fused+prefetch"] = dict(cache_layers=0, prefetch=True, fused=True)
     runners = {n: (C.GPTRunner(cfg, params=ref_params) if kw is None else C.compressed_runner(data, cfg, **kw))
                for n, kw in variants.items()}
-    ref = runners["uncompressed"].generate([0], tokens)
+    prompts = [[(7 * b) % cfg.vocab_size] for b in range(rows)]
+    ref = runners["uncompressed"].generate_batch(prompts, tokens)
     for n, r in runners.items():   # compile and check
-        if r.generate([0], tokens) != ref:
+        if r.generate_batch(prompts, tokens) != ref:
             raise AssertionError(f"{n}: tokens differ from the uncompressed run")
     times = {n: [] for n in runners}
     for _ in range(rounds):
         for n, r in runners.items():
             t0 = time.perf_counter()
-            r.generate([0], tokens)
+            r.generate_batch(prompts, tokens)
             times[n].append(time.perf_counter() - t0)
     base = statistics.median(times["uncompressed"])
     raw = sum(np.asarray(v, np.float32).nbytes for v in params.values())
-    rows = []
+    out = []
     for n, r in runners.items():
         t = statistics.median(times[n])
-        act = r.activation_bytes()
+        act = r.activation_bytes(rows)
         if r.cache is None:
-            resident = raw + act
-            hit = None
+            resident, hit = raw + act, None
         else:
             st = r.cache.stats()
-            resident = st["compressed_bytes"] + st["cached_bytes"] + act
-            hit = st["hit_rate"]
-        rows.append({"variant": n, "tokens_per_s": tokens / t, "slowdown": t / base,
-                     "resident_bytes": resident, "resident_vs_uncompressed": resident / (raw + act),
-                     "hit_rate": hit})
-    # decode vs compute time per token (synchronised profile run)
+            resident, hit = st["compressed_bytes"] + st["cached_bytes"] + act, st["hit_rate"]
+        out.append({"variant": n, "tokens_per_s": rows * tokens / t, "ms_per_step": 1e3 * t / tokens,
+                    "slowdown": t / base, "resident_bytes": resident,
+                    "resident_vs_uncompressed": resident / (raw + act), "hit_rate": hit})
+    # decode vs compute time per step (synchronised profile run, cache=0)
     prof = C.compressed_runner(data, cfg, cache_layers=0, prefetch=False, profile=True)
-    prof.generate([0], 2)
+    prof.generate_batch(prompts, 2)
     prof.decode_s = prof.compute_s = 0.0
-    n = len(prof.generate([0], tokens))
-    rows.append({"variant": "profile cache=0", "decode_ms_per_token": 1e3 * prof.decode_s / n,
-                 "compute_ms_per_token": 1e3 * prof.compute_s / n})
-    return rows
+    prof.generate_batch(prompts, tokens)
+    sl = {r["variant"]: r["slowdown"] for r in out}
+    no = sl["cache=0 no-prefetch"] - 1
+    excess = {v: (sl[v] - 1) / no if no > 0 else None
+              for v in ("cache=0 prefetch", "cache=0 prefetch-thread", "cache=0 fused+prefetch")}
+    return {"lane_symbols": lane_symbols, "rows": rows, "tokens": tokens, "rounds": rounds,
+            "store_bytes": len(data), "variants": out,
+            "decode_ms_per_step": 1e3 * prof.decode_s / tokens,
+            "compute_ms_per_step": 1e3 * prof.compute_s / tokens,
+            "prefetch_excess_ratio": excess}
+
+
+def print_speed(sp: dict) -> None:
+    print(f"\n-- store lanes >= {sp['lane_symbols']} symbols ({sp['store_bytes']} B), {sp['rows']} row(s), "
+          f"{sp['tokens']} tokens, {sp['rounds']} rounds; profile cache=0: decode "
+          f"{sp['decode_ms_per_step']:.2f} ms/step, compute {sp['compute_ms_per_step']:.2f} ms/step")
+    print(f"{'variant':<26} {'tok/s':>8} {'ms/step':>8} {'slowdown':>9} {'resident':>10} {'vs unc.':>8} {'hit':>6}")
+    for r in sp["variants"]:
+        h = f"{r['hit_rate']:.2f}" if r["hit_rate"] is not None else "-"
+        print(f"{r['variant']:<26} {r['tokens_per_s']:>8.1f} {r['ms_per_step']:>8.2f} {r['slowdown']:>8.2f}x "
+              f"{r['resident_bytes']:>10} {r['resident_vs_uncompressed']:>7.2f}x {h:>6}")
+    ex = ", ".join(f"{k.replace('cache=0 ', '')} {v:.2f}" for k, v in sp["prefetch_excess_ratio"].items()
+                   if v is not None)
+    print(f"pf/no-pf excess slowdown (target <= 0.5): {ex}")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="runs/codec-gpt")
+    ap.add_argument("--model", default="runs/codec-model")
+    ap.add_argument("--lane-symbols", default="4096,512", help="store settings (symbols per lane)")
+    ap.add_argument("--rows", default="1,16", help="generation rows decoded in lock-step")
     ap.add_argument("--tokens", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default="experiments/results/codec_compressed.json")
@@ -127,16 +154,12 @@ def main(argv=None):
         print(f"{r['mode']:<15} {r['raw_bytes']:>9} {r['bytes']:>9} {r['pct_of_raw']:>6.1f}% "
               f"{r['blob_bytes']:>9} {vb} "
               f"{r.get('zstd19_bytes', ''):>9}")
-    res["speed"] = speed(params, cfg, a.tokens, a.rounds)
-    print(f"\n{'variant':<26} {'tok/s':>8} {'slowdown':>9} {'resident':>10} {'vs unc.':>8} {'hit':>6}")
-    for r in res["speed"]:
-        if "tokens_per_s" not in r:
-            print(f"{r['variant']:<26} decode {r['decode_ms_per_token']:.2f} ms/token, compute "
-                  f"{r['compute_ms_per_token']:.2f} ms/token")
-            continue
-        h = f"{r['hit_rate']:.2f}" if r["hit_rate"] is not None else "-"
-        print(f"{r['variant']:<26} {r['tokens_per_s']:>8.1f} {r['slowdown']:>8.2f}x "
-              f"{r['resident_bytes']:>10} {r['resident_vs_uncompressed']:>7.2f}x {h:>6}")
+    res["speed"] = []
+    for ls in (int(v) for v in a.lane_symbols.split(",")):
+        for rows in (int(v) for v in a.rows.split(",")):
+            sp = speed(params, cfg, a.tokens, a.rounds, ls, rows)
+            print_speed(sp)
+            res["speed"].append(sp)
     atomic_write_json(a.out, res)
     print(f"\nwrote {a.out}")
 
