@@ -43,10 +43,10 @@ class DeviceTensor:
         return self.meta[1]
 
 
-def prepare_tensor(store: Store, name: str) -> DeviceTensor:
+def prepare_tensor(store: Store, name: str, device=None) -> DeviceTensor:
     e = store.entry(name)
     if "member" in e:   # lives in the shared-table group: a one-tensor group pack
-        dg = prepare_group_pack(store, [name])
+        dg = prepare_group_pack(store, [name], device)
         meta = ("member", tuple(e["shape"]), e["dtype"], bool(e.get("per_channel", False)), dg.meta)
         return DeviceTensor(name, (dg.pack,), dg.scales[0], meta, dg.nbytes)
     kind = e["kind"]
@@ -63,10 +63,10 @@ def prepare_tensor(store: Store, name: str) -> DeviceTensor:
         else:
             pack[2:4] = kargs["sums"]
             statics.append((kargs["n_lanes"], kargs["steps"], kargs["prob_bits"], geom))
-        packs.append(jax.device_put(pack))
+        packs.append(jax.device_put(pack, device))
     scale = None
     if kind == "q8":
-        scale = jax.device_put(np.frombuffer(store.part(name, 1), "<f4").copy())
+        scale = jax.device_put(np.frombuffer(store.part(name, 1), "<f4").copy(), device)
     meta = (kind, tuple(e["shape"]), e["dtype"], bool(e.get("per_channel", False)), tuple(statics))
     nbytes = sum(int(p.nbytes) for p in packs) + (int(scale.nbytes) if scale is not None else 0)
     return DeviceTensor(name, tuple(packs), scale, meta, nbytes)
@@ -117,7 +117,7 @@ class DeviceGroup:
     nbytes: int              # device bytes of the compressed form
 
 
-def prepare_group_pack(store: Store, names) -> DeviceGroup:
+def prepare_group_pack(store: Store, names, device=None) -> DeviceGroup:
     """Members `names` of the store's shared-table group -> one device pack (validated once)."""
     names = tuple(names)
     pg = store.parsed_group()
@@ -127,10 +127,10 @@ def prepare_group_pack(store: Store, names) -> DeviceGroup:
         e = store.entry(n)
         s = None
         if e["kind"] == "q8":
-            s = jax.device_put(store._q8_scale(n))
+            s = jax.device_put(store._q8_scale(n), device)
         scales.append(s)
         infos.append((e["kind"], tuple(e["shape"]), bool(e.get("per_channel", False))))
-    dev = jax.device_put(pack)
+    dev = jax.device_put(pack, device)
     nbytes = int(dev.nbytes) + sum(int(s.nbytes) for s in scales if s is not None)
     return DeviceGroup(names, dev, tuple(scales), (statics, tuple(infos)), nbytes)
 
@@ -164,13 +164,19 @@ class WeightCache:
       prefetch: honour `prefetch()` calls (otherwise they are no-ops).
       prefetch_thread: run prefetches on a worker thread (dispatch + wait there) instead of relying
         on JAX async dispatch alone.
+      packed: group -> DeviceGroup (a group's shared-table tensors, decoded in one call).
+      out_device: move decoded weights to this device (decode runs where the packs live, e.g. on a
+        second CPU device: XLA:CPU runs one device's computations in order, two devices in parallel).
+      sync: on a miss, wait for the decode before returning (on-demand decode without prefetch;
+        otherwise the decode is only dispatched and the caller's compute waits on the device).
     """
 
     def __init__(self, tensors: dict, groups: dict, max_groups: int | None = None,
                  max_bytes: int | None = None, prefetch: bool = True, prefetch_thread: bool = False,
-                 packed: dict | None = None):
+                 packed: dict | None = None, out_device=None, sync: bool = False):
         self.tensors, self.groups = tensors, groups
         self.packed = packed or {}   # group -> DeviceGroup (decoded in one call)
+        self.out_device, self.sync = out_device, sync
         self._pool = None
         if prefetch and prefetch_thread:   # a worker thread dispatches and waits for the decode
             from concurrent.futures import ThreadPoolExecutor
@@ -197,6 +203,8 @@ class WeightCache:
             w, ok = decode_tensor(t.packs, t.scale, meta=t.meta)
             self._oks.append((n, ok))
             out[n] = w
+        if self.out_device is not None:
+            out = jax.device_put(out, self.out_device)
         return out
 
     def note_ok(self, name: str, ok) -> None:
@@ -207,7 +215,7 @@ class WeightCache:
         """Fetch the collected integrity flags (one sync); raise CodecError naming a bad tensor."""
         if not self._oks:
             return
-        flags = np.asarray(jnp.concatenate([jnp.atleast_1d(ok) for _, ok in self._oks]))
+        flags = np.concatenate([np.atleast_1d(f) for f in jax.device_get([ok for _, ok in self._oks])])
         names = [n for ns, _ in self._oks for n in ((ns,) if isinstance(ns, str) else ns)]
         bad = [n for n, f in zip(names, flags) if not f]
         self._oks = []
@@ -239,6 +247,8 @@ class WeightCache:
         self.misses += 1
         self.events.append(("miss", g))
         w = self.decode_group(g)
+        if self.sync:
+            jax.block_until_ready(w)
         self.insert(g, w)
         return w
 
@@ -282,7 +292,7 @@ def _nbytes(w: dict) -> int:
     return sum(int(np.prod(a.shape)) * jnp.dtype(a.dtype).itemsize for a in w.values())
 
 
-def load_device_store(store: Store, groups: dict, pack_groups: bool = True):
+def load_device_store(store: Store, groups: dict, pack_groups: bool = True, device=None):
     """-> (tensors, packed) for a WeightCache: the shared-table members of each group become one
     DeviceGroup (when `pack_groups`), every other tensor a DeviceTensor."""
     packed, rest = {}, []
@@ -290,19 +300,20 @@ def load_device_store(store: Store, groups: dict, pack_groups: bool = True):
         mem = [n for n in names if pack_groups and store.group is not None and "member" in store.entry(n)]
         if mem:
             try:
-                packed[g] = prepare_group_pack(store, mem)
+                packed[g] = prepare_group_pack(store, mem, device)
             except CodecError as e:
                 msg = str(e)
                 raise CodecError(msg if msg.startswith("tensor ") else f"tensor {mem[0]!r}: {msg}") from None
         rest += [n for n in names if n not in mem]
-    return load_device_tensors(store, rest), packed
+    return load_device_tensors(store, rest, device=device), packed
 
 
-def load_device_tensors(store: Store, names=None, progress: Callable | None = None) -> dict:
+def load_device_tensors(store: Store, names=None, progress: Callable | None = None,
+                        device=None) -> dict:
     names = store.names if names is None else names
     out = {}
     for n in names:
-        out[n] = prepare_tensor(store, n)
+        out[n] = prepare_tensor(store, n, device)
         if progress:
             progress(n)
     return out

@@ -247,9 +247,18 @@ def compress_gpt(params: dict, mode: str = "int8", opts: store.LayerOpts = store
 def compressed_runner(data: bytes, cfg: GPTConfig, cache_layers: int | None = None,
                       cache_bytes: int | None = None, prefetch: bool = True, fused: bool = False,
                       profile: bool = False, prefetch_thread: bool = False,
-                      pack_groups: bool = True) -> GPTRunner:
+                      pack_groups: bool = True, decode_device=None, sync: bool = False) -> GPTRunner:
     return CompressedModel(data, cfg, cache_layers, cache_bytes, prefetch, fused, profile,
-                           prefetch_thread, pack_groups)
+                           prefetch_thread, pack_groups, decode_device, sync)
+
+
+def second_cpu_device():
+    """A second CPU device (XLA:CPU runs one device's computations in order and different devices'
+    in parallel), or None. Needs `jax.config.update("jax_num_cpu_devices", 2)` before JAX starts."""
+    if jax.default_backend() != "cpu":
+        return None
+    devs = jax.devices("cpu")
+    return devs[1] if len(devs) > 1 else None
 
 
 class CompressedModel(GPTRunner):
@@ -257,12 +266,25 @@ class CompressedModel(GPTRunner):
 
     def __init__(self, data: bytes, cfg: GPTConfig, cache_layers: int | None = 1,
                  cache_bytes: int | None = None, prefetch: bool = True, fused: bool = False,
-                 profile: bool = False, prefetch_thread: bool = False, pack_groups: bool = True):
+                 profile: bool = False, prefetch_thread: bool = False, pack_groups: bool = True,
+                 decode_device=None, sync: bool = False):
         # pack_groups: a group's shared-table tensors decode in ONE call (else one call per tensor)
-        tensors, packed = runtime.load_device_store(store.Store(data), groups_for(cfg), pack_groups)
+        # decode_device: where the compressed packs live and decode runs ("second-cpu": see
+        #   second_cpu_device; None: the default device); decoded weights move to the default
+        #   device. The fused path needs packs and activations on one device.
+        # sync: a cache miss waits for its decode (on-demand decoding without look-ahead)
+        if decode_device == "second-cpu":
+            decode_device = second_cpu_device()
+        if fused and decode_device is not None:
+            raise ConfigError("fused decode+compute needs the packs on the compute device "
+                              "(decode_device=None)")
+        out_device = jax.devices()[0] if decode_device is not None else None
+        tensors, packed = runtime.load_device_store(store.Store(data), groups_for(cfg), pack_groups,
+                                                    decode_device)
         cache = runtime.WeightCache(tensors, groups_for(cfg), max_groups=cache_layers,
                                     max_bytes=cache_bytes, prefetch=prefetch,
-                                    prefetch_thread=prefetch_thread, packed=packed)
+                                    prefetch_thread=prefetch_thread, packed=packed,
+                                    out_device=out_device, sync=sync)
         super().__init__(cfg, cache=cache, prefetch=prefetch, fused=fused, profile=profile)
 
 

@@ -1,6 +1,11 @@
 """Compressed GPT inference (jaxsys.gpt.compressed): generation from compressed weights equals
 generation from the same weights uncompressed, token for token; cache eviction and prefetch order;
 lossless float round trips of trained weights; a corrupted tensor blob names the tensor."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -131,3 +136,43 @@ def test_run_gpt_cli(trained, tmp_path, capsys):
                  "--max-tokens", "4"]) == 0
     out = capsys.readouterr().out
     assert "identical_tokens: True" in out and "resident_bytes" in out
+
+
+_TWO_DEVICE_CHILD = """
+import json, sys
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+import numpy as np
+from jaxsys.codec import store
+from jaxsys.gpt import compressed as C
+from jaxsys.gpt.config import GPTConfig
+z = np.load(sys.argv[1])
+params = {k: z[k] for k in z.files if k != "cfg"}
+cfg = GPTConfig(**json.loads(str(z["cfg"])))
+data = C.compress_gpt(params, "int8", store.LayerOpts(tile_shape=(32, 32), lanes=8))
+ref = C.GPTRunner(cfg, params=C.decoded_params(data)).generate_batch([[0, 5], [2, 3]], 6)
+res = {}
+for name, kw in {"pf": dict(prefetch=True), "sync": dict(prefetch=False, sync=True),
+                 "cache1": dict(cache_layers=1, prefetch=True)}.items():
+    kw.setdefault("cache_layers", 0)
+    r = C.compressed_runner(data, cfg, decode_device="second-cpu", **kw)
+    dev = {str(d) for g in r.cache.packed.values() for d in g.pack.devices()}
+    res[name] = {"equal": r.generate_batch([[0, 5], [2, 3]], 6) == ref, "pack_devices": sorted(dev)}
+print("RESULT " + json.dumps(res))
+"""
+
+
+def test_decode_on_second_cpu_device(trained, tmp_path):
+    """In a child process with 2 CPU devices: packs live (and decode) on device 1, the layers run on
+    device 0, and the tokens equal the uncompressed run's."""
+    cfg, params = trained
+    np.savez(tmp_path / "p.npz", cfg=json.dumps(cfg.to_dict()), **params)
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", _TWO_DEVICE_CHILD, str(tmp_path / "p.npz")], cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert line, out.stderr[-2000:]
+    res = json.loads(line[0][7:])
+    for name, r in res.items():
+        assert r["equal"], name
+        assert r["pack_devices"] == ["cpu:1"], r
