@@ -30,8 +30,8 @@ import numpy as np
 
 from jaxsys.errors import ConfigError, ShapeError, DataError
 from jaxsys.gpt.config import GPTConfig
-from jaxsys.nn.attention import (DEFAULT_Q_BLOCK, AttentionCache, attention_backward,
-                                 attention_forward)
+from jaxsys.nn.attention import (DEFAULT_Q_BLOCK, HeadMajorCache, attention_backward_hm,
+                                 attention_forward_hm)
 from jaxsys.nn.rmsnorm import RMSNormCache, rmsnorm_backward, rmsnorm_forward
 
 INIT_STD = 0.08
@@ -137,27 +137,28 @@ def linear(u: jax.Array, w: jax.Array, md: str | None = None) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _attention_lp(q, k, v, q_block, md):
-    """attention_forward with bf16 matmul operands; its VJP is the hand attention_backward with the
+    """attention_forward_hm with bf16 matmul operands; its VJP is the hand attention_backward_hm with the
     same rounding (so the jax.grad engine computes what the hand engine does). Only o may carry a
     cotangent: the cache outputs are for the hand backward and are not differentiated."""
-    return attention_forward(q, k, v, q_block, matmul_dtype=md)
+    return attention_forward_hm(q, k, v, q_block, matmul_dtype=md)
 
 
 def _attention_lp_fwd(q, k, v, q_block, md):
-    o, cache = attention_forward(q, k, v, q_block, matmul_dtype=md)
+    o, cache = attention_forward_hm(q, k, v, q_block, matmul_dtype=md)
     return (o, cache), cache
 
 
 def _attention_lp_bwd(q_block, md, cache, cts):
-    return attention_backward(cache, cts[0], matmul_dtype=md)
+    return attention_backward_hm(cache, cts[0], matmul_dtype=md)
 
 
 _attention_lp.defvjp(_attention_lp_fwd, _attention_lp_bwd)
 
 
 def _attention(q, k, v, q_block, md):
+    """Causal attention core on head-major [B, H, T, Dh] q, k, v -> (o [B, H, T, Dh], cache)."""
     if md is None:
-        return attention_forward(q, k, v, q_block)
+        return attention_forward_hm(q, k, v, q_block)
     return _attention_lp(q, k, v, q_block, md)
 
 
@@ -167,7 +168,8 @@ def _attention(q, k, v, q_block, md):
 
 class LayerCache(NamedTuple):
     norm1: RMSNormCache    # rmsnorm before attention; norm1.y is the qkv input h [B, T, E]
-    attn: AttentionCache   # q, k, v, p, o
+    attn: HeadMajorCache   # q, k, v, e, 1/l, o in head-major layout [B, H, T, Dh]
+    o: jax.Array           # [B, T, E] attention output in token-major layout (the wo input)
     norm2: RMSNormCache    # rmsnorm before the MLP; norm2.y is the fc1 input [B, T, E]
     r: jax.Array           # [B, T, 4E] relu(fc1 h2), the fc2 input (r > 0 is the ReLU mask)
 
@@ -189,15 +191,17 @@ def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int, q_block: int
                    md: str | None = None) -> tuple[jax.Array, LayerCache]:
     b, t, e = x.shape
     h, norm1 = rmsnorm_forward(x)
-    qkv = linear(h, _qkv_weight(params, i), md)
-    q, k, v = (a.reshape(b, t, n_head, e // n_head) for a in jnp.split(qkv, 3, axis=-1))
-    o, attn = _attention(q, k, v, q_block, md)
-    x = x + linear(o.reshape(b, t, e), params[f"layer{i}.attn_wo"], md)
+    qkv = linear(h, _qkv_weight(params, i), md)                  # [B, T, 3E]
+    # one transpose to head-major [3, B, H, T, Dh] for the attention core
+    qkv = jnp.transpose(qkv.reshape(b, t, 3, n_head, e // n_head), (2, 0, 3, 1, 4))
+    o_hm, attn = _attention(qkv[0], qkv[1], qkv[2], q_block, md)
+    o = jnp.swapaxes(o_hm, 1, 2).reshape(b, t, e)
+    x = x + linear(o, params[f"layer{i}.attn_wo"], md)
     h2, norm2 = rmsnorm_forward(x)
     f = linear(h2, params[f"layer{i}.mlp_fc1"], md)
     r = jnp.maximum(f, 0)
     x = x + linear(r, params[f"layer{i}.mlp_fc2"], md)
-    return x, LayerCache(norm1, attn, norm2, r)
+    return x, LayerCache(norm1, attn, o, norm2, r)
 
 
 def forward(params: dict, tokens_BxT: jax.Array, cfg: GPTConfig,
@@ -235,7 +239,7 @@ def _layer_backward(params: dict, i: int, lc: LayerCache, dx: jax.Array, grads: 
       d_fc2 = dx2 r^T,  dr = fc2^T dx2,  df = dr [r > 0],  d_fc1 = df h2^T,  dh2 = fc1^T df,
       dx1 = dx2 + rmsnorm_backward(dh2).
     Attention branch  x1 = x0 + wo attn(q, k, v), [q; k; v] = Wqkv rmsnorm(x0):
-      d_wo = dx1 o^T,  do = wo^T dx1,  (dq, dk, dv) = attention_backward(do),
+      d_wo = dx1 o^T,  do = wo^T dx1,  (dq, dk, dv) = attention_backward_hm(do),
       d_Wqkv = [dq; dk; dv] h^T,  dh = Wqkv^T [dq; dk; dv],  dx0 = dx1 + rmsnorm_backward(dh).
     """
     b, t, e = dx.shape
@@ -248,11 +252,11 @@ def _layer_backward(params: dict, i: int, lc: LayerCache, dx: jax.Array, grads: 
     dh2 = linear_dx(df, params[p + "mlp_fc1"], md)
     dx = dx + rmsnorm_backward(lc.norm2, dh2)
     # attention
-    o = lc.attn.o.reshape(b, t, e)
-    grads[p + "attn_wo"] = linear_dw(dx, o, md)
-    do = linear_dx(dx, params[p + "attn_wo"], md).reshape(lc.attn.o.shape)
-    dq, dk, dv = attention_backward(lc.attn, do, matmul_dtype=md)
-    dqkv = jnp.concatenate([dq.reshape(b, t, e), dk.reshape(b, t, e), dv.reshape(b, t, e)], axis=-1)
+    grads[p + "attn_wo"] = linear_dw(dx, lc.o, md)
+    n_head, dh = lc.attn.o.shape[1], lc.attn.o.shape[3]
+    do = jnp.swapaxes(linear_dx(dx, params[p + "attn_wo"], md).reshape(b, t, n_head, dh), 1, 2)
+    dq, dk, dv = attention_backward_hm(lc.attn, do, matmul_dtype=md)     # [B, H, T, Dh] each
+    dqkv = jnp.transpose(jnp.stack([dq, dk, dv]), (1, 3, 0, 2, 4)).reshape(b, t, 3 * e)
     dw = linear_dw(dqkv, lc.norm1.y, md)
     grads[p + "attn_wq"], grads[p + "attn_wk"], grads[p + "attn_wv"] = jnp.split(dw, 3, axis=0)
     dh = linear_dx(dqkv, _qkv_weight(params, i), md)

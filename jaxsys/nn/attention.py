@@ -1,8 +1,13 @@
 """Causal multi-head scaled dot-product attention core with a hand-derived backward.
 
-Layout: q, k, v, o are [B, T, H, Dh] (batch, time, head, head dim), i.e. a [B, T, E] projection
-reshaped to heads without a transpose; score/probability blocks are [B, H, Tq, Tk]. The einsums let
-XLA pick the batched-matmul layouts.
+Layouts: `attention_forward`/`attention_backward` take q, k, v, o as [B, T, H, Dh] (batch, time,
+head, head dim), i.e. a [B, T, E] projection reshaped to heads without a transpose. The work is done
+by `attention_forward_hm`/`attention_backward_hm` in head-major layout [B, H, T, Dh] (the GPT
+engine calls these directly): every product there is written as a plain batched
+[M, K] x [K, N] matmul over the (B, H) batch (K^T, V^T and Q^T are transposed once per call, the
+key-side gradients are computed transposed, dK^T = Q^T dS, dV^T = g^T e), because XLA's CPU dot
+runs transposed-operand forms (dS^T Q) 2-4x slower and otherwise inserts a copy per block.
+Score/probability blocks are [B, H, Tq, Tk].
 
 Causal block skipping: queries are processed in blocks of `q_block` rows; the query block
 [a, b) only needs keys [0, b), so the [T, T] score matrix is never formed above the block diagonal.
@@ -12,7 +17,7 @@ backward all shrink alike). Within a block the usual -inf mask handles s > t.
 matmul_dtype (keyword of attention_forward/attention_backward; None = the inputs' dtype): with
 "bfloat16" the [T, T]-sized products (scores and e V; dP, dQ, dK, dV in the backward) round
 their operands to bfloat16 and accumulate in the inputs' dtype; exp, max, row sums and 1/l stay in
-the inputs' dtype.
+the inputs' dtype (the row sums are taken before e is rounded; the cached e is the rounded one).
 """
 from typing import NamedTuple
 
@@ -31,12 +36,6 @@ class AttentionCache(NamedTuple):
     o: jax.Array  # [B, T, H, Dh] the output
 
 
-def _mm(spec: str, a: jax.Array, b: jax.Array, md: str | None) -> jax.Array:
-    if md is None:
-        return jnp.einsum(spec, a, b)
-    return jnp.einsum(spec, a.astype(md), b.astype(md), preferred_element_type=jnp.result_type(a, b))
-
-
 def causal_mask(t: int) -> jax.Array:
     """[T, T] boolean, True where key position s <= query position t."""
     return jnp.tril(jnp.ones((t, t), dtype=bool))
@@ -46,6 +45,100 @@ def query_blocks(t: int, q_block: int | None = DEFAULT_Q_BLOCK) -> list[tuple[in
     """[(a, b), ...] covering [0, t) in steps of q_block (one block if q_block is None)."""
     qb = t if not q_block else int(q_block)
     return [(a, min(a + qb, t)) for a in range(0, t, qb)]
+
+
+def _cast(x: jax.Array, md: str | None) -> jax.Array:
+    return x if md is None else x.astype(md)
+
+
+def _nn(spec: str, a: jax.Array, b: jax.Array, out_dtype) -> jax.Array:
+    """Batched [.., M, K] x [.., K, N] product (both operands already in the matmul dtype)."""
+    if a.dtype == out_dtype and b.dtype == out_dtype:
+        return jnp.einsum(spec, a, b)
+    return jnp.einsum(spec, a, b, preferred_element_type=out_dtype)
+
+
+class HeadMajorCache(NamedTuple):
+    q: jax.Array  # [B, H, T, Dh] queries (unscaled)
+    k: jax.Array  # [B, H, T, Dh]
+    v: jax.Array  # [B, H, T, Dh]
+    e: tuple      # per query block [a, b): [B, H, b - a, b] unnormalised exp(S - rowmax), 0 above
+                  # diag (in the matmul dtype: bfloat16 with matmul_dtype="bfloat16")
+    inv: tuple    # per query block: [B, H, b - a, 1] 1 / (row sum of the unrounded e)
+    o: jax.Array  # [B, H, T, Dh] the output
+
+
+def attention_forward_hm(q_BxHxTxD: jax.Array, k_BxHxTxD: jax.Array, v_BxHxTxD: jax.Array,
+                         q_block: int | None = DEFAULT_Q_BLOCK, matmul_dtype: str | None = None
+                         ) -> tuple[jax.Array, HeadMajorCache]:
+    """Causal attention in head-major layout [B, H, T, Dh] (see `attention_forward` for the maths).
+
+    Every product is a plain batched [M, K] x [K, N] matmul over the (B, H) batch: the scores use
+    K^T ([B, H, Dh, T], one small transpose per call) and the weighted sum e V uses V as is, so
+    XLA's CPU dot runs without per-block operand transposes.
+    """
+    t, dh = q_BxHxTxD.shape[2], q_BxHxTxD.shape[-1]
+    dt, md = q_BxHxTxD.dtype, matmul_dtype
+    qs = _cast(q_BxHxTxD * jnp.asarray(1.0 / dh ** 0.5, dt), md)
+    kt = _cast(jnp.swapaxes(k_BxHxTxD, 2, 3), md)   # [B, H, Dh, T]
+    vm = _cast(v_BxHxTxD, md)
+    es, invs, os = [], [], []
+    for a, b in query_blocks(t, q_block):
+        s = _nn("bhtd,bhds->bhts", qs[:, :, a:b], kt[..., :b], dt)
+        mask = jnp.arange(b)[None, :] <= jnp.arange(a, b)[:, None]
+        s = jnp.where(mask, s, -jnp.inf)
+        e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))  # the diagonal is present: max finite
+        inv = 1.0 / jnp.sum(e, axis=-1, keepdims=True)       # [B, H, Tq, 1], from the unrounded e
+        e = _cast(e, md)  # with bf16 matmuls e is kept (and cached) rounded: half the traffic
+        es.append(e)
+        invs.append(inv)
+        os.append(_nn("bhts,bhsd->bhtd", e, vm[:, :, :b], dt) * inv)
+    o = jnp.concatenate(os, axis=2) if len(os) > 1 else os[0]
+    return o, HeadMajorCache(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD, tuple(es), tuple(invs), o)
+
+
+def attention_backward_hm(cache: HeadMajorCache, do_BxHxTxD: jax.Array,
+                          matmul_dtype: str | None = None
+                          ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Backward of `attention_forward_hm` (maths in `attention_backward`), head-major layout.
+
+    Per query block [a, b), with g = do / l:  dP = g V^T,  dS = c e (dP - g . o),
+    dQ = dS K, and the key-side gradients computed transposed as plain matmuls,
+    dK^T = Q^T dS and dV^T = g^T e ([B, H, Dh, b]); they are zero-padded to T keys and summed
+    over the blocks, then transposed back once. Returns (dq, dk, dv), each [B, H, T, Dh].
+    """
+    q, k, v, es, invs, o = cache
+    t, dh = q.shape[2], q.shape[-1]
+    dt, md = q.dtype, matmul_dtype
+    c = jnp.asarray(1.0 / dh ** 0.5, dt)
+    qt = _cast(jnp.swapaxes(q, 2, 3), md)   # [B, H, Dh, T]
+    vt = _cast(jnp.swapaxes(v, 2, 3), md)   # [B, H, Dh, T]
+    km = _cast(k, md)
+    dqs, dkt, dvt = [], None, None
+    a = 0
+    for e, inv in zip(es, invs):
+        b = a + e.shape[2]
+        g = do_BxHxTxD[:, :, a:b] * inv                                  # do_t / l_t
+        row = jnp.sum(g * o[:, :, a:b], axis=-1, keepdims=True)           # g_t . o_t
+        gm = _cast(g, md)
+        dp = _nn("bhtd,bhds->bhts", gm, vt[..., :b], dt)
+        ds = _cast(e.astype(dt) * (dp - row) * c, md)
+        dqs.append(_nn("bhts,bhsd->bhtd", ds, km[:, :, :b], dt))
+        pad = ((0, 0), (0, 0), (0, 0), (0, t - b))
+        dk_b = jnp.pad(_nn("bhdt,bhts->bhds", qt[..., a:b], ds, dt), pad)
+        # materialise g^T: a transpose folded into the dot would make it a transposed-lhs
+        # product, which XLA's CPU backend does not hand to its fast dot
+        gt = jax.lax.optimization_barrier(jnp.swapaxes(gm, 2, 3))
+        dv_b = jnp.pad(_nn("bhdt,bhts->bhds", gt, e, dt), pad)
+        dkt = dk_b if dkt is None else dkt + dk_b
+        dvt = dv_b if dvt is None else dvt + dv_b
+        a = b
+    dq = jnp.concatenate(dqs, axis=2) if len(dqs) > 1 else dqs[0]
+    return dq, jnp.swapaxes(dkt, 2, 3), jnp.swapaxes(dvt, 2, 3)
+
+
+def _to_hm(x: jax.Array) -> jax.Array:
+    return jnp.swapaxes(x, 1, 2)   # [B, T, H, D] <-> [B, H, T, D]
 
 
 def attention_forward(q_BxTxHxD: jax.Array, k_BxTxHxD: jax.Array, v_BxTxHxD: jax.Array,
@@ -65,20 +158,11 @@ def attention_forward(q_BxTxHxD: jax.Array, k_BxTxHxD: jax.Array, v_BxTxHxD: jax
     Returns:
       (o [B, T, H, Dh], AttentionCache).
     """
-    t, dh = q_BxTxHxD.shape[1], q_BxTxHxD.shape[-1]
-    qs = q_BxTxHxD * jnp.asarray(1.0 / dh ** 0.5, q_BxTxHxD.dtype)
-    es, invs, os = [], [], []
-    for a, b in query_blocks(t, q_block):
-        s = _mm("bthd,bshd->bhts", qs[:, a:b], k_BxTxHxD[:, :b], matmul_dtype)
-        mask = jnp.arange(b)[None, :] <= jnp.arange(a, b)[:, None]
-        s = jnp.where(mask[None, None], s, -jnp.inf)
-        e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))  # the diagonal is present: max finite
-        inv = jnp.swapaxes(1.0 / jnp.sum(e, axis=-1), 1, 2)[..., None]  # [B, Tq, H, 1]
-        es.append(e)
-        invs.append(inv)
-        os.append(_mm("bhts,bshd->bthd", e, v_BxTxHxD[:, :b], matmul_dtype) * inv)
-    o = jnp.concatenate(os, axis=1) if len(os) > 1 else os[0]
-    return o, AttentionCache(q_BxTxHxD, k_BxTxHxD, v_BxTxHxD, tuple(es), tuple(invs), o)
+    o, hc = attention_forward_hm(_to_hm(q_BxTxHxD), _to_hm(k_BxTxHxD), _to_hm(v_BxTxHxD),
+                                 q_block, matmul_dtype)
+    invs = tuple(_to_hm(inv) for inv in hc.inv)   # [B, Tq, H, 1]
+    o = _to_hm(o)
+    return o, AttentionCache(q_BxTxHxD, k_BxTxHxD, v_BxTxHxD, hc.e, invs, o)
 
 
 def attention_probs(cache: AttentionCache) -> tuple:
@@ -111,18 +195,6 @@ def attention_backward(cache: AttentionCache, do_BxTxHxD: jax.Array,
       (dq, dk, dv), each [B, T, H, Dh].
     """
     q, k, v, es, invs, o = cache
-    c = jnp.asarray(1.0 / q.shape[-1] ** 0.5, q.dtype)
-    dqs, dk, dv = [], jnp.zeros_like(k), jnp.zeros_like(v)
-    a = 0
-    for e, inv in zip(es, invs):
-        b = a + e.shape[2]
-        g = do_BxTxHxD[:, a:b] * inv                                   # do_t / l_t
-        row = jnp.einsum("bthd,bthd->bht", g, o[:, a:b])[..., None]   # g_t . o_t
-        dp = _mm("bthd,bshd->bhts", g, v[:, :b], matmul_dtype)
-        ds = e * (dp - row) * c
-        dqs.append(_mm("bhts,bshd->bthd", ds, k[:, :b], matmul_dtype))
-        dk = dk.at[:, :b].add(_mm("bhts,bthd->bshd", ds, q[:, a:b], matmul_dtype))
-        dv = dv.at[:, :b].add(_mm("bhts,bthd->bshd", e, g, matmul_dtype))
-        a = b
-    dq = jnp.concatenate(dqs, axis=1) if len(dqs) > 1 else dqs[0]
-    return dq, dk, dv
+    hc = HeadMajorCache(_to_hm(q), _to_hm(k), _to_hm(v), es, tuple(_to_hm(i) for i in invs),
+                        _to_hm(o))
+    return tuple(_to_hm(d) for d in attention_backward_hm(hc, _to_hm(do_BxTxHxD), matmul_dtype))
