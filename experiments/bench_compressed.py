@@ -4,13 +4,17 @@
    fp32 lossless; vs zstd -19 of the same raw bytes, and vs the exponent-entropy bound (exponent
    plane at its order-0 entropy, every other plane stored raw).
 2. Tokens/s and resident bytes of compressed inference (int8 mode) with cache sizes 0, 1, half and
-   all groups, with and without prefetch (async dispatch / worker thread) and fusion, vs the
+   all groups, with and without prefetch (async dispatch / worker thread) and fusion, decoding on
+   the compute device or on a second CPU device (XLA:CPU runs one device's computations in order,
+   two devices' in parallel: the only way decode and compute overlap on this CPU), vs the
    uncompressed model through the same runner; for several settings: the store's lane length
    (4096 symbols = the size-optimal default, 512 = faster decode, +0.9% size) and the number of
    generation rows decoded in lock-step (1, 16: more compute per decoded layer). Each setting's
    variants run interleaved in the same rounds; medians. Every variant's tokens are checked equal
-   to the uncompressed run's. "pf/no-pf excess" = (slowdown with prefetch - 1) / (slowdown
-   without - 1): the issue's target is <= 0.5.
+   to the uncompressed run's. "no-prefetch" = on-demand decode, awaited at the miss; "async" =
+   decode dispatched at the miss but not awaited; "prefetch" = the next group's decode issued
+   before the current group's compute. "pf/no-pf excess" = (slowdown with prefetch - 1) /
+   (slowdown without - 1) on the same decode device: the issue's target is <= 0.5.
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_compressed.py --model runs/codec-model
 """
@@ -22,6 +26,8 @@ import statistics
 import time
 
 import jax
+
+jax.config.update("jax_num_cpu_devices", 2)   # a second CPU device for decode (before JAX starts)
 import ml_dtypes
 import numpy as np
 
@@ -71,11 +77,21 @@ def speed(params: dict, cfg, tokens: int, rounds: int, lane_symbols: int, rows: 
     variants = {"uncompressed": None}
     variants["cache=0 per-tensor calls"] = dict(cache_layers=0, prefetch=False, pack_groups=False)
     for k in sorted({0, 1, max(1, n_groups // 2), n_groups}):
-        variants[f"cache={k} no-prefetch"] = dict(cache_layers=k, prefetch=False)
-        variants[f"cache={k} prefetch"] = dict(cache_layers=k, prefetch=True)
-    variants["cache=0 prefetch-thread"] = dict(cache_layers=0, prefetch=True, prefetch_thread=True)
-    variants["cache=0 fused"] = dict(cache_layers=0, prefetch=False, fused=True)
-    variants["cache=0 fused+prefetch"] = dict(cache_layers=0, prefetch=True, fused=True)
+        variants[f"cache={k} no-prefetch"] = dict(cache_layers=k, prefetch=False, sync=True)
+        variants[f"cache={k} prefetch"] = dict(cache_layers=k, prefetch=True, sync=True)
+    variants["cache=0 async"] = dict(cache_layers=0, prefetch=False)
+    variants["cache=0 prefetch-thread"] = dict(cache_layers=0, prefetch=True, prefetch_thread=True,
+                                               sync=True)
+    variants["cache=0 fused"] = dict(cache_layers=0, prefetch=False, fused=True, sync=True)
+    variants["cache=0 fused+prefetch"] = dict(cache_layers=0, prefetch=True, fused=True, sync=True)
+    if C.second_cpu_device() is not None:
+        for k in (0, 1):
+            variants[f"2nd-dev cache={k} no-prefetch"] = dict(cache_layers=k, prefetch=False, sync=True,
+                                                              decode_device="second-cpu")
+            variants[f"2nd-dev cache={k} prefetch"] = dict(cache_layers=k, prefetch=True, sync=True,
+                                                           decode_device="second-cpu")
+        variants["2nd-dev cache=0 async"] = dict(cache_layers=0, prefetch=False,
+                                                 decode_device="second-cpu")
     runners = {n: (C.GPTRunner(cfg, params=ref_params) if kw is None else C.compressed_runner(data, cfg, **kw))
                for n, kw in variants.items()}
     prompts = [[(7 * b) % cfg.vocab_size] for b in range(rows)]
@@ -109,9 +125,15 @@ def speed(params: dict, cfg, tokens: int, rounds: int, lane_symbols: int, rows: 
     prof.decode_s = prof.compute_s = 0.0
     prof.generate_batch(prompts, tokens)
     sl = {r["variant"]: r["slowdown"] for r in out}
-    no = sl["cache=0 no-prefetch"] - 1
-    excess = {v: (sl[v] - 1) / no if no > 0 else None
-              for v in ("cache=0 prefetch", "cache=0 prefetch-thread", "cache=0 fused+prefetch")}
+    pairs = {"prefetch": ("cache=0 prefetch", "cache=0 no-prefetch"),
+             "prefetch-thread": ("cache=0 prefetch-thread", "cache=0 no-prefetch"),
+             "fused+prefetch": ("cache=0 fused+prefetch", "cache=0 fused"),
+             "async": ("cache=0 async", "cache=0 no-prefetch"),
+             "2nd-dev prefetch": ("2nd-dev cache=0 prefetch", "2nd-dev cache=0 no-prefetch"),
+             "2nd-dev async": ("2nd-dev cache=0 async", "2nd-dev cache=0 no-prefetch"),
+             "2nd-dev prefetch vs same-dev no-prefetch": ("2nd-dev cache=0 prefetch", "cache=0 no-prefetch")}
+    excess = {k: (sl[a] - 1) / (sl[b] - 1) for k, (a, b) in pairs.items()
+              if a in sl and b in sl and sl[b] > 1}
     return {"lane_symbols": lane_symbols, "rows": rows, "tokens": tokens, "rounds": rounds,
             "store_bytes": len(data), "variants": out,
             "decode_ms_per_step": 1e3 * prof.decode_s / tokens,
@@ -123,13 +145,12 @@ def print_speed(sp: dict) -> None:
     print(f"\n-- store lanes >= {sp['lane_symbols']} symbols ({sp['store_bytes']} B), {sp['rows']} row(s), "
           f"{sp['tokens']} tokens, {sp['rounds']} rounds; profile cache=0: decode "
           f"{sp['decode_ms_per_step']:.2f} ms/step, compute {sp['compute_ms_per_step']:.2f} ms/step")
-    print(f"{'variant':<26} {'tok/s':>8} {'ms/step':>8} {'slowdown':>9} {'resident':>10} {'vs unc.':>8} {'hit':>6}")
+    print(f"{'variant':<30} {'tok/s':>8} {'ms/step':>8} {'slowdown':>9} {'resident':>10} {'vs unc.':>8} {'hit':>6}")
     for r in sp["variants"]:
         h = f"{r['hit_rate']:.2f}" if r["hit_rate"] is not None else "-"
-        print(f"{r['variant']:<26} {r['tokens_per_s']:>8.1f} {r['ms_per_step']:>8.2f} {r['slowdown']:>8.2f}x "
+        print(f"{r['variant']:<30} {r['tokens_per_s']:>8.1f} {r['ms_per_step']:>8.2f} {r['slowdown']:>8.2f}x "
               f"{r['resident_bytes']:>10} {r['resident_vs_uncompressed']:>7.2f}x {h:>6}")
-    ex = ", ".join(f"{k.replace('cache=0 ', '')} {v:.2f}" for k, v in sp["prefetch_excess_ratio"].items()
-                   if v is not None)
+    ex = ", ".join(f"{k} {v:.2f}" for k, v in sp["prefetch_excess_ratio"].items())
     print(f"pf/no-pf excess slowdown (target <= 0.5): {ex}")
 
 

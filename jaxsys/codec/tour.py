@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsys.codec import format as fmt
+from jaxsys.codec import group as G
 from jaxsys.codec.bench import coded_entropy_bits, gaussian_int8, quick_bench
 from jaxsys.codec.decode import decode_layer
 from jaxsys.codec.quant import dequantize_int8, quantize_int8
@@ -32,6 +33,16 @@ def run_stage(run_dir: Path, quick: bool) -> dict:
                 "q8_over_entropy_pct": 100 * (8 * len(blob) / coded_entropy_bits(q, blob) - 1),
                 "q8_max_abs_err": err, "zlib9_ratio": res["raw_bytes"] / len(zlib.compress(
                     gaussian_int8(n, n).tobytes(), 9))})
+    # a "model" of 8 small int8 layers: one shared-table group blob vs one blob + table per layer
+    layers = [np.clip(np.rint(rng.normal(0, s, (128, 128))), -127, 127).astype(np.int8)
+              for s in (20, 25, 30, 35, 40, 30, 25, 45)]
+    gblob = G.encode_group(layers, min_lane_symbols=4096)
+    if not all(np.array_equal(a, b) for a, b in zip(G.decode_group_numpy(gblob), layers)):
+        raise AssertionError("tour: group blob did not round-trip")
+    pooled = fmt.entropy_bits(G.group_symbols(gblob, layers)) / 8
+    res.update({"shared_table_over_pooled_pct": 100 * (len(gblob) / pooled - 1),
+                "per_layer_tables_over_pooled_pct": 100 * (sum(len(fmt.encode_layer(x)) for x in layers)
+                                                            / pooled - 1)})
     atomic_write_json(run_dir / "codec.json", res)
     import matplotlib
     matplotlib.use("Agg")
@@ -50,4 +61,4 @@ def run_stage(run_dir: Path, quick: bool) -> dict:
     save_figure(fig, run_dir / "codec_table.png", dpi=100)
     plt.close(fig)
     return {k: res[k] for k in ("ratio", "over_entropy_pct", "decode_jax_MBps", "encode_MBps",
-                                "q8_ratio_vs_f32")}
+                                "q8_ratio_vs_f32", "shared_table_over_pooled_pct")}
