@@ -36,7 +36,7 @@ def bucket(n: int, minimum: int) -> int:
     return -(-n // step) * step
 
 
-def _lane_decode(base, nsym, nwords, words, sym_tab, fb_tab, mask, pb, steps: int):
+def _lane_decode(base, nsym, nwords, words, sym_tab, fb_tab, mask, pb, steps: int, blk: int = _BLOCK):
     """Decode one lane for `steps` steps (symbols past `nsym` leave the state untouched).
 
     The scan runs over blocks of _BLOCK steps: a lane reads at most one word per step, so one
@@ -51,10 +51,10 @@ def _lane_decode(base, nsym, nwords, words, sym_tab, fb_tab, mask, pb, steps: in
 
     def block(carry, kb):
         x, ptr = carry
-        buf = jax.lax.dynamic_slice(words, (ptr,), (_BLOCK,))   # start clamped into range
+        buf = jax.lax.dynamic_slice(words, (ptr,), (blk,))   # start clamped into range
         start = ptr
         out = []
-        for j in range(_BLOCK):
+        for j in range(blk):
             slot = x & mask
             s = sym_tab[slot]
             fb = fb_tab[slot]
@@ -65,19 +65,19 @@ def _lane_decode(base, nsym, nwords, words, sym_tab, fb_tab, mask, pb, steps: in
             for q in range(1, j + 1):
                 w = jnp.where(loc == q, buf[q], w)
             xn = jnp.where(need, (xn << 16) | w, xn)
-            act = kb * _BLOCK + j < nsym
+            act = kb * blk + j < nsym
             x = jnp.where(act, xn, x)
             ptr = jnp.where(act, ptr + need.astype(jnp.uint32), ptr)
             out.append(s)
         return (x, ptr), jnp.stack(out)
 
     (x, ptr), syms = jax.lax.scan(block, (x0, base + jnp.uint32(2)),
-                                  jnp.arange(steps // _BLOCK, dtype=jnp.uint32))
+                                  jnp.arange(steps // blk, dtype=jnp.uint32))
     ok = (x == jnp.uint32(1 << 16)) & (ptr - base == nwords)
     return syms.reshape(steps), ok
 
 
-def decode_lanes(pack, n_lanes: int, steps: int, prob_bits: int):
+def decode_lanes(pack, n_lanes: int, steps: int, prob_bits: int, blk: int = _BLOCK):
     """Traceable: pack (uint32) -> (symbols (steps, n_lanes) uint8, step-major; per-lane ok, with
     lanes past the real count (control word 1) reported ok)."""
     ctl = pack[:_CTL]
@@ -101,7 +101,7 @@ def decode_lanes(pack, n_lanes: int, steps: int, prob_bits: int):
     pb = jnp.uint32(prob_bits)
     mask = jnp.uint32(M - 1)
     lane = functools.partial(_lane_decode, words=words, sym_tab=sym_tab, fb_tab=fb_tab, mask=mask,
-                             pb=pb, steps=steps)
+                             pb=pb, steps=steps, blk=blk)
     # out_axes=1 keeps the decoded symbols step-major: (steps, lanes)
     syms, ok = jax.vmap(lane, out_axes=(1, 0))(base, nsym, nwords)
     real = jnp.arange(n_lanes, dtype=jnp.uint32) < n_real
@@ -290,7 +290,7 @@ def prepare_group(pg, which=None):
         wo += n_m
         steps = max(steps, h.steps)
     N = lo
-    Nb, Sb = bucket(N, 64), bucket(steps, 64)
+    Nb, Sb = bucket(N, 8), bucket(steps, 64)
     Wb = bucket(-(-(wo + 2 + _BLOCK) // 2), 512)
     Rb = bucket(-(-ro // 4), 16) if ro else 0
     pack = np.zeros(_CTL + 256 + 3 * Nb + Wb + Rb, np.uint32)
