@@ -45,7 +45,7 @@ def test_lossless_trained_weights_bit_exact(trained, dtype):
 
 @pytest.mark.parametrize("mode,configs", [
     ("int8", (dict(cache_layers=0, prefetch=False), dict(cache_layers=1), dict(cache_layers=0, fused=True),
-              dict(cache_layers=0, pack_groups=False), dict(cache_layers=0, prefetch_thread=True))),
+              dict(cache_layers=0, prefetch_thread=True, sync=True))),
     ("lossless", (dict(cache_layers=1, prefetch=False),)),
 ])
 def test_compressed_generation_matches_uncompressed(trained, mode, configs):
@@ -152,8 +152,7 @@ cfg = GPTConfig(**json.loads(str(z["cfg"])))
 data = C.compress_gpt(params, "int8", store.LayerOpts(tile_shape=(32, 32), lanes=8))
 ref = C.GPTRunner(cfg, params=C.decoded_params(data)).generate_batch([[0, 5], [2, 3]], 6)
 res = {}
-for name, kw in {"pf": dict(prefetch=True), "sync": dict(prefetch=False, sync=True),
-                 "cache1": dict(cache_layers=1, prefetch=True)}.items():
+for name, kw in {"pf": dict(prefetch=True, sync=True), "cache1": dict(cache_layers=1, prefetch=False)}.items():
     kw.setdefault("cache_layers", 0)
     r = C.compressed_runner(data, cfg, decode_device="second-cpu", **kw)
     dev = {str(d) for g in r.cache.packed.values() for d in g.pack.devices()}
