@@ -146,13 +146,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, data: Dataset | None = None,
     ckpt = Checkpointer(run_dir / "ckpt")
     start = 0
     if resume and ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(like=state)
-        saved = meta.get("config", {})
+        saved = ckpt.read_meta().get("config", {})  # compare configs before reading arrays
         if saved and (saved.get("sizes") != config_record["sizes"]
                       or saved["train"].get("optimizer") != cfg.optimizer):
+            ckpt.close()
             raise ConfigError(f"cannot resume {run_dir}: checkpoint was written for "
                               f"{saved.get('sizes')} / {saved['train'].get('optimizer')}, this run is "
                               f"{config_record['sizes']} / {cfg.optimizer}")
+        state, _ = ckpt.restore(like=state)
         start = int(state.step)
         log(f"resumed from step {start} in {ckpt.directory}")
 

@@ -58,6 +58,18 @@ class Checkpointer:
                             f"expected state: {e}") from e
         return out["state"], dict(out["meta"] or {})
 
+    def read_meta(self, step: int | None = None) -> dict:
+        """The JSON meta saved with `step` (default: latest), without reading any array: lets a
+        caller compare configs before restoring into a state of possibly different shapes."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise DataError(f"no checkpoint found in {self.directory}")
+        try:
+            out = self.manager.restore(int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise DataError(f"checkpoint step {step} in {self.directory} has no readable meta: {e}") from e
+        return dict(out["meta"] or {})
+
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()

@@ -61,9 +61,12 @@ def test_checkpoint_roundtrip(tmp_path):
     assert meta == {"s": 3}
     got2, _ = ck.restore(like=state, step=2)
     assert int(got2["step"]) == 9
+    assert ck.read_meta() == {"s": 3} and ck.read_meta(step=2) == {"s": 2}
     ck.close()
 
 
 def test_checkpoint_missing(tmp_path):
     with pytest.raises(DataError, match="no checkpoint"):
         Checkpointer(tmp_path / "none").restore(like={"a": jnp.zeros(2)})
+    with pytest.raises(DataError, match="no checkpoint"):
+        Checkpointer(tmp_path / "none2").read_meta()
