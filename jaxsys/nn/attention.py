@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 DEFAULT_Q_BLOCK = 128
 
@@ -84,9 +85,8 @@ def attention_forward_hm(q_BxHxTxD: jax.Array, k_BxHxTxD: jax.Array, v_BxHxTxD: 
     vm = _cast(v_BxHxTxD, md)
     es, invs, os = [], [], []
     for a, b in query_blocks(t, q_block):
-        s = _nn("bhtd,bhds->bhts", qs[:, :, a:b], kt[..., :b], dt)
-        mask = jnp.arange(b)[None, :] <= jnp.arange(a, b)[:, None]
-        s = jnp.where(mask, s, -jnp.inf)
+        # causal mask as an additive constant (0 / -inf), which XLA fuses into the score matmul
+        s = _nn("bhtd,bhds->bhts", qs[:, :, a:b], kt[..., :b], dt) + _mask_bias(a, b, dt)
         e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))  # the diagonal is present: max finite
         inv = 1.0 / jnp.sum(e, axis=-1, keepdims=True)       # [B, H, Tq, 1], from the unrounded e
         e = _cast(e, md)  # with bf16 matmuls e is kept (and cached) rounded: half the traffic
@@ -135,6 +135,12 @@ def attention_backward_hm(cache: HeadMajorCache, do_BxHxTxD: jax.Array,
         a = b
     dq = jnp.concatenate(dqs, axis=2) if len(dqs) > 1 else dqs[0]
     return dq, jnp.swapaxes(dkt, 2, 3), jnp.swapaxes(dvt, 2, 3)
+
+
+def _mask_bias(a: int, b: int, dtype) -> jax.Array:
+    """[b - a, b] constant: 0 where key s <= query t (t = a.., s = 0..b-1), -inf above."""
+    keep = np.arange(b)[None, :] <= np.arange(a, b)[:, None]
+    return jnp.asarray(np.where(keep, 0.0, -np.inf), dtype)
 
 
 def _to_hm(x: jax.Array) -> jax.Array:
