@@ -1,5 +1,7 @@
 """GPT training throughput side by side in one run: the hand-derived JAX engine, the jax.grad engine,
-PyTorch CPU (eager manual attention, eager scaled_dot_product_attention, torch.compile), the scalar
+PyTorch CPU (eager manual attention, eager scaled_dot_product_attention, torch.compile; 2 and 1
+intra-op threads; optional bf16 autocast), the jaxsys engines in float32 and with bf16 matmul
+operands (f32 accumulation), the scalar
 `Value` engine (tiny config, extrapolated by FLOPs), MFU against measured float32 matmul peaks,
 and XLA CPU flag variants (each in its own process, interleaved with a baseline process).
 
@@ -60,7 +62,9 @@ def jax_variant(engine: str, dtype: str = "float32", matmul_dtype: str = "float3
     return run
 
 
-def torch_variant(attn: str, compiled: bool = False, threads: int | None = None):
+def torch_variant(attn: str, compiled: bool = False, threads: int | None = None,
+                  autocast_bf16: bool = False):
+    import contextlib
     import torch
     from torch_gpt import TorchGPT, TorchTrainer
     threads = threads or os.cpu_count()
@@ -74,9 +78,12 @@ def torch_variant(attn: str, compiled: bool = False, threads: int | None = None)
 
     def run(n: int) -> float:
         torch.set_num_threads(threads)  # a global setting: the variants alternate
+        ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if autocast_bf16
+               else contextlib.nullcontext())
         t0 = time.perf_counter()
-        for _ in range(n):
-            tr.step(x, y)
+        with ctx:
+            for _ in range(n):
+                tr.step(x, y)
         return time.perf_counter() - t0
     return run
 
@@ -92,7 +99,16 @@ def make_variant(name: str):
         "torch_manual_1thread": lambda: torch_variant("manual", threads=1),
         "torch_sdpa_1thread": lambda: torch_variant("sdpa", threads=1),
         "torch_compile_sdpa": lambda: torch_variant("sdpa", compiled=True),
+        "torch_compile_sdpa_1thread": lambda: torch_variant("sdpa", compiled=True, threads=1),
+        "torch_sdpa_bf16_autocast": lambda: torch_variant("sdpa", autocast_bf16=True),
+        "torch_sdpa_bf16_autocast_1thread": lambda: torch_variant("sdpa", threads=1,
+                                                                  autocast_bf16=True),
     }[name]()
+
+
+# the issue's PyTorch variants (float32): "best PyTorch" is the best median among these
+TORCH_F32 = ("torch_manual", "torch_sdpa", "torch_manual_1thread", "torch_sdpa_1thread",
+             "torch_compile_sdpa", "torch_compile_sdpa_1thread")
 
 
 def measure_interleaved(names: list[str], rounds: int, steps: int, log) -> dict:
@@ -110,15 +126,44 @@ def measure_interleaved(names: list[str], rounds: int, steps: int, log) -> dict:
         log(f"  {n}: ready after {time.perf_counter() - t0:.1f}s (compile + 2 steps)")
         runs[n] = run
         out[n] = {"tokens_per_s_rounds": [], "warmup_seconds": time.perf_counter() - t0}
+    loads = []
     for r in range(rounds):
-        for n, run in runs.items():
-            dt = run(steps)
+        order = list(runs) if r % 2 == 0 else list(runs)[::-1]  # alternate to cancel drift
+        for n in order:
+            dt = runs[n](steps)
             out[n]["tokens_per_s_rounds"].append(steps * B * T / dt)
+        loads.append(load_avg())
         log(f"  round {r + 1}/{rounds}: " + ", ".join(
-            f"{n} {out[n]['tokens_per_s_rounds'][-1]:.0f}" for n in runs) + f"  (load {load_avg():.1f})")
+            f"{n} {out[n]['tokens_per_s_rounds'][-1]:.0f}" for n in runs) + f"  (load {loads[-1]:.1f})")
     for n in runs:
         out[n]["tokens_per_s"] = statistics.median(out[n]["tokens_per_s_rounds"])
+    out["_load_avg_per_round"] = loads
     return out
+
+
+def ratios(train: dict) -> dict:
+    """Median and per-round ratios (same round, interleaved) of every jax variant against its
+    jax.grad counterpart and against every torch variant."""
+    ok = {n: r for n, r in train.items() if isinstance(r, dict) and "tokens_per_s" in r}
+    torch_f32 = [n for n in ok if n in TORCH_F32]
+    best = max(torch_f32, key=lambda n: ok[n]["tokens_per_s"]) if torch_f32 else None
+    res = {"best_torch_f32": best}
+    for n in ok:
+        if not n.startswith("jax_"):
+            continue
+        row = {}
+        others = [n.replace("hand", "autodiff")] if "hand" in n else []
+        others += [m for m in ok if m.startswith("torch")]
+        for m in others:
+            if m not in ok or m == n:
+                continue
+            per = [a / b for a, b in zip(ok[n]["tokens_per_s_rounds"], ok[m]["tokens_per_s_rounds"])]
+            row[m] = {"median_ratio": ok[n]["tokens_per_s"] / ok[m]["tokens_per_s"],
+                      "per_round": per, "median_of_per_round": statistics.median(per)}
+        if best:
+            row["best_torch_f32"] = row[best]
+        res[n] = row
+    return res
 
 
 # ------------------------------------------------------------------------------------------------
@@ -351,20 +396,38 @@ def main(argv=None) -> int:
         log(f"  {s:>16}: " + ", ".join(f"{k} {v:.0f}" for k, v in r.items()))
 
     log("== training throughput (tokens/s, interleaved rounds) ==")
-    names = ["jax_hand", "jax_hand_bf16", "jax_autodiff", "torch_manual", "torch_sdpa",
-             "torch_manual_1thread", "torch_sdpa_1thread"]
+    names = ["jax_hand", "jax_autodiff", "jax_hand_bf16", "jax_autodiff_bf16", "torch_manual",
+             "torch_sdpa", "torch_manual_1thread", "torch_sdpa_1thread"]
     if args.variants:
         names = args.variants.split(",")
     elif not args.no_compile:
         names.append("torch_compile_sdpa")
     res["train"] = measure_interleaved(names, args.rounds, args.steps, log)
+    res["load_avg_per_round"] = res["train"].pop("_load_avg_per_round", [])
     peak = res["matmul"]["peak_gflops"]
+    fpt_done = model.flops_per_token_computed(cfg, T)
     for n, r in res["train"].items():
         if "tokens_per_s" in r:
             gf = r["tokens_per_s"] * fpt / 1e9
             own = peak["xla_f32"] if n.startswith("jax") else peak["torch_f32"]
             r.update(gflops=gf, mfu_vs_own_peak=gf / own,
-                     mfu_vs_best_peak=gf / max(peak["xla_f32"], peak["torch_f32"]))
+                     mfu_vs_xla_f32_peak=gf / peak["xla_f32"],
+                     mfu_vs_best_peak=gf / max(peak["xla_f32"], peak["torch_f32"]),
+                     gflops_executed=r["tokens_per_s"] * fpt_done / 1e9)
+    res["ratios"] = ratios(res["train"])
+    # roofline: every executed FLOP at the measured matmul peak (no elementwise work at all)
+    by_shape = res["matmul"]["gflops_by_shape"]
+    model_shapes = [k for k in by_shape if not k.startswith("1024")]
+    res["roofline"] = {
+        "flops_per_token_full_TxT": fpt, "flops_per_token_executed": fpt_done,
+        "xla_f32_peak_gflops": peak["xla_f32"],
+        "xla_f32_at_model_shapes_gflops": max(by_shape[k]["xla_f32"] for k in model_shapes),
+        "xla_bf16_peak_gflops": peak["xla_bf16_in_f32_acc"],
+        "max_tokens_per_s_f32": peak["xla_f32"] * 1e9 / fpt_done,
+        "max_tokens_per_s_f32_model_shapes":
+            max(by_shape[k]["xla_f32"] for k in model_shapes) * 1e9 / fpt_done,
+        "max_tokens_per_s_bf16": peak["xla_bf16_in_f32_acc"] * 1e9 / fpt_done,
+    }
 
     if not args.no_breakdown:
         log("== hand engine breakdown (ms per call) ==")
@@ -397,14 +460,32 @@ def main(argv=None) -> int:
 
     # table
     tr = {n: r for n, r in res["train"].items() if "tokens_per_s" in r}
-    best_torch = max((r["tokens_per_s"] for n, r in tr.items() if n.startswith("torch")), default=None)
-    print(f"\n{'variant':<22}{'tokens/s':>10}{'GFLOP/s':>9}{'MFU(own)':>10}{'vs hand':>9}"
-          f"{'vs best torch':>15}")
+    best_name = res["ratios"].get("best_torch_f32")
+    best_torch = tr[best_name]["tokens_per_s"] if best_name else None
+    print(f"\n{'variant':<34}{'tokens/s':>10}{'GFLOP/s':>9}{'MFU(own)':>10}{'vs hand':>9}"
+          f"{'vs best torch f32':>19}")
     for n, r in tr.items():
         vs_hand = r["tokens_per_s"] / hand if hand else float("nan")
         vs_t = r["tokens_per_s"] / best_torch if best_torch else float("nan")
-        print(f"{n:<22}{r['tokens_per_s']:>10.0f}{r['gflops']:>9.1f}{r['mfu_vs_own_peak']:>10.1%}"
-              f"{vs_hand:>9.2f}{vs_t:>15.2f}")
+        print(f"{n:<34}{r['tokens_per_s']:>10.0f}{r['gflops']:>9.1f}{r['mfu_vs_own_peak']:>10.1%}"
+              f"{vs_hand:>9.2f}{vs_t:>19.2f}")
+    print(f"best torch (f32 variants): {best_name}")
+    for n, row in res["ratios"].items():
+        if not isinstance(row, dict):
+            continue
+        for m, v in row.items():
+            if m == "best_torch_f32":
+                continue
+            print(f"  {n} / {m}: median {v['median_ratio']:.2f}, per round "
+                  + " ".join(f"{x:.2f}" for x in v["per_round"]))
+    rl = res["roofline"]
+    print(f"roofline: {rl['flops_per_token_executed'] / 1e6:.2f} MFLOP/token executed "
+          f"({rl['flops_per_token_full_TxT'] / 1e6:.2f} full TxT); at XLA f32 peak "
+          f"{rl['xla_f32_peak_gflops']:.0f} GFLOP/s -> {rl['max_tokens_per_s_f32']:.0f} tokens/s, "
+          f"at model shapes {rl['xla_f32_at_model_shapes_gflops']:.0f} -> "
+          f"{rl['max_tokens_per_s_f32_model_shapes']:.0f}; bf16 {rl['xla_bf16_peak_gflops']:.0f} -> "
+          f"{rl['max_tokens_per_s_bf16']:.0f}")
+    print(f"load average per round: {' '.join(f'{x:.1f}' for x in res['load_avg_per_round'])}")
     if hand and sc:
         print(f"{'scalar (extrapolated)':<22}{sc['extrapolated_tokens_per_s_at_bench_config']:>10.4f}"
               f"   hand speed-up per token {sc['hand_speedup_per_token']:.3g}x")

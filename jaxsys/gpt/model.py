@@ -78,6 +78,17 @@ def flops_per_token(cfg: GPTConfig, t: int) -> float:
     return 3.0 * (matmul + attn)
 
 
+def flops_per_token_computed(cfg: GPTConfig, t: int, q_block: int | None = DEFAULT_Q_BLOCK) -> float:
+    """Training FLOPs per token that the engine actually executes: as `flops_per_token`, but the
+    attention products cover only the causal query blocks (query block [a, b) against keys [0, b),
+    see jaxsys.nn.attention.query_blocks) instead of the full T x T."""
+    from jaxsys.nn.attention import query_blocks
+    e = cfg.n_embd
+    matmul = 2 * (cfg.n_layer * 12 * e * e + cfg.vocab_size * e)
+    attn = cfg.n_layer * 4 * e * sum((b - a) * b for a, b in query_blocks(t, q_block)) / t
+    return 3.0 * (matmul + attn)
+
+
 # ----------------------------------------------------------------------------------------------
 # parameter matmuls (optionally bfloat16 operands with accumulation in the parameters' dtype)
 
