@@ -68,7 +68,7 @@ def _common(p) -> None:
     p.add_argument("--config", default="fast", help="fast | balanced | high")
     p.add_argument("--num-freqs", dest="num_freqs", type=int, default=None, help="Fourier frequencies")
     p.add_argument("--scan-mode", dest="scan_mode", default=None, help="sequential | associative")
-    p.add_argument("--scan-chunk", dest="scan_chunk", type=int, default=None, help="chunked scan length")
+    p.add_argument("--scan-chunk", dest="scan_chunk", type=int, default=None, help="scan chunk length (default 16; 0 = none)")
     p.add_argument("--lp-placement", dest="lp_placement", default=None, help="equidistant | middle | n_group")
     p.add_argument("--patch-size", dest="patch_size", type=int, default=None)
     p.add_argument("--dim", type=int, default=None, help="override the config's encoder width")

@@ -17,6 +17,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsys.ginr.scan import selective_scan
 from jaxsys.nn.linear import linear_forward
@@ -84,8 +85,11 @@ def causal_depthwise_conv(x_BxLxC: jax.Array, w_CxK: jax.Array, b_C: jax.Array) 
 
 
 def mamba_apply(p: dict, x_BxLxD: jax.Array, *, scan_mode: str = "associative", chunk: int = 0,
-                checkpoint: bool = False) -> jax.Array:
-    """One Mamba mixer on x [B, L, dim] -> [B, L, dim] (see module docstring)."""
+                checkpoint: bool = False, keep=None) -> jax.Array:
+    """One Mamba mixer on x [B, L, dim] -> [B, L, dim] (see module docstring).
+
+    keep: optional int positions [K]; the output is then [B, K, dim] = full output[:, keep], with the
+    (per-token) out_proj applied only there."""
     d_inner = p["D"].shape[0]
     d_state = p["A_log"].shape[1]
     dt_rank = p["dt_proj"]["w"].shape[1]
@@ -100,6 +104,8 @@ def mamba_apply(p: dict, x_BxLxD: jax.Array, *, scan_mode: str = "associative", 
     A = -jnp.exp(p["A_log"].astype(f))
     y = selective_scan(xi.astype(f), delta.astype(f), A, Bm.astype(f), Cm.astype(f),
                        p["D"].astype(f), z.astype(f), mode=scan_mode, chunk=chunk, checkpoint=checkpoint)
+    if keep is not None:
+        y = jnp.take(y, keep, axis=1)
     return dense(p["out_proj"], y.astype(x_BxLxD.dtype))
 
 
@@ -109,21 +115,34 @@ def bimamba_init(key, dim: int, **kw) -> dict:
 
 
 def bimamba_apply(p: dict, x_BxLxD: jax.Array, *, scan_mode: str = "associative", chunk: int = 0,
-                  checkpoint: bool = False, fuse_directions: bool = True, **ignored) -> jax.Array:
+                  checkpoint: bool = False, fuse_directions: bool = True, keep=None, **ignored) -> jax.Array:
     """(Mamba_f(x) + flip(Mamba_r(flip(x)))) / 2. Extra keyword arguments (e.g. inference_params,
     which mamba_ssm's Block passes to its mixer) are accepted and ignored.
 
     fuse_directions: run both directions as one vmapped Mamba over stacked weights (one scan loop of
-    twice the width instead of two loops; same result)."""
+    twice the width instead of two loops; same result).
+    keep: optional positions [K] (static ints): return only output[:, keep] (see mamba_apply)."""
     kw = dict(scan_mode=scan_mode, chunk=chunk, checkpoint=checkpoint)
+    L = x_BxLxD.shape[1]
     x_rev = jnp.flip(x_BxLxD, axis=1)
+    if keep is not None:  # position t of the flipped sequence is L - 1 - t of the original
+        keep = np.asarray(keep)
+        keeps = (jnp.asarray(keep), jnp.asarray(L - 1 - keep))
     if fuse_directions:
         pst = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), p["f"], p["r"])
-        ys = jax.vmap(lambda pp, xx: mamba_apply(pp, xx, **kw))(pst, jnp.stack([x_BxLxD, x_rev]))
-        fwd, bwd = ys[0], jnp.flip(ys[1], axis=1)
-    else:
+        xs = jnp.stack([x_BxLxD, x_rev])
+        if keep is None:
+            ys = jax.vmap(lambda pp, xx: mamba_apply(pp, xx, **kw))(pst, xs)
+            fwd, bwd = ys[0], jnp.flip(ys[1], axis=1)
+        else:
+            ys = jax.vmap(lambda pp, xx, kk: mamba_apply(pp, xx, keep=kk, **kw))(pst, xs, jnp.stack(keeps))
+            fwd, bwd = ys[0], ys[1]
+    elif keep is None:
         fwd = mamba_apply(p["f"], x_BxLxD, **kw)
         bwd = jnp.flip(mamba_apply(p["r"], x_rev, **kw), axis=1)
+    else:
+        fwd = mamba_apply(p["f"], x_BxLxD, keep=keeps[0], **kw)
+        bwd = mamba_apply(p["r"], x_rev, keep=keeps[1], **kw)
     return (fwd + bwd) / 2
 
 
@@ -134,11 +153,17 @@ def block_init(key, dim: int, ff_dim: int, **mamba_kw) -> dict:
             "mlp": {"fc1": torch_linear_init(k[1], dim, ff_dim), "fc2": torch_linear_init(k[2], ff_dim, dim)}}
 
 
-def block_apply(p: dict, x: jax.Array, residual: jax.Array | None, **mixer_kw
+def block_apply(p: dict, x: jax.Array, residual: jax.Array | None, keep=None, **mixer_kw
                 ) -> tuple[jax.Array, jax.Array]:
-    """Pre-norm residual block: add -> LayerNorm -> BiMamba, add -> LayerNorm -> MLP (GELU)."""
+    """Pre-norm residual block: add -> LayerNorm -> BiMamba, add -> LayerNorm -> MLP (GELU).
+
+    keep: optional static positions [K]: after the mixer (which needs the whole sequence) only these
+    tokens are computed, i.e. returns (h[:, keep], residual[:, keep]) of the full block, at a fraction
+    of the out_proj and MLP cost (the model's last block: only the LP tokens are read)."""
     residual = x if residual is None else x + residual
-    h = bimamba_apply(p["mixer"], layernorm(p["norm"], residual), **mixer_kw)
+    h = bimamba_apply(p["mixer"], layernorm(p["norm"], residual), keep=keep, **mixer_kw)
+    if keep is not None:
+        residual = jnp.take(residual, jnp.asarray(np.asarray(keep)), axis=1)
     residual = h + residual
     h = layernorm(p["norm2"], residual)
     h = dense(p["mlp"]["fc2"], jax.nn.gelu(dense(p["mlp"]["fc1"], h), approximate=False))

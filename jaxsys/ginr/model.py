@@ -50,7 +50,8 @@ class GinrConfig:
     d_conv: int = 4                 # causal depthwise conv width
     expand: int = 2                 # d_inner = expand * dim
     scan_mode: str = "sequential"   # "sequential" (lax.scan; fastest on CPU) or "associative"
-    scan_chunk: int = 0             # > 0: associative within chunks, sequential across
+    scan_chunk: int = 16            # > 0: sequential: recompute states per chunk in the backward (faster,
+                                    # less memory); associative: associative within chunks, sequential across
     scan_checkpoint: bool = False   # recompute scan states in the backward pass
     fuse_directions: bool = False   # BiMamba: one vmapped scan for both directions (slower at balanced)
 
@@ -256,11 +257,14 @@ def encode(params: dict, images_BxSxSxC: jax.Array, cfg: GinrConfig) -> jax.Arra
         tok = tok + dense(p["pos_proj"], fourier_features(centres, cfg.num_freqs))
     seq = insert_lp(tok, p["lp"], cfg)
     h, res = seq, None
-    for bp in p["blocks"]:
-        h, res = block_apply(bp, h, res, scan_mode=cfg.scan_mode, chunk=cfg.scan_chunk,
-                             checkpoint=cfg.scan_checkpoint, fuse_directions=cfg.fuse_directions)
-    seq = layernorm(p["norm_f"], h + res)
-    return read_lp(seq, cfg)
+    kw = dict(scan_mode=cfg.scan_mode, chunk=cfg.scan_chunk, checkpoint=cfg.scan_checkpoint,
+              fuse_directions=cfg.fuse_directions)
+    for bp in p["blocks"][:-1]:
+        h, res = block_apply(bp, h, res, **kw)
+    # only the LP tokens are read: the last block's out_proj and MLP run on them alone (exactly equal to
+    # running the block on every token and reading the LP positions afterwards)
+    h, res = block_apply(p["blocks"][-1], h, res, keep=_perm(cfg)[1], **kw)
+    return layernorm(p["norm_f"], h + res)
 
 
 def _coord_features(coords_BxNx2: jax.Array, cfg: GinrConfig, dtype) -> jax.Array:

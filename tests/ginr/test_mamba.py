@@ -52,11 +52,15 @@ def test_bimamba_flip_and_kwargs():
     x = jax.random.normal(jax.random.PRNGKey(5), (2, 5, 8))
     kw = dict(scan_mode="sequential")
     ref = (mamba_apply(p["f"], x, **kw) + mamba_apply(p["r"], x[:, ::-1], **kw)[:, ::-1]) / 2
+    keep = np.array([0, 2, 3])
     for fuse in (True, False):
         f = jax.jit(lambda p, x, fuse=fuse: mb.bimamba_apply(p, x, fuse_directions=fuse, inference_params=None,
                                                              foo="ignored", **kw))
         out = f(p, x)
         np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-12, atol=1e-12)
+        # keep: only some output positions (the model's last block), equal to slicing the full output
+        fk = jax.jit(lambda p, x, fuse=fuse: mb.bimamba_apply(p, x, fuse_directions=fuse, keep=keep, **kw))
+        np.testing.assert_allclose(np.asarray(fk(p, x)), np.asarray(ref)[:, keep], rtol=1e-12, atol=1e-12)
     # with equal weights the layer commutes with reversing the sequence
     ps = {"f": p["f"], "r": p["f"]}
     np.testing.assert_allclose(np.asarray(bimamba_apply(ps, x[:, ::-1], **kw)),
@@ -81,3 +85,7 @@ def test_block_residual_structure():
     hid = 0.5 * hid * (1 + erf(hid / math.sqrt(2)))
     out = hid @ np.asarray(p["mlp"]["fc2"]["w"]).T + np.asarray(p["mlp"]["fc2"]["b"])
     np.testing.assert_allclose(np.asarray(h), out, rtol=1e-10, atol=1e-10)
+    keep = np.array([1, 3])
+    hk, rk = jax.jit(lambda p, x, r: mb.block_apply(p, x, r, keep=keep, scan_mode="sequential"))(p, x, r0)
+    np.testing.assert_allclose(np.asarray(hk), out[:, keep], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(rk), np.asarray(res)[:, keep], atol=1e-12)

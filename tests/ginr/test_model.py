@@ -73,6 +73,27 @@ def test_jacobian_across_queries_is_zero(tiny):
                 np.testing.assert_array_equal(blk, 0.0)
 
 
+def test_encode_equals_full_blocks_then_read_lp(tiny):
+    """encode runs its last block on the LP tokens only; the reference runs every block on every token
+    and reads the LP positions at the end."""
+    from jaxsys.ginr.mamba import block_apply, layernorm
+    params, imgs, lp = tiny
+    cfg = dataclasses.replace(TINY, depth=2)
+    p2 = gm.init(jax.random.PRNGKey(5), cfg)
+
+    def reference(p, x):
+        e = p["encoder"]
+        tok = gm.dense(e["patch_embed"], gm.patchify(x * 2 - 1, cfg.patch_size))
+        tok = tok + gm.dense(e["pos_proj"], gm.fourier_features(gm.pixel_grid(cfg.grid, dtype=tok.dtype),
+                                                                cfg.num_freqs))
+        h, res = gm.insert_lp(tok, e["lp"], cfg), None
+        for bp in e["blocks"]:
+            h, res = block_apply(bp, h, res, scan_mode="associative")
+        return gm.read_lp(layernorm(e["norm_f"], h + res), cfg)
+    np.testing.assert_allclose(np.asarray(encode(p2, imgs, cfg)), np.asarray(jax.jit(reference)(p2, imgs)),
+                               rtol=1e-10, atol=1e-12)
+
+
 def test_apply_shapes_and_range(tiny):
     params, imgs, lp = tiny
     assert lp.shape == (2, 4, 16)

@@ -1,11 +1,13 @@
-"""Selective scan: associative == sequential == chunked == a plain numpy loop; gradients vs finite
-differences in float64."""
+"""Selective scan: associative == sequential == chunked (associative inside chunks, or sequential with
+chunked recompute and batch groups) == a plain numpy loop; gradients vs finite differences and vs
+jax.grad of the associative form in float64."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxsys.errors import ConfigError, ShapeError
+from jaxsys.ginr import scan as gscan
 from jaxsys.ginr.scan import selective_scan
 from jaxsys.nn.gradcheck import check_finite_differences
 
@@ -34,44 +36,75 @@ def inputs(seed, Bn=2, L=7, D=3, N=4, dtype=np.float64):
                 D=r.normal(size=(D,)), z=r.normal(size=(Bn, L, D)))
 
 
+@pytest.fixture
+def two_batch_groups(monkeypatch):
+    """Make the chunked sequential scan split a batch of 2 into 2 groups (one row each)."""
+    monkeypatch.setattr(gscan, "GROUP_STATE_ELEMS", 1)
+    yield
+
+
+KEYS = ("u", "delta", "A", "B", "C", "D", "z")
+
+
 @pytest.mark.parametrize("kw", [dict(mode="associative"), dict(mode="sequential"),
                                 dict(mode="sequential", checkpoint=True), dict(mode="associative", chunk=3),
-                                dict(mode="associative", chunk=3, checkpoint=True)])
+                                dict(mode="associative", chunk=3, checkpoint=True),
+                                dict(mode="sequential", chunk=3),        # 7 = 3 + 3 + 1 (+2 padded steps)
+                                dict(mode="sequential", chunk=7)])
 def test_scan_matches_numpy_loop(kw):
     a = inputs(0)
     ref = numpy_scan(**a)
-    out = jax.jit(lambda *t: selective_scan(*t, **kw))(*(jnp.asarray(a[k]) for k in ("u", "delta", "A", "B", "C", "D", "z")))
+    out = jax.jit(lambda *t: selective_scan(*t, **kw))(*(jnp.asarray(a[k]) for k in KEYS))
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-11, atol=1e-12)
+
+
+def test_chunked_sequential_in_batch_groups_matches_numpy_loop(two_batch_groups):
+    assert gscan.batch_groups(2, 4, 3) == 2 and gscan.batch_groups(6, 16, 256) == 6
+    a = inputs(6, L=9)
+    out = jax.jit(lambda *t: selective_scan(*t, mode="sequential", chunk=4))(*(jnp.asarray(a[k]) for k in KEYS))
+    np.testing.assert_allclose(np.asarray(out), numpy_scan(**a), rtol=1e-11, atol=1e-12)
+
+
+def test_batch_groups_rule():
+    # per-step state of a group <= GROUP_STATE_ELEMS elements, groups divide the batch
+    assert gscan.batch_groups(32, 16, 256) == 8 and gscan.batch_groups(32, 16, 512) == 16
+    assert gscan.batch_groups(10, 16, 32) == 1 and gscan.batch_groups(7, 16, 4096) == 7
+    assert gscan.batch_groups(12, 16, 512) == 6      # 2 rows fit, 12 % 2 == 0
 
 
 def test_associative_equals_sequential_float32():
     a = {k: jnp.asarray(v, jnp.float32) for k, v in inputs(1, Bn=3, L=33, D=8, N=16).items()}
-    args = [a[k] for k in ("u", "delta", "A", "B", "C", "D", "z")]
+    args = [a[k] for k in KEYS]
     ya = selective_scan(*args, mode="associative")
     ys = selective_scan(*args, mode="sequential")
-    assert ya.dtype == jnp.float32
+    yc = selective_scan(*args, mode="sequential", chunk=16)
+    assert ya.dtype == jnp.float32 and yc.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(ya), np.asarray(ys), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ya), np.asarray(yc), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["sequential", "associative"])
-def test_scan_gradients_finite_differences(mode):
+@pytest.mark.parametrize("kw", [dict(mode="sequential"), dict(mode="associative"),
+                                dict(mode="sequential", chunk=2)])
+def test_scan_gradients_finite_differences(kw, two_batch_groups):
     a = {k: jnp.asarray(v) for k, v in inputs(2, Bn=2, L=5, D=2, N=3).items()}
     w = jnp.asarray(np.random.default_rng(3).normal(size=a["u"].shape))
 
     @jax.jit
     def loss(p):
-        return jnp.sum(w * selective_scan(p["u"], p["delta"], p["A"], p["B"], p["C"], p["D"], p["z"], mode=mode))
+        return jnp.sum(w * selective_scan(*(p[k] for k in KEYS), **kw))
     g = jax.jit(jax.grad(loss))(a)
     check_finite_differences(loss, g, a, num_directions=6, eps=1e-6, rtol=1e-6, atol=1e-9)
 
 
-def test_sequential_and_associative_gradients_agree():
+def test_sequential_and_associative_gradients_agree(two_batch_groups):
     a = {k: jnp.asarray(v) for k, v in inputs(4).items()}
-    keys = ("u", "delta", "A", "B", "C", "D", "z")
-    f = lambda mode: jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(selective_scan(*(p[k] for k in keys), mode=mode)))))(a)
-    ga, gs = f("associative"), f("sequential")
-    for k in a:
-        np.testing.assert_allclose(np.asarray(ga[k]), np.asarray(gs[k]), rtol=1e-10, atol=1e-12, err_msg=k)
+    f = lambda **kw: jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(selective_scan(*(p[k] for k in KEYS), **kw)))))(a)
+    ga = f(mode="associative")
+    for kw in (dict(mode="sequential"), dict(mode="sequential", chunk=3)):   # 7 steps: 3 chunks, padded
+        gs = f(**kw)
+        for k in a:
+            np.testing.assert_allclose(np.asarray(ga[k]), np.asarray(gs[k]), rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{k} {kw}")
 
 
 def test_scan_bad_input():
