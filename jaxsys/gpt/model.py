@@ -132,7 +132,7 @@ def _linear_lp_fwd(u, w, md):
 
 def _linear_lp_bwd(md, res, dy):
     u, w = res
-    return linear_dx(dy, w, md), linear_dw(dy, u, md)
+    return linear_dx(dy, w, md).astype(u.dtype), linear_dw(dy, u, md).astype(w.dtype)
 
 
 _linear_lp.defvjp(_linear_lp_fwd, _linear_lp_bwd)
@@ -180,9 +180,11 @@ def _attention(q, k, v, q_block, md):
 class LayerCache(NamedTuple):
     norm1: RMSNormCache    # rmsnorm before attention; norm1.y is the qkv input h [B, T, E]
     attn: HeadMajorCache   # q, k, v, e, 1/l, o in head-major layout [B, H, T, Dh]
-    o: jax.Array           # [B, T, E] attention output in token-major layout (the wo input)
+    o: jax.Array           # [B, T, E] attention output in token-major layout (the wo input; in
+                           # the matmul dtype)
     norm2: RMSNormCache    # rmsnorm before the MLP; norm2.y is the fc1 input [B, T, E]
-    r: jax.Array           # [B, T, 4E] relu(fc1 h2), the fc2 input (r > 0 is the ReLU mask)
+    r: jax.Array           # [B, T, 4E] relu(fc1 h2), the fc2 input (r > 0 is the ReLU mask; in
+                           # the matmul dtype)
 
 
 class Cache(NamedTuple):
@@ -210,9 +212,12 @@ def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int, q_block: int
     x = x + linear(o, params[f"layer{i}.attn_wo"], md)
     h2, norm2 = rmsnorm_forward(x)
     f = linear(h2, params[f"layer{i}.mlp_fc1"], md)
-    r = jnp.maximum(f, 0)
+    # with bf16 matmuls r is only ever used rounded (fc2 forward, d_fc2, the ReLU mask): keep it
+    # rounded (a positive float32 stays positive in bfloat16, so the mask is unchanged)
+    r = jnp.maximum(f, 0) if md is None else jnp.maximum(f, 0).astype(md)
     x = x + linear(r, params[f"layer{i}.mlp_fc2"], md)
-    return x, LayerCache(norm1, attn, o, norm2, r)
+    # the cache keeps o as the wo product uses it (rounded with bf16 matmuls; XLA shares the cast)
+    return x, LayerCache(norm1, attn, o if md is None else o.astype(md), norm2, r)
 
 
 def forward(params: dict, tokens_BxT: jax.Array, cfg: GPTConfig,

@@ -17,7 +17,9 @@ backward all shrink alike). Within a block the usual -inf mask handles s > t.
 matmul_dtype (keyword of attention_forward/attention_backward; None = the inputs' dtype): with
 "bfloat16" the [T, T]-sized products (scores and e V; dP, dQ, dK, dV in the backward) round
 their operands to bfloat16 and accumulate in the inputs' dtype; exp, max, row sums and 1/l stay in
-the inputs' dtype (the row sums are taken before e is rounded; the cached e is the rounded one).
+the inputs' dtype; e itself is rounded to bfloat16 once (the row sums l are taken over the rounded
+e, so that P = e / l sums to one as used), and dS = c e (dP - g.o) is the product of the rounded e
+and the rounded c (dP - g.o).
 """
 from typing import NamedTuple
 
@@ -65,7 +67,7 @@ class HeadMajorCache(NamedTuple):
     v: jax.Array  # [B, H, T, Dh]
     e: tuple      # per query block [a, b): [B, H, b - a, b] unnormalised exp(S - rowmax), 0 above
                   # diag (in the matmul dtype: bfloat16 with matmul_dtype="bfloat16")
-    inv: tuple    # per query block: [B, H, b - a, 1] 1 / (row sum of the unrounded e)
+    inv: tuple    # per query block: [B, H, b - a, 1] 1 / (row sum of e)
     o: jax.Array  # [B, H, T, Dh] the output
 
 
@@ -87,9 +89,10 @@ def attention_forward_hm(q_BxHxTxD: jax.Array, k_BxHxTxD: jax.Array, v_BxHxTxD: 
     for a, b in query_blocks(t, q_block):
         # causal mask as an additive constant (0 / -inf), which XLA fuses into the score matmul
         s = _nn("bhtd,bhds->bhts", qs[:, :, a:b], kt[..., :b], dt) + _mask_bias(a, b, dt)
-        e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))  # the diagonal is present: max finite
-        inv = 1.0 / jnp.sum(e, axis=-1, keepdims=True)       # [B, H, Tq, 1], from the unrounded e
-        e = _cast(e, md)  # with bf16 matmuls e is kept (and cached) rounded: half the traffic
+        # the diagonal is present, so the row max is finite; with bf16 matmuls e is rounded once
+        # here and the rounded e is used everywhere (row sums, e V, cache): half the traffic
+        e = _cast(jnp.exp(s - jnp.max(s, axis=-1, keepdims=True)), md)
+        inv = 1.0 / jnp.sum(e, axis=-1, keepdims=True, dtype=dt)   # [B, H, Tq, 1]
         es.append(e)
         invs.append(inv)
         os.append(_nn("bhts,bhsd->bhtd", e, vm[:, :, :b], dt) * inv)
@@ -122,7 +125,8 @@ def attention_backward_hm(cache: HeadMajorCache, do_BxHxTxD: jax.Array,
         row = jnp.sum(g * o[:, :, a:b], axis=-1, keepdims=True)           # g_t . o_t
         gm = _cast(g, md)
         dp = _nn("bhtd,bhds->bhts", gm, vt[..., :b], dt)
-        ds = _cast(e.astype(dt) * (dp - row) * c, md)
+        # dS = c e (dP - g . o); with bf16 matmuls the product is taken on the rounded operands
+        ds = e * _cast((dp - row) * c, e.dtype)
         dqs.append(_nn("bhts,bhsd->bhtd", ds, km[:, :, :b], dt))
         pad = ((0, 0), (0, 0), (0, 0), (0, t - b))
         dk_b = jnp.pad(_nn("bhdt,bhts->bhds", qt[..., a:b], ds, dt), pad)
@@ -138,9 +142,9 @@ def attention_backward_hm(cache: HeadMajorCache, do_BxHxTxD: jax.Array,
 
 
 def _mask_bias(a: int, b: int, dtype) -> jax.Array:
-    """[b - a, b] constant: 0 where key s <= query t (t = a.., s = 0..b-1), -inf above."""
+    """[1, 1, b - a, b] constant: 0 where key s <= query t (t = a.., s = 0..b-1), -inf above."""
     keep = np.arange(b)[None, :] <= np.arange(a, b)[:, None]
-    return jnp.asarray(np.where(keep, 0.0, -np.inf), dtype)
+    return jnp.asarray(np.where(keep, 0.0, -np.inf)[None, None], dtype)   # [1, 1, b - a, b]
 
 
 def _to_hm(x: jax.Array) -> jax.Array:
