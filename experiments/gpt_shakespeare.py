@@ -225,6 +225,7 @@ def _plot(res, path: Path) -> None:
     ax.set_ylim(top=3.0)
     ax.legend()
     ax.grid(alpha=0.3)
+    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
