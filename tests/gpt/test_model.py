@@ -172,3 +172,15 @@ def test_bad_inputs(params):
     assert float(got) == float(ref)
     with pytest.raises(ConfigError, match="unknown gradient mode"):
         model.loss_and_grads(params, TOKENS, TARGETS, None, CFG, mode="numeric")
+
+
+def test_flops_per_token_computed_counts_causal_blocks():
+    cfg = GPTConfig(vocab_size=66, n_embd=128, n_head=4, n_layer=6, block_size=512)
+    e, t = 128, 512
+    matmul = 2 * (6 * 12 * e * e + 66 * e)
+    full_attn = 6 * 4 * t * e
+    assert model.flops_per_token(cfg, t) == 3.0 * (matmul + full_attn)
+    assert model.flops_per_token_computed(cfg, t, q_block=None) == model.flops_per_token(cfg, t)
+    # q_block 128: query block i (of 4) sees (i + 1) * 128 keys -> 10/16 of the T x T products
+    np.testing.assert_allclose(model.flops_per_token_computed(cfg, t, q_block=128),
+                               3.0 * (matmul + full_attn * 10 / 16), rtol=1e-15)
