@@ -83,7 +83,7 @@ def attention_forward_hm(q_BxHxTxD: jax.Array, k_BxHxTxD: jax.Array, v_BxHxTxD: 
     t, dh = q_BxHxTxD.shape[2], q_BxHxTxD.shape[-1]
     dt, md = q_BxHxTxD.dtype, matmul_dtype
     qs = _cast(q_BxHxTxD * jnp.asarray(1.0 / dh ** 0.5, dt), md)
-    kt = _cast(jnp.swapaxes(k_BxHxTxD, 2, 3), md)   # [B, H, Dh, T]
+    kt = _transposed(k_BxHxTxD, md)   # [B, H, Dh, T]
     vm = _cast(v_BxHxTxD, md)
     es, invs, os = [], [], []
     for a, b in query_blocks(t, q_block):
@@ -114,9 +114,10 @@ def attention_backward_hm(cache: HeadMajorCache, do_BxHxTxD: jax.Array,
     t, dh = q.shape[2], q.shape[-1]
     dt, md = q.dtype, matmul_dtype
     c = jnp.asarray(1.0 / dh ** 0.5, dt)
-    qt = _cast(jnp.swapaxes(q, 2, 3), md)   # [B, H, Dh, T]
-    vt = _cast(jnp.swapaxes(v, 2, 3), md)   # [B, H, Dh, T]
+    qt = _transposed(q, md)   # [B, H, Dh, T]
+    vt = _transposed(v, md)   # [B, H, Dh, T]
     km = _cast(k, md)
+    dot_t = jnp.swapaxes(do_BxHxTxD, 2, 3)   # [B, H, Dh, T]
     dqs, dkt, dvt = [], None, None
     a = 0
     for e, inv in zip(es, invs):
@@ -130,15 +131,22 @@ def attention_backward_hm(cache: HeadMajorCache, do_BxHxTxD: jax.Array,
         dqs.append(_nn("bhts,bhsd->bhtd", ds, km[:, :, :b], dt))
         pad = ((0, 0), (0, 0), (0, 0), (0, t - b))
         dk_b = jnp.pad(_nn("bhdt,bhts->bhds", qt[..., a:b], ds, dt), pad)
-        # materialise g^T: a transpose folded into the dot would make it a transposed-lhs
-        # product, which XLA's CPU backend does not hand to its fast dot
-        gt = jax.lax.optimization_barrier(jnp.swapaxes(gm, 2, 3))
+        # g^T [B, H, Dh, Tq] from the transposed do (an elementwise product in that layout, so XLA
+        # cannot fold a transpose into the dot, which would make it a transposed-lhs product)
+        gt = _cast(dot_t[..., a:b] * jnp.swapaxes(inv, 2, 3), md)
         dv_b = jnp.pad(_nn("bhdt,bhts->bhds", gt, e, dt), pad)
         dkt = dk_b if dkt is None else dkt + dk_b
         dvt = dv_b if dvt is None else dvt + dv_b
         a = b
     dq = jnp.concatenate(dqs, axis=2) if len(dqs) > 1 else dqs[0]
     return dq, jnp.swapaxes(dkt, 2, 3), jnp.swapaxes(dvt, 2, 3)
+
+
+def _transposed(x: jax.Array, md: str | None) -> jax.Array:
+    """x^T over the last two axes, materialised (in the matmul dtype): left as a transpose, XLA
+    folds it into the consuming dot as a transposed operand, and on the CPU backend bfloat16 dots
+    of that form are computed by upcasting both operands to float32."""
+    return jax.lax.optimization_barrier(_cast(jnp.swapaxes(x, -1, -2), md))
 
 
 def _mask_bias(a: int, b: int, dtype) -> jax.Array:
