@@ -74,20 +74,9 @@ def _linear_forward(p: dict, x: jax.Array, cfg: MLPConfig):
     return matmul(x, p["w"].T) + p["b"][None, :], nn.linear.LinearCache(x)
 
 
-# Below this batch size dW = dZ^T A is computed from an explicitly transposed dZ^T [O x B]: XLA on
-# CPU (jax 0.10) routes a dot that contracts dim 0 of both operands to its generic Eigen kernel, but a
-# plain [O x B] @ [B x I] dot to the faster YNNPACK one; at B = 64 that is 339 vs 460 us for the
-# 512x784 weight (BUILD_NOTES, MLP). The optimisation barrier keeps XLA from folding the transpose
-# back into the dot. Same maths; only the dot kernel (and its summation order) differs.
-_TRANSPOSE_DW_BELOW = 256
-
-
 def _linear_backward(p: dict, cache, dz: jax.Array, cfg: MLPConfig, need_dx: bool = True):
     if cfg.matmul == "xla":
-        if dz.shape[0] >= _TRANSPOSE_DW_BELOW or dz.ndim != 2:
-            return nn.linear_backward(p, cache, dz)
-        grads = {"w": jax.lax.optimization_barrier(dz.T) @ cache.x, "b": dz.sum(axis=0)}
-        return grads, (dz @ p["w"] if need_dx else None)
+        return nn.linear_backward(p, cache, dz)
     from jaxsys.mlp.matmul import matmul
     grads = {"w": matmul(dz.T, cache.x), "b": dz.sum(axis=0)}
     return grads, (matmul(dz, p["w"]) if need_dx else None)
