@@ -160,7 +160,8 @@ def _attention_lp_fwd(q, k, v, q_block, md):
 
 
 def _attention_lp_bwd(q_block, md, cache, cts):
-    return attention_backward_hm(cache, cts[0], matmul_dtype=md)
+    grads = attention_backward_hm(cache, cts[0], matmul_dtype=md)
+    return tuple(g.astype(x.dtype) for g, x in zip(grads, (cache.q, cache.k, cache.v)))
 
 
 _attention_lp.defvjp(_attention_lp_fwd, _attention_lp_bwd)
@@ -205,6 +206,8 @@ def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int, q_block: int
     b, t, e = x.shape
     h, norm1 = rmsnorm_forward(x)
     qkv = linear(h, _qkv_weight(params, i), md)                  # [B, T, 3E]
+    if md is not None:  # q, k, v are only ever used as matmul operands: round them once here
+        qkv = qkv.astype(md)
     # one transpose to head-major [3, B, H, T, Dh] for the attention core
     qkv = jnp.transpose(qkv.reshape(b, t, 3, n_head, e // n_head), (2, 0, 3, 1, 4))
     o_hm, attn = _attention(qkv[0], qkv[1], qkv[2], q_block, md)
@@ -272,7 +275,8 @@ def _layer_backward(params: dict, i: int, lc: LayerCache, dx: jax.Array, grads: 
     n_head, dh = lc.attn.o.shape[1], lc.attn.o.shape[3]
     do = jnp.swapaxes(linear_dx(dx, params[p + "attn_wo"], md).reshape(b, t, n_head, dh), 1, 2)
     dq, dk, dv = attention_backward_hm(lc.attn, do, matmul_dtype=md)     # [B, H, T, Dh] each
-    dqkv = jnp.transpose(jnp.stack([dq, dk, dv]), (1, 3, 0, 2, 4)).reshape(b, t, 3 * e)
+    dqkv = jnp.stack([dq, dk, dv]) if md is None else jnp.stack([dq, dk, dv]).astype(md)
+    dqkv = jnp.transpose(dqkv, (1, 3, 0, 2, 4)).reshape(b, t, 3 * e)   # only used rounded
     dw = linear_dw(dqkv, lc.norm1.y, md)
     grads[p + "attn_wq"], grads[p + "attn_wk"], grads[p + "attn_wv"] = jnp.split(dw, 3, axis=0)
     dh = linear_dx(dqkv, _qkv_weight(params, i), md)

@@ -78,17 +78,21 @@ def attention_forward_hm(q_BxHxTxD: jax.Array, k_BxHxTxD: jax.Array, v_BxHxTxD: 
 
     Every product is a plain batched [M, K] x [K, N] matmul over the (B, H) batch: the scores use
     K^T ([B, H, Dh, T], one small transpose per call) and the weighted sum e V uses V as is, so
-    XLA's CPU dot runs without per-block operand transposes.
+    XLA's CPU dot runs without per-block operand transposes. The 1/sqrt(Dh) scale is applied to
+    the score matmul's output (fused with the mask, row max and exp). q, k, v may already be in
+    the matmul dtype (the GPT engine rounds them once at the projection); o and the accumulations
+    are then float32.
     """
     t, dh = q_BxHxTxD.shape[2], q_BxHxTxD.shape[-1]
-    dt, md = q_BxHxTxD.dtype, matmul_dtype
-    qs = _cast(q_BxHxTxD * jnp.asarray(1.0 / dh ** 0.5, dt), md)
+    dt, md = _acc_dtype(q_BxHxTxD), matmul_dtype
+    c = jnp.asarray(1.0 / dh ** 0.5, dt)
+    qm = _cast(q_BxHxTxD, md)
     kt = _transposed(k_BxHxTxD, md)   # [B, H, Dh, T]
     vm = _cast(v_BxHxTxD, md)
     es, invs, os = [], [], []
     for a, b in query_blocks(t, q_block):
         # causal mask as an additive constant (0 / -inf), which XLA fuses into the score matmul
-        s = _nn("bhtd,bhds->bhts", qs[:, :, a:b], kt[..., :b], dt) + _mask_bias(a, b, dt)
+        s = _nn("bhtd,bhds->bhts", qm[:, :, a:b], kt[..., :b], dt) * c + _mask_bias(a, b, dt)
         # the diagonal is present, so the row max is finite; with bf16 matmuls e is rounded once
         # here and the rounded e is used everywhere (row sums, e V, cache): half the traffic
         e = _cast(jnp.exp(s - jnp.max(s, axis=-1, keepdims=True)), md)
@@ -112,7 +116,7 @@ def attention_backward_hm(cache: HeadMajorCache, do_BxHxTxD: jax.Array,
     """
     q, k, v, es, invs, o = cache
     t, dh = q.shape[2], q.shape[-1]
-    dt, md = q.dtype, matmul_dtype
+    dt, md = _acc_dtype(q), matmul_dtype
     c = jnp.asarray(1.0 / dh ** 0.5, dt)
     qt = _transposed(q, md)   # [B, H, Dh, T]
     vt = _transposed(v, md)   # [B, H, Dh, T]
@@ -140,6 +144,11 @@ def attention_backward_hm(cache: HeadMajorCache, do_BxHxTxD: jax.Array,
         a = b
     dq = jnp.concatenate(dqs, axis=2) if len(dqs) > 1 else dqs[0]
     return dq, jnp.swapaxes(dkt, 2, 3), jnp.swapaxes(dvt, 2, 3)
+
+
+def _acc_dtype(x: jax.Array):
+    """Accumulation/output dtype: the inputs' dtype, at least float32 (bf16 inputs -> float32)."""
+    return jnp.promote_types(x.dtype, jnp.float32)
 
 
 def _transposed(x: jax.Array, md: str | None) -> jax.Array:
