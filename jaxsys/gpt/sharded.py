@@ -136,11 +136,12 @@ def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str
     t0 = time.perf_counter()
     history: list = []
     last_loss, val_loss, compile_seconds = float("nan"), None, 0.0
+    sync = sh.await_each_step(mesh)
     try:
         for step in range(start + 1, tcfg.steps + 1):
             b = sg.batch(_local(data.train, step - 1, B, tcfg.seed, rows), B)
             state, loss = sg.step(state, *b)
-            if step == start + 1:
+            if step == start + 1 or sync:
                 jax.block_until_ready(loss)
                 compile_seconds = time.perf_counter() - t0
             if step % tcfg.log_every == 0 or step == tcfg.steps:

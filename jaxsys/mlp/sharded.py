@@ -132,10 +132,13 @@ def train_sharded(cfg: TrainConfig, run_dir: str | Path, mesh: Mesh, *, data: Da
 
     def host(m):
         return {k: float(v) for k, v in sh.to_host(m).items()}
+    sync = sh.await_each_step(mesh)
     try:
         for step in range(start, cfg.steps):
             idx = _batch_indices(n, cfg.batch, cfg.seed, step)[rows]  # this process's rows only
             state, m = sm.step(state, *sm.batch(data.x_train[idx], data.y_train[idx], cfg.batch))
+            if sync:
+                jax.block_until_ready(m)
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 last = host(m)

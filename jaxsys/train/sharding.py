@@ -136,6 +136,17 @@ def make_mesh(cfg: MeshConfig | str | None = None, devices: Sequence[Any] | None
         return Mesh(np.asarray(devices, dtype=object).reshape(cfg.shape), MESH_AXES, axis_types=auto)
 
 
+def await_each_step(mesh: Mesh) -> bool:
+    """True for a CPU mesh of more than one device: there the training loops wait for every step.
+
+    XLA:CPU's in-process collectives (jax 0.10.2) can hang when many multi-device steps are queued
+    by async dispatch: seen here with ~100 queued MLP steps on 2 and 4 simulated CPU devices (an
+    all-reduce rendezvous never completes and XLA aborts the process after 40 s); awaiting each
+    step's output made the same loop run. GPUs/TPUs keep async dispatch."""
+    devs = list(mesh.devices.flat)
+    return len(devs) > 1 and all(d.platform == "cpu" for d in devs)
+
+
 def mesh_config(mesh: Mesh) -> MeshConfig:
     return MeshConfig(data=int(mesh.shape["data"]), model=int(mesh.shape["model"]))
 

@@ -47,6 +47,21 @@ def test_make_mesh_one_device():
         sh.make_mesh("data=2")
 
 
+def test_await_each_step_only_on_multi_device_cpu_meshes():
+    class Dev:
+        def __init__(self, platform):
+            self.platform = platform
+
+    class FakeMesh:
+        def __init__(self, *platforms):
+            self.devices = np.array([Dev(p) for p in platforms], dtype=object).reshape(len(platforms), 1)
+
+    assert not sh.await_each_step(sh.make_mesh("data=1,model=1"))
+    assert sh.await_each_step(FakeMesh("cpu", "cpu"))
+    assert not sh.await_each_step(FakeMesh("gpu", "gpu"))
+    assert not sh.await_each_step(FakeMesh("cpu"))
+
+
 def test_leaf_spec_rules_and_fsdp():
     rules = sh.GPT_TENSOR_PARALLEL_RULES
     m22 = {"data": 2, "model": 2}
