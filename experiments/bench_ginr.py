@@ -3,11 +3,16 @@ side by side in one run, plus the memory of the selective-scan variants.
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_ginr.py            # fast and balanced
     python experiments/bench_ginr.py --configs fast --rounds 2                # quicker
+    python experiments/bench_ginr.py --configs fast --torch-threads 1 --no-memory --no-fused   # as in notes
 
 Each round runs every variant for --steps train steps (batch 32, 512 random pixels per image),
 interleaved so machine load hits all variants alike; reports medians of per-step images/s and the
-ratio to the faster PyTorch variant (1 or 2 intra-op threads, set per step). Memory: XLA's compiled temp-buffer size for the gradient of one selective scan at
-the `fast` shapes, and for the whole train step, per scan mode. Writes experiments/results/ginr.json.
+ratio to the faster PyTorch variant (1 or 2 intra-op threads, set per step). JAX variants: the default
+(sequential scan with chunk 16), the previous default (sequential scan storing all states), and the
+fused-directions BiMamba. Then one selective scan per variant (forward and gradient, wall and CPU time,
+the SSD-style blocked form included as a measured alternative). Memory: XLA's compiled temp-buffer size
+for the gradient of one selective scan at the `fast` shapes, and for the whole train step, per scan
+mode. Writes experiments/results/ginr.json.
 """
 import argparse
 import json
@@ -58,6 +63,110 @@ def torch_variant(cfg_name, threads):
     return step
 
 
+def ssd_blocked_scan(u, delta, A, B, C, chunk=16):
+    """Mamba-2/SSD-style blocked form of the Mamba-1 scan (a measured, rejected alternative; not in the
+    library). Inside a chunk, with S_t = cumsum(delta) and m = S_end / 2, x_t = exp(A (S_t - m)) *
+    (exp(A m) x_start + sum_{s<=t} exp(-A (S_s - m)) delta_s u_s B_s): the inner sum is one matmul with
+    a lower-triangular ones matrix over the chunk's time axis; chunk-start states are carried by a
+    short lax.scan. Mamba-1's decay depends on (channel, state), so unlike Mamba-2 the L x L decay mask
+    cannot be shared across channels: every term is a full [B, L, N, D] array (several passes through
+    memory), and exp(-A (S_s - m)) overflows float32 once |A| * sum(delta over a chunk) > ~170."""
+    import jax.numpy as jnp
+    Bn, L, Dd = u.shape
+    pad = (-L) % chunk
+    if pad:
+        pf = lambda t: jnp.pad(t, ((0, 0), (0, pad), (0, 0)))
+        u, delta, B, C = pf(u), pf(delta), pf(B), pf(C)
+    nc = (L + pad) // chunk
+    r = lambda t: jnp.transpose(t.reshape(Bn, nc, chunk, t.shape[-1]), (2, 1, 0, 3))  # [c, nc, B, .]
+    u_, d_, B_, C_ = r(u), r(delta), r(B), r(C)
+    A_ND = A.T
+    S = jnp.cumsum(d_, axis=0)
+    m = S[-1] * 0.5
+    AS = (S - m)[:, :, :, None, :] * A_ND                    # [c, nc, B, N, D]
+    E = jnp.exp(AS)
+    bt = jnp.exp(-AS) * B_[..., None] * (d_ * u_)[:, :, :, None, :]
+    T = jnp.tril(jnp.ones((chunk, chunk), u.dtype))
+    P = (T @ bt.reshape(chunk, -1)).reshape(bt.shape)
+    G = jnp.exp(m[:, :, None, :] * A_ND)
+
+    def body(x0, inp):
+        ee, pe, g = inp
+        return ee * (g * x0 + pe), g * x0
+    _, x0s = jax.lax.scan(body, jnp.zeros((Bn, A.shape[1], Dd), u.dtype), (E[-1], P[-1], G))
+    y = jnp.sum(E * (x0s[None] + P) * C_[..., None], axis=3)
+    return jnp.transpose(y, (2, 1, 0, 3)).reshape(Bn, nc * chunk, Dd)[:, :L]
+
+
+SCAN_VARIANTS = {
+    "sequential_chunk16 (default)": dict(mode="sequential", chunk=16),
+    "sequential_chunk16_one_group": dict(mode="sequential", chunk=16, groups=1),
+    "sequential (stores all states)": dict(mode="sequential"),
+    "associative": dict(mode="associative"),
+    "associative_chunk16": dict(mode="associative", chunk=16),
+    "ssd_blocked16 (rejected)": dict(ssd=16),
+}
+
+
+def _scan_fn(kw):
+    import jax.numpy as jnp
+    kw = dict(kw)
+    if "ssd" in kw:
+        return lambda u, dl, A, Bm, Cm: ssd_blocked_scan(u, dl, A, Bm, Cm, kw["ssd"])
+    if "groups" in kw:  # the chunked sequential scan without batch groups
+        g, c = kw.pop("groups"), kw["chunk"]
+        return lambda u, dl, A, Bm, Cm: gs._scan_sequential_chunked(u, dl, A, Bm, Cm, c, groups=g)
+    return lambda u, dl, A, Bm, Cm: gs.selective_scan(u, dl, A, Bm, Cm, **kw)
+
+
+def _scan_inputs(B, L, D, N):
+    k = jax.random.split(jax.random.PRNGKey(0), 5)
+    u = jax.random.normal(k[0], (B, L, D))
+    dl = jax.nn.softplus(jax.random.normal(k[1], (B, L, D)) - 3)
+    A = -jax.numpy.tile(jax.numpy.arange(1.0, N + 1), (D, 1))
+    Bm, Cm = jax.random.normal(k[2], (B, L, N)), jax.random.normal(k[3], (B, L, N))
+    w = jax.random.normal(k[4], (B, L, D))
+    return (u, dl, A, Bm, Cm), w
+
+
+def scan_speed(shapes, rounds=7):
+    """Forward and forward+backward (jax.grad wrt u, delta, A, B, C) of one selective scan per variant,
+    interleaved; median wall ms, median process CPU ms (robust to other load), max |difference| to the
+    stored-states sequential scan, and XLA's compiled temp memory of the gradient."""
+    out = {}
+    for name_shape, (B, L, D, N) in shapes.items():
+        args, w = _scan_inputs(B, L, D, N)
+        fns = {n: _scan_fn(kw) for n, kw in SCAN_VARIANTS.items()}
+        fwd = {n: jax.jit(f) for n, f in fns.items()}
+        grd = {n: jax.jit(jax.grad(lambda *a, f=f: jax.numpy.sum(w * f(*a)), argnums=(0, 1, 2, 3, 4)))
+               for n, f in fns.items()}
+        ref_y, ref_g = fwd["sequential (stores all states)"](*args), grd["sequential (stores all states)"](*args)
+        res = {}
+        for n in fns:
+            y, g = fwd[n](*args), grd[n](*args)
+            mem = grd[n].lower(*args).compile().memory_analysis().temp_size_in_bytes
+            res[n] = {"max_abs_diff_y": float(abs(y - ref_y).max()),
+                      "max_rel_diff_grad": max(float(abs(a - b).max() / abs(b).max()) for a, b in zip(g, ref_g)),
+                      "grad_temp_mib": round(mem / 2 ** 20, 1), "fwd_ms": [], "grad_ms": [], "grad_cpu_ms": []}
+        for _ in range(rounds):
+            for n in fns:
+                t0 = time.perf_counter()
+                jax.block_until_ready(fwd[n](*args))
+                res[n]["fwd_ms"].append(1e3 * (time.perf_counter() - t0))
+                t0, c0 = time.perf_counter(), time.process_time()
+                jax.block_until_ready(grd[n](*args))
+                res[n]["grad_ms"].append(1e3 * (time.perf_counter() - t0))
+                res[n]["grad_cpu_ms"].append(1e3 * (time.process_time() - c0))
+        base = float(np.median(res["sequential (stores all states)"]["grad_cpu_ms"]))
+        for n, r in res.items():
+            for k in ("fwd_ms", "grad_ms", "grad_cpu_ms"):
+                r[k] = round(float(np.median(r[k])), 1)
+            r["grad_cpu_speedup_vs_stored_states"] = round(base / r["grad_cpu_ms"], 2)
+        out[f"{name_shape} B={B} L={L} D={D} N={N}"] = res
+        print(f"scan [{name_shape}] done", flush=True)
+    return out
+
+
 def scan_memory(B=32, L=80, D=512, N=16):
     """Compiled temp bytes of grad(sum(selective_scan)) per mode (D = 2 * d_inner: both directions)."""
     k = jax.random.split(jax.random.PRNGKey(0), 4)
@@ -68,6 +177,7 @@ def scan_memory(B=32, L=80, D=512, N=16):
     out = {}
     for name, kw in {"associative": dict(mode="associative"), "sequential": dict(mode="sequential"),
                      "sequential+checkpoint": dict(mode="sequential", checkpoint=True),
+                     "sequential_chunk16 (default)": dict(mode="sequential", chunk=16),
                      "chunked16": dict(mode="associative", chunk=16),
                      "chunked16+checkpoint": dict(mode="associative", chunk=16, checkpoint=True)}.items():
         g = jax.jit(jax.grad(lambda u, dl, Bm, Cm, kw=kw: gs.selective_scan(u, dl, A, Bm, Cm, **kw).sum(),
@@ -77,8 +187,8 @@ def scan_memory(B=32, L=80, D=512, N=16):
     return out
 
 
-def step_memory(cfg_name, batch, mode):
-    mc = gm.get_config(cfg_name, scan_mode=mode)
+def step_memory(cfg_name, batch, mode, chunk=0):
+    mc = gm.get_config(cfg_name, scan_mode=mode, scan_chunk=chunk)
     tc = gt.TrainConfig(batch_size=batch)
     st = gt.init_state(jax.random.PRNGKey(0), mc, tc)
     b = gd.make_batch(np.zeros((batch, 32, 32, 3), np.uint8), np.arange(batch), 512, np.random.default_rng(0))
@@ -98,6 +208,10 @@ def main(argv=None):
     ap.add_argument("--no-fused", action="store_true", help="skip the fused-directions JAX variant")
     ap.add_argument("--no-memory", action="store_true", help="skip the compiled-memory measurements")
     ap.add_argument("--assoc", action="store_true", help="also time the associative-scan JAX model")
+    ap.add_argument("--no-old-scan", action="store_true",
+                    help="skip the JAX variant with the previous default scan (sequential, all states stored)")
+    ap.add_argument("--no-scan-bench", action="store_true", help="skip the per-scan variant timings")
+    ap.add_argument("--scan-rounds", type=int, default=7)
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "ginr.json"))
     a = ap.parse_args(argv)
     import torch
@@ -110,12 +224,13 @@ def main(argv=None):
                "load_avg_at_start": os.getloadavg(), "batch": a.batch, "coords": a.coords, "rounds": a.rounds, "steps_per_round": a.steps,
                "throughput": {}, "memory": {}}
     for cfg in a.configs.split(","):
-        variants = {"jax_sequential_unfused": jax_variant(cfg, a.batch, scan_mode="sequential",
-                                                          fuse_directions=False)}
+        variants = {"jax_default": jax_variant(cfg, a.batch)}   # sequential scan, chunk 16, unfused
+        if not a.no_old_scan:
+            variants["jax_seq_stored_states"] = jax_variant(cfg, a.batch, scan_mode="sequential", scan_chunk=0)
         if not a.no_fused:
-            variants["jax_sequential"] = jax_variant(cfg, a.batch, scan_mode="sequential", fuse_directions=True)
+            variants["jax_default_fused"] = jax_variant(cfg, a.batch, fuse_directions=True)
         if a.assoc:
-            variants["jax_associative"] = jax_variant(cfg, a.batch, scan_mode="associative")
+            variants["jax_associative"] = jax_variant(cfg, a.batch, scan_mode="associative", scan_chunk=0)
         for nt in a.torch_threads.split(","):
             variants[f"torch_{nt}thread"] = torch_variant(cfg, int(nt))
         compile_s = {}
@@ -138,16 +253,27 @@ def main(argv=None):
             n: {"images_per_s": round(a.batch / float(np.median(t)), 2),
                 "step_s_median": round(float(np.median(t)), 4), "first_step_s": compile_s[n],
                 "ratio_vs_torch": round(a.batch / float(np.median(t)) / base, 2)} for n, t in times.items()}
+    if not a.no_scan_bench:
+        results["scan_speed"] = scan_speed({"fast": (a.batch, 80, 256, 16), "balanced": (a.batch, 96, 512, 16)},
+                                           a.scan_rounds)
     results["load_avg_at_end"] = os.getloadavg()
     if not a.no_memory:
         print("memory ...", flush=True)
         results["memory"]["scan_grad_fast_shapes"] = scan_memory()
-        results["memory"]["train_step_fast_temp_mib"] = {m: step_memory("fast", a.batch, m)
-                                                         for m in ("sequential", "associative")}
+        results["memory"]["train_step_fast_temp_mib"] = {
+            "sequential_chunk16 (default)": step_memory("fast", a.batch, "sequential", 16),
+            "sequential": step_memory("fast", a.batch, "sequential"),
+            "associative": step_memory("fast", a.batch, "associative")}
     print(f"\n{'config':<9} {'variant':<24} {'img/s':>8} {'x torch':>8} {'first step s':>12}")
     for cfg, d in results["throughput"].items():
         for n, r in d.items():
             print(f"{cfg:<9} {n:<24} {r['images_per_s']:>8.1f} {r['ratio_vs_torch']:>8.2f} {r['first_step_s']:>12}")
+    for shp, res in results.get("scan_speed", {}).items():
+        print(f"\none selective scan, {shp} (jax.grad of sum(w * y)); cpu ms = process CPU time")
+        print(f"  {'variant':<32} {'fwd ms':>8} {'grad ms':>8} {'grad cpu':>9} {'speedup':>8} {'temp MiB':>9} {'|dy|':>9}")
+        for n, r in res.items():
+            print(f"  {n:<32} {r['fwd_ms']:>8.1f} {r['grad_ms']:>8.1f} {r['grad_cpu_ms']:>9.1f} "
+                  f"{r['grad_cpu_speedup_vs_stored_states']:>8.2f} {r['grad_temp_mib']:>9.1f} {r['max_abs_diff_y']:>9.1e}")
     if not a.no_memory:
         print("\nscan gradient temp memory (B=32, L=80, 2*d_inner=512, N=16):")
         for n, r in results["memory"]["scan_grad_fast_shapes"].items():

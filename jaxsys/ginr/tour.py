@@ -11,8 +11,8 @@ QUICK_MODEL = gm.get_config("fast", dim=16, num_lp=4, depth=1, hidden=8, num_fre
 QUICK_TRAIN = gt.TrainConfig(batch_size=10, num_sample_coords=256, steps=30, lr=3e-3, warmup_steps=5,
                              eval_every=0, ckpt_every=0)
 FULL_MODEL = gm.get_config("fast")
-FULL_TRAIN = gt.TrainConfig(batch_size=20, num_sample_coords=512, steps=150, lr=2e-3, warmup_steps=15,
-                            eval_every=50, eval_images=20, ckpt_every=0, max_seconds=40)
+FULL_TRAIN = gt.TrainConfig(batch_size=20, num_sample_coords=512, steps=120, lr=2e-3, warmup_steps=12,
+                            eval_every=40, eval_images=20, ckpt_every=0, max_seconds=50)
 
 
 def run_stage(run_dir: Path, quick: bool) -> dict:

@@ -18,17 +18,18 @@ from jaxsys.ginr.tour import QUICK_MODEL, QUICK_TRAIN
 
 # the tour's quick configuration, shared with the CLI smoke test and the tour test below, so the jitted
 # step compiles once for the whole module
+# (evaluation on all 20 packaged images and 8-image PNGs, as in the tour, so those compile once too)
 MC = QUICK_MODEL
-TC = dataclasses.replace(QUICK_TRAIN, eval_every=2, eval_images=10, ckpt_every=2)
+TC = dataclasses.replace(QUICK_TRAIN, eval_every=2, eval_images=20, ckpt_every=2)
 
 
 def test_train_smoke_and_resume(tmp_path):
     x, _ = gd.load_png20()
     x32 = x.astype(np.float32)
-    s = gt.train(MC, dataclasses.replace(TC, stop_at=2), x, x[:4], tmp_path, progress=False)
+    s = gt.train(MC, dataclasses.replace(TC, stop_at=2), x, x, tmp_path, progress=False)
     assert s["steps"] == 2 and np.isfinite(s["final_test_psnr"])
     n_compiled = gt.train_step._cache_size()
-    s2 = gt.train(MC, dataclasses.replace(TC, stop_at=4), x, x[:4], tmp_path, progress=False)  # resumes
+    s2 = gt.train(MC, dataclasses.replace(TC, stop_at=4), x, x, tmp_path, progress=False)  # resumes
     assert s2["steps"] == 4
     assert gt.train_step._cache_size() == n_compiled                  # no recompilation
     recs = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -40,10 +41,10 @@ def test_train_smoke_and_resume(tmp_path):
     from jaxsys.train import Checkpointer
     with Checkpointer(tmp_path / "ckpt") as ck:
         st, _ = ck.restore(like=gt.init_state(jax.random.PRNGKey(0), MC, gt.step_config(TC)))
-    ev = gt.evaluate(st["params"], x[:4], MC)
-    rec = np.asarray(gt.reconstruct(st["params"], jnp.asarray(x32[:4] / 255), MC, 1))
-    ref = np.mean([-10 * np.log10(np.mean((rec[i] - x32[i] / 255) ** 2)) for i in range(4)])
-    assert abs(ev["psnr"] - ref) < 1e-3
+    ev = gt.evaluate(st["params"], x, MC)
+    rec = np.asarray(gt.reconstruct(st["params"], jnp.asarray(x32 / 255), MC, 1))
+    ref = np.mean([-10 * np.log10(np.mean((rec[i] - x32[i] / 255) ** 2)) for i in range(len(x))])
+    assert abs(ev["psnr"] - ref) < 1e-3 and ev["images"] == 20
 
 
 def test_accumulation_and_bf16():
@@ -54,13 +55,16 @@ def test_accumulation_and_bf16():
     assert float(jnp.abs(u1["w"]).max()) == 0.0                # first micro-batch: no update yet
     u2, st = tx.update({"w": jnp.ones(3)}, st, p)
     assert float(jnp.abs(u2["w"]).max()) > 0
-    params = gm.init(jax.random.PRNGKey(0), MC)
-    b = gd.make_batch(gd.load_png20()[0], np.arange(2), 8, np.random.default_rng(0))
-    lf = jax.jit(gt.loss_fn, static_argnums=(2, 3))
-    l32, _ = lf(params, b, MC, False)
-    l16, _ = lf(params, b, MC, True)
-    assert abs(float(l16) - float(l32)) < 0.02 * float(l32)
-    g = jax.jit(jax.grad(lambda p: gt.loss_fn(p, b, MC, True)[0]))(params)
+    # float32 loss from the real (already compiled) step, which reports the loss before its update;
+    # bfloat16 loss and gradients from one more compile
+    tc = gt.step_config(TC)
+    st = jax.tree_util.tree_map(lambda a: jnp.array(np.asarray(a)), gt.init_state(jax.random.PRNGKey(0), MC, tc))
+    params = jax.tree_util.tree_map(jnp.copy, st["params"])   # (the step donates st)
+    b = gd.make_batch(gd.load_png20()[0], np.arange(TC.batch_size), TC.num_sample_coords, np.random.default_rng(0))
+    _, m = gt.train_step(st, b, MC, tc)
+    l32 = float(m["loss"])
+    (l16, _), g = jax.jit(jax.value_and_grad(lambda p: gt.loss_fn(p, b, MC, True), has_aux=True))(params)
+    assert abs(float(l16) - l32) < 0.02 * l32
     assert all(l.dtype == jnp.float32 for l in jax.tree_util.tree_leaves(g))   # f32 master gradients
 
 
