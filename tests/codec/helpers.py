@@ -59,3 +59,25 @@ def reseal_group(blob: bytes) -> bytes:
     meta = zlib.crc32(bytes(b[G.HEADER_SIZE:p0]), zlib.crc32(bytes(b[:G.HEADER_SIZE - 4])))
     struct.pack_into("<I", b, G.HEADER_SIZE - 4, meta)
     return bytes(b)
+
+
+def mutations(blob: bytes, other: bytes, rng, n: int, reseal_fn):
+    """n damaged copies of `blob`, cycling bit flips, truncation, a splice from `other` and an
+    8-byte overwrite; every odd one is passed through `reseal_fn` (valid CRCs, damaged content)."""
+    for i in range(n):
+        b = bytearray(blob)
+        op = i % 4
+        if op == 0:
+            for _ in range(rng.integers(1, 4)):
+                p = rng.integers(0, len(b))
+                b[p] ^= 1 << rng.integers(0, 8)
+        elif op == 1:
+            b = b[:rng.integers(0, len(b))]
+        elif op == 2:
+            p = rng.integers(0, len(b))
+            q = rng.integers(0, len(other))
+            b = b[:p] + other[q:q + rng.integers(1, 64)] + b[p:]
+        else:
+            p = rng.integers(0, len(b))
+            b[p:p + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
+        yield bytes(b) if i % 2 == 0 else reseal_fn(bytes(b))

@@ -8,27 +8,7 @@ import pytest
 from jaxsys.codec import decode as D
 from jaxsys.codec import format as fmt
 from jaxsys.codec.format import CodecError
-from tests.codec.helpers import reseal, source
-
-
-def _mutations(blob, other, rng, n):
-    for i in range(n):
-        b = bytearray(blob)
-        op = i % 4
-        if op == 0:
-            for _ in range(rng.integers(1, 4)):
-                p = rng.integers(0, len(b))
-                b[p] ^= 1 << rng.integers(0, 8)
-        elif op == 1:
-            b = b[:rng.integers(0, len(b))]
-        elif op == 2:
-            p = rng.integers(0, len(b))
-            q = rng.integers(0, len(other))
-            b = b[:p] + other[q:q + rng.integers(1, 64)] + b[p:]
-        else:
-            p = rng.integers(0, len(b))
-            b[p:p + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
-        yield bytes(b) if i % 2 == 0 else reseal(bytes(b))
+from tests.codec.helpers import mutations, reseal, source
 
 
 def test_fuzz_numpy_decoder(watchdog):
@@ -37,7 +17,7 @@ def test_fuzz_numpy_decoder(watchdog):
     blob = fmt.encode_layer(x, (16, 16), 4, 12, allow_raw=False)
     other = fmt.encode_layer(source("gauss", (30, 30), rng), (8, 8), 3, 14, allow_raw=False)
     outcomes = {"ok": 0, "error": 0}
-    for m in _mutations(blob, other, rng, 1200):
+    for m in mutations(blob, other, rng, 1200, reseal):
         try:
             y = fmt.decode_layer_numpy(m)
         except CodecError:

@@ -16,7 +16,7 @@ from jaxsys.codec import group as G
 from jaxsys.codec import rans
 from jaxsys.codec.format import CodecError
 from jaxsys.errors import ConfigError, ShapeError
-from tests.codec.helpers import reseal_group, source
+from tests.codec.helpers import mutations, reseal_group, source
 
 
 def _mixed(rng):
@@ -148,22 +148,7 @@ def test_fuzz_group(watchdog):
     blob = G.encode_group(xs, (8, 8), 3, 12)
     other = G.encode_group([source("gauss", (12, 12), rng)], (8, 8), 2, 14)
     errors = 0
-    for i in range(1200):
-        b = bytearray(blob)
-        op = i % 4
-        if op == 0:
-            for _ in range(rng.integers(1, 4)):
-                p = rng.integers(0, len(b))
-                b[p] ^= 1 << rng.integers(0, 8)
-        elif op == 1:
-            b = b[:rng.integers(0, len(b))]
-        elif op == 2:
-            p, q = rng.integers(0, len(b)), rng.integers(0, len(other))
-            b = b[:p] + other[q:q + rng.integers(1, 64)] + b[p:]
-        else:
-            p = rng.integers(0, len(b))
-            b[p:p + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
-        m = bytes(b) if i % 2 == 0 else reseal_group(bytes(b))
+    for m in mutations(blob, other, rng, 1200, reseal_group):
         try:
             ys = G.decode_group_numpy(m)
         except CodecError:
