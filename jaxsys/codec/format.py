@@ -187,6 +187,27 @@ def _validate_input(x) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def as_rows(x: np.ndarray, tr: int, tc: int) -> tuple[np.ndarray, int, int]:
+    """(uint8 view of x as [rows, cols], tile rows, tile cols): a 1-D tensor is one row whose tiles
+    hold tr * tc symbols."""
+    u = x.view(np.uint8)
+    if x.ndim == 1:
+        return u.reshape(1, -1), 1, tr * tc
+    return u, tr, tc
+
+
+def lane_count(P: int, lanes: int, min_lane_symbols: int) -> int:
+    """Lanes for tiles of P symbols: `lanes`, or fewer so each lane has >= min_lane_symbols (> 0);
+    ConfigError when a lane would exceed MAX_LANE_SYMBOLS."""
+    L = int(lanes)
+    if min_lane_symbols > 0:
+        L = max(1, min(L, P // int(min_lane_symbols)))
+    if -(-P // L) > MAX_LANE_SYMBOLS:
+        raise ConfigError(f"tile of {P} symbols over {L} lanes exceeds {MAX_LANE_SYMBOLS} "
+                          "symbols per lane; use more lanes or smaller tiles")
+    return L
+
+
 def encode_layer(x, tile_shape: tuple[int, int] = (256, 256), lanes: int = 32, prob_bits: int = 14,
                  predictor: str = "auto", allow_raw: bool = True, min_lane_symbols: int = 0) -> bytes:
     """Compress an int8/uint8 array (1-D or 2-D) into one layer blob.
@@ -211,18 +232,10 @@ def encode_layer(x, tile_shape: tuple[int, int] = (256, 256), lanes: int = 32, p
     tr, tc = (int(v) for v in tile_shape)
     if tr < 1 or tc < 1:
         raise ConfigError(f"tile_shape must be positive, got {tile_shape}")
-    u = x.view(np.uint8)
-    if x.ndim == 1:
-        u2, tr, tc = u.reshape(1, -1), 1, tr * tc
-    else:
-        u2 = u
+    u2, tr, tc = as_rows(x, tr, tc)
     rows, cols = u2.shape
     P = min(tr, rows) * min(tc, cols)
-    if min_lane_symbols > 0:
-        lanes = max(1, min(int(lanes), P // int(min_lane_symbols)))
-    if -(-P // lanes) > MAX_LANE_SYMBOLS:
-        raise ConfigError(f"tile of {P} symbols over {lanes} lanes exceeds {MAX_LANE_SYMBOLS} "
-                          "symbols per lane; use more lanes or smaller tiles")
+    lanes = lane_count(P, lanes, min_lane_symbols)
     sizes = tile_sizes(rows, cols, tr, tc)
     T = len(sizes)
     tiles = to_tiles(u2, tr, tc)

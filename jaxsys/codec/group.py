@@ -188,20 +188,11 @@ class _Prep:
 def _prep(x, tile_shape, lanes, predictor, min_lane_symbols) -> _Prep:
     x = fmt._validate_input(x)
     tr, tc = (int(v) for v in tile_shape)
-    u = x.view(np.uint8)
-    if x.ndim == 1:
-        u2, tr, tc = u.reshape(1, -1), 1, tr * tc
-    else:
-        u2 = u
+    u2, tr, tc = fmt.as_rows(x, tr, tc)
     rows, cols = u2.shape
     tr, tc = min(tr, rows), min(tc, cols)   # canonical: a tile never exceeds the tensor
     P = tr * tc
-    L = int(lanes)
-    if min_lane_symbols > 0:
-        L = max(1, min(L, P // int(min_lane_symbols)))
-    if -(-P // L) > fmt.MAX_LANE_SYMBOLS:
-        raise ConfigError(f"tile of {P} symbols over {L} lanes exceeds {fmt.MAX_LANE_SYMBOLS} "
-                          "symbols per lane; use more lanes or smaller tiles")
+    L = fmt.lane_count(P, lanes, min_lane_symbols)
     sizes = fmt.tile_sizes(rows, cols, tr, tc)
     tiles = fmt.to_tiles(u2, tr, tc)
     valid = np.arange(P)[None, :] < sizes[:, None]
