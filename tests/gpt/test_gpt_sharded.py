@@ -110,14 +110,3 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_the_uninterrupted_run_d
     for k, v in full.items():
         np.testing.assert_allclose(np.asarray(resumed.state.params[k]), np.asarray(v), rtol=TOL, atol=TOL,
                                    err_msg=k)
-
-
-@pytest.mark.parametrize("argv,msg", [
-    (["--mesh", "data=1,model=2"], "= 2 but 1 devices"),
-    (["--mesh", "data=2,data=2"], "given twice"),
-    (["--coordinator", "127.0.0.1:1", "--num-processes", "2"], "missing: process_id"),
-])
-def test_cli_rejects_bad_mesh_and_distributed_flags(argv, msg, capsys):
-    from jaxsys.cli import main
-    assert main(["gpt", "train", *argv]) == 2
-    assert msg in capsys.readouterr().err

@@ -90,14 +90,3 @@ def test_cli_two_processes_on_loopback(result, tmp_path):
     for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
         assert abs(s[k] - result["train"]["mesh"][k]) < TOL, k
     assert sorted(p.name for p in (tmp_path / "mp" / "ckpt").iterdir() if p.name.isdigit()) == ["3", "6"]
-
-
-@pytest.mark.parametrize("argv,msg", [
-    (["--mesh", "data=1,model=2"], "= 2 but 1 devices"),
-    (["--mesh", "data=2,data=2"], "given twice"),
-    (["--coordinator", "127.0.0.1:1", "--num-processes", "2"], "missing: process_id"),
-])
-def test_cli_rejects_bad_mesh_and_distributed_flags(argv, msg, capsys):
-    from jaxsys.cli import main
-    assert main(["mlp", "train", *argv]) == 2
-    assert msg in capsys.readouterr().err

@@ -135,6 +135,18 @@ def test_cli_args_give_no_mesh_on_one_device_unless_asked():
         sh.mesh_from_args(p.parse_args(["--num-processes", "2", "--process-id", "0"]))
 
 
+@pytest.mark.parametrize("system", ["mlp", "gpt"])
+@pytest.mark.parametrize("argv,msg", [
+    (["--mesh", "data=1,model=2"], "= 2 but 1 devices"),
+    (["--mesh", "data=2,data=2"], "given twice"),
+    (["--coordinator", "127.0.0.1:1", "--num-processes", "2"], "missing: process_id"),
+])
+def test_cli_rejects_bad_mesh_and_distributed_flags(system, argv, msg, capsys):
+    from jaxsys.cli import main
+    assert main([system, "train", *argv]) == 2
+    assert msg in capsys.readouterr().err
+
+
 def test_cpu_devices_env_replaces_count():
     env = sh.cpu_devices_env(4, base={"XLA_FLAGS": "--foo --xla_force_host_platform_device_count=2"})
     assert env["XLA_FLAGS"] == "--foo --xla_force_host_platform_device_count=4"
