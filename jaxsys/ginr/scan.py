@@ -150,71 +150,84 @@ def _chunks(t, c):
     return t.reshape(t.shape[0] // c, c, *t.shape[1:])  # [L, ...] -> [L / c, c, ...]
 
 
-def _chunk_states(A_NxD, x0, u, delta, B):
-    """States after each step of one chunk (time-major [c, B, N, D]) from the state x0 before it."""
-    def step(x, inp):
-        u_t, d_t, B_t = inp
-        x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
+def _decay_input(A_NxD, u, delta, B):
+    """a = exp(delta A) and b = delta u B for a whole chunk at once: [c, R, N, D] each."""
+    a = jnp.exp(delta[..., None, :] * A_NxD)
+    b = B[..., None] * (delta * u)[..., None, :]
+    return a, b
+
+
+def _chunk_states(x0, a, b, reverse):
+    """x_t = a_t x_{t-1} + b_t over one chunk (in time order, or from its end when reverse): the last
+    state and every state [c, R, N, D]. The loop body is one fused multiply-add."""
+    def step(x, ab):
+        x = ab[0] * x + ab[1]
         return x, x
-    return lax.scan(step, x0, (u, delta, B))
+    return lax.scan(step, x0, (a, b), reverse=reverse)
 
 
-def _ssm_chunked_fwd_impl(u, delta, A_NxD, B, C, chunk):
-    """y [L, B, D] and the state before every chunk [L / c, B, N, D] (time-major inputs, L % c == 0)."""
+def _ssm_chunked_fwd_impl(u, delta, A_NxD, B, C, chunk, reverse):
+    """y [L, R, D] and the state before every chunk (in processing order) [L / c, R, N, D]; time-major
+    inputs, L % c == 0."""
     def body(x, inp):
-        def step(x, inp):
-            u_t, d_t, B_t, C_t = inp
-            x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
-            return x, jnp.sum(x * C_t[:, :, None], axis=1)
-        x_end, y_c = lax.scan(step, x, inp)
-        return x_end, (y_c, x)
+        u_c, d_c, B_c, C_c = inp
+        a, b = _decay_input(A_NxD, u_c, d_c, B_c)
+        x_end, xs = _chunk_states(x, a, b, reverse)
+        return x_end, (jnp.sum(xs * C_c[..., None], axis=-2), x)
     x0 = jnp.zeros((u.shape[1], A_NxD.shape[0], u.shape[2]), u.dtype)
-    _, (y, x_starts) = lax.scan(body, x0, tuple(_chunks(t, chunk) for t in (u, delta, B, C)))
+    _, (y, x_starts) = lax.scan(body, x0, tuple(_chunks(t, chunk) for t in (u, delta, B, C)),
+                                reverse=reverse)
     return y.reshape(u.shape), x_starts
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _ssm_chunked_tm(u, delta, A_NxD, B, C, chunk):
-    """Same as _ssm_tm, storing only chunk-start states; the backward recomputes one chunk at a time."""
-    return _ssm_chunked_fwd_impl(u, delta, A_NxD, B, C, chunk)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _ssm_chunked_tm(u, delta, A_NxD, B, C, chunk, reverse):
+    """Same as _ssm_tm (run backwards in time when reverse), storing only chunk-start states; the
+    backward recomputes one chunk at a time."""
+    return _ssm_chunked_fwd_impl(u, delta, A_NxD, B, C, chunk, reverse)[0]
 
 
-def _ssm_chunked_fwd(u, delta, A_NxD, B, C, chunk):
-    y, x_starts = _ssm_chunked_fwd_impl(u, delta, A_NxD, B, C, chunk)
+def _ssm_chunked_fwd(u, delta, A_NxD, B, C, chunk, reverse):
+    y, x_starts = _ssm_chunked_fwd_impl(u, delta, A_NxD, B, C, chunk, reverse)
     return y, (u, delta, A_NxD, B, C, x_starts)
 
 
-def _ssm_chunked_bwd(chunk, res, dy):
-    """The reverse loop of _ssm_tm_bwd, chunk by chunk (last chunk first): recompute the chunk's states
-    x_1..x_c from its start state, then run g_t = C_t dy_t + a_{t+1} g_{t+1} backwards over it, carrying
-    h = a_{t+1} g_{t+1} and dA across chunks. A step's x_t arrives in the carry (it is the x_{t-1} read
-    by the reverse step after it), so the chunk buffer holds only the states before each step."""
+def _ssm_chunked_bwd(chunk, reverse, res, dy):
+    """The adjoint of _ssm_tm_bwd, chunk by chunk in reverse processing order. Per chunk: a, b for all
+    its steps at once; recompute its states from its start state (one fused multiply-add per step);
+    run g_t = C_t dy_t + a_{t+1} g_{t+1} backwards over it (one fused multiply-add per step, carrying
+    h = a_{t+1} g_{t+1} across chunks); then every gradient of the chunk as whole-chunk ops
+    (du, d delta, dB, dC and the chunk's share of dA). Keeping the per-step loops to a single kernel
+    each and doing the contractions chunk-wide was 1.3x faster than contracting inside the step on the
+    2-core CPU. With reverse the time order flips: the neighbour "t + 1" is t - 1."""
     u, delta, A_NxD, B, C, x_starts = res
 
     def body(carry, inp):
         h, dA = carry
-        u_c, d_c, B_c, C_c, dy_c, x_start = inp
-        x_end, xs = _chunk_states(A_NxD, x_start, u_c, d_c, B_c)
-        x_prev = jnp.concatenate([x_start[None], xs[:-1]], axis=0)
+        u_c, d_c, B_c, C_c, dy_c, x0 = inp
+        a, b = _decay_input(A_NxD, u_c, d_c, B_c)
+        _, xs = _chunk_states(x0, a, b, reverse)
+        if reverse:   # the state before step t (in processing order) is x_{t+1}
+            x_prev = jnp.concatenate([xs[1:], x0[None]], 0)
+        else:
+            x_prev = jnp.concatenate([x0[None], xs[:-1]], 0)
+        cdy = C_c[..., None] * dy_c[..., None, :]
 
-        def step(carry, inp):
-            h, dA, x_t = carry
-            dy_t, C_t, d_t, u_t, B_t, xp_t = inp
-            g = C_t[:, :, None] * dy_t[:, None, :] + h
-            a = jnp.exp(d_t[:, None, :] * A_NxD)
-            gxa = g * xp_t * a
-            # the four contractions as batched mat-vecs: ~15% faster than multiply + sum here
-            gB = _dot("bnd,bn->bd", g, B_t)
-            d_delta = _dot("bnd,nd->bd", gxa, A_NxD) + u_t * gB
-            dB = _dot("bnd,bd->bn", g, d_t * u_t)
-            dC = _dot("bnd,bd->bn", x_t, dy_t)
-            new = (a * g, dA + jnp.sum(gxa * d_t[:, None, :], axis=0), xp_t)
-            return new, (d_t * gB, d_delta, dB, dC)
-        (h, dA, _), outs = lax.scan(step, (h, dA, x_end), (dy_c, C_c, d_c, u_c, B_c, x_prev), reverse=True)
-        return (h, dA), outs
+        def gstep(h, inp):
+            cdy_t, a_t = inp
+            g = cdy_t + h
+            return a_t * g, g
+        h, g = lax.scan(gstep, h, (cdy, a), reverse=not reverse)
+        gB = jnp.sum(g * B_c[..., None], axis=-2)
+        gxa = g * x_prev * a
+        d_delta = jnp.sum(gxa * A_NxD, axis=-2) + u_c * gB
+        dB = jnp.sum(g * (d_c * u_c)[..., None, :], axis=-1)
+        dC = jnp.sum(xs * dy_c[..., None, :], axis=-1)
+        dA = dA + jnp.sum(gxa * d_c[..., None, :], axis=(0, 1))
+        return (h, dA), (d_c * gB, d_delta, dB, dC)
     init = (jnp.zeros(x_starts.shape[1:], u.dtype), jnp.zeros(A_NxD.shape, u.dtype))
     xs_in = tuple(_chunks(t, chunk) for t in (u, delta, B, C, dy)) + (x_starts,)
-    (_, dA), (du, d_delta, dB, dC) = lax.scan(body, init, xs_in, reverse=True)
+    (_, dA), (du, d_delta, dB, dC) = lax.scan(body, init, xs_in, reverse=not reverse)
     unchunk = lambda t: t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])
     return unchunk(du), unchunk(d_delta), dA, unchunk(dB), unchunk(dC)
 
@@ -235,25 +248,35 @@ def batch_groups(batch: int, d_state: int, channels: int) -> int:
     return batch // rows
 
 
+def scan_grouped(u_GxLxRxD, delta_GxLxRxD, A_DxN, B_GxLxRxN, C_GxLxRxN, *, chunk: int = 16,
+                 reverse: bool = False) -> jax.Array:
+    """The chunked sequential SSM (no D skip, no gate) on inputs already laid out as batch groups,
+    time-major inside a group: [G, L, R, .] -> y [G, L, R, D]. The groups run one after another
+    (lax.map); reverse=True runs the recurrence from t = L - 1 down to 0 (the reverse direction of
+    BiMamba without flipping any array). This is the layout the encoder keeps its tokens in, so the
+    scan needs no transposes."""
+    G, L, R, Dd = u_GxLxRxD.shape
+    chunk = min(chunk, L)
+    pad = (-L) % chunk
+    f = jnp.result_type(u_GxLxRxD, delta_GxLxRxD, A_DxN, B_GxLxRxN, C_GxLxRxN)
+    ins = [t.astype(f) for t in (u_GxLxRxD, delta_GxLxRxD, B_GxLxRxN, C_GxLxRxN)]
+    if pad:  # delta = u = B = C = 0 at the end (the start when reverse): the state carries through
+        # unchanged and y there is dropped
+        widths = ((0, 0), (pad, 0) if reverse else (0, pad), (0, 0), (0, 0))
+        ins = [jnp.pad(t, widths) for t in ins]
+    A_NxD = A_DxN.T.astype(f)
+    one = lambda t: _ssm_chunked_tm(*t[:2], A_NxD, *t[2:], chunk, reverse)
+    y = one([t[0] for t in ins]) if G == 1 else lax.map(one, ins)
+    y = y.reshape(G, L + pad, R, Dd)
+    return y[:, pad:] if reverse else y[:, :L]
+
+
 def _scan_sequential_chunked(u, delta, A, B, C, chunk, groups=None):
     Bn, L, Dd = u.shape
-    pad = (-L) % chunk
-    if pad:  # delta = u = B = C = 0 at the end: the state carries through unchanged, y there is dropped
-        padf = lambda t: jnp.pad(t, ((0, 0), (0, pad), (0, 0)))
-        u, delta, B, C = padf(u), padf(delta), padf(B), padf(C)
-    f = jnp.result_type(u, delta, A, B, C)
-    A_NxD = A.T.astype(f)
     G = batch_groups(Bn, A.shape[1], Dd) if groups is None else groups
-
-    def one(inp):  # one batch group, [rows, L, .] -> [rows, L, D]
-        u_g, d_g, B_g, C_g = (_tm(t).astype(f) for t in inp)
-        return _tm(_ssm_chunked_tm(u_g, d_g, A_NxD, B_g, C_g, chunk))
-    if G == 1:
-        y = one((u, delta, B, C))
-    else:
-        grp = lambda t: t.reshape(G, Bn // G, *t.shape[1:])
-        y = lax.map(one, (grp(u), grp(delta), grp(B), grp(C))).reshape(Bn, L + pad, Dd)
-    return y[:, :L]
+    grp = lambda t: jnp.transpose(t.reshape(G, Bn // G, L, t.shape[-1]), (0, 2, 1, 3))  # [G, L, R, .]
+    y = scan_grouped(grp(u), grp(delta), A, grp(B), grp(C), chunk=chunk)
+    return jnp.transpose(y, (0, 2, 1, 3)).reshape(Bn, L, Dd)
 
 
 def _scan_sequential(u, delta, A, B, C, checkpoint):
