@@ -218,11 +218,13 @@ def _ssm_chunked_bwd(chunk, reverse, res, dy):
             g = cdy_t + h
             return a_t * g, g
         h, g = lax.scan(gstep, h, (cdy, a), reverse=not reverse)
-        gB = jnp.sum(g * B_c[..., None], axis=-2)
         gxa = g * x_prev * a
+        # the three contractions with a per-(t, row) vector as batched mat-vecs (1.2x less CPU than
+        # multiply + sum here); the two with A or a sum over (t, row) as multiply + sum (faster so)
+        gB = _dot("crnd,crn->crd", g, B_c)
+        dB = _dot("crnd,crd->crn", g, d_c * u_c)
+        dC = _dot("crnd,crd->crn", xs, dy_c)
         d_delta = jnp.sum(gxa * A_NxD, axis=-2) + u_c * gB
-        dB = jnp.sum(g * (d_c * u_c)[..., None, :], axis=-1)
-        dC = jnp.sum(xs * dy_c[..., None, :], axis=-1)
         dA = dA + jnp.sum(gxa * d_c[..., None, :], axis=(0, 1))
         return (h, dA), (d_c * gB, d_delta, dB, dC)
     init = (jnp.zeros(x_starts.shape[1:], u.dtype), jnp.zeros(A_NxD.shape, u.dtype))
