@@ -10,6 +10,9 @@ Mamba (Gu & Dao 2023, mamba_ssm's `Mamba` with its defaults): for x [B, L, dim],
     out = y W_out                                 out_proj, no bias
 
 BiMamba: (Mamba_f(x) + flip(Mamba_r(flip(x)))) / 2 with separate weights (flip along L).
+`bimamba_apply_glr` / `block_apply_glr` compute the same on tokens laid out [G, L, R, dim] (batch groups,
+time, rows), with no flips: the reverse direction is an anti-causal conv and a scan run backwards in
+time. This is the encoder's fast path (see model.encode); the [B, L, dim] functions are the reference.
 Block (mamba_ssm `Block`, fused_add_norm=False): residual = x (+ residual); h = mixer(LN(residual));
 residual = h + residual; h = MLP(LN2(residual)); returns (h, residual).
 """
@@ -19,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsys.ginr.scan import selective_scan
+from jaxsys.ginr.scan import scan_grouped, selective_scan
 from jaxsys.nn.linear import linear_forward
 
 
@@ -162,6 +165,70 @@ def block_apply(p: dict, x: jax.Array, residual: jax.Array | None, keep=None, **
     of the out_proj and MLP cost (the model's last block: only the LP tokens are read)."""
     residual = x if residual is None else x + residual
     h = bimamba_apply(p["mixer"], layernorm(p["norm"], residual), keep=keep, **mixer_kw)
+    if keep is not None:
+        residual = jnp.take(residual, jnp.asarray(np.asarray(keep)), axis=1)
+    residual = h + residual
+    h = layernorm(p["norm2"], residual)
+    h = dense(p["mlp"]["fc2"], jax.nn.gelu(dense(p["mlp"]["fc1"], h), approximate=False))
+    return h, residual
+
+
+# ---------------------------------------------------------------- fast path: [G, L, R, dim] layout
+def _shift_conv(x_GxLxRxC: jax.Array, w_CxK: jax.Array, b_C: jax.Array, anti_causal: bool) -> jax.Array:
+    """Depthwise conv along axis 1. Causal: y[t] = b + sum_k w[k] x[t - (K-1) + k] (= the causal conv).
+    Anti-causal: y[t] = b + sum_k w[k] x[t + (K-1) - k], i.e. the causal conv of the time-flipped
+    sequence, flipped back (the reverse direction of BiMamba)."""
+    K = w_CxK.shape[1]
+    L = x_GxLxRxC.shape[1]
+    pad = ((0, 0), (0, K - 1) if anti_causal else (K - 1, 0), (0, 0), (0, 0))
+    xp = jnp.pad(x_GxLxRxC, pad)
+    if anti_causal:
+        y = sum(xp[:, K - 1 - k:K - 1 - k + L] * w_CxK[:, k] for k in range(K))
+    else:
+        y = sum(xp[:, k:k + L] * w_CxK[:, k] for k in range(K))
+    return y + b_C
+
+
+def _mamba_core_glr(p: dict, xi: jax.Array, z: jax.Array, dtype, chunk: int, reverse: bool, keep):
+    """One direction after in_proj: conv, x/dt projections, the scan (backwards in time when reverse),
+    D skip and gate -> y [G, L or K, R, d_inner] (before out_proj)."""
+    d_state = p["A_log"].shape[1]
+    dt_rank = p["dt_proj"]["w"].shape[1]
+    xi = jax.nn.silu(_shift_conv(xi, p["conv_w"], p["conv_b"], anti_causal=reverse))
+    dbc = dense(p["x_proj"], xi)
+    dt, Bm, Cm = dbc[..., :dt_rank], dbc[..., dt_rank:dt_rank + d_state], dbc[..., dt_rank + d_state:]
+    delta = jax.nn.softplus(dense(p["dt_proj"], dt))
+    f = jnp.promote_types(dtype, jnp.float32)
+    A = -jnp.exp(p["A_log"].astype(f))
+    xf = xi.astype(f)
+    y = scan_grouped(xf, delta.astype(f), A, Bm.astype(f), Cm.astype(f), chunk=chunk, reverse=reverse)
+    y = (y + p["D"].astype(f) * xf) * jax.nn.silu(z.astype(f))
+    if keep is not None:
+        y = jnp.take(y, keep, axis=1)
+    return y.astype(dtype)
+
+
+def bimamba_apply_glr(p: dict, x_GxLxRxD: jax.Array, *, chunk: int = 16, keep=None, **ignored) -> jax.Array:
+    """BiMamba on [G, L, R, dim] tokens (sequence axis 1): equal to bimamba_apply on the [B, L, dim]
+    layout (b = g R + r), with no array flipped (the reverse direction: anti-causal conv, scan run
+    backwards in time). keep: optional static positions along L; returns [G, K, R, dim]. (One matmul
+    for both directions' in_proj, or for both out_proj over [y_f, y_r], measured the same speed.)"""
+    pf, pr = p["f"], p["r"]
+    di = pf["D"].shape[0]
+    if keep is not None:
+        keep = jnp.asarray(np.asarray(keep))
+    x = x_GxLxRxD
+    xz_f, xz_r = dense(pf["in_proj"], x), dense(pr["in_proj"], x)
+    y_f = _mamba_core_glr(pf, xz_f[..., :di], xz_f[..., di:], x.dtype, chunk, False, keep)
+    y_r = _mamba_core_glr(pr, xz_r[..., :di], xz_r[..., di:], x.dtype, chunk, True, keep)
+    return (dense(pf["out_proj"], y_f) + dense(pr["out_proj"], y_r)) / 2
+
+
+def block_apply_glr(p: dict, x: jax.Array, residual: jax.Array | None, keep=None, chunk: int = 16
+                    ) -> tuple[jax.Array, jax.Array]:
+    """block_apply on [G, L, R, dim] tokens (keep: static positions along axis 1)."""
+    residual = x if residual is None else x + residual
+    h = bimamba_apply_glr(p["mixer"], layernorm(p["norm"], residual), chunk=chunk, keep=keep)
     if keep is not None:
         residual = jnp.take(residual, jnp.asarray(np.asarray(keep)), axis=1)
     residual = h + residual

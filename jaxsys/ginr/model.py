@@ -24,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsys.errors import ConfigError, ShapeError
-from jaxsys.ginr.mamba import block_apply, block_init, dense, layernorm, layernorm_init, torch_linear_init
-from jaxsys.ginr.scan import SCAN_MODES
+from jaxsys.ginr.mamba import (block_apply, block_apply_glr, block_init, dense, layernorm, layernorm_init,
+                               torch_linear_init)
+from jaxsys.ginr.scan import SCAN_MODES, batch_groups
 from jaxsys.nn.fourier import fourier_dim, fourier_features
 
 PLACEMENTS = ("equidistant", "middle", "n_group")
@@ -256,6 +257,9 @@ def encode(params: dict, images_BxSxSxC: jax.Array, cfg: GinrConfig) -> jax.Arra
         centres = pixel_grid(cfg.grid, dtype=tok.dtype)
         tok = tok + dense(p["pos_proj"], fourier_features(centres, cfg.num_freqs))
     seq = insert_lp(tok, p["lp"], cfg)
+    keep = _perm(cfg)[1]
+    if uses_fast_path(cfg):
+        return _encode_glr(p, seq, cfg, keep)
     h, res = seq, None
     kw = dict(scan_mode=cfg.scan_mode, chunk=cfg.scan_chunk, checkpoint=cfg.scan_checkpoint,
               fuse_directions=cfg.fuse_directions)
@@ -263,8 +267,30 @@ def encode(params: dict, images_BxSxSxC: jax.Array, cfg: GinrConfig) -> jax.Arra
         h, res = block_apply(bp, h, res, **kw)
     # only the LP tokens are read: the last block's out_proj and MLP run on them alone (exactly equal to
     # running the block on every token and reading the LP positions afterwards)
-    h, res = block_apply(p["blocks"][-1], h, res, keep=_perm(cfg)[1], **kw)
+    h, res = block_apply(p["blocks"][-1], h, res, keep=keep, **kw)
     return layernorm(p["norm_f"], h + res)
+
+
+def uses_fast_path(cfg: GinrConfig) -> bool:
+    """The default configuration (chunked sequential scan, no checkpoint, unfused directions) runs the
+    encoder in the [G, L, R, dim] layout (mamba.block_apply_glr); other scan settings use the
+    [B, L, dim] reference functions."""
+    return (cfg.scan_mode == "sequential" and cfg.scan_chunk > 0 and not cfg.scan_checkpoint
+            and not cfg.fuse_directions)
+
+
+def _encode_glr(p: dict, seq_BxTxD: jax.Array, cfg: GinrConfig, keep: np.ndarray) -> jax.Array:
+    """The encoder blocks on tokens laid out [G, T, R, dim] (b = g R + r; G = the scan's batch groups),
+    so the scans read and write their inputs without transposes; one transpose in, one out."""
+    B, T, D = seq_BxTxD.shape
+    G = batch_groups(B, cfg.d_state, cfg.expand * cfg.dim)
+    h = jnp.transpose(seq_BxTxD.reshape(G, B // G, T, D), (0, 2, 1, 3))
+    res = None
+    for bp in p["blocks"][:-1]:
+        h, res = block_apply_glr(bp, h, res, chunk=cfg.scan_chunk)
+    h, res = block_apply_glr(p["blocks"][-1], h, res, keep=keep, chunk=cfg.scan_chunk)
+    out = layernorm(p["norm_f"], h + res)                                   # [G, M, R, dim]
+    return jnp.transpose(out, (0, 2, 1, 3)).reshape(B, len(keep), D)
 
 
 def _coord_features(coords_BxNx2: jax.Array, cfg: GinrConfig, dtype) -> jax.Array:
