@@ -118,6 +118,21 @@ def _reconstruct(params, images, mc: gm.GinrConfig, scale: int):
 reconstruct = jax.jit(_reconstruct, static_argnames=("mc", "scale"))
 
 
+def _reconstruct_1x_2x(params, images, mc: gm.GinrConfig):
+    """Full-grid reconstruction and 2x rendering from one encoding (one compile for both)."""
+    lp = gm.encode(params, images, mc)
+    B, S = images.shape[0], mc.image_size
+    out = []
+    for scale in (1, 2):
+        R = S * scale
+        coords = jnp.broadcast_to(gm.pixel_grid(R), (B, R * R, 2))
+        out.append(gm.decode(params, lp, coords, mc).reshape(B, R, R, 3))
+    return tuple(out)
+
+
+reconstruct_1x_2x = jax.jit(_reconstruct_1x_2x, static_argnames=("mc",))
+
+
 def check_batch(batch: dict, mc: gm.GinrConfig) -> None:
     """Shapes and coordinate range, before the jitted step traces them."""
     gm.check_images(batch["images"], mc, "batch images")
@@ -154,8 +169,8 @@ def save_reconstructions(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     x = jnp.asarray(images_u8[:n], jnp.float32) / 255.0
-    rec = np.asarray(reconstruct(params, x, mc, 1))
-    sr = np.asarray(reconstruct(params, x, mc, 2))
+    gm.check_images(x, mc, "save_reconstructions")
+    rec, sr = map(np.asarray, reconstruct_1x_2x(params, x, mc))
     n = len(x)
     fig, ax = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
     for j in range(n):
