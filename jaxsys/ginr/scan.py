@@ -15,9 +15,11 @@ step; a hand-derived reverse scan is its backward (stores all states, or recompu
 checkpoint=True).
 `chunk=c > 0` with `mode="sequential"` (the model's default): the same loop, but the forward keeps
 only the state at the start of every chunk of c steps; the hand-derived backward walks the chunks in
-reverse, recomputes the c states of one chunk from its start state and runs the reverse loop over them.
-Every buffer then spans c steps (a few MiB, cache-resident) instead of L (each pass over stored
-[L, B, N, D] states costs ~25 ms through memory on the 2-core CPU), so it is both faster and smaller.
+reverse, and per chunk forms exp(delta A) for all c steps at once, recomputes the c states and runs the
+reverse recurrence (each loop body a single fused kernel), then computes every gradient contraction
+chunk-wide. Every buffer spans c steps (a few MiB, cache-resident) instead of L (each pass over stored
+[L, B, N, D] states costs ~25 ms through memory on the 2-core CPU). `scan_grouped` runs it on inputs
+laid out [G, L, R, .] (batch groups one after another), forwards or backwards in time.
 `chunk=c > 0` with `mode="associative"`: associative inside chunks of c steps, sequential across chunks.
 `checkpoint=True` wraps each chunk (or step) in `jax.checkpoint` so the backward recomputes states
 instead of storing them.
@@ -150,30 +152,18 @@ def _chunks(t, c):
     return t.reshape(t.shape[0] // c, c, *t.shape[1:])  # [L, ...] -> [L / c, c, ...]
 
 
-def _decay_input(A_NxD, u, delta, B):
-    """a = exp(delta A) and b = delta u B for a whole chunk at once: [c, R, N, D] each."""
-    a = jnp.exp(delta[..., None, :] * A_NxD)
-    b = B[..., None] * (delta * u)[..., None, :]
-    return a, b
-
-
-def _chunk_states(x0, a, b, reverse):
-    """x_t = a_t x_{t-1} + b_t over one chunk (in time order, or from its end when reverse): the last
-    state and every state [c, R, N, D]. The loop body is one fused multiply-add."""
-    def step(x, ab):
-        x = ab[0] * x + ab[1]
-        return x, x
-    return lax.scan(step, x0, (a, b), reverse=reverse)
-
-
 def _ssm_chunked_fwd_impl(u, delta, A_NxD, B, C, chunk, reverse):
     """y [L, R, D] and the state before every chunk (in processing order) [L / c, R, N, D]; time-major
     inputs, L % c == 0."""
     def body(x, inp):
-        u_c, d_c, B_c, C_c = inp
-        a, b = _decay_input(A_NxD, u_c, d_c, B_c)
-        x_end, xs = _chunk_states(x, a, b, reverse)
-        return x_end, (jnp.sum(xs * C_c[..., None], axis=-2), x)
+        # forward only (no states kept inside the chunk): exp, update and the C contraction per step
+        # (~10% less CPU than chunk-wide a, b and y here)
+        def step(x, inp):
+            u_t, d_t, B_t, C_t = inp
+            x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
+            return x, jnp.sum(x * C_t[:, :, None], axis=1)
+        x_end, y_c = lax.scan(step, x, inp, reverse=reverse)
+        return x_end, (y_c, x)
     x0 = jnp.zeros((u.shape[1], A_NxD.shape[0], u.shape[2]), u.dtype)
     _, (y, x_starts) = lax.scan(body, x0, tuple(_chunks(t, chunk) for t in (u, delta, B, C)),
                                 reverse=reverse)
@@ -193,31 +183,35 @@ def _ssm_chunked_fwd(u, delta, A_NxD, B, C, chunk, reverse):
 
 
 def _ssm_chunked_bwd(chunk, reverse, res, dy):
-    """The adjoint of _ssm_tm_bwd, chunk by chunk in reverse processing order. Per chunk: a, b for all
-    its steps at once; recompute its states from its start state (one fused multiply-add per step);
-    run g_t = C_t dy_t + a_{t+1} g_{t+1} backwards over it (one fused multiply-add per step, carrying
+    """The adjoint of _ssm_tm_bwd, chunk by chunk in reverse processing order. Per chunk: a = exp(delta A)
+    for all its steps at once; recompute its states from its start state (one fused kernel per step);
+    run g_t = C_t dy_t + a_{t+1} g_{t+1} backwards over it (one fused kernel per step, carrying
     h = a_{t+1} g_{t+1} across chunks); then every gradient of the chunk as whole-chunk ops
-    (du, d delta, dB, dC and the chunk's share of dA). Keeping the per-step loops to a single kernel
-    each and doing the contractions chunk-wide was 1.3x faster than contracting inside the step on the
-    2-core CPU. With reverse the time order flips: the neighbour "t + 1" is t - 1."""
+    (du, d delta, dB, dC and the chunk's share of dA). Per-step loops of a single kernel each and
+    chunk-wide contractions took ~1.2x less CPU than contracting inside the step (session 2's form) on
+    the 2-core CPU (notes/ginr_s3.md). With reverse the time order flips: the neighbour "t + 1" is t - 1."""
     u, delta, A_NxD, B, C, x_starts = res
 
     def body(carry, inp):
         h, dA = carry
         u_c, d_c, B_c, C_c, dy_c, x0 = inp
-        a, b = _decay_input(A_NxD, u_c, d_c, B_c)
-        _, xs = _chunk_states(x0, a, b, reverse)
+        a = jnp.exp(d_c[..., None, :] * A_NxD)     # [c, R, N, D], read by both loops below
+
+        def xstep(x, inp):    # recompute the chunk's states (b_t formed in the step from [R, .] inputs)
+            a_t, u_t, d_t, B_t = inp
+            x = a_t * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
+            return x, x
+        _, xs = lax.scan(xstep, x0, (a, u_c, d_c, B_c), reverse=reverse)
         if reverse:   # the state before step t (in processing order) is x_{t+1}
             x_prev = jnp.concatenate([xs[1:], x0[None]], 0)
         else:
             x_prev = jnp.concatenate([x0[None], xs[:-1]], 0)
-        cdy = C_c[..., None] * dy_c[..., None, :]
 
         def gstep(h, inp):
-            cdy_t, a_t = inp
-            g = cdy_t + h
+            C_t, dy_t, a_t = inp
+            g = C_t[:, :, None] * dy_t[:, None, :] + h
             return a_t * g, g
-        h, g = lax.scan(gstep, h, (cdy, a), reverse=not reverse)
+        h, g = lax.scan(gstep, h, (C_c, dy_c, a), reverse=not reverse)
         gxa = g * x_prev * a
         # the three contractions with a per-(t, row) vector as batched mat-vecs (1.2x less CPU than
         # multiply + sum here); the two with A or a sum over (t, row) as multiply + sum (faster so)
