@@ -15,7 +15,8 @@ from jaxsys.ginr.train import TrainConfig, init_state, step_config, train_step
 from jaxsys.train import sharding as sh
 
 MC = GinrConfig(image_size=8, patch_size=4, dim=16, num_lp=2, depth=1, hidden=8, ff_mult=2, hypo_blocks=1,
-                num_freqs=2, d_state=4, expand=1).validate()
+                num_freqs=2, d_state=4, expand=1,
+                scan_chunk=0).validate()  # plain sequential scan: the cheapest step to compile (sharding is under test)
 TC = TrainConfig(batch_size=8, num_sample_coords=16, steps=2, lr=1e-3, warmup_steps=0, eval_every=0,
                  ckpt_every=0, prefetch=1)
 IMAGES = np.random.default_rng(0).integers(0, 256, (24, 8, 8, 3)).astype(np.uint8)
