@@ -1,7 +1,7 @@
 """Adam update pass alone on the MLP 784-512-512-10 params (float32): hand Adam vs optax.adam vs a
 plain p + c*g pass (2 reads, 1 write), 20 updates per call, 7 interleaved rounds, medians in us/update.
 
-    python experiments/bench_adam_pass.py
+    python experiments/bench_adam_pass.py [OUT.json]   (default experiments/results/adam_pass.json)
 """
 import time, jax, jax.numpy as jnp, numpy as np, optax, sys
 from jaxsys.nn.optim import adam
@@ -41,3 +41,9 @@ for r in range(7):
         pa=ao(pa,grads); n+=1
     jax.block_until_ready(pa); res["p+g"].append((time.perf_counter()-t)/n/K*1e6)
 for k,v in res.items(): print(k, "median us/update", round(float(np.median(v)),1), [round(x) for x in v])
+import json, os
+out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "results", "adam_pass.json")
+with open(out + ".tmp", "w") as f:
+    json.dump({k: {"median_us": float(np.median(v)), "rounds_us": v} for k, v in res.items()}, f, indent=1)
+os.replace(out + ".tmp", out)
+print("wrote", out)
