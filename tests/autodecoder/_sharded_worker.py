@@ -41,7 +41,7 @@ def main():
     root = sys.argv[1]
     rc = main(["autodecoder", "train", "--mesh", "data=4", "--num-seeds", "4", "--steps", "8",
                "--steps-per-call", "4", "--batch", "32", "--latent-dim", "4", "--freqs", "2", "--hidden", "16,16",
-               "--eval-res", "24", "--out", f"{root}/mesh", "--quiet"])
+               "--eval-res", "24", "--infer-shape", "", "--out", f"{root}/mesh", "--quiet"])  # inference: tested apart
     out["cli_rc"] = rc
     out["cli_losses"] = [r["loss_per_seed"] for r in read_metrics(f"{root}/mesh/metrics.jsonl")]
     out["single_first_burst"] = [float(v) for v in np.asarray(ref_loss).mean(axis=1)]
