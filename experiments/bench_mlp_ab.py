@@ -1,0 +1,68 @@
+"""Paired A/B of the two JAX MLP train steps (784-512-512-10, float32): (a) hand-derived backward + hand
+Adam against (b) jax.value_and_grad + optax.adam, one jitted step per call, as in bench_mlp.py.
+
+On a VM whose speed drifts by more than the difference being measured, medians of separate blocks
+are not enough. This script alternates the two steps in adjacent 0.4 s blocks (the order flips every
+round), takes the per-round ratio (a)/(b), and reports its median and how many rounds (a) was ahead.
+
+    flock /tmp/jaxsys-heavy.lock python experiments/bench_mlp_ab.py --batches 64,1024 --rounds 25
+    (writes experiments/results/mlp_ab.json, or --out)
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_mlp  # noqa: E402
+
+
+def paired(batch: int, rounds: int, seconds: float) -> dict:
+    variants = {"hand": bench_mlp.jax_method(batch, "hand", "hand"),
+                "autodiff_optax": bench_mlp.jax_method(batch, "autodiff", "optax")}
+    for run in variants.values():
+        run(20)  # compile and warm up
+    rates = {k: [] for k in variants}
+    for r in range(rounds):
+        for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                variants[k](20)
+                n += 20
+            rates[k].append(n / (time.perf_counter() - t0))
+    ratio = [h / a for h, a in zip(rates["hand"], rates["autodiff_optax"])]
+    return {"batch": batch, "rounds": rounds,
+            "median_steps_per_s": {k: round(float(np.median(v)), 1) for k, v in rates.items()},
+            "median_ratio_hand_over_autodiff": round(float(np.median(ratio)), 3),
+            "hand_ahead_rounds": int(sum(x > 1 for x in ratio)),
+            "ratios": [round(x, 3) for x in ratio]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batches", default="64,1024")
+    ap.add_argument("--rounds", type=int, default=25)
+    ap.add_argument("--seconds", type=float, default=0.4, help="seconds per timed block")
+    ap.add_argument("--out", default=str(HERE / "results" / "mlp_ab.json"))
+    args = ap.parse_args()
+    out = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M"),
+           "runs": []}
+    for b in (int(s) for s in args.batches.split(",")):
+        res = paired(b, args.rounds, args.seconds)
+        out["runs"].append(res)
+        print(f"B={b}: hand {res['median_steps_per_s']['hand']} steps/s, autodiff+optax "
+              f"{res['median_steps_per_s']['autodiff_optax']}; per-round ratio median "
+              f"{res['median_ratio_hand_over_autodiff']}, hand ahead in {res['hand_ahead_rounds']}/{args.rounds}",
+              flush=True)
+    from jaxsys.train.io import atomic_write_json
+    atomic_write_json(args.out, out)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
