@@ -2,14 +2,13 @@
 Adam against (b) jax.value_and_grad + optax.adam, one jitted step per call, as in bench_mlp.py.
 
 On a VM whose speed drifts by more than the difference being measured, medians of separate blocks
-are not enough. This script alternates the two steps in adjacent 0.4 s blocks (the order flips every
-round), takes the per-round ratio (a)/(b), and reports its median and how many rounds (a) was ahead.
+are not enough. This script alternates the two steps in adjacent 0.4 s blocks (bench_mlp.interleaved:
+the order flips every round), takes the per-round ratio (a)/(b), and reports its median and how many rounds (a) was ahead.
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_mlp_ab.py --batches 64,1024 --rounds 25
     (writes experiments/results/mlp_ab.json, or --out)
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,21 +22,14 @@ import bench_mlp  # noqa: E402
 
 
 def paired(batch: int, rounds: int, seconds: float) -> dict:
-    variants = {"hand": bench_mlp.jax_method(batch, "hand", "hand"),
-                "autodiff_optax": bench_mlp.jax_method(batch, "autodiff", "optax")}
-    for run in variants.values():
-        run(20)  # compile and warm up
-    rates = {k: [] for k in variants}
-    for r in range(rounds):
-        for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                variants[k](20)
-                n += 20
-            rates[k].append(n / (time.perf_counter() - t0))
-    ratio = [h / a for h, a in zip(rates["hand"], rates["autodiff_optax"])]
+    """bench_mlp.interleaved over the two steps (with two methods its rotating order alternates),
+    then the ratio (a)/(b) of each round's adjacent blocks."""
+    res = bench_mlp.interleaved({"hand": bench_mlp.jax_method(batch, "hand", "hand"),
+                                 "autodiff_optax": bench_mlp.jax_method(batch, "autodiff", "optax")},
+                                rounds, seconds)
+    ratio = [h / a for h, a in zip(res["hand"]["rates"], res["autodiff_optax"]["rates"])]
     return {"batch": batch, "rounds": rounds,
-            "median_steps_per_s": {k: round(float(np.median(v)), 1) for k, v in rates.items()},
+            "median_steps_per_s": {k: round(float(v["median_per_s"]), 1) for k, v in res.items()},
             "median_ratio_hand_over_autodiff": round(float(np.median(ratio)), 3),
             "hand_ahead_rounds": int(sum(x > 1 for x in ratio)),
             "ratios": [round(x, 3) for x in ratio]}

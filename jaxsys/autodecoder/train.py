@@ -24,6 +24,7 @@ from jaxsys.autodecoder import model as M
 from jaxsys.autodecoder import schedules as S
 from jaxsys.autodecoder.sampler import SamplerConfig, sample
 from jaxsys.errors import ConfigError
+from jaxsys.train.compile import init_jit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +67,7 @@ class TrainConfig:
 
 def init_state(key: jax.Array, cfg: TrainConfig) -> dict:
     """Fresh state for one seed."""
-    # (inside a trace, e.g. eval_shape or an outer jit, compiler options cannot be set: plain call)
-    sc = StepConfig.of(cfg)
-    return _init_state(key, sc) if isinstance(key, jax.core.Tracer) else _init_state_jit(key, sc)
+    return _init_state_jit(key, StepConfig.of(cfg))
 
 
 def _init_state(key, cfg):
@@ -79,17 +78,16 @@ def _init_state(key, cfg):
             "step": jnp.zeros((), jnp.int32)}
 
 
-# Initialisation is a few random draws: compiled at XLA's backend optimisation level 0 (values equal to
-# the default level's within 1 float32 ulp; 1.4 s instead of 8 s to compile the vmapped 4-seed init).
-_INIT_OPTIONS = {"xla_backend_optimization_level": 0}
-_init_state_jit = jax.jit(_init_state, static_argnames="cfg", compiler_options=_INIT_OPTIONS)
+# compiled at XLA's backend optimisation level 0 (jaxsys.train.compile.init_jit): the vmapped 4-seed
+# init compiles in 1.4 s instead of 8 s, values within 1 float32 ulp of the default level's
+_init_state_jit = init_jit(_init_state, static_argnames="cfg")
 
 
 def _init_states(keys, cfg):
     return jax.vmap(lambda k: _init_state(k, cfg))(keys)
 
 
-_init_states_jit = jax.jit(_init_states, static_argnames="cfg", compiler_options=_INIT_OPTIONS)
+_init_states_jit = init_jit(_init_states, static_argnames="cfg")
 
 
 def init_states(cfg: TrainConfig) -> dict:
@@ -99,8 +97,7 @@ def init_states(cfg: TrainConfig) -> dict:
     if cfg.num_seeds == 1:
         return init_state(jax.random.PRNGKey(cfg.seed), cfg)
     keys = jnp.stack([jax.random.PRNGKey(cfg.seed + i) for i in range(cfg.num_seeds)])
-    sc = StepConfig.of(cfg)
-    return _init_states(keys, sc) if isinstance(keys, jax.core.Tracer) else _init_states_jit(keys, sc)
+    return _init_states_jit(keys, StepConfig.of(cfg))
 
 
 @dataclasses.dataclass(frozen=True)

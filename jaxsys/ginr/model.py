@@ -28,6 +28,7 @@ from jaxsys.ginr.mamba import (block_apply, block_apply_glr, block_init, dense, 
                                torch_linear_init)
 from jaxsys.ginr.scan import SCAN_MODES, batch_groups
 from jaxsys.nn.fourier import fourier_dim, fourier_features
+from jaxsys.train.compile import init_jit
 
 PLACEMENTS = ("equidistant", "middle", "n_group")
 
@@ -224,8 +225,7 @@ def init(key: jax.Array, cfg: GinrConfig) -> dict:
     at XLA's lowest backend optimisation level (same values; compile 2.3 s instead of 4.7 s for the
     tour's tiny model; op by op, each of the ~60 random draws compiled separately, ~5 s)."""
     cfg.validate()
-    # (inside a trace, e.g. eval_shape or an outer jit, compiler options cannot be set: plain call)
-    return _init(key, cfg) if isinstance(key, jax.core.Tracer) else _init_jit(key, cfg)
+    return _init_jit(key, cfg)
 
 
 def _init(key: jax.Array, cfg: GinrConfig) -> dict:
@@ -250,7 +250,7 @@ def _init(key: jax.Array, cfg: GinrConfig) -> dict:
     return {"encoder": enc, "modulation": mod, "hyponet": hypo}
 
 
-_init_jit = jax.jit(_init, static_argnums=1, compiler_options={"xla_backend_optimization_level": 0})
+_init_jit = init_jit(_init, static_argnums=1)  # plain call inside an outer trace
 
 
 def num_params(params) -> int:
