@@ -10,7 +10,7 @@ def _model_config(args):
     from jaxsys.ginr import model as gm
     over = {}
     for name in ("num_freqs", "scan_mode", "scan_chunk", "lp_placement", "patch_size", "dim", "num_lp",
-                 "depth", "hidden"):
+                 "depth", "hidden", "matmul_dtype"):
         v = getattr(args, name, None)
         if v is not None:
             over[name] = v
@@ -75,6 +75,10 @@ def _common(p) -> None:
     p.add_argument("--num-lp", dest="num_lp", type=int, default=None, help="override the LP token count")
     p.add_argument("--depth", type=int, default=None, help="override the number of BiMamba blocks")
     p.add_argument("--hidden", type=int, default=None, help="override the hyponet width")
+    p.add_argument("--matmul-dtype", dest="matmul_dtype", default=None,
+                   help="float32 (default) | bfloat16: weight matmuls on bf16 operands with float32 "
+                        "accumulation and master weights; the scan and other ops stay float32 (faster on "
+                        "CPUs with AVX512-BF16/AMX)")
     p.add_argument("--batch", type=int, default=32, help="images per step")
     p.add_argument("--coords", type=int, default=512, help="random pixels per image (0 = full grid)")
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsys.ginr.scan import scan_grouped, selective_scan
-from jaxsys.nn.linear import linear_forward
+from jaxsys.nn.linear import dense  # noqa: F401  (y = x W^T + b, optional bf16 operands md)
 
 
 def torch_linear_init(key, in_dim: int, out_dim: int, bias: bool = True, dtype=jnp.float32) -> dict:
@@ -34,10 +34,6 @@ def torch_linear_init(key, in_dim: int, out_dim: int, bias: bool = True, dtype=j
     if bias:
         p["b"] = jax.random.uniform(kb, (out_dim,), dtype, -bound, bound)
     return p
-
-
-def dense(p: dict, x: jax.Array) -> jax.Array:
-    return linear_forward(p, x)[0]
 
 
 def layernorm_init(dim: int, dtype=jnp.float32) -> dict:
@@ -88,20 +84,21 @@ def causal_depthwise_conv(x_BxLxC: jax.Array, w_CxK: jax.Array, b_C: jax.Array) 
 
 
 def mamba_apply(p: dict, x_BxLxD: jax.Array, *, scan_mode: str = "associative", chunk: int = 0,
-                checkpoint: bool = False, keep=None) -> jax.Array:
+                checkpoint: bool = False, keep=None, md: str | None = None) -> jax.Array:
     """One Mamba mixer on x [B, L, dim] -> [B, L, dim] (see module docstring).
 
     keep: optional int positions [K]; the output is then [B, K, dim] = full output[:, keep], with the
-    (per-token) out_proj applied only there."""
+    (per-token) out_proj applied only there. md: matmul operand dtype of the projections (None or
+    "bfloat16", see jaxsys.nn.linear.project); the scan always runs in float32 at least."""
     d_inner = p["D"].shape[0]
     d_state = p["A_log"].shape[1]
     dt_rank = p["dt_proj"]["w"].shape[1]
-    xz = dense(p["in_proj"], x_BxLxD)
+    xz = dense(p["in_proj"], x_BxLxD, md)
     xi, z = xz[..., :d_inner], xz[..., d_inner:]
     xi = jax.nn.silu(causal_depthwise_conv(xi, p["conv_w"], p["conv_b"]))
-    dbc = dense(p["x_proj"], xi)
+    dbc = dense(p["x_proj"], xi, md)
     dt, Bm, Cm = dbc[..., :dt_rank], dbc[..., dt_rank:dt_rank + d_state], dbc[..., dt_rank + d_state:]
-    delta = jax.nn.softplus(dense(p["dt_proj"], dt))
+    delta = jax.nn.softplus(dense(p["dt_proj"], dt, md))
     # the recurrence runs in at least float32 (exp(delta A) products lose precision in bfloat16)
     f = jnp.promote_types(x_BxLxD.dtype, jnp.float32)
     A = -jnp.exp(p["A_log"].astype(f))
@@ -109,7 +106,7 @@ def mamba_apply(p: dict, x_BxLxD: jax.Array, *, scan_mode: str = "associative", 
                        p["D"].astype(f), z.astype(f), mode=scan_mode, chunk=chunk, checkpoint=checkpoint)
     if keep is not None:
         y = jnp.take(y, keep, axis=1)
-    return dense(p["out_proj"], y.astype(x_BxLxD.dtype))
+    return dense(p["out_proj"], y.astype(x_BxLxD.dtype), md)
 
 
 def bimamba_init(key, dim: int, **kw) -> dict:
@@ -118,14 +115,15 @@ def bimamba_init(key, dim: int, **kw) -> dict:
 
 
 def bimamba_apply(p: dict, x_BxLxD: jax.Array, *, scan_mode: str = "associative", chunk: int = 0,
-                  checkpoint: bool = False, fuse_directions: bool = True, keep=None, **ignored) -> jax.Array:
+                  checkpoint: bool = False, fuse_directions: bool = True, keep=None, md: str | None = None,
+                  **ignored) -> jax.Array:
     """(Mamba_f(x) + flip(Mamba_r(flip(x)))) / 2. Extra keyword arguments (e.g. inference_params,
     which mamba_ssm's Block passes to its mixer) are accepted and ignored.
 
     fuse_directions: run both directions as one vmapped Mamba over stacked weights (one scan loop of
     twice the width instead of two loops; same result).
     keep: optional positions [K] (static ints): return only output[:, keep] (see mamba_apply)."""
-    kw = dict(scan_mode=scan_mode, chunk=chunk, checkpoint=checkpoint)
+    kw = dict(scan_mode=scan_mode, chunk=chunk, checkpoint=checkpoint, md=md)
     L = x_BxLxD.shape[1]
     x_rev = jnp.flip(x_BxLxD, axis=1)
     if keep is not None:  # position t of the flipped sequence is L - 1 - t of the original
@@ -162,14 +160,16 @@ def block_apply(p: dict, x: jax.Array, residual: jax.Array | None, keep=None, **
 
     keep: optional static positions [K]: after the mixer (which needs the whole sequence) only these
     tokens are computed, i.e. returns (h[:, keep], residual[:, keep]) of the full block, at a fraction
-    of the out_proj and MLP cost (the model's last block: only the LP tokens are read)."""
+    of the out_proj and MLP cost (the model's last block: only the LP tokens are read).
+    mixer_kw["md"] (optional) also sets the MLP's matmul operand dtype."""
+    md = mixer_kw.get("md")
     residual = x if residual is None else x + residual
     h = bimamba_apply(p["mixer"], layernorm(p["norm"], residual), keep=keep, **mixer_kw)
     if keep is not None:
         residual = jnp.take(residual, jnp.asarray(np.asarray(keep)), axis=1)
     residual = h + residual
     h = layernorm(p["norm2"], residual)
-    h = dense(p["mlp"]["fc2"], jax.nn.gelu(dense(p["mlp"]["fc1"], h), approximate=False))
+    h = dense(p["mlp"]["fc2"], jax.nn.gelu(dense(p["mlp"]["fc1"], h, md), approximate=False), md)
     return h, residual
 
 
@@ -189,15 +189,16 @@ def _shift_conv(x_GxLxRxC: jax.Array, w_CxK: jax.Array, b_C: jax.Array, anti_cau
     return y + b_C
 
 
-def _mamba_core_glr(p: dict, xi: jax.Array, z: jax.Array, dtype, chunk: int, reverse: bool, keep):
+def _mamba_core_glr(p: dict, xi: jax.Array, z: jax.Array, dtype, chunk: int, reverse: bool, keep,
+                    md: str | None = None):
     """One direction after in_proj: conv, x/dt projections, the scan (backwards in time when reverse),
     D skip and gate -> y [G, L or K, R, d_inner] (before out_proj)."""
     d_state = p["A_log"].shape[1]
     dt_rank = p["dt_proj"]["w"].shape[1]
     xi = jax.nn.silu(_shift_conv(xi, p["conv_w"], p["conv_b"], anti_causal=reverse))
-    dbc = dense(p["x_proj"], xi)
+    dbc = dense(p["x_proj"], xi, md)
     dt, Bm, Cm = dbc[..., :dt_rank], dbc[..., dt_rank:dt_rank + d_state], dbc[..., dt_rank + d_state:]
-    delta = jax.nn.softplus(dense(p["dt_proj"], dt))
+    delta = jax.nn.softplus(dense(p["dt_proj"], dt, md))
     f = jnp.promote_types(dtype, jnp.float32)
     A = -jnp.exp(p["A_log"].astype(f))
     xf = xi.astype(f)
@@ -208,7 +209,8 @@ def _mamba_core_glr(p: dict, xi: jax.Array, z: jax.Array, dtype, chunk: int, rev
     return y.astype(dtype)
 
 
-def bimamba_apply_glr(p: dict, x_GxLxRxD: jax.Array, *, chunk: int = 16, keep=None, **ignored) -> jax.Array:
+def bimamba_apply_glr(p: dict, x_GxLxRxD: jax.Array, *, chunk: int = 16, keep=None, md: str | None = None,
+                      **ignored) -> jax.Array:
     """BiMamba on [G, L, R, dim] tokens (sequence axis 1): equal to bimamba_apply on the [B, L, dim]
     layout (b = g R + r), with no array flipped (the reverse direction: anti-causal conv, scan run
     backwards in time). keep: optional static positions along L; returns [G, K, R, dim]. (One matmul
@@ -218,20 +220,20 @@ def bimamba_apply_glr(p: dict, x_GxLxRxD: jax.Array, *, chunk: int = 16, keep=No
     if keep is not None:
         keep = jnp.asarray(np.asarray(keep))
     x = x_GxLxRxD
-    xz_f, xz_r = dense(pf["in_proj"], x), dense(pr["in_proj"], x)
-    y_f = _mamba_core_glr(pf, xz_f[..., :di], xz_f[..., di:], x.dtype, chunk, False, keep)
-    y_r = _mamba_core_glr(pr, xz_r[..., :di], xz_r[..., di:], x.dtype, chunk, True, keep)
-    return (dense(pf["out_proj"], y_f) + dense(pr["out_proj"], y_r)) / 2
+    xz_f, xz_r = dense(pf["in_proj"], x, md), dense(pr["in_proj"], x, md)
+    y_f = _mamba_core_glr(pf, xz_f[..., :di], xz_f[..., di:], x.dtype, chunk, False, keep, md)
+    y_r = _mamba_core_glr(pr, xz_r[..., :di], xz_r[..., di:], x.dtype, chunk, True, keep, md)
+    return (dense(pf["out_proj"], y_f, md) + dense(pr["out_proj"], y_r, md)) / 2
 
 
-def block_apply_glr(p: dict, x: jax.Array, residual: jax.Array | None, keep=None, chunk: int = 16
-                    ) -> tuple[jax.Array, jax.Array]:
+def block_apply_glr(p: dict, x: jax.Array, residual: jax.Array | None, keep=None, chunk: int = 16,
+                    md: str | None = None) -> tuple[jax.Array, jax.Array]:
     """block_apply on [G, L, R, dim] tokens (keep: static positions along axis 1)."""
     residual = x if residual is None else x + residual
-    h = bimamba_apply_glr(p["mixer"], layernorm(p["norm"], residual), chunk=chunk, keep=keep)
+    h = bimamba_apply_glr(p["mixer"], layernorm(p["norm"], residual), chunk=chunk, keep=keep, md=md)
     if keep is not None:
         residual = jnp.take(residual, jnp.asarray(np.asarray(keep)), axis=1)
     residual = h + residual
     h = layernorm(p["norm2"], residual)
-    h = dense(p["mlp"]["fc2"], jax.nn.gelu(dense(p["mlp"]["fc1"], h), approximate=False))
+    h = dense(p["mlp"]["fc2"], jax.nn.gelu(dense(p["mlp"]["fc1"], h, md), approximate=False), md)
     return h, residual

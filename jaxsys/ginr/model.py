@@ -28,6 +28,7 @@ from jaxsys.ginr.mamba import (block_apply, block_apply_glr, block_init, dense, 
                                torch_linear_init)
 from jaxsys.ginr.scan import SCAN_MODES, batch_groups
 from jaxsys.nn.fourier import fourier_dim, fourier_features
+from jaxsys.nn.linear import MATMUL_DTYPES, normalize_matmul_dtype
 from jaxsys.train.compile import init_jit
 
 PLACEMENTS = ("equidistant", "middle", "n_group")
@@ -56,6 +57,8 @@ class GinrConfig:
                                     # less memory); associative: associative within chunks, sequential across
     scan_checkpoint: bool = False   # recompute scan states in the backward pass
     fuse_directions: bool = False   # BiMamba: one vmapped scan for both directions (slower at balanced)
+    matmul_dtype: str = "float32"   # "bfloat16": the weight matmuls take bf16 operands, accumulate in
+                                    # float32 (the scan, norms and all other ops stay float32)
 
     @property
     def grid(self) -> int:
@@ -82,6 +85,9 @@ class GinrConfig:
         if self.lp_placement not in PLACEMENTS:
             raise ConfigError(f"GinrConfig.lp_placement must be one of {PLACEMENTS}, "
                               f"got {self.lp_placement!r}")
+        if self.matmul_dtype not in MATMUL_DTYPES:
+            raise ConfigError(f"GinrConfig.matmul_dtype must be one of {MATMUL_DTYPES}, "
+                              f"got {self.matmul_dtype!r}")
         if self.scan_mode not in SCAN_MODES:
             raise ConfigError(f"GinrConfig.scan_mode must be one of {SCAN_MODES}, got {self.scan_mode!r}")
         if self.lp_placement == "n_group" and self.lp_groups > self.num_lp:
@@ -261,18 +267,19 @@ def num_params(params) -> int:
 def encode(params: dict, images_BxSxSxC: jax.Array, cfg: GinrConfig) -> jax.Array:
     """Images in [0, 1] -> LP token outputs [B, M, dim]."""
     p = params["encoder"]
+    md = normalize_matmul_dtype(cfg.matmul_dtype)
     x = patchify(images_BxSxSxC * 2 - 1, cfg.patch_size)
-    tok = dense(p["patch_embed"], x)
+    tok = dense(p["patch_embed"], x, md)
     if cfg.pos_embed:
         centres = pixel_grid(cfg.grid, dtype=tok.dtype)
-        tok = tok + dense(p["pos_proj"], fourier_features(centres, cfg.num_freqs))
+        tok = tok + dense(p["pos_proj"], fourier_features(centres, cfg.num_freqs), md)
     seq = insert_lp(tok, p["lp"], cfg)
     keep = _perm(cfg)[1]
     if uses_fast_path(cfg):
         return _encode_glr(p, seq, cfg, keep)
     h, res = seq, None
     kw = dict(scan_mode=cfg.scan_mode, chunk=cfg.scan_chunk, checkpoint=cfg.scan_checkpoint,
-              fuse_directions=cfg.fuse_directions)
+              fuse_directions=cfg.fuse_directions, md=md)
     for bp in p["blocks"][:-1]:
         h, res = block_apply(bp, h, res, **kw)
     # only the LP tokens are read: the last block's out_proj and MLP run on them alone (exactly equal to
@@ -296,9 +303,10 @@ def _encode_glr(p: dict, seq_BxTxD: jax.Array, cfg: GinrConfig, keep: np.ndarray
     G = batch_groups(B, cfg.d_state, cfg.expand * cfg.dim)
     h = jnp.transpose(seq_BxTxD.reshape(G, B // G, T, D), (0, 2, 1, 3))
     res = None
+    md = normalize_matmul_dtype(cfg.matmul_dtype)
     for bp in p["blocks"][:-1]:
-        h, res = block_apply_glr(bp, h, res, chunk=cfg.scan_chunk)
-    h, res = block_apply_glr(p["blocks"][-1], h, res, keep=keep, chunk=cfg.scan_chunk)
+        h, res = block_apply_glr(bp, h, res, chunk=cfg.scan_chunk, md=md)
+    h, res = block_apply_glr(p["blocks"][-1], h, res, keep=keep, chunk=cfg.scan_chunk, md=md)
     out = layernorm(p["norm_f"], h + res)                                   # [G, M, R, dim]
     return jnp.transpose(out, (0, 2, 1, 3)).reshape(B, len(keep), D)
 
@@ -313,23 +321,25 @@ def _coord_features(coords_BxNx2: jax.Array, cfg: GinrConfig, dtype) -> jax.Arra
 def modulate(params: dict, lp_BxMxD: jax.Array, coords_BxNx2: jax.Array, cfg: GinrConfig) -> jax.Array:
     """Per-query cross-attention from coordinate features to the LP tokens -> modulation [B, N, h]."""
     p = params["modulation"]
+    md = normalize_matmul_dtype(cfg.matmul_dtype)
     f = _coord_features(coords_BxNx2, cfg, lp_BxMxD.dtype)
-    q = dense(p["q2"], jax.nn.relu(dense(p["q1"], f)))
-    k = dense(p["k"], lp_BxMxD)
-    v = dense(p["v"], lp_BxMxD)
+    q = dense(p["q2"], jax.nn.relu(dense(p["q1"], f, md)), md)
+    k = dense(p["k"], lp_BxMxD, md)
+    v = dense(p["v"], lp_BxMxD, md)
     s = jnp.einsum("bnd,bmd->bnm", q, k) / math.sqrt(cfg.hidden)
     a = jax.nn.softmax(s.astype(jnp.promote_types(s.dtype, jnp.float32)), axis=-1).astype(v.dtype)
-    return dense(p["o"], jnp.einsum("bnm,bmd->bnd", a, v))
+    return dense(p["o"], jnp.einsum("bnm,bmd->bnd", a, v), md)
 
 
 def hyponet(params: dict, coords_BxNx2: jax.Array, mod_BxNxH: jax.Array, cfg: GinrConfig) -> jax.Array:
     """MLP over [Fourier(coord), modulation] -> RGB in [0, 1]."""
     p = params["hyponet"]
+    md = normalize_matmul_dtype(cfg.matmul_dtype)
     f = _coord_features(coords_BxNx2, cfg, mod_BxNxH.dtype)
-    h = jax.nn.relu(dense(p["inp"], jnp.concatenate([f, mod_BxNxH], -1)))
+    h = jax.nn.relu(dense(p["inp"], jnp.concatenate([f, mod_BxNxH], -1), md))
     for bp in p["blocks"]:
-        h = h + dense(bp["l2"], jax.nn.relu(dense(bp["l1"], h)))
-    return jax.nn.sigmoid(dense(p["out"], h).astype(jnp.promote_types(h.dtype, jnp.float32)))
+        h = h + dense(bp["l2"], jax.nn.relu(dense(bp["l1"], h, md)), md)
+    return jax.nn.sigmoid(dense(p["out"], h, md).astype(jnp.promote_types(h.dtype, jnp.float32)))
 
 
 def decode(params: dict, lp_BxMxD: jax.Array, coords_BxNx2: jax.Array, cfg: GinrConfig) -> jax.Array:

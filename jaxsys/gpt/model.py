@@ -32,6 +32,9 @@ from jaxsys.errors import ConfigError, ShapeError, DataError
 from jaxsys.gpt.config import GPTConfig
 from jaxsys.nn.attention import (DEFAULT_Q_BLOCK, HeadMajorCache, attention_backward_hm,
                                  attention_forward_hm)
+# parameter matmuls, optionally with bfloat16 operands (shared with other systems)
+from jaxsys.nn.linear import (MATMUL_DTYPES, linear_dx, linear_dw, matmul as _dot,  # noqa: F401
+                              normalize_matmul_dtype, project as linear)
 from jaxsys.nn.rmsnorm import RMSNormCache, rmsnorm_backward, rmsnorm_forward
 
 INIT_STD = 0.08
@@ -87,63 +90,6 @@ def flops_per_token_computed(cfg: GPTConfig, t: int, q_block: int | None = DEFAU
     matmul = 2 * (cfg.n_layer * 12 * e * e + cfg.vocab_size * e)
     attn = cfg.n_layer * 4 * e * sum((b - a) * b for a, b in query_blocks(t, q_block)) / t
     return 3.0 * (matmul + attn)
-
-
-# ----------------------------------------------------------------------------------------------
-# parameter matmuls (optionally bfloat16 operands with accumulation in the parameters' dtype)
-
-MATMUL_DTYPES = ("float32", "bfloat16")
-
-
-def normalize_matmul_dtype(matmul_dtype) -> str | None:
-    """None/"float32" -> None (matmuls in the operands' own dtype); "bfloat16" -> "bfloat16"."""
-    if matmul_dtype is None or matmul_dtype == "float32":
-        return None
-    if matmul_dtype == "bfloat16":
-        return "bfloat16"
-    raise ConfigError(f"unknown matmul_dtype {matmul_dtype!r}; expected one of {MATMUL_DTYPES}")
-
-
-def _dot(spec: str, a: jax.Array, b: jax.Array, md: str | None) -> jax.Array:
-    if md is None:
-        return jnp.einsum(spec, a, b)
-    out = jnp.result_type(a, b)
-    return jnp.einsum(spec, a.astype(md), b.astype(md), preferred_element_type=out)
-
-
-def linear_dx(dy: jax.Array, w: jax.Array, md: str | None = None) -> jax.Array:
-    """du = W^T dy for y = W u (W rows = out): einsum('...o,oi->...i')."""
-    return _dot("...o,oi->...i", dy, w, md)
-
-
-def linear_dw(dy: jax.Array, u: jax.Array, md: str | None = None) -> jax.Array:
-    """dW = sum over leading axes of dy u^T: einsum('...o,...i->oi')."""
-    return _dot("...o,...i->oi", dy, u, md)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _linear_lp(u, w, md):
-    return _dot("...i,oi->...o", u, w, md)
-
-
-def _linear_lp_fwd(u, w, md):
-    return _linear_lp(u, w, md), (u, w)
-
-
-def _linear_lp_bwd(md, res, dy):
-    u, w = res
-    return linear_dx(dy, w, md).astype(u.dtype), linear_dw(dy, u, md).astype(w.dtype)
-
-
-_linear_lp.defvjp(_linear_lp_fwd, _linear_lp_bwd)
-
-
-def linear(u: jax.Array, w: jax.Array, md: str | None = None) -> jax.Array:
-    """y = W u over the last axis (einsum('...i,oi->...o')). With md set, the operands are rounded
-    to md and the VJP (for jax.grad) is linear_dx/linear_dw with the same rounding."""
-    if md is None:
-        return jnp.einsum("...i,oi->...o", u, w)
-    return _linear_lp(u, w, md)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))

@@ -124,3 +124,28 @@ def test_config_sizes():
     n = {k: gm.num_params(jax.eval_shape(lambda k=k: gm.init(jax.random.PRNGKey(0), gm.CONFIGS[k])))
          for k in ("fast", "balanced")}
     assert 1.0e6 < n["fast"] < 1.3e6 and 5.5e6 < n["balanced"] < 6.5e6
+
+
+def test_bf16_matmul_operands_close_to_float32(tiny):
+    """matmul_dtype="bfloat16": every weight matmul on bf16 operands (float32 accumulation); outputs
+    and jax.grad gradients stay within bf16 rounding of the float32 model."""
+    params, imgs, _ = tiny
+    p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
+    x32 = imgs.astype(jnp.float32)
+    c = jnp.asarray(np.random.default_rng(5).uniform(-1, 1, (2, 7, 2)), jnp.float32)
+    bf = dataclasses.replace(TINY, matmul_dtype="bfloat16").validate()
+
+    def loss(p, cfg):
+        return jnp.mean((gm.apply(p, x32, c, cfg) - 0.3) ** 2)
+
+    (l32, g32), (l16, g16) = (jax.jit(jax.value_and_grad(loss), static_argnums=1)(p32, cfg) for cfg in (TINY, bf))
+    y32, y16 = gm.apply(p32, x32, c, TINY), gm.apply(p32, x32, c, bf)
+    d = float(jnp.abs(y16 - y32).max())
+    assert 1e-6 < d < 1e-2 and y16.dtype == jnp.float32
+    assert abs(float(l16) - float(l32)) < 1e-2 * float(l32)
+    f32 = jnp.concatenate([a.ravel() for a in jax.tree_util.tree_leaves(g32)])
+    f16 = jnp.concatenate([a.ravel() for a in jax.tree_util.tree_leaves(g16)])
+    assert float(jnp.linalg.norm(f16 - f32) / jnp.linalg.norm(f32)) < 3e-2
+    assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(g16))
+    with pytest.raises(ConfigError, match="matmul_dtype"):
+        gm.get_config("fast", matmul_dtype="float16")
