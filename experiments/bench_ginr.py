@@ -399,6 +399,8 @@ def main(argv=None):
     ap.add_argument("--torch-threads", default="1,2",
                     help="PyTorch variants to time, one per intra-op thread count; the ratio is vs the best")
     ap.add_argument("--no-fused", action="store_true", help="skip the fused-directions JAX variant")
+    ap.add_argument("--no-bf16mm", action="store_true",
+                    help="skip the JAX variant with bfloat16 matmul operands (--matmul-dtype bfloat16)")
     ap.add_argument("--no-session2", action="store_true",
                     help="skip the JAX variant with session 2's default step (its scan, [B, L, dim] encoder)")
     ap.add_argument("--torch-steps", type=int, default=0, help="steps per round of the PyTorch variants "
@@ -425,6 +427,8 @@ def main(argv=None):
                "throughput": {}, "memory": {}}
     for cfg in a.configs.split(","):
         variants = {"jax_default": jax_variant(cfg, a.batch)}   # sequential scan, chunk 16, unfused
+        if not a.no_bf16mm:   # the same with the weight matmuls on bf16 operands (f32 accumulation)
+            variants["jax_bf16_matmuls"] = jax_variant(cfg, a.batch, matmul_dtype="bfloat16")
         if not a.no_session2:
             variants["jax_session2_default"] = jax_variant(cfg, a.batch, trace_ctx=session2_default)
         if not a.no_old_scan:
