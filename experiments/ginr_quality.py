@@ -55,6 +55,29 @@ def run_torch(train_x, test_x, seconds, steps, eval_every_s, seed=0):
     return curve, final
 
 
+def plot_curves(out: dict, path) -> None:
+    """Test PSNR vs training seconds, JAX and the PyTorch port on one axis (what the notes quote)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from jaxsys.train.io import save_figure
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("jax_curve", "jaxsys (JAX)"), ("torch_curve", "PyTorch port")):
+        pts = out.get(key) or []
+        if key == "torch_curve" and out.get("torch_final"):
+            pts = pts + [out["torch_final"]]
+        if pts:
+            ax.plot([p["train_seconds"] for p in pts], [p["test_psnr"] for p in pts], "o-", label=label)
+    ax.set_xlabel("training time (s, compile and evaluation excluded)")
+    ax.set_ylabel(f"test PSNR (dB, first {out.get('eval_images_curve', 256)} test images)")
+    ax.set_title(f"Mamba-GINR {out.get('config', 'fast')}, CIFAR-10 JPEG copy, batch 32 x 512 pixels")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg"))
@@ -63,7 +86,16 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3000, help="schedule length (both frameworks)")
     ap.add_argument("--eval-images", type=int, default=256)
     ap.add_argument("--final-eval-images", type=int, default=2000)
+    ap.add_argument("--plot-only", action="store_true",
+                    help="only redraw psnr_vs_time.png from experiments/results/ginr_quality.json")
     a = ap.parse_args(argv)
+    res_path = ROOT / "experiments" / "results" / "ginr_quality.json"
+    if a.plot_only:
+        import json
+        out = json.loads(res_path.read_text())
+        plot_curves(out, Path(out["jax_run_dir"]) / "psnr_vs_time.png")
+        print(f"wrote {Path(out['jax_run_dir']) / 'psnr_vs_time.png'}")
+        return
     t0 = time.perf_counter()
     cache = ROOT / "runs" / "cache"
     train_x, _ = gd.load_cifar10(a.data, "train", cache_dir=cache)
@@ -79,7 +111,6 @@ def main(argv=None):
            "jax_run_dir": str(run_dir), "jax_summary": summary,
            "jax_curve": [{k: r[k] for k in ("step", "train_seconds", "test_psnr")} for r in recs],
            "eval_images_curve": a.eval_images}
-    res_path = ROOT / "experiments" / "results" / "ginr_quality.json"
     atomic_write_json(res_path, out)
     if a.torch_seconds > 0:
         curve, final = run_torch(train_x, test_x[: a.eval_images], a.torch_seconds, a.steps, 60.0)
@@ -90,6 +121,7 @@ def main(argv=None):
               f"(step {final['step']}), jax {near[-1]['test_psnr'] if near else float('nan'):.2f} dB "
               f"(step {near[-1]['step'] if near else 0}) on the first {a.eval_images} test images")
     atomic_write_json(res_path, out)
+    plot_curves(out, run_dir / "psnr_vs_time.png")
     print(f"jax final: {summary}")
     print(f"wrote {res_path}")
 
