@@ -45,7 +45,8 @@ def profile(mc: gm.GinrConfig, batch_size: int = 32, num_coords: int = 512, repe
         "hyponet": (lambda p, x, lp, c, mod: gm.hyponet(p, c, mod, mc)),
     }
     out: dict = {"config": {"dim": mc.dim, "num_lp": mc.num_lp, "depth": mc.depth, "hidden": mc.hidden,
-                            "scan_mode": mc.scan_mode}, "batch_size": batch_size, "num_coords": num_coords,
+                            "scan_mode": mc.scan_mode, "matmul_dtype": mc.matmul_dtype},
+                 "batch_size": batch_size, "num_coords": num_coords,
                  "num_params": gm.num_params(p), "parts": {}}
     args = (p, x, lp, c, mod)
     for name, f in parts.items():

@@ -88,6 +88,13 @@ def test_cli_train_and_errors(tmp_path, capsys):
     rc = main(["ginr", "train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)])
     assert rc == 2 and "dataset path not found" in capsys.readouterr().err
     assert main(["ginr", "train", "--data", "png20", "--config", "huge"]) == 2
+    # --matmul-dtype reaches the model config; a bad value is a clear error before anything is traced
+    from jaxsys.cli import build_parser
+    from jaxsys.ginr.cli import _model_config
+    args = build_parser().parse_args(["ginr", "profile", "--config", "balanced", "--matmul-dtype", "bfloat16"])
+    assert _model_config(args) == gm.get_config("balanced", matmul_dtype="bfloat16")
+    assert main(["ginr", "train", "--data", "png20", "--matmul-dtype", "fp8"]) == 2
+    assert "matmul_dtype must be one of ('float32', 'bfloat16'), got 'fp8'" in capsys.readouterr().err
 
 
 def test_tour_stage_quick(tmp_path):
