@@ -25,8 +25,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.ginr import data as gdata
 from jaxsys.ginr import model as gm
-from jaxsys.ginr.train import (StepClock, TrainConfig, _reconstruct, _train_step, check_batch, init_state,
-                               psnr, save_run_plots, step_config, timed_step)
+from jaxsys.ginr.train import (StepClock, TrainConfig, _reconstruct, _train_step, check_batch, check_resume_config,
+                               init_state, psnr, save_run_plots, step_config, timed_step)
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
 from jaxsys.train import sharding as sh
 
@@ -105,6 +105,11 @@ def train_sharded(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, 
     ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=2)
     train_seconds, start = 0.0, 0
     if ckpt.latest_step() is not None:
+        try:
+            check_resume_config(run_dir, mc)
+        except ConfigError:
+            ckpt.close()
+            raise
         state, meta = ckpt.restore(like=sg.abstract_state(state))
         start, train_seconds = int(sh.to_host(state["step"])), float(meta.get("train_seconds", 0.0))
         log(f"resumed from step {start} onto mesh {mesh_cfg}")

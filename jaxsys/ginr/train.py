@@ -252,6 +252,31 @@ def save_run_plots(params: dict, test_images: np.ndarray, mc: gm.GinrConfig, run
                f"Mamba-GINR dim={mc.dim} M={mc.num_lp} depth={mc.depth}")
 
 
+# model-config fields that only choose how the same maths is computed: they may change on resume
+NUMERICS_FIELDS = ("scan_mode", "scan_chunk", "scan_checkpoint", "fuse_directions", "matmul_dtype")
+
+
+def check_resume_config(run_dir: Path, mc: gm.GinrConfig) -> None:
+    """Before restoring run_dir/ckpt: raise ConfigError naming the fields when the run was started
+    with a model config of other parameter shapes or maths (everything except NUMERICS_FIELDS), so a
+    mistaken --config or --dim gives this message instead of an orbax shape error."""
+    import json
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text())["model"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: unreadable run config ({e}); use a fresh run directory") from None
+    now = dataclasses.asdict(mc)
+    diff = {k: (saved.get(k), v) for k, v in now.items()
+            if k not in NUMERICS_FIELDS and k in saved and saved[k] != v}
+    if diff:
+        what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise ConfigError(f"{run_dir} holds a run of another model config ({what}); resume it with the "
+                          f"same config or use a fresh run directory")
+
+
 def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_images: np.ndarray,
           run_dir: Path, log: Callable = print, progress: bool = True) -> dict:
     """Train (resuming from run_dir/ckpt if present); returns the summary written to summary.json."""
@@ -268,6 +293,11 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
     ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=2)
     train_seconds, start = 0.0, 0
     if ckpt.latest_step() is not None:
+        try:
+            check_resume_config(run_dir, mc)
+        except ConfigError:
+            ckpt.close()
+            raise
         state, meta = ckpt.restore(like=state)
         start, train_seconds = int(state["step"]), float(meta.get("train_seconds", 0.0))
         log(f"resumed from step {start} ({train_seconds:.0f}s of training)")

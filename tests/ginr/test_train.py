@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from jaxsys.cli import main
-from jaxsys.errors import DataError
+from jaxsys.errors import ConfigError, DataError
 from jaxsys.ginr import data as gd
 from jaxsys.ginr import model as gm
 from jaxsys.ginr import train as gt
@@ -32,6 +32,10 @@ def test_train_smoke_and_resume(tmp_path):
     s2 = gt.train(MC, dataclasses.replace(TC, stop_at=4), x, x, tmp_path, progress=False)  # resumes
     assert s2["steps"] == 4
     assert gt.train_step._cache_size() == n_compiled                  # no recompilation
+    # resuming with another model shape is a clear error before orbax sees the checkpoint
+    with pytest.raises(ConfigError, match="another model config \\(hidden: 8 -> 16\\)"):
+        gt.train(dataclasses.replace(MC, hidden=16), dataclasses.replace(TC, stop_at=6), x, x, tmp_path,
+                 progress=False)
     recs = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in recs if "loss" in r]
     assert steps == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in recs if "loss" in r)
@@ -103,3 +107,17 @@ def test_tour_stage_quick(tmp_path):
     assert r["steps"] == 30 and r["psnr_db"] > 8
     assert gt.train_step._cache_size() == 1          # tests and tour shared one compiled step
     assert (tmp_path / "ginr" / "reconstructions.png").is_file()
+
+
+def test_check_resume_config(tmp_path):
+    gt.check_resume_config(tmp_path, MC)                              # no config.json: a fresh run
+    (tmp_path / "config.json").write_text(json.dumps({"model": dataclasses.asdict(MC)}))
+    gt.check_resume_config(tmp_path, MC)
+    # numerics-only fields may change on resume (same parameters, same maths)
+    gt.check_resume_config(tmp_path, dataclasses.replace(MC, matmul_dtype="bfloat16", scan_chunk=8,
+                                                         scan_mode="associative"))
+    with pytest.raises(ConfigError, match="dim: 16 -> 32, depth: 1 -> 2"):
+        gt.check_resume_config(tmp_path, dataclasses.replace(MC, dim=32, depth=2))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable run config"):
+        gt.check_resume_config(tmp_path, MC)
