@@ -9,6 +9,7 @@ Each round runs every variant for --steps train steps (batch 32, 512 random pixe
 interleaved so machine load hits all variants alike; reports medians of per-step images/s and the
 ratio to the faster PyTorch variant (1 or 2 intra-op threads, set per step). JAX variants: the default
 (session 3: chunked sequential scan with whole-chunk contractions, encoder on [G, L, R, dim] tokens),
+the same with bf16 matmul operands (--matmul-dtype bfloat16; --no-bf16mm skips it),
 session 2's default step (its scan, [B, L, dim] encoder with flips; code kept below), optionally the
 scan storing all states and the fused-directions BiMamba. Per config a roofline (see `roofline`).
 Then one selective scan per variant (forward and gradient, wall and CPU time, the SSD-style blocked
@@ -17,7 +18,12 @@ one selective scan at the `fast` shapes, and for the whole train step, per scan 
 experiments/results/ginr.json (or --out).
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_ginr.py --configs fast,balanced --rounds 3 \
-        --steps 2 --torch-threads 1 --torch-steps 1 --no-fused --no-old-scan --out experiments/results/ginr_s3.json
+        --steps 2 --torch-threads 1,2 --no-fused --no-old-scan --no-session2 --no-scan-bench --no-memory \
+        --out experiments/results/ginr_s8_amd.json          # session 8 (BUILD_NOTES, GINR "Session 8")
+
+Since session 8 the PyTorch port's scan reads its steps with torch.unbind (see torch_ginr.py); before,
+its backward was O(L^2) and the port ~10x slower, so ratios to the port in older result files are not
+comparable. With the fixed port, 2 torch threads beat 1.
 """
 import argparse
 import contextlib
