@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsys.ginr.scan import scan_grouped, selective_scan
-from jaxsys.nn.linear import dense  # noqa: F401  (y = x W^T + b, optional bf16 operands md)
+from jaxsys.nn.linear import dense  # y = x W^T + b, optional bf16 operands md (model.py imports it here)
 
 
 def torch_linear_init(key, in_dim: int, out_dim: int, bias: bool = True, dtype=jnp.float32) -> dict:

@@ -61,6 +61,11 @@ class GinrConfig:
                                     # float32 (the scan, norms and all other ops stay float32)
 
     @property
+    def md(self) -> str | None:
+        """matmul_dtype as the `md` argument of jaxsys.nn.linear.dense (None = float32)."""
+        return normalize_matmul_dtype(self.matmul_dtype)
+
+    @property
     def grid(self) -> int:
         return self.image_size // self.patch_size
 
@@ -267,7 +272,7 @@ def num_params(params) -> int:
 def encode(params: dict, images_BxSxSxC: jax.Array, cfg: GinrConfig) -> jax.Array:
     """Images in [0, 1] -> LP token outputs [B, M, dim]."""
     p = params["encoder"]
-    md = normalize_matmul_dtype(cfg.matmul_dtype)
+    md = cfg.md
     x = patchify(images_BxSxSxC * 2 - 1, cfg.patch_size)
     tok = dense(p["patch_embed"], x, md)
     if cfg.pos_embed:
@@ -303,7 +308,7 @@ def _encode_glr(p: dict, seq_BxTxD: jax.Array, cfg: GinrConfig, keep: np.ndarray
     G = batch_groups(B, cfg.d_state, cfg.expand * cfg.dim)
     h = jnp.transpose(seq_BxTxD.reshape(G, B // G, T, D), (0, 2, 1, 3))
     res = None
-    md = normalize_matmul_dtype(cfg.matmul_dtype)
+    md = cfg.md
     for bp in p["blocks"][:-1]:
         h, res = block_apply_glr(bp, h, res, chunk=cfg.scan_chunk, md=md)
     h, res = block_apply_glr(p["blocks"][-1], h, res, keep=keep, chunk=cfg.scan_chunk, md=md)
@@ -321,7 +326,7 @@ def _coord_features(coords_BxNx2: jax.Array, cfg: GinrConfig, dtype) -> jax.Arra
 def modulate(params: dict, lp_BxMxD: jax.Array, coords_BxNx2: jax.Array, cfg: GinrConfig) -> jax.Array:
     """Per-query cross-attention from coordinate features to the LP tokens -> modulation [B, N, h]."""
     p = params["modulation"]
-    md = normalize_matmul_dtype(cfg.matmul_dtype)
+    md = cfg.md
     f = _coord_features(coords_BxNx2, cfg, lp_BxMxD.dtype)
     q = dense(p["q2"], jax.nn.relu(dense(p["q1"], f, md)), md)
     k = dense(p["k"], lp_BxMxD, md)
@@ -334,7 +339,7 @@ def modulate(params: dict, lp_BxMxD: jax.Array, coords_BxNx2: jax.Array, cfg: Gi
 def hyponet(params: dict, coords_BxNx2: jax.Array, mod_BxNxH: jax.Array, cfg: GinrConfig) -> jax.Array:
     """MLP over [Fourier(coord), modulation] -> RGB in [0, 1]."""
     p = params["hyponet"]
-    md = normalize_matmul_dtype(cfg.matmul_dtype)
+    md = cfg.md
     f = _coord_features(coords_BxNx2, cfg, mod_BxNxH.dtype)
     h = jax.nn.relu(dense(p["inp"], jnp.concatenate([f, mod_BxNxH], -1), md))
     for bp in p["blocks"]:

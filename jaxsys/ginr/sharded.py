@@ -105,11 +105,7 @@ def train_sharded(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, 
     ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=2)
     train_seconds, start = 0.0, 0
     if ckpt.latest_step() is not None:
-        try:
-            check_resume_config(run_dir, mc)
-        except ConfigError:
-            ckpt.close()
-            raise
+        check_resume_config(run_dir, mc, ckpt)
         state, meta = ckpt.restore(like=sg.abstract_state(state))
         start, train_seconds = int(sh.to_host(state["step"])), float(meta.get("train_seconds", 0.0))
         log(f"resumed from step {start} onto mesh {mesh_cfg}")

@@ -6,6 +6,7 @@ PSNR of an image: -10 log10(mean squared error over its pixels and channels), im
 reported PSNR = mean over images.
 """
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -256,25 +257,33 @@ def save_run_plots(params: dict, test_images: np.ndarray, mc: gm.GinrConfig, run
 NUMERICS_FIELDS = ("scan_mode", "scan_chunk", "scan_checkpoint", "fuse_directions", "matmul_dtype")
 
 
-def check_resume_config(run_dir: Path, mc: gm.GinrConfig) -> None:
-    """Before restoring run_dir/ckpt: raise ConfigError naming the fields when the run was started
-    with a model config of other parameter shapes or maths (everything except NUMERICS_FIELDS), so a
-    mistaken --config or --dim gives this message instead of an orbax shape error."""
-    import json
+def _resume_config_problem(run_dir: Path, mc: gm.GinrConfig) -> str | None:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        return
+        return None
     try:
         saved = json.loads(path.read_text())["model"]
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{path}: unreadable run config ({e}); use a fresh run directory") from None
-    now = dataclasses.asdict(mc)
-    diff = {k: (saved.get(k), v) for k, v in now.items()
+        return f"{path}: unreadable run config ({e}); use a fresh run directory"
+    diff = {k: (saved[k], v) for k, v in dataclasses.asdict(mc).items()
             if k not in NUMERICS_FIELDS and k in saved and saved[k] != v}
-    if diff:
-        what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-        raise ConfigError(f"{run_dir} holds a run of another model config ({what}); resume it with the "
-                          f"same config or use a fresh run directory")
+    if not diff:
+        return None
+    what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+    return (f"{run_dir} holds a run of another model config ({what}); resume it with the same config "
+            f"or use a fresh run directory")
+
+
+def check_resume_config(run_dir: Path, mc: gm.GinrConfig, ckpt: Checkpointer | None = None) -> None:
+    """Before restoring run_dir/ckpt: raise ConfigError naming the fields when the run was started
+    with a model config of other parameter shapes or maths (everything except NUMERICS_FIELDS), so a
+    mistaken --config or --dim gives this message instead of an orbax shape error. `ckpt` (the open
+    checkpointer) is closed before raising."""
+    problem = _resume_config_problem(run_dir, mc)
+    if problem is not None:
+        if ckpt is not None:
+            ckpt.close()
+        raise ConfigError(problem)
 
 
 def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_images: np.ndarray,
@@ -293,11 +302,7 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
     ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=2)
     train_seconds, start = 0.0, 0
     if ckpt.latest_step() is not None:
-        try:
-            check_resume_config(run_dir, mc)
-        except ConfigError:
-            ckpt.close()
-            raise
+        check_resume_config(run_dir, mc, ckpt)
         state, meta = ckpt.restore(like=state)
         start, train_seconds = int(state["step"]), float(meta.get("train_seconds", 0.0))
         log(f"resumed from step {start} ({train_seconds:.0f}s of training)")

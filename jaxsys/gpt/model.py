@@ -33,8 +33,8 @@ from jaxsys.gpt.config import GPTConfig
 from jaxsys.nn.attention import (DEFAULT_Q_BLOCK, HeadMajorCache, attention_backward_hm,
                                  attention_forward_hm)
 # parameter matmuls, optionally with bfloat16 operands (shared with other systems)
-from jaxsys.nn.linear import (MATMUL_DTYPES, linear_dx, linear_dw, matmul as _dot,  # noqa: F401
-                              normalize_matmul_dtype, project as linear)
+from jaxsys.nn.linear import MATMUL_DTYPES, linear_dx, linear_dw, normalize_matmul_dtype  # noqa: F401
+from jaxsys.nn.linear import project as linear
 from jaxsys.nn.rmsnorm import RMSNormCache, rmsnorm_backward, rmsnorm_forward
 
 INIT_STD = 0.08

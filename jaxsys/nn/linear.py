@@ -24,10 +24,13 @@ class LinearCache(NamedTuple):
 
 def linear_forward(params: dict, x_NxI: jax.Array) -> tuple[jax.Array, LinearCache]:
     """y = x W^T + b over any leading batch axes. `params = {"w": [O, I], "b": [O]}` (b optional)."""
-    y = x_NxI @ params["w"].T
+    return _add_bias(params, x_NxI @ params["w"].T), LinearCache(x_NxI)
+
+
+def _add_bias(params: dict, y: jax.Array) -> jax.Array:
     if "b" in params:
         y = y + params["b"].reshape((1,) * (y.ndim - 1) + (-1,))  # explicit rank, no promotion
-    return y, LinearCache(x_NxI)
+    return y
 
 
 def linear_backward(params: dict, cache: LinearCache, dy_NxO: jax.Array) -> tuple[dict, jax.Array]:
@@ -115,7 +118,4 @@ def dense(params: dict, x: jax.Array, md: str | None = None) -> jax.Array:
     operands (see project). With md None this is exactly linear_forward(params, x)[0]."""
     if md is None:
         return linear_forward(params, x)[0]
-    y = project(x, params["w"], md)
-    if "b" in params:
-        y = y + params["b"].reshape((1,) * (y.ndim - 1) + (-1,))
-    return y
+    return _add_bias(params, project(x, params["w"], md))
