@@ -114,6 +114,10 @@ class TrainConfig:
         for name in ("steps", "batch", "log_every", "eval_every", "ckpt_every"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        # model, optimizer and gradient settings, checked here (placeholder input/output widths) so that
+        # a bad value fails before the CLI makes a run directory or loads data
+        StepConfig(mlp_model.MLPConfig((2, *self.hidden, 2), self.task, self.activation, self.matmul),
+                   AdamConfig(self.optimizer, self.learning_rate), self.grad)
 
     def step_config(self, data: Dataset) -> StepConfig:
         sizes = (data.x_train.shape[1], *self.hidden, data.num_outputs)

@@ -25,6 +25,14 @@ def test_cli_bad_input(tmp_path, capsys):
     assert "--hidden must be comma-separated integers" in capsys.readouterr().err
     assert main(["mlp", "train", "--resume", "--steps", "2"]) == 2
     assert "--resume needs --run-dir" in capsys.readouterr().err
+    # settings are checked before a fresh run directory is made (none is left behind)
+    out = tmp_path / "fresh"
+    for bad, msg in ((["--lr", "nan"], "learning_rate must be > 0, got nan"),
+                     (["--activation", "gelu"], "unknown activation 'gelu'"),
+                     (["--lr", "-1"], "learning_rate must be > 0, got -1")):
+        assert main(["mlp", "train", "--steps", "2", "--out", str(out), "--no-progress"] + bad) == 2
+        assert msg in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_cli_gradcheck(capsys):
