@@ -1,7 +1,7 @@
 """HTTP chat API for a GPT model on FastAPI + uvicorn.
 
 Endpoints: POST /microgpt/v1/generate, POST /microgpt/v1/chat, POST /v1/chat/completions (OpenAI
-compatible, incl. `stream: true` server-sent events), GET /v1/models, GET /healthz. Errors are JSON
+compatible, incl. `stream: true` server-sent events and `stop` sequences), GET /v1/models, GET /healthz. Errors are JSON
 `{"error": {"message", "type", "param", "code"}}` (the OpenAI error shape).
 
 Concurrency: every request becomes one or more rows that an asyncio batcher task places into the free
@@ -216,6 +216,69 @@ async def _collect(row: _Row) -> tuple[list[int], str]:
             return tokens, val
 
 
+MAX_STOP_SEQUENCES = 4   # as in the OpenAI API
+MAX_STOP_CHARS = 64
+
+
+class StopText:
+    """Cuts generated text before the first of the `stop` sequences (OpenAI semantics: the returned
+    text never contains the sequence). feed(piece) returns the text that is safe to emit now; a tail
+    that could still grow into a stop sequence is held back until the next piece (or flush())."""
+
+    def __init__(self, stops: tuple[str, ...] = ()):
+        self.stops, self.buf, self.hit = stops, "", False
+
+    def feed(self, piece: str) -> str:
+        if self.hit:
+            return ""
+        self.buf += piece
+        found = [i for i in (self.buf.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.hit = True
+            out, self.buf = self.buf[:min(found)], ""
+            return out
+        keep = next((k for k in range(min(len(self.buf), max(map(len, self.stops), default=1) - 1), 0, -1)
+                     if any(s.startswith(self.buf[-k:]) for s in self.stops)), 0)
+        out, self.buf = self.buf[:len(self.buf) - keep], self.buf[len(self.buf) - keep:]
+        return out
+
+    def flush(self) -> str:
+        out, self.buf = ("" if self.hit else self.buf), ""
+        return out
+
+
+def _feed_tokens(st: StopText, tok: Tokenizer, ids: list[int]) -> tuple[str, int]:
+    """Feeds ids one at a time; returns (text to emit, ids consumed: all, or through the id that
+    completed a stop sequence)."""
+    parts = []
+    for n, i in enumerate(ids, 1):
+        parts.append(st.feed(tok.decode([i])))
+        if st.hit:
+            return "".join(parts), n
+    return "".join(parts), len(ids)
+
+
+async def _collect_text(row: _Row, tok: Tokenizer, stops: tuple[str, ...]) -> tuple[str, int, str]:
+    """(text, completion tokens, finish reason) of one row, stopped early at a stop sequence (the
+    row is then cancelled, which frees its slot). Completion tokens count the end-of-turn token of a
+    row that stopped on it, as the token-list path does."""
+    st, parts, used = StopText(stops), [], 0
+    while True:
+        kind, val = await row.events.get()
+        if kind == "tokens":
+            text, n = _feed_tokens(st, tok, val)
+            parts.append(text)
+            used += n
+            if st.hit:
+                row.cancelled = True
+                return "".join(parts), used, "stop"
+        elif isinstance(val, Exception):
+            raise ApiError(500, f"generation failed: {val}", type_="server_error")
+        else:
+            parts.append(st.flush())
+            return "".join(parts), used + (val == "stop"), val
+
+
 # ---------------------------------------------------------------------------------------------
 # request validation
 
@@ -350,10 +413,10 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
         n = _get(body, key, int, token_limit, 1, token_limit)
         return min(n, room(cfg, prompt_len))
 
-    async def run_rows(prompt, n, max_new, temperature, seed, stop_ids):
+    async def run_rows(prompt, n, max_new, temperature, seed, stop_ids, collect=_collect):
         rows = [batcher.submit(prompt, max_new, temperature, seed + i, stop_ids) for i in range(n)]
         try:
-            return await asyncio.gather(*(_collect(r) for r in rows))
+            return await asyncio.gather(*(collect(r) for r in rows))
         finally:
             for r in rows:
                 r.cancelled = True  # a no-op for finished rows; frees the slot if the client left
@@ -407,9 +470,7 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
                                 f"{scfg.model_name!r}", "model", "model_not_found")
         if "messages" not in body:
             raise ApiError(400, "missing 'messages'", "messages")
-        if body.get("stop") not in (None, [], ""):
-            raise ApiError(400, "'stop' sequences are not supported (the model stops at end of turn)",
-                           "stop")
+        stops = _stop_sequences(body)
         messages = _openai_messages(body["messages"])
         stream = _get_bool(body, "stream", False)
         n = _get(body, "n", int, 1, 1, scfg.max_num_samples)
@@ -421,12 +482,13 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         now = int(time.time())
         if not stream:
-            outs = await run_rows(prompt, n, max_new, temperature, seed, stop)
-            completion = sum(len(t) + (r == "stop") for t, r in outs)
+            outs = await run_rows(prompt, n, max_new, temperature, seed, stop,
+                                  collect=lambda r: _collect_text(r, tok, stops))
+            completion = sum(u for _, u, _ in outs)
             return {"id": cid, "object": "chat.completion", "created": now, "model": scfg.model_name,
                     "system_fingerprint": None,
-                    "choices": [{"index": i, "message": {"role": "assistant", "content": tok.decode(t)},
-                                 "logprobs": None, "finish_reason": r} for i, (t, r) in enumerate(outs)],
+                    "choices": [{"index": i, "message": {"role": "assistant", "content": t},
+                                 "logprobs": None, "finish_reason": r} for i, (t, _, r) in enumerate(outs)],
                     "usage": {"prompt_tokens": len(prompt), "completion_tokens": completion,
                               "total_tokens": len(prompt) * n + completion}}
         if n != 1:
@@ -440,17 +502,25 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
             return f"data: {json.dumps(obj)}\n\n"
 
         async def events():
+            st = StopText(stops)
             try:
                 yield chunk({"role": "assistant", "content": ""})
                 while True:
                     kind, val = await row.events.get()
                     if kind == "tokens":
-                        yield chunk({"content": tok.decode(val)})
+                        text, _ = _feed_tokens(st, tok, val)
+                        if text:
+                            yield chunk({"content": text})
+                        if st.hit:
+                            yield chunk({}, "stop")
+                            break
                     elif isinstance(val, Exception):
                         err = error_body(500, f"generation failed: {val}", None, "server_error")
                         yield f"data: {json.dumps(err)}\n\n"
                         break
                     else:
+                        if text := st.flush():
+                            yield chunk({"content": text})
                         yield chunk({}, val)
                         break
                 yield "data: [DONE]\n\n"
@@ -461,6 +531,25 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
                                  headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _stop_sequences(body) -> tuple[str, ...]:
+    """The OpenAI `stop` field: null, a string or a list of up to 4 non-empty strings."""
+    v = body.get("stop")
+    if v is None or v == "":
+        return ()
+    seqs = [v] if isinstance(v, str) else v
+    if not isinstance(seqs, list) or not all(isinstance(x, str) for x in seqs):
+        raise ApiError(400, f"'stop' must be a string or a list of strings, got {type(v).__name__}",
+                       "stop")
+    if len(seqs) > MAX_STOP_SEQUENCES:
+        raise ApiError(400, f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences, got {len(seqs)}",
+                       "stop")
+    for x in seqs:
+        if not x or len(x) > MAX_STOP_CHARS:
+            raise ApiError(400, f"every 'stop' sequence must have 1 to {MAX_STOP_CHARS} characters, "
+                                f"got {len(x)}", "stop")
+    return tuple(seqs)
 
 
 def _get_bool(body, key, default):  # _get rejects bools, so booleans are checked here

@@ -19,7 +19,7 @@ from jaxsys.gpt.chat import build_chat_prompt, chat_stop_ids
 from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.inference import InferenceModel
 from jaxsys.gpt.model import param_shapes
-from jaxsys.gpt.serve import ServeConfig, ServerThread, create_app
+from jaxsys.gpt.serve import ServeConfig, ServerThread, StopText, create_app
 from jaxsys.gpt.tokenizer import Tokenizer
 from jaxsys.gpt.weights_io import save_model
 
@@ -127,8 +127,16 @@ BAD = [
      "boolean"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stream": True, "n": 2},
      400, "n = 1"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": ["\n"]}, 400,
-     "not supported"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": 5}, 400,
+     "'stop' must be a string or a list of strings"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": ["a", 1]}, 400,
+     "'stop' must be a string or a list of strings"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": list("abcde")},
+     400, "at most 4 sequences, got 5"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": ["a", ""]}, 400,
+     "1 to 64 characters, got 0"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": "x" * 65}, 400,
+     "1 to 64 characters, got 65"),
     ("/v1/chat/completions", {"messages": [{"role": "user",
                                             "content": [{"type": "image_url", "image_url": {}}]}]},
      400, "only text parts"),
@@ -146,6 +154,62 @@ def test_invalid_requests_give_json_errors(chat_server, path, body, status, msg)
     err = r.json()["error"]
     assert msg in err["message"] and err["code"] == status
     assert httpx.get(srv.url + "/healthz").status_code == 200  # the server survives
+
+
+def test_stop_text_cuts_before_the_first_sequence():
+    st = StopText(("abc", "cd"))
+    # "ab" could start "abc": held back; "x" proves it was not; "c" + "d" completes "cd" first
+    assert [st.feed(p) for p in ("xa", "b", "x", "zc")] == ["x", "", "abx", "z"]
+    assert st.feed("d") == "" and st.hit and st.feed("more") == "" and st.flush() == ""
+    st = StopText(("abc", "bcx"))  # two candidates overlap: the earliest start wins
+    assert st.feed("zabcx") == "z" and st.hit
+    st = StopText(("zz",))
+    assert st.feed("az") == "a" and st.flush() == "z" and not st.hit  # end of generation: tail emitted
+    st = StopText(())
+    assert st.feed("any text") == "any text" and st.flush() == ""
+
+
+def test_openai_stop_sequences(chat_server):
+    """`stop` cuts the reply before the first stop sequence, in plain and streamed responses, with
+    finish_reason "stop"; the expected text comes from the numpy model's full greedy reply."""
+    srv, ref = chat_server
+    msgs = [{"role": "user", "content": "hello"}]
+    prompt = build_chat_prompt(CHAT_TOK, msgs, CFG.block_size).ids
+    max_new = CFG.block_size + 1 - len(prompt)
+    full = CHAT_TOK.decode(ref.generate_from_prompt(prompt, max_new, greedy=True,
+                                                    stop_ids=chat_stop_ids(CHAT_TOK)))
+    assert len(full) >= 12, full  # the test needs a reply with some text in it
+    url = srv.url + "/v1/chat/completions"
+    plain = httpx.post(url, json={"messages": msgs, "temperature": 0}, timeout=60).json()
+    assert plain["choices"][0]["message"]["content"] == full
+    for stops in ([full[8:11]], full[8:11], [full[9:12], full[8:11]], [full[5:7], full[2:6]],
+                  ["\u2603"]):  # the last is never generated
+        seqs = [stops] if isinstance(stops, str) else stops
+        spans = [(full.find(x), full.find(x) + len(x)) for x in seqs if x in full]  # first occurrences
+        body = {"messages": msgs, "temperature": 0, "stop": stops}
+        r = httpx.post(url, json=body, timeout=60).json()
+        choice = r["choices"][0]
+        if spans:
+            # generation stops at the token that completes the first sequence to end; the reply is
+            # cut before the earliest start among the sequences complete by then
+            end = min(e for _, e in spans)
+            expect = full[:min(b for b, e in spans if e <= end)]
+            assert choice["message"]["content"] == expect and choice["finish_reason"] == "stop"
+            assert r["usage"]["completion_tokens"] == end  # tokens through the one that completed it
+        else:
+            assert choice["message"]["content"] == full and r["usage"] == plain["usage"]
+            assert choice["finish_reason"] == plain["choices"][0]["finish_reason"]
+            expect = full
+        reason = choice["finish_reason"]
+        raw = httpx.post(url, json={**body, "stream": True}, timeout=60)
+        events = [json.loads(line[6:]) for line in raw.text.splitlines()
+                  if line.startswith("data: ") and line != "data: [DONE]"]
+        assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events) == expect
+        assert events[-1]["choices"][0]["finish_reason"] == reason
+    deadline = time.time() + 30  # the stopped rows' slots are freed (guards a hang, not timing)
+    while httpx.get(srv.url + "/healthz").json()["active"]:
+        assert time.time() < deadline
+        time.sleep(0.05)
 
 
 def test_chunked_oversize_body_and_unknown_route(chat_server):
@@ -228,6 +292,11 @@ def test_openai_client_plain_and_streaming(cli_server):
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == greedy
     assert chunks[-1].choices[0].finish_reason == r.choices[0].finish_reason
+    assert len(greedy) >= 4, greedy  # stop sequences through the client: the reply ends before one
+    cut = client.chat.completions.create(model="microgpt", messages=msgs, temperature=0, max_tokens=10,
+                                         stop=[greedy[2:4]])
+    assert cut.choices[0].message.content == greedy[:greedy.index(greedy[2:4])]
+    assert cut.choices[0].finish_reason == "stop"
     # seeded sampling is reproducible; n choices use seeds seed, seed+1, ...
     a = client.chat.completions.create(model="microgpt", messages=msgs, seed=5, n=3)
     b = client.chat.completions.create(model="microgpt", messages=msgs, seed=5, n=3)
