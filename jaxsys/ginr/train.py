@@ -318,13 +318,19 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
     bar = Progress(total=tc.steps, desc="ginr", initial=start, disable=not progress)
     clock = StepClock(train_seconds)
     step = start
+    newest = {"state": state}  # the latest dispatched state: still valid when Ctrl-C hits mid-step
+
+    def dispatch(st, batch):
+        out = train_step(st, batch, mc, step_key)  # asynchronous: returns before the step has run
+        newest["state"] = out[0]
+        return out
     try:
         last = tc.stop_at or tc.steps
         while step < min(last, tc.steps) and not (tc.max_seconds and train_seconds >= tc.max_seconds):
             batch = next(batches)
             if clock.compile_seconds is None:
                 check_batch(batch, mc)
-            state, rec = timed_step(lambda: train_step(state, batch, mc, step_key), clock, step, tc.batch_size)
+            state, rec = timed_step(lambda: dispatch(state, batch), clock, step, tc.batch_size)
             step, loss, train_seconds = rec["step"], rec["loss"], clock.train_seconds
             bar.set(loss=loss, psnr=rec["train_psnr"], img_s=round(rec["images_per_s"], 1))
             bar.update()
@@ -355,7 +361,27 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
         save_run_plots(state["params"], test_images, mc, run_dir)
         atomic_write_json(run_dir / "summary.json", summary)
         return summary
+    except KeyboardInterrupt:
+        bar.close()
+        save_on_interrupt(ckpt, newest["state"], start, {"train_seconds": clock.train_seconds}, log)
+        raise
     finally:
         batches.close()
         metrics.close()
         ckpt.close()
+
+
+def save_on_interrupt(ckpt: Checkpointer, state: dict, start: int, meta: dict, log: Callable) -> None:
+    """Ctrl-C: checkpoint the newest state (waiting for its step to finish), unless it is the one on
+    disk already or its buffers are gone (donated to a step that never returned)."""
+    try:
+        if any(a.is_deleted() for a in jax.tree_util.tree_leaves(state)):
+            log("interrupted: the newest state was lost mid-step; the last checkpoint stands")
+            return
+        jax.block_until_ready(state)
+        step = int(state["step"])
+        if step > start and ckpt.latest_step() != step:
+            ckpt.save(step, state, meta=meta)
+            log(f"interrupted: checkpoint saved at step {step}")
+    except Exception as e:  # never mask the interrupt; the periodic checkpoints remain
+        log(f"interrupted: could not save a checkpoint ({type(e).__name__}: {e})")
