@@ -1,4 +1,4 @@
-"""`jaxsys ginr ...`: train and profile Mamba-GINR on CIFAR-10."""
+"""`jaxsys ginr ...`: train, profile, render and evaluate Mamba-GINR on CIFAR-10."""
 import dataclasses
 import json
 from pathlib import Path
@@ -64,6 +64,56 @@ def _profile(args) -> int:
     return 0
 
 
+def _images(args, split: str, limit: int | None, size: int):
+    """uint8 images from --images files, or the first `limit` of --data (png20 or a dataset path)."""
+    from jaxsys.errors import DataError
+    from jaxsys.ginr import data as gdata
+    if getattr(args, "images", None):
+        return gdata.load_image_files(args.images, size)
+    if args.data == "png20":
+        return gdata.load_png20()[0][:limit]
+    if not Path(args.data).exists():
+        raise DataError(f"--data: dataset path not found: {args.data}")
+    return gdata.load_cifar10(args.data, split, limit=limit)[0]
+
+
+def _render(args) -> int:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from jaxsys.ginr import train as gt
+    from jaxsys.train.io import atomic_write_bytes
+    if args.count < 1:
+        raise ConfigError(f"--count must be >= 1, got {args.count}")
+    params, mc, step = gt.load_run(args.run_dir)
+    x_u8 = _images(args, args.split, args.count, mc.image_size)
+    x = x_u8.astype(np.float32) / 255.0
+    rec, sr = gt.render_1x_sx(params, x, mc, args.scale)  # checks the scale and the image shape
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"render_{args.scale}x.png"
+    gt.save_reconstructions(params, x_u8, mc, out, n=len(x_u8), scale=args.scale)
+    each = out.with_suffix("")  # the renderings themselves, one PNG per image
+    for i, img in enumerate(sr):
+        buf = io.BytesIO()
+        Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)).save(buf, format="PNG")
+        atomic_write_bytes(each / f"{i:03d}.png", buf.getvalue())
+    psnr = [float(-10 * np.log10(max(np.mean((r - t) ** 2), 1e-12))) for r, t in zip(rec, x)]
+    print(json.dumps({"run_dir": str(args.run_dir), "step": step, "images": len(x), "scale": args.scale,
+                      "size": sr.shape[1], "psnr_1x": [round(p, 2) for p in psnr],
+                      "psnr_1x_mean": round(float(np.mean(psnr)), 2), "grid": str(out),
+                      "renderings": str(each)}, indent=1))
+    return 0
+
+
+def _eval(args) -> int:
+    from jaxsys.ginr import train as gt
+    params, mc, step = gt.load_run(args.run_dir)
+    r = gt.evaluate(params, _images(args, args.split, args.limit, mc.image_size), mc)
+    print(json.dumps({"run_dir": str(args.run_dir), "step": step, "split": args.split, **r}))
+    return 0
+
+
 def _common(p) -> None:
     p.add_argument("--config", default="fast", help="fast | balanced | high")
     p.add_argument("--num-freqs", dest="num_freqs", type=int, default=None, help="Fourier frequencies")
@@ -118,3 +168,21 @@ def register(sub) -> None:
     pr.add_argument("--trace", default=None, help="write a jax.profiler trace to this folder")
     pr.add_argument("--json", default=None, help="also write the numbers as JSON")
     pr.set_defaults(func=_profile)
+    r = gsub.add_parser("render", help="reconstruct images with a trained model, and render them at "
+                                       "--scale times the resolution (PNGs)")
+    r.add_argument("--run-dir", dest="run_dir", required=True, help="a `jaxsys ginr train` run directory")
+    r.add_argument("--images", nargs="+", default=None,
+                   help="image files (32x32 RGB as trained); default: --count images of --data")
+    r.add_argument("--data", default="png20", help="dataset as for train, or 'png20' (packaged; default)")
+    r.add_argument("--split", default="test", choices=["train", "test"])
+    r.add_argument("--count", type=int, default=8, help="images taken from --data")
+    r.add_argument("--scale", type=int, default=4, help="super-resolution factor of the rendering (1-16)")
+    r.add_argument("--out", default=None, help="grid PNG (default RUN/render_<scale>x.png); the "
+                                               "renderings go to the folder of the same name")
+    r.set_defaults(func=_render)
+    e = gsub.add_parser("eval", help="PSNR of a trained model on the full pixel grid of a data split")
+    e.add_argument("--run-dir", dest="run_dir", required=True, help="a `jaxsys ginr train` run directory")
+    e.add_argument("--data", required=True, help="dataset as for train, or 'png20' (packaged)")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    e.set_defaults(func=_eval)

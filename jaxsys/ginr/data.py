@@ -185,6 +185,25 @@ def load_png20() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def load_image_files(paths, size: int = 32) -> np.ndarray:
+    """RGB uint8 [N, size, size, 3] from image files (PNG, JPEG, ...), e.g. a user's own images to
+    reconstruct; every file must already be size x size (no resizing: the model was trained on that
+    grid)."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise DataError("no image files given")
+    out = []
+    for p in paths:
+        if not p.is_file():
+            raise DataError(f"image file not found: {p}")
+        im = _decode(p.read_bytes(), str(p))
+        if im.shape != (size, size, 3):
+            raise ShapeError(f"{p}: image is {im.shape[1]}x{im.shape[0]}, the model works on "
+                             f"{size}x{size} images")
+        out.append(im)
+    return np.stack(out)
+
+
 # ---------------------------------------------------------------- input pipeline
 def pixel_centres(size: int) -> np.ndarray:
     """(y, x) pixel centres in [-1, 1], row-major [size * size, 2] (numpy twin of model.pixel_grid)."""

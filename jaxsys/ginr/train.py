@@ -167,21 +167,33 @@ def evaluate(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig, batch_size:
     return {"psnr": float(ps.mean()), "mse": float(ms.mean()), "images": int(len(ps))}
 
 
+def render_1x_sx(params: dict, images: np.ndarray, mc: gm.GinrConfig, scale: int = 2
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Full-grid reconstructions [B, S, S, 3] and renderings at `scale` times the resolution of float
+    images in [0, 1] (scale 2 shares one encoding and one compile with the training PNGs)."""
+    if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= 16:
+        raise ConfigError(f"scale must be an int in [1, 16], got {scale!r}")
+    x = jnp.asarray(images)
+    if scale == 2:
+        return tuple(map(np.asarray, reconstruct_1x_2x(params, x, mc)))
+    return np.asarray(reconstruct(params, x, mc, 1)), np.asarray(reconstruct(params, x, mc, scale))
+
+
 def save_reconstructions(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig, path: Path,
-                         n: int = 8) -> Path:
-    """PNG grid: rows original / reconstruction / 2x super-resolved rendering, for n images."""
+                         n: int = 8, scale: int = 2) -> Path:
+    """PNG grid: rows original / reconstruction / super-resolved rendering (`scale` x), for n images."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     x = np.asarray(images_u8[:n], np.float32) / 255.0
     gm.check_images(x, mc, "save_reconstructions")
-    rec, sr = map(np.asarray, reconstruct_1x_2x(params, jnp.asarray(x), mc))
+    rec, sr = render_1x_sx(params, x, mc, scale)
     n = len(x)
     fig, ax = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
     for j in range(n):
         p = float(-10.0 * np.log10(max(np.mean((rec[j] - x[j]) ** 2), 1e-12)))
         for r, (img, title) in enumerate(((np.asarray(x[j]), "original"), (rec[j], f"{p:.1f} dB"),
-                                          (sr[j], "2x"))):
+                                          (sr[j], f"{scale}x"))):
             ax[r, j].imshow(np.clip(img, 0, 1), interpolation="nearest")
             ax[r, j].set_title(title, fontsize=8)
             ax[r, j].axis("off")
@@ -189,6 +201,27 @@ def save_reconstructions(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig,
     save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
+
+
+def load_run(run_dir: str | Path) -> tuple[dict, gm.GinrConfig, int]:
+    """(params, model config, step) of the latest checkpoint of a `jaxsys ginr train` run directory."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise DataError(f"{run_dir}: no config.json here (not a `jaxsys ginr train` run directory)")
+    rec = json.loads(cfg_path.read_text())
+    try:
+        mc = gm.GinrConfig(**rec["model"]).validate()
+        tc = TrainConfig(**rec["train"]).validate()
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{cfg_path}: not a GINR run config ({type(e).__name__}: {e})") from None
+    if not (run_dir / "ckpt").is_dir():
+        raise DataError(f"{run_dir}: no checkpoint yet (ckpt/ is missing)")
+    with Checkpointer(run_dir / "ckpt") as ckpt:
+        if ckpt.latest_step() is None:
+            raise DataError(f"{run_dir}: no checkpoint yet (ckpt/ is empty)")
+        state, _ = ckpt.restore(like=init_state(jax.random.PRNGKey(0), mc, tc))
+    return state["params"], mc, int(state["step"])
 
 
 def save_curve(records: list[dict], path: Path, title: str = "") -> Path:

@@ -136,6 +136,40 @@ def test_cli_train_and_errors(tmp_path, capsys):
     assert "matmul_dtype must be one of ('float32', 'bfloat16'), got 'fp8'" in capsys.readouterr().err
 
 
+def test_cli_render_and_eval(tmp_path, capsys):
+    """`jaxsys ginr render` / `eval` on a run directory: the 3x rendering sampled at the sub-pixels whose
+    centres are the 1x pixel centres equals the 1x reconstruction (one continuous function), and the
+    reported PSNRs equal gt.evaluate of the checkpoint."""
+    from PIL import Image
+    x, _ = gd.load_png20()
+    run = tmp_path / "run"
+    gt.train(MC, dataclasses.replace(TC, stop_at=2), x, x, run, progress=False, log=lambda m: None)
+    params, mc, step = gt.load_run(run)
+    assert mc == MC and step == 2
+    capsys.readouterr()
+    assert main(["ginr", "render", "--run-dir", str(run), "--scale", "3", "--count", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 4 and out["size"] == 3 * MC.image_size and (run / "render_3x.png").is_file()
+    rec = np.asarray(gt.reconstruct(params, jnp.asarray(x[:4] / 255.0, jnp.float32), MC, 1))
+    for i in range(4):
+        sr = np.asarray(Image.open(run / "render_3x" / f"{i:03d}.png"), np.int32)
+        assert sr.shape == (96, 96, 3)
+        assert np.abs(sr[1::3, 1::3] - np.round(np.clip(rec[i], 0, 1) * 255)).max() <= 1
+    assert abs(out["psnr_1x_mean"] - gt.evaluate(params, x[:4], MC)["psnr"]) < 0.01
+    assert main(["ginr", "eval", "--run-dir", str(run), "--data", "png20", "--limit", "5"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["images"] == 5 and abs(ev["psnr"] - gt.evaluate(params, x[:5], MC)["psnr"]) < 1e-9
+    # clear errors: not a run directory, an image of another size, a bad scale
+    assert main(["ginr", "render", "--run-dir", str(tmp_path / "none")]) == 2
+    assert "no config.json here" in capsys.readouterr().err
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(big)
+    assert main(["ginr", "render", "--run-dir", str(run), "--images", str(big)]) == 2
+    assert "big.png: image is 48x40, the model works on 32x32 images" in capsys.readouterr().err
+    assert main(["ginr", "render", "--run-dir", str(run), "--scale", "17"]) == 2
+    assert "scale must be an int in [1, 16], got 17" in capsys.readouterr().err
+
+
 def test_tour_stage_quick(tmp_path):
     from jaxsys.ginr.tour import run_stage
     r = run_stage(tmp_path / "ginr", quick=True)
