@@ -92,7 +92,7 @@ def _render(args) -> int:
     x = x_u8.astype(np.float32) / 255.0
     rec, sr = gt.render_1x_sx(params, x, mc, args.scale)  # checks the scale and the image shape
     out = Path(args.out) if args.out else Path(args.run_dir) / f"render_{args.scale}x.png"
-    gt.save_reconstructions(params, x_u8, mc, out, n=len(x_u8), scale=args.scale)
+    gt.save_reconstructions(params, x_u8, mc, out, n=len(x_u8), scale=args.scale, rendered=(rec, sr))
     each = out.with_suffix("")  # the renderings themselves, one PNG per image
     for i, img in enumerate(sr):
         buf = io.BytesIO()

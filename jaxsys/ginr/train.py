@@ -180,14 +180,15 @@ def render_1x_sx(params: dict, images: np.ndarray, mc: gm.GinrConfig, scale: int
 
 
 def save_reconstructions(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig, path: Path,
-                         n: int = 8, scale: int = 2) -> Path:
-    """PNG grid: rows original / reconstruction / super-resolved rendering (`scale` x), for n images."""
+                         n: int = 8, scale: int = 2, rendered: tuple | None = None) -> Path:
+    """PNG grid: rows original / reconstruction / super-resolved rendering (`scale` x), for n images
+    (`rendered`: render_1x_sx's output for these n images, if the caller has it already)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     x = np.asarray(images_u8[:n], np.float32) / 255.0
     gm.check_images(x, mc, "save_reconstructions")
-    rec, sr = render_1x_sx(params, x, mc, scale)
+    rec, sr = render_1x_sx(params, x, mc, scale) if rendered is None else rendered
     n = len(x)
     fig, ax = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
     for j in range(n):

@@ -1,8 +1,9 @@
 """HTTP chat API for a GPT model on FastAPI + uvicorn.
 
 Endpoints: POST /microgpt/v1/generate, POST /microgpt/v1/chat, POST /v1/chat/completions (OpenAI
-compatible, incl. `stream: true` server-sent events and `stop` sequences), GET /v1/models, GET /healthz. Errors are JSON
-`{"error": {"message", "type", "param", "code"}}` (the OpenAI error shape).
+compatible, incl. `stream: true` server-sent events and `stop` sequences), GET /v1/models,
+GET /healthz. Errors are JSON `{"error": {"message", "type", "param", "code"}}` (the OpenAI error
+shape).
 
 Concurrency: every request becomes one or more rows that an asyncio batcher task places into the free
 slots of a fixed-size decode batch (`ServeConfig.max_batch`); the batch advances `chunk_steps` jitted
@@ -237,10 +238,16 @@ class StopText:
             self.hit = True
             out, self.buf = self.buf[:min(found)], ""
             return out
-        keep = next((k for k in range(min(len(self.buf), max(map(len, self.stops), default=1) - 1), 0, -1)
-                     if any(s.startswith(self.buf[-k:]) for s in self.stops)), 0)
-        out, self.buf = self.buf[:len(self.buf) - keep], self.buf[len(self.buf) - keep:]
+        cut = len(self.buf) - self._held_tail()
+        out, self.buf = self.buf[:cut], self.buf[cut:]
         return out
+
+    def _held_tail(self) -> int:
+        """Length of the longest end of buf that begins a stop sequence (it could still complete one)."""
+        for k in range(min(len(self.buf), max((len(s) for s in self.stops), default=1) - 1), 0, -1):
+            if any(s.startswith(self.buf[-k:]) for s in self.stops):
+                return k
+        return 0
 
     def flush(self) -> str:
         out, self.buf = ("" if self.hit else self.buf), ""
