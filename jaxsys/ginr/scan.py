@@ -234,11 +234,17 @@ _ssm_chunked_tm.defvjp(_ssm_chunked_fwd, _ssm_chunked_bwd)
 GROUP_STATE_ELEMS = 16384   # batch rows per group: the per-step state [rows, N, D] is about 64 KiB
 
 
-def batch_groups(batch: int, d_state: int, channels: int) -> int:
-    """Number of batch groups the chunked sequential scan runs one after another: the largest divisor
-    of `batch` with rows * N * D <= GROUP_STATE_ELEMS (at least one row). On the 2-core CPU a chunk's
-    [c, rows, N, D] buffers then stay in cache. Session 3, whole fast train step (B=32, D=256):
-    73.0 img/s with 8 groups of 4 rows vs 63.9 with 4 groups of 8 and 68.4 with 16 of 2."""
+def batch_groups(batch: int, d_state: int, channels: int, backend: str | None = None) -> int:
+    """Number of batch groups the chunked sequential scan runs one after another: on CPU the largest
+    divisor of `batch` with rows * N * D <= GROUP_STATE_ELEMS (at least one row), so that a chunk's
+    [c, rows, N, D] buffers stay in cache. Session 3, whole fast train step (B=32, D=256, 2-core CPU):
+    73.0 img/s with 8 groups of 4 rows vs 63.9 with 4 groups of 8 and 68.4 with 16 of 2.
+    On any other backend (default: jax.default_backend()) one group: there every scan step is a
+    kernel launch, and groups run one after another would multiply the launches with nothing to gain
+    from a cache (a reasoned default, not measured: no GPU was available; the grouping does not
+    change the results)."""
+    if (backend or jax.default_backend()) != "cpu":
+        return 1
     rows = max(1, GROUP_STATE_ELEMS // (d_state * channels))
     rows = max(r for r in range(1, min(rows, batch) + 1) if batch % r == 0)
     return batch // rows

@@ -70,6 +70,8 @@ def test_batch_groups_rule():
     assert gscan.batch_groups(32, 16, 256) == 8 and gscan.batch_groups(32, 16, 512) == 16
     assert gscan.batch_groups(10, 16, 32) == 1 and gscan.batch_groups(7, 16, 4096) == 7
     assert gscan.batch_groups(12, 16, 512) == 6      # 2 rows fit, 12 % 2 == 0
+    assert gscan.batch_groups(32, 16, 512, backend="gpu") == 1  # off CPU: one group, fewer launches
+    assert gscan.batch_groups(32, 16, 512, backend="cpu") == 16
 
 
 def test_associative_equals_sequential_float32():
