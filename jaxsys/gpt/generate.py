@@ -3,9 +3,11 @@
 Every row of a batch is a request: its prompt followed by the tokens generated so far live in one
 `[B, T + 1]` buffer (T = block_size; as in the reference, the token sampled after position T - 1 is
 still emitted, it is just never fed back). One decode step feeds, for every active row, the token at that row's
-position `pos` and writes its keys/values into the cache at `pos`; the prompt is fed token by token
-(teacher forced) through the same step, so rows with different prompt lengths and rows that joined the
-batch at different times advance together with static shapes. The loop is a `lax.while_loop`.
+position `pos` and writes its keys/values into the cache at `pos`, so rows with different prompt
+lengths and rows that joined the batch at different times advance together with static shapes. The
+loop is a `lax.while_loop`. A new row's prompt, all but its last token, is fed first in one causal
+pass (`prefill_row`, compiled per power-of-two prompt length); a prompt can also simply be fed token
+by token (teacher forced) through the decode step, with the same result.
 
 Sampling follows the convention shared with the float64 numpy inference model
 (`jaxsys.gpt.inference`): probs = softmax(logits / temperature); with one uniform u per generated
@@ -88,6 +90,65 @@ def decode_step(params: dict, kv: KVCache, tok_B, pos_B, cfg: GPTConfig, attn_le
         x = x + jax.nn.relu(h @ params[p + "mlp_fc1"].T) @ params[p + "mlp_fc2"].T
         new_kv.append((ck, cv))
     return x @ params["lm_head"].T, tuple(new_kv)
+
+
+def _prefill(params: dict, kv: KVCache, tok_L, row, cfg: GPTConfig, length: int) -> KVCache:
+    """Keys and values of one row's first `length` positions from its tokens tok_L [length] in one
+    causal pass (the same maths as `length` decode steps), written into that row of the cache.
+    Positions past the real prompt hold values of pad tokens; they are never read, because a decode
+    step writes position p before it attends to it."""
+    H, D = cfg.n_head, cfg.head_dim
+    x = _rmsnorm(params["wte"][tok_L] + params["wpe"][:length])
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    new_kv = []
+    for i in range(cfg.n_layer):
+        p = f"layer{i}."
+        ck, cv = kv[i]
+        h = _rmsnorm(x)
+        q = (h @ params[p + "attn_wq"].T).reshape(length, H, D)
+        k = (h @ params[p + "attn_wk"].T).reshape(length, H, D)
+        v = (h @ params[p + "attn_wv"].T).reshape(length, H, D)
+        zero = jnp.zeros((), row.dtype)
+        start = (row, zero, zero, zero)
+        ck = lax.dynamic_update_slice(ck, jnp.transpose(k, (1, 0, 2))[None].astype(ck.dtype), start)
+        cv = lax.dynamic_update_slice(cv, jnp.transpose(v, (1, 0, 2))[None].astype(cv.dtype), start)
+        new_kv.append((ck, cv))
+        if i == cfg.n_layer - 1:
+            break  # the last layer's output is not needed for any cached key or value
+        s = jnp.einsum("lhd,mhd->hlm", q, k) / math.sqrt(D)
+        a = jax.nn.softmax(jnp.where(causal[None], s, -jnp.inf), axis=-1)
+        o = jnp.einsum("hlm,mhd->lhd", a, v).reshape(length, H * D)
+        x = x + o @ params[p + "attn_wo"].T
+        h = _rmsnorm(x)
+        x = x + jax.nn.relu(h @ params[p + "mlp_fc1"].T) @ params[p + "mlp_fc2"].T
+    return tuple(new_kv)
+
+
+prefill = jax.jit(_prefill, static_argnames=("cfg", "length"), donate_argnames=("kv",))
+
+
+def prefill_buckets(cfg: GPTConfig) -> list[int]:
+    """Prompt lengths compiled for by `prefill_row`: 16, 32, ... below block_size, then block_size."""
+    out, n = [], 16
+    while n < cfg.block_size:
+        out.append(n)
+        n *= 2
+    return out + [cfg.block_size]
+
+
+def prefill_row(params: dict, kv: KVCache, hs: "HostState", row: int, cfg: GPTConfig) -> KVCache:
+    """Feed a freshly placed row's prompt, all but its last token, in one pass (instead of one decode
+    step per token); the row then continues at its last prompt token as if it had been fed one by
+    one. Rows with a one-token prompt, or already under way, are left as they are."""
+    n = int(hs.prompt_len[row])
+    if n < 2 or int(hs.pos[row]) != 0:
+        return kv
+    length = next(b for b in prefill_buckets(cfg) if b >= n - 1)
+    tok = np.zeros(length, np.int32)
+    tok[:n - 1] = hs.tokens[row, :n - 1]
+    kv = prefill(params, kv, jnp.asarray(tok), jnp.int32(row), cfg=cfg, length=length)
+    hs.pos[row] = n - 1
+    return kv
 
 
 def sample_tokens(logits_BxV, temperature_B, u_B):
@@ -293,9 +354,12 @@ def generate_batch(params: dict, cfg: GPTConfig, prompts: Sequence[Sequence[int]
         u = default_uniforms(int(seeds[b]), T) if uniforms is None else np.asarray(uniforms[b])
         hs.place(b, p, max_new_tokens, 0.0 if greedy else float(temperature), u, stop_ids)
     dev_params = to_device_params(params, dtype)
+    kv = init_kv(cfg, B, dtype)
+    for b in range(n):
+        kv = prefill_row(dev_params, kv, hs, b, cfg)
     # fed positions stay below len(prompt) + max_new - 1
     need = max(len(p) + int(hs.max_new[b]) - 1 for b, p in enumerate(checked))
-    kv, st = advance(dev_params, init_kv(cfg, B, dtype), hs.to_device(), jnp.int32(T + 1), cfg=cfg,
+    kv, st = advance(dev_params, kv, hs.to_device(), jnp.int32(T + 1), cfg=cfg,
                      attn_len=attn_bucket(cfg, need))
     hs.update_from(st)
     return [finish_reason(hs.generated(b), stop_ids) for b in range(n)]

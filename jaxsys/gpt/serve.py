@@ -35,7 +35,8 @@ from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt import chat as chatlib
 from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.generate import (HostState, advance, attn_bucket, attn_buckets, default_uniforms,
-                                 finish_reason, init_kv, room, to_device_params)
+                                 finish_reason, init_kv, prefill, prefill_buckets, prefill_row, room,
+                                 to_device_params)
 from jaxsys.gpt.tokenizer import Tokenizer
 
 log = logging.getLogger("jaxsys.gpt.serve")
@@ -105,9 +106,13 @@ class Batcher:
         self.chunk_seconds = 0.0  # time inside jitted chunks
 
     def warmup(self) -> None:
-        """Compile the decode chunk for every attention bucket (all rows idle: returns at once)."""
+        """Compile the decode chunk for every attention bucket (all rows idle: returns at once) and the
+        prompt prefill for every prompt bucket (into row 0, which the next placed row overwrites)."""
         for a in attn_buckets(self.cfg):
             self._run_chunk(a)
+        for n in prefill_buckets(self.cfg):
+            self.kv = prefill(self.params, self.kv, jnp.zeros(n, jnp.int32), jnp.int32(0), cfg=self.cfg,
+                              length=n)
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -155,6 +160,7 @@ class Batcher:
         b = self.slots.index(None)
         u = default_uniforms(row.seed, self.cfg.block_size)
         self.hs.place(b, row.prompt, row.max_new, row.temperature, u, row.stop_ids)
+        self.kv = prefill_row(self.params, self.kv, self.hs, b, self.cfg)  # the prompt in one pass
         self.slots[b] = row
         self.dirty = True
 

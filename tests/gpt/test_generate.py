@@ -51,6 +51,28 @@ PROMPTS = [[11], [11, 8, 0, 1, 2, 10, 9], [11, 8, 3, 3, 10, 9, 4, 10, 8, 5, 6, 7
 STOPS = (10, 11)
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 17, 24])  # 24 = block_size: prefilled in the last bucket
+def test_prefill_equals_token_by_token_feeding(params, n):
+    """prefill_row writes the same keys/values for positions 0..n-2 as n - 1 decode steps, and leaves
+    the row at its last prompt token; a one-token prompt is left to the decode step."""
+    dev = G.to_device_params(params, jnp.float64)
+    prompt = list(np.random.default_rng(n).integers(0, CFG.vocab_size, n))
+    states = []
+    for _ in range(2):
+        hs = G.HostState(CFG, 2, np.float64)
+        hs.place(1, prompt, 1, 0.0, np.zeros(CFG.block_size), [])
+        states.append(hs)
+    kv_a = G.prefill_row(dev, G.init_kv(CFG, 2, jnp.float64), states[0], 1, CFG)
+    assert int(states[0].pos[1]) == max(n - 1, 0)
+    kv_b, st = G.advance(dev, G.init_kv(CFG, 2, jnp.float64), states[1].to_device(), jnp.int32(n - 1),
+                         cfg=CFG, attn_len=CFG.block_size)
+    assert int(st.pos[1]) == n - 1
+    for (ka, va), (kb, vb) in zip(kv_a, kv_b):
+        for a, b in ((ka, kb), (va, vb)):
+            np.testing.assert_allclose(np.asarray(a[1, :, :n - 1]), np.asarray(b[1, :, :n - 1]),
+                                       rtol=1e-12, atol=1e-12)
+
+
 def test_decode_step_logits_equal_tensor_forward(params):
     """Feeding a sequence token by token through the KV cache gives the full forward's logits."""
     tokens = np.array([[11, 8, 0, 1, 2, 10, 9, 3, 4, 5, 6, 7, 0, 0, 1]])
