@@ -100,6 +100,7 @@ class Batcher:
         self.task: asyncio.Task | None = None
         self.dev_state = None  # the DecodeState on device; re-uploaded only after slot changes
         self.dirty = True
+        self.to_prefill: list[int] = []  # slots placed since the last chunk, prompts not yet fed
         self.steps = 0  # jitted chunks run (for /healthz and tests)
         self.max_active = 0  # most rows decoded together so far
         self.rows_decoded = 0  # sum over chunks of the rows in flight (mean batch occupancy)
@@ -143,6 +144,9 @@ class Batcher:
 
     def _run_chunk(self, attn_len: int | None = None) -> None:
         t0 = time.perf_counter()
+        for b in self.to_prefill:  # rows placed since the last chunk (moves them to their last prompt token)
+            self.kv = prefill_row(self.params, self.kv, self.hs, b, self.cfg)
+        self.to_prefill.clear()
         if attn_len is None:  # cover every position an active row can feed during this chunk
             active = ~self.hs.done
             need = int(self.hs.pos[active].max()) + self.scfg.chunk_steps + 1 if active.any() else 1
@@ -160,7 +164,7 @@ class Batcher:
         b = self.slots.index(None)
         u = default_uniforms(row.seed, self.cfg.block_size)
         self.hs.place(b, row.prompt, row.max_new, row.temperature, u, row.stop_ids)
-        self.kv = prefill_row(self.params, self.kv, self.hs, b, self.cfg)  # the prompt in one pass
+        self.to_prefill.append(b)  # its prompt goes in one pass, in the worker thread, before the chunk
         self.slots[b] = row
         self.dirty = True
 
@@ -206,6 +210,7 @@ class Batcher:
                         self.slots[b] = None
                 self.hs.done[:] = True
                 self.dirty = True
+                self.to_prefill.clear()
                 self.kv = init_kv(self.cfg, self.scfg.max_batch, self.dtype)
                 continue
             self._emit()
