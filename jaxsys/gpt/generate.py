@@ -57,6 +57,16 @@ def _rmsnorm(x):
     return x * lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + RMS_EPS)
 
 
+def _qkv(params: dict, p: str, h, n: int, cfg: GPTConfig):
+    """Layer p's queries, keys and values of n rows h [n, C], each [n, n_head, head_dim]."""
+    return tuple((h @ params[p + f"attn_w{c}"].T).reshape(n, cfg.n_head, cfg.head_dim) for c in "qkv")
+
+
+def _mlp_residual(params: dict, p: str, x):
+    """x + fc2(relu(fc1(rmsnorm(x)))) of layer p."""
+    return x + jax.nn.relu(_rmsnorm(x) @ params[p + "mlp_fc1"].T) @ params[p + "mlp_fc2"].T
+
+
 def decode_step(params: dict, kv: KVCache, tok_B, pos_B, cfg: GPTConfig, attn_len: int | None = None):
     """Feed one token per row at that row's position; returns (logits_BxV, updated cache).
 
@@ -75,19 +85,14 @@ def decode_step(params: dict, kv: KVCache, tok_B, pos_B, cfg: GPTConfig, attn_le
     for i in range(cfg.n_layer):
         p = f"layer{i}."
         ck, cv = kv[i]
-        h = _rmsnorm(x)
-        q = (h @ params[p + "attn_wq"].T).reshape(B, H, D)
-        k = (h @ params[p + "attn_wk"].T).reshape(B, H, D)
-        v = (h @ params[p + "attn_wv"].T).reshape(B, H, D)
+        q, k, v = _qkv(params, p, _rmsnorm(x), B, cfg)
         ck = ck.at[rows, :, pos_B, :].set(k.astype(ck.dtype))
         cv = cv.at[rows, :, pos_B, :].set(v.astype(cv.dtype))
         s = jnp.einsum("bhd,bhtd->bht", q, ck[:, :, :A]) / math.sqrt(D)
         s = jnp.where(visible_BxT[:, None, :], s, -jnp.inf)
         a = jax.nn.softmax(s, axis=-1)
         o = jnp.einsum("bht,bhtd->bhd", a, cv[:, :, :A]).reshape(B, H * D)
-        x = x + o @ params[p + "attn_wo"].T
-        h = _rmsnorm(x)
-        x = x + jax.nn.relu(h @ params[p + "mlp_fc1"].T) @ params[p + "mlp_fc2"].T
+        x = _mlp_residual(params, p, x + o @ params[p + "attn_wo"].T)
         new_kv.append((ck, cv))
     return x @ params["lm_head"].T, tuple(new_kv)
 
@@ -104,10 +109,7 @@ def _prefill(params: dict, kv: KVCache, tok_L, row, cfg: GPTConfig, length: int)
     for i in range(cfg.n_layer):
         p = f"layer{i}."
         ck, cv = kv[i]
-        h = _rmsnorm(x)
-        q = (h @ params[p + "attn_wq"].T).reshape(length, H, D)
-        k = (h @ params[p + "attn_wk"].T).reshape(length, H, D)
-        v = (h @ params[p + "attn_wv"].T).reshape(length, H, D)
+        q, k, v = _qkv(params, p, _rmsnorm(x), length, cfg)
         zero = jnp.zeros((), row.dtype)
         start = (row, zero, zero, zero)
         ck = lax.dynamic_update_slice(ck, jnp.transpose(k, (1, 0, 2))[None].astype(ck.dtype), start)
@@ -118,22 +120,25 @@ def _prefill(params: dict, kv: KVCache, tok_L, row, cfg: GPTConfig, length: int)
         s = jnp.einsum("lhd,mhd->hlm", q, k) / math.sqrt(D)
         a = jax.nn.softmax(jnp.where(causal[None], s, -jnp.inf), axis=-1)
         o = jnp.einsum("hlm,mhd->lhd", a, v).reshape(length, H * D)
-        x = x + o @ params[p + "attn_wo"].T
-        h = _rmsnorm(x)
-        x = x + jax.nn.relu(h @ params[p + "mlp_fc1"].T) @ params[p + "mlp_fc2"].T
+        x = _mlp_residual(params, p, x + o @ params[p + "attn_wo"].T)
     return tuple(new_kv)
 
 
 prefill = jax.jit(_prefill, static_argnames=("cfg", "length"), donate_argnames=("kv",))
 
 
-def prefill_buckets(cfg: GPTConfig) -> list[int]:
-    """Prompt lengths compiled for by `prefill_row`: 16, 32, ... below block_size, then block_size."""
-    out, n = [], 16
-    while n < cfg.block_size:
+def _buckets(first: int, block_size: int) -> list[int]:
+    """first, 2 first, 4 first, ... below block_size, then block_size (few compiled shapes)."""
+    out, n = [], first
+    while n < block_size:
         out.append(n)
         n *= 2
-    return out + [cfg.block_size]
+    return out + [block_size]
+
+
+def prefill_buckets(cfg: GPTConfig) -> list[int]:
+    """Prompt lengths compiled for by `prefill_row`: 16, 32, ... below block_size, then block_size."""
+    return _buckets(16, cfg.block_size)
 
 
 def prefill_row(params: dict, kv: KVCache, hs: "HostState", row: int, cfg: GPTConfig) -> KVCache:
@@ -206,11 +211,7 @@ advance = jax.jit(_advance, static_argnames=("cfg", "attn_len"), donate_argnames
 
 def attn_buckets(cfg: GPTConfig) -> list[int]:
     """Attention lengths compiled for: 64, 128, ... below block_size, then block_size."""
-    out, n = [], 64
-    while n < cfg.block_size:
-        out.append(n)
-        n *= 2
-    return out + [cfg.block_size]
+    return _buckets(64, cfg.block_size)
 
 
 def attn_bucket(cfg: GPTConfig, need: int) -> int:
