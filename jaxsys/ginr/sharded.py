@@ -123,13 +123,7 @@ def train_sharded(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, 
     metrics = MetricsWriter(run_dir / "metrics.jsonl") if lead else None
     batches = gdata.Batches(train_images, tc.batch_size, tc.num_sample_coords, tc.seed, start, prefetch=1)
     bar = Progress(total=tc.steps, desc=f"ginr [{mesh_cfg}]", initial=start, disable=not (progress and lead))
-    step, clock = start, StepClock(train_seconds)
-    newest = {"state": state}  # the latest dispatched state (see ginr.train.train)
-
-    def dispatch(st, batch):
-        out = sg.step(st, batch)
-        newest["state"] = out[0]
-        return out
+    step, clock = start, StepClock(train_seconds, state)
     try:
         last = min(tc.stop_at or tc.steps, tc.steps)
         while step < last and not (tc.max_seconds and train_seconds >= tc.max_seconds):
@@ -137,7 +131,7 @@ def train_sharded(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, 
             if clock.compile_seconds is None:
                 check_batch(full, mc)
             state, rec = timed_step(
-                lambda: dispatch(state, sg.batch({k: v[rows] for k, v in full.items()}, tc.batch_size)),
+                lambda: sg.step(state, sg.batch({k: v[rows] for k, v in full.items()}, tc.batch_size)),
                 clock, step, tc.batch_size, fetch=sh.to_host)
             step, loss, train_seconds = rec["step"], rec["loss"], clock.train_seconds
             if tc.eval_every and step % tc.eval_every == 0:
@@ -170,7 +164,7 @@ def train_sharded(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, 
     except KeyboardInterrupt:
         bar.close()
         if jax.process_count() == 1:  # with several processes a save is collective: the others may be gone
-            save_on_interrupt(ckpt, newest["state"], start,
+            save_on_interrupt(ckpt, clock.newest_state, start,
                               {"train_seconds": clock.train_seconds, "mesh": str(mesh_cfg)}, log)
         else:
             log(f"interrupted at step {step}: no checkpoint on Ctrl-C with several processes; the last "

@@ -249,11 +249,13 @@ def save_curve(records: list[dict], path: Path, title: str = "") -> Path:
 
 class StepClock:
     """Training time of a loop (`train`, `jaxsys.ginr.sharded.train_sharded`): the first step of a
-    (re)started run compiles and is timed apart, as compile_seconds."""
+    (re)started run compiles and is timed apart, as compile_seconds. `newest_state` is the state of
+    the latest dispatched step (timed_step sets it before waiting), what Ctrl-C saves."""
 
-    def __init__(self, train_seconds: float = 0.0):
+    def __init__(self, train_seconds: float = 0.0, state=None):
         self.train_seconds = train_seconds
         self.compile_seconds: float | None = None
+        self.newest_state = state
 
     def add(self, dt: float) -> None:
         if self.compile_seconds is None:
@@ -269,6 +271,7 @@ def timed_step(step_fn: Callable[[], tuple], clock: StepClock, step: int, batch_
     loss is not finite."""
     t0 = time.perf_counter()
     state, m = step_fn()
+    clock.newest_state = state  # dispatched, not yet run: valid even if Ctrl-C hits while we wait
     loss = float(fetch(m["loss"]))
     dt = time.perf_counter() - t0
     clock.add(dt)
@@ -350,21 +353,15 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
     records: list[dict] = []
     batches = gdata.Batches(train_images, tc.batch_size, tc.num_sample_coords, tc.seed, start, tc.prefetch)
     bar = Progress(total=tc.steps, desc="ginr", initial=start, disable=not progress)
-    clock = StepClock(train_seconds)
+    clock = StepClock(train_seconds, state)
     step = start
-    newest = {"state": state}  # the latest dispatched state: still valid when Ctrl-C hits mid-step
-
-    def dispatch(st, batch):
-        out = train_step(st, batch, mc, step_key)  # asynchronous: returns before the step has run
-        newest["state"] = out[0]
-        return out
     try:
         last = tc.stop_at or tc.steps
         while step < min(last, tc.steps) and not (tc.max_seconds and train_seconds >= tc.max_seconds):
             batch = next(batches)
             if clock.compile_seconds is None:
                 check_batch(batch, mc)
-            state, rec = timed_step(lambda: dispatch(state, batch), clock, step, tc.batch_size)
+            state, rec = timed_step(lambda: train_step(state, batch, mc, step_key), clock, step, tc.batch_size)
             step, loss, train_seconds = rec["step"], rec["loss"], clock.train_seconds
             bar.set(loss=loss, psnr=rec["train_psnr"], img_s=round(rec["images_per_s"], 1))
             bar.update()
@@ -397,7 +394,7 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
         return summary
     except KeyboardInterrupt:
         bar.close()
-        save_on_interrupt(ckpt, newest["state"], start, {"train_seconds": clock.train_seconds}, log)
+        save_on_interrupt(ckpt, clock.newest_state, start, {"train_seconds": clock.train_seconds}, log)
         raise
     finally:
         batches.close()

@@ -320,7 +320,7 @@ def finish_reason(gen: list[int], stop_ids: Sequence[int]) -> Generation:
 def generate_batch(params: dict, cfg: GPTConfig, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                    temperature: float = 0.5, seeds: int | Sequence[int] = 42, stop_ids=(),
                    uniforms: Sequence[np.ndarray] | None = None, greedy: bool = False,
-                   dtype=jnp.float32) -> list[Generation]:
+                   dtype=jnp.float32, prefill: bool = True) -> list[Generation]:
     """Generate for several prompts at once (one jitted while_loop over a padded batch).
 
     Args:
@@ -330,6 +330,8 @@ def generate_batch(params: dict, cfg: GPTConfig, prompts: Sequence[Sequence[int]
       seeds: one seed, or one per prompt; row b draws `default_rng(seeds[b]).random(...)`.
       uniforms: explicit uniform draws per row (overrides seeds), for parity tests.
       greedy: argmax instead of sampling (also when temperature <= 0).
+      prefill: feed each prompt in one causal pass (prefill_row); False feeds it token by token
+        through the decode loop (same tokens; experiments/bench_prefill.py compares the two).
     Returns:
       one Generation per prompt (tokens without the stop token, and why it ended).
     """
@@ -356,7 +358,7 @@ def generate_batch(params: dict, cfg: GPTConfig, prompts: Sequence[Sequence[int]
         hs.place(b, p, max_new_tokens, 0.0 if greedy else float(temperature), u, stop_ids)
     dev_params = to_device_params(params, dtype)
     kv = init_kv(cfg, B, dtype)
-    for b in range(n):
+    for b in range(n if prefill else 0):
         kv = prefill_row(dev_params, kv, hs, b, cfg)
     # fed positions stay below len(prompt) + max_new - 1
     need = max(len(p) + int(hs.max_new[b]) - 1 for b, p in enumerate(checked))

@@ -60,9 +60,10 @@ def test_ctrl_c_saves_the_newest_step_and_resume_matches(tmp_path, monkeypatch):
     real = gt.timed_step
 
     def interrupted(step_fn, clock, step, *a, **kw):
-        if step == 2:  # step 3 was dispatched; the interrupt arrives while waiting for it
-            step_fn()
-            raise KeyboardInterrupt
+        if step == 2:  # step 3 is dispatched; the interrupt arrives while waiting for its loss
+            def fetch(x):
+                raise KeyboardInterrupt
+            return real(step_fn, clock, step, *a, fetch=fetch)
         return real(step_fn, clock, step, *a, **kw)
     monkeypatch.setattr(gt, "timed_step", interrupted)
     logged = []
