@@ -11,9 +11,9 @@ Before timing, the baselines are checked to compute the same update as the JAX r
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_autodecoder.py
 """
+
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -27,10 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch_autodecoder as base  # noqa: E402
 
-from jaxsys.autodecoder import model as M  # noqa: E402
 from jaxsys.autodecoder import recon  # noqa: E402
 from jaxsys.autodecoder.sampler import SamplerConfig, sample_jit  # noqa: E402
-from jaxsys.autodecoder.schedules import ScheduleConfig  # noqa: E402
 from jaxsys.autodecoder.train import TrainConfig, data_keys, init_states, train_burst  # noqa: E402
 from jaxsys.train.io import atomic_write_json  # noqa: E402
 
@@ -47,6 +45,7 @@ def _np_state(cfg: TrainConfig, dtype):
 def check_baselines(cfg: TrainConfig) -> float:
     """Max |diff| between numpy, torch and JAX microbatch after 3 micro-batches (float64)."""
     from jaxsys.autodecoder import schedules as S
+
     hp = cfg.sched
     mcfg = dataclasses.replace(cfg.model, dtype="float64")
     B = 32
@@ -76,14 +75,14 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "experiments/results/autodecoder.json"))
     args = ap.parse_args()
     import torch
+
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     base_cfg = TrainConfig()
     hp = base_cfg.sched
     jax.config.update("jax_enable_x64", True)
     max_diff = check_baselines(base_cfg)
-    print(f"baseline parity (numpy vs torch vs jax microbatch, float64, 3 micro-batches): "
-          f"max |diff| = {max_diff:.2e}")
+    print(f"baseline parity (numpy vs torch vs jax microbatch, float64, 3 micro-batches): max |diff| = {max_diff:.2e}")
     jax.config.update("jax_enable_x64", False)
 
     jax_alts = {
@@ -108,6 +107,7 @@ def main() -> int:
             st["s"], loss, _ = train_burst(st["s"], keys, cfg=cfg, n_steps=n)
             loss.block_until_ready()
             return n * cfg.batch_size
+
         runners[name] = run
 
     # baselines on pre-drawn float32 samples
@@ -132,6 +132,7 @@ def main() -> int:
         Ws, bs, Z = _np_state(base_cfg, np.float32)
         base.torch_autograd_strict(Ws, bs, Z, enc[:n], t[:n], s[:n], *lr)
         return n
+
     runners["numpy per-sample loop (microbatch rule)"] = np_run
     runners["torch per-sample loop (microbatch rule)"] = torch_run
     runners["torch autograd per-sample loop (strict)"] = torch_ag_run
@@ -151,8 +152,10 @@ def main() -> int:
     st = init_states(cfg)
     z = st["Z"][0]
     rec = {}
-    for name, fn in [("row-batched (256 forwards of B=256)", recon.render_rows),
-                     ("whole image (vmapped)", recon.render_image)]:
+    for name, fn in [
+        ("row-batched (256 forwards of B=256)", recon.render_rows),
+        ("whole image (vmapped)", recon.render_image),
+    ]:
         fn(st["params"], z, cfg.model, 256).block_until_ready()
         ts = []
         for _ in range(7):
@@ -169,14 +172,24 @@ def main() -> int:
     for k, v in rec.items():
         print(f"  {k:<40} {v:8.2f} ms")
     result = {
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
-        f"{threads} CPU cores (shared)", "jax": jax.__version__, "torch": torch.__version__,
-        "torch_threads": threads, "config": {"hidden": list(cfg.model.hidden), "latent_dim":
-                                             cfg.model.latent_dim, "num_freqs": cfg.model.num_freqs,
-                                             "batch": cfg.batch_size, "dtype": cfg.model.dtype},
-        "rounds": args.rounds, "samples_per_s_median": med, "samples_per_s_all": rates,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {threads} CPU cores (shared)",
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+        "torch_threads": threads,
+        "config": {
+            "hidden": list(cfg.model.hidden),
+            "latent_dim": cfg.model.latent_dim,
+            "num_freqs": cfg.model.num_freqs,
+            "batch": cfg.batch_size,
+            "dtype": cfg.model.dtype,
+        },
+        "rounds": args.rounds,
+        "samples_per_s_median": med,
+        "samples_per_s_all": rates,
         "ratio_vs_numpy": {k: v / ref for k, v in med.items()},
-        "recon_256_ms_median": rec, "baseline_parity_max_abs_diff_f64": max_diff,
+        "recon_256_ms_median": rec,
+        "baseline_parity_max_abs_diff_f64": max_diff,
         "command": "flock /tmp/jaxsys-heavy.lock python experiments/bench_autodecoder.py",
     }
     atomic_write_json(args.out, result)

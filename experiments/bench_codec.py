@@ -15,10 +15,10 @@ empirical categorical model (its model table is not counted in its size).
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_codec.py --gpt runs/codec-model,runs/gpt-names
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import lzma
 import platform
 import statistics
@@ -39,7 +39,7 @@ from jaxsys.train.io import atomic_write_json
 
 try:
     import constriction
-except ImportError:   # bench extra
+except ImportError:  # bench extra
     constriction = None
 try:
     import zstandard
@@ -66,18 +66,28 @@ def _jaxsys_methods(lanes_list, tile):
     for L in lanes_list:
         kw = dict(tile_shape=(tile, tile), lanes=L, prob_bits=14)
         tag = f"jaxsys L={L}"
-        ms.append(Method(f"{tag} jax", lambda xs, kw=kw: [fmt.encode_layer(x, **kw) for x in xs],
-                         lambda bl: [D.decode_layer(b) for b in bl], lambda bl: sum(map(len, bl))))
+        ms.append(
+            Method(
+                f"{tag} jax",
+                lambda xs, kw=kw: [fmt.encode_layer(x, **kw) for x in xs],
+                lambda bl: [D.decode_layer(b) for b in bl],
+                lambda bl: sum(map(len, bl)),
+            )
+        )
     return ms
 
 
 def _group_methods(lane_symbols, tile):
     ms = []
     for k in lane_symbols:
-        ms.append(Method(f"jaxsys shared table, lanes>={k} sym",
-                         lambda xs, k=k: [G.encode_group(xs, (tile, tile), 32, None,
-                                                         min_lane_symbols=k)],
-                         lambda bl: D.decode_group(bl[0]), lambda bl: len(bl[0])))
+        ms.append(
+            Method(
+                f"jaxsys shared table, lanes>={k} sym",
+                lambda xs, k=k: [G.encode_group(xs, (tile, tile), 32, None, min_lane_symbols=k)],
+                lambda bl: D.decode_group(bl[0]),
+                lambda bl: len(bl[0]),
+            )
+        )
     return ms
 
 
@@ -110,12 +120,17 @@ def _constriction():
 
     def dec(st):
         return [constriction.stream.stack.AnsCoder(w).decode(m, n).astype(np.uint8) for w, m, n in st]
+
     return Method("constriction ANS", enc, dec, lambda st: sum(w.nbytes for w, _, _ in st))
 
 
 def _generic(name, c, d):
-    return Method(name, lambda xs: [c(x.tobytes()) for x in xs],
-                  lambda st: [np.frombuffer(d(b), np.uint8) for b in st], lambda st: sum(map(len, st)))
+    return Method(
+        name,
+        lambda xs: [c(x.tobytes()) for x in xs],
+        lambda st: [np.frombuffer(d(b), np.uint8) for b in st],
+        lambda st: sum(map(len, st)),
+    )
 
 
 def run_dataset(name, arrays, repeats, lanes_list, tile, group_lane_symbols=()):
@@ -137,8 +152,9 @@ def run_dataset(name, arrays, repeats, lanes_list, tile, group_lane_symbols=()):
     for m in methods:
         out = m.dec(states[m.name])
         for o, a, b in zip(out, arrays, u8):
-            ok = np.array_equal(np.asarray(o).reshape(-1), np.asarray(a).reshape(-1)) or \
-                np.array_equal(np.asarray(o).reshape(-1), b.reshape(-1))
+            ok = np.array_equal(np.asarray(o).reshape(-1), np.asarray(a).reshape(-1)) or np.array_equal(
+                np.asarray(o).reshape(-1), b.reshape(-1)
+            )
             if not ok:
                 raise AssertionError(f"{m.name} failed to round-trip {name}")
     jblobs = states[f"jaxsys L={lanes_list[0]} jax"]
@@ -147,8 +163,15 @@ def run_dataset(name, arrays, repeats, lanes_list, tile, group_lane_symbols=()):
         gblob = states[methods[0].name][0]
         pooled = fmt.entropy_bits(G.group_symbols(gblob, arrays)) / 8
     packs = _kernel_only(jblobs)
-    kernel = lambda: [D._decode_kernel(p, n_lanes=k["n_lanes"], steps=k["steps"],  # noqa
-                                       prob_bits=k["prob_bits"]) for p, k in packs]
+    kernel = lambda: [
+        D._decode_kernel(
+            p,
+            n_lanes=k["n_lanes"],
+            steps=k["steps"],  # noqa
+            prob_bits=k["prob_bits"],
+        )
+        for p, k in packs
+    ]
     kernel()
     times = {m.name: {"enc": [], "dec": []} for m in methods}
     times["jaxsys kernel only"] = {"dec": []}
@@ -162,7 +185,7 @@ def run_dataset(name, arrays, repeats, lanes_list, tile, group_lane_symbols=()):
         times["jaxsys numpy-vectorised"]["dec"].append(_t(lambda: _np_vec(jblobs))[0])
     # scalar reference on one layer's first tile worth of symbols (it is ~1e3x slower)
     big = int(np.argmax([a.size for a in arrays]))
-    sub = np.ascontiguousarray(arrays[big].reshape(-1)[:tile * tile])
+    sub = np.ascontiguousarray(arrays[big].reshape(-1)[: tile * tile])
     sb = fmt.encode_layer(sub, (1, tile * tile), lanes_list[0], 14, allow_raw=False)
     t_ref, _ = _t(lambda: fmt.decode_layer_reference(sb))
     hbits = sum(coded_entropy_bits(a, b) for a, b in zip(arrays, jblobs))
@@ -172,21 +195,31 @@ def run_dataset(name, arrays, repeats, lanes_list, tile, group_lane_symbols=()):
         size = m.size(states[m.name])
         enc = statistics.median(times[m.name]["enc"])
         dec = statistics.median(times[m.name]["dec"])
-        row = {"method": m.name, "bytes": size, "ratio": raw / size,
-               "vs_entropy_pct": 100 * (size / bound - 1), "encode_MBps": raw / 1e6 / enc,
-               "decode_MBps": raw / 1e6 / dec}
+        row = {
+            "method": m.name,
+            "bytes": size,
+            "ratio": raw / size,
+            "vs_entropy_pct": 100 * (size / bound - 1),
+            "encode_MBps": raw / 1e6 / enc,
+            "decode_MBps": raw / 1e6 / dec,
+        }
         if pooled is not None:
             row["vs_pooled_pct"] = 100 * (size / pooled - 1)
         rows.append(row)
     for nm in ("jaxsys kernel only", "jaxsys numpy-vectorised"):
         rows.append({"method": nm, "decode_MBps": raw / 1e6 / statistics.median(times[nm]["dec"])})
-    rows.append({"method": "jaxsys numpy scalar reference (one tile)",
-                 "decode_MBps": sub.nbytes / 1e6 / t_ref})
+    rows.append({"method": "jaxsys numpy scalar reference (one tile)", "decode_MBps": sub.nbytes / 1e6 / t_ref})
     preds = [fmt.PREDICTOR_NAMES[fmt.parse_header(b).predictor] for b in jblobs]
-    return {"dataset": name, "layers": len(arrays), "raw_bytes": raw, "entropy_bound_bytes": bound,
-            "pooled_entropy_bound_bytes": pooled,
-            "predictors": {p: preds.count(p) for p in set(preds)}, "rows": rows,
-            "repeats": repeats}
+    return {
+        "dataset": name,
+        "layers": len(arrays),
+        "raw_bytes": raw,
+        "entropy_bound_bytes": bound,
+        "pooled_entropy_bound_bytes": pooled,
+        "predictors": {p: preds.count(p) for p in set(preds)},
+        "rows": rows,
+        "repeats": repeats,
+    }
 
 
 def gpt_arrays(model_dir: Path):
@@ -198,9 +231,12 @@ def gpt_arrays(model_dir: Path):
 
 def print_table(res):
     pooled = res.get("pooled_entropy_bound_bytes")
-    print(f"\n== {res['dataset']}: {res['layers']} layer(s), {res['raw_bytes']} bytes, entropy bound "
-          f"(sum of per-tensor H0) {res['entropy_bound_bytes']:.0f} B"
-          + (f", pooled-symbols H0 {pooled:.0f} B" if pooled else "") + f", predictors {res['predictors']}")
+    print(
+        f"\n== {res['dataset']}: {res['layers']} layer(s), {res['raw_bytes']} bytes, entropy bound "
+        f"(sum of per-tensor H0) {res['entropy_bound_bytes']:.0f} B"
+        + (f", pooled-symbols H0 {pooled:.0f} B" if pooled else "")
+        + f", predictors {res['predictors']}"
+    )
     print(f"{'method':<42} {'bytes':>10} {'ratio':>7} {'vs H0':>8} {'vs pooled':>9} {'enc MB/s':>9} {'dec MB/s':>9}")
     for r in res["rows"]:
         b = f"{r['bytes']:>10}" if "bytes" in r else " " * 10
@@ -213,20 +249,28 @@ def print_table(res):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gpt", default="runs/codec-model",
-                    help="folder(s), comma-separated, each with a jaxsys GPT weights.json")
-    ap.add_argument("--group-lane-symbols", default="4096,512",
-                    help="shared-table group blobs for (b): symbols per lane at least")
+    ap.add_argument(
+        "--gpt", default="runs/codec-model", help="folder(s), comma-separated, each with a jaxsys GPT weights.json"
+    )
+    ap.add_argument(
+        "--group-lane-symbols", default="4096,512", help="shared-table group blobs for (b): symbols per lane at least"
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--lanes", default="32,64,128")
     ap.add_argument("--out", default="experiments/results/codec.json")
     a = ap.parse_args(argv)
     lanes = [int(v) for v in a.lanes.split(",")]
-    results = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
-               "cpu_count": __import__("os").cpu_count(), "jax": jax.__version__,
-               "device": str(jax.devices()[0]), "datasets": []}
-    res = run_dataset("gaussian 2048x2048 int8 sigma=20, 64 tiles 256x256",
-                      [gaussian_int8(2048, 2048, 20.0)], a.repeats, lanes, 256)
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": __import__("os").cpu_count(),
+        "jax": jax.__version__,
+        "device": str(jax.devices()[0]),
+        "datasets": [],
+    }
+    res = run_dataset(
+        "gaussian 2048x2048 int8 sigma=20, 64 tiles 256x256", [gaussian_int8(2048, 2048, 20.0)], a.repeats, lanes, 256
+    )
     print_table(res)
     results["datasets"].append(res)
     gls = [int(v) for v in a.group_lane_symbols.split(",") if v]
@@ -236,8 +280,9 @@ def main(argv=None):
             print(f"(no GPT weights at {gdir}; dataset (b) skipped for it)")
             continue
         arrs, names = gpt_arrays(gdir)
-        res = run_dataset(f"GPT {gdir} int8 per-channel ({sum(x.size for x in arrs)} weights)",
-                          arrs, a.repeats, lanes, 256, gls)
+        res = run_dataset(
+            f"GPT {gdir} int8 per-channel ({sum(x.size for x in arrs)} weights)", arrs, a.repeats, lanes, 256, gls
+        )
         res["model_dir"] = str(gdir)
         print_table(res)
         results["datasets"].append(res)

@@ -18,6 +18,7 @@
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_compressed.py --model runs/codec-model
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ import time
 
 import jax
 
-jax.config.update("jax_num_cpu_devices", 2)   # a second CPU device for decode (before JAX starts)
+jax.config.update("jax_num_cpu_devices", 2)  # a second CPU device for decode (before JAX starts)
 import ml_dtypes
 import numpy as np
 
@@ -44,16 +45,24 @@ except ImportError:
 
 def ratios(params: dict) -> list[dict]:
     rows = []
-    for mode, dt in (("int8", np.float32), ("bf16 lossless", ml_dtypes.bfloat16),
-                     ("fp32 lossless", np.float32)):
+    for mode, dt in (("int8", np.float32), ("bf16 lossless", ml_dtypes.bfloat16), ("fp32 lossless", np.float32)):
         t = {k: np.asarray(v, np.float32).astype(dt) for k, v in params.items()}
         raw = sum(v.nbytes for v in t.values())
         data = store.encode_store(t, mode="int8" if mode == "int8" else "lossless")
         st = store.Store(data)
-        blobs = sum(len(st.part(n, i)) for n in st.names for i in range(len(st.entry(n)["parts"]))
-                    if not (st.entry(n)["kind"] == "q8" and i == 1))
-        row = {"mode": mode, "raw_bytes": raw, "bytes": len(data), "pct_of_raw": 100 * len(data) / raw,
-               "blob_bytes": blobs}
+        blobs = sum(
+            len(st.part(n, i))
+            for n in st.names
+            for i in range(len(st.entry(n)["parts"]))
+            if not (st.entry(n)["kind"] == "q8" and i == 1)
+        )
+        row = {
+            "mode": mode,
+            "raw_bytes": raw,
+            "bytes": len(data),
+            "pct_of_raw": 100 * len(data) / raw,
+            "blob_bytes": blobs,
+        }
         if mode != "int8":
             nb = np.dtype(dt).itemsize
             bound = sum(floats.exponent_entropy_bits(v) / 8 + v.size * (nb - 1) for v in t.values())
@@ -63,8 +72,11 @@ def ratios(params: dict) -> list[dict]:
             row["pct_of_int8"] = 100 * len(data) / (raw / 4)
         if zstandard is not None:
             z = zstandard.ZstdCompressor(level=19)
-            src = [store.quantize_int8(v, per_channel=True)[0] for v in t.values()] if mode == "int8" \
+            src = (
+                [store.quantize_int8(v, per_channel=True)[0] for v in t.values()]
+                if mode == "int8"
                 else list(t.values())
+            )
             row["zstd19_bytes"] = sum(len(z.compress(np.ascontiguousarray(v).tobytes())) for v in src)
         rows.append(row)
     return rows
@@ -80,23 +92,25 @@ def speed(params: dict, cfg, tokens: int, rounds: int, lane_symbols: int, rows: 
         variants[f"cache={k} no-prefetch"] = dict(cache_layers=k, prefetch=False, sync=True)
         variants[f"cache={k} prefetch"] = dict(cache_layers=k, prefetch=True, sync=True)
     variants["cache=0 async"] = dict(cache_layers=0, prefetch=False)
-    variants["cache=0 prefetch-thread"] = dict(cache_layers=0, prefetch=True, prefetch_thread=True,
-                                               sync=True)
+    variants["cache=0 prefetch-thread"] = dict(cache_layers=0, prefetch=True, prefetch_thread=True, sync=True)
     variants["cache=0 fused"] = dict(cache_layers=0, prefetch=False, fused=True, sync=True)
     variants["cache=0 fused+prefetch"] = dict(cache_layers=0, prefetch=True, fused=True, sync=True)
     if C.second_cpu_device() is not None:
         for k in (0, 1):
-            variants[f"2nd-dev cache={k} no-prefetch"] = dict(cache_layers=k, prefetch=False, sync=True,
-                                                              decode_device="second-cpu")
-            variants[f"2nd-dev cache={k} prefetch"] = dict(cache_layers=k, prefetch=True, sync=True,
-                                                           decode_device="second-cpu")
-        variants["2nd-dev cache=0 async"] = dict(cache_layers=0, prefetch=False,
-                                                 decode_device="second-cpu")
-    runners = {n: (C.GPTRunner(cfg, params=ref_params) if kw is None else C.compressed_runner(data, cfg, **kw))
-               for n, kw in variants.items()}
+            variants[f"2nd-dev cache={k} no-prefetch"] = dict(
+                cache_layers=k, prefetch=False, sync=True, decode_device="second-cpu"
+            )
+            variants[f"2nd-dev cache={k} prefetch"] = dict(
+                cache_layers=k, prefetch=True, sync=True, decode_device="second-cpu"
+            )
+        variants["2nd-dev cache=0 async"] = dict(cache_layers=0, prefetch=False, decode_device="second-cpu")
+    runners = {
+        n: (C.GPTRunner(cfg, params=ref_params) if kw is None else C.compressed_runner(data, cfg, **kw))
+        for n, kw in variants.items()
+    }
     prompts = [[(7 * b) % cfg.vocab_size] for b in range(rows)]
     ref = runners["uncompressed"].generate_batch(prompts, tokens)
-    for n, r in runners.items():   # compile and check
+    for n, r in runners.items():  # compile and check
         if r.generate_batch(prompts, tokens) != ref:
             raise AssertionError(f"{n}: tokens differ from the uncompressed run")
     times = {n: [] for n in runners}
@@ -116,40 +130,59 @@ def speed(params: dict, cfg, tokens: int, rounds: int, lane_symbols: int, rows: 
         else:
             st = r.cache.stats()
             resident, hit = st["compressed_bytes"] + st["cached_bytes"] + act, st["hit_rate"]
-        out.append({"variant": n, "tokens_per_s": rows * tokens / t, "ms_per_step": 1e3 * t / tokens,
-                    "slowdown": t / base, "resident_bytes": resident,
-                    "resident_vs_uncompressed": resident / (raw + act), "hit_rate": hit})
+        out.append(
+            {
+                "variant": n,
+                "tokens_per_s": rows * tokens / t,
+                "ms_per_step": 1e3 * t / tokens,
+                "slowdown": t / base,
+                "resident_bytes": resident,
+                "resident_vs_uncompressed": resident / (raw + act),
+                "hit_rate": hit,
+            }
+        )
     # decode vs compute time per step (synchronised profile run, cache=0)
     prof = C.compressed_runner(data, cfg, cache_layers=0, prefetch=False, profile=True)
     prof.generate_batch(prompts, 2)
     prof.decode_s = prof.compute_s = 0.0
     prof.generate_batch(prompts, tokens)
     sl = {r["variant"]: r["slowdown"] for r in out}
-    pairs = {"prefetch": ("cache=0 prefetch", "cache=0 no-prefetch"),
-             "prefetch-thread": ("cache=0 prefetch-thread", "cache=0 no-prefetch"),
-             "fused+prefetch": ("cache=0 fused+prefetch", "cache=0 fused"),
-             "async": ("cache=0 async", "cache=0 no-prefetch"),
-             "2nd-dev prefetch": ("2nd-dev cache=0 prefetch", "2nd-dev cache=0 no-prefetch"),
-             "2nd-dev async": ("2nd-dev cache=0 async", "2nd-dev cache=0 no-prefetch"),
-             "2nd-dev prefetch vs same-dev no-prefetch": ("2nd-dev cache=0 prefetch", "cache=0 no-prefetch")}
-    excess = {k: (sl[a] - 1) / (sl[b] - 1) for k, (a, b) in pairs.items()
-              if a in sl and b in sl and sl[b] > 1}
-    return {"lane_symbols": lane_symbols, "rows": rows, "tokens": tokens, "rounds": rounds,
-            "store_bytes": len(data), "variants": out,
-            "decode_ms_per_step": 1e3 * prof.decode_s / tokens,
-            "compute_ms_per_step": 1e3 * prof.compute_s / tokens,
-            "prefetch_excess_ratio": excess}
+    pairs = {
+        "prefetch": ("cache=0 prefetch", "cache=0 no-prefetch"),
+        "prefetch-thread": ("cache=0 prefetch-thread", "cache=0 no-prefetch"),
+        "fused+prefetch": ("cache=0 fused+prefetch", "cache=0 fused"),
+        "async": ("cache=0 async", "cache=0 no-prefetch"),
+        "2nd-dev prefetch": ("2nd-dev cache=0 prefetch", "2nd-dev cache=0 no-prefetch"),
+        "2nd-dev async": ("2nd-dev cache=0 async", "2nd-dev cache=0 no-prefetch"),
+        "2nd-dev prefetch vs same-dev no-prefetch": ("2nd-dev cache=0 prefetch", "cache=0 no-prefetch"),
+    }
+    excess = {k: (sl[a] - 1) / (sl[b] - 1) for k, (a, b) in pairs.items() if a in sl and b in sl and sl[b] > 1}
+    return {
+        "lane_symbols": lane_symbols,
+        "rows": rows,
+        "tokens": tokens,
+        "rounds": rounds,
+        "store_bytes": len(data),
+        "variants": out,
+        "decode_ms_per_step": 1e3 * prof.decode_s / tokens,
+        "compute_ms_per_step": 1e3 * prof.compute_s / tokens,
+        "prefetch_excess_ratio": excess,
+    }
 
 
 def print_speed(sp: dict) -> None:
-    print(f"\n-- store lanes >= {sp['lane_symbols']} symbols ({sp['store_bytes']} B), {sp['rows']} row(s), "
-          f"{sp['tokens']} tokens, {sp['rounds']} rounds; profile cache=0: decode "
-          f"{sp['decode_ms_per_step']:.2f} ms/step, compute {sp['compute_ms_per_step']:.2f} ms/step")
+    print(
+        f"\n-- store lanes >= {sp['lane_symbols']} symbols ({sp['store_bytes']} B), {sp['rows']} row(s), "
+        f"{sp['tokens']} tokens, {sp['rounds']} rounds; profile cache=0: decode "
+        f"{sp['decode_ms_per_step']:.2f} ms/step, compute {sp['compute_ms_per_step']:.2f} ms/step"
+    )
     print(f"{'variant':<30} {'tok/s':>8} {'ms/step':>8} {'slowdown':>9} {'resident':>10} {'vs unc.':>8} {'hit':>6}")
     for r in sp["variants"]:
         h = f"{r['hit_rate']:.2f}" if r["hit_rate"] is not None else "-"
-        print(f"{r['variant']:<30} {r['tokens_per_s']:>8.1f} {r['ms_per_step']:>8.2f} {r['slowdown']:>8.2f}x "
-              f"{r['resident_bytes']:>10} {r['resident_vs_uncompressed']:>7.2f}x {h:>6}")
+        print(
+            f"{r['variant']:<30} {r['tokens_per_s']:>8.1f} {r['ms_per_step']:>8.2f} {r['slowdown']:>8.2f}x "
+            f"{r['resident_bytes']:>10} {r['resident_vs_uncompressed']:>7.2f}x {h:>6}"
+        )
     ex = ", ".join(f"{k} {v:.2f}" for k, v in sp["prefetch_excess_ratio"].items())
     print(f"pf/no-pf excess slowdown (target <= 0.5): {ex}")
 
@@ -165,16 +198,24 @@ def main(argv=None):
     a = ap.parse_args(argv)
     params, cfg, _ = load_model(a.model)
     params = {k: np.asarray(v, np.float32) for k, v in params.items()}
-    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
-           "device": str(jax.devices()[0]), "model": a.model, "config": cfg.to_dict(),
-           "n_params": int(sum(v.size for v in params.values())), "ratios": ratios(params)}
+    res = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": platform.machine(),
+        "device": str(jax.devices()[0]),
+        "model": a.model,
+        "config": cfg.to_dict(),
+        "n_params": int(sum(v.size for v in params.values())),
+        "ratios": ratios(params),
+    }
     print(f"model {a.model}: {res['n_params']} params, {cfg.to_dict()}")
     print(f"{'mode':<15} {'raw':>9} {'bytes':>9} {'% raw':>7} {'blobs':>9} {'vs bound':>9} {'zstd-19':>9}")
     for r in res["ratios"]:
         vb = f"{r['vs_bound_pct']:>+8.2f}%" if "vs_bound_pct" in r else " " * 9
-        print(f"{r['mode']:<15} {r['raw_bytes']:>9} {r['bytes']:>9} {r['pct_of_raw']:>6.1f}% "
-              f"{r['blob_bytes']:>9} {vb} "
-              f"{r.get('zstd19_bytes', ''):>9}")
+        print(
+            f"{r['mode']:<15} {r['raw_bytes']:>9} {r['bytes']:>9} {r['pct_of_raw']:>6.1f}% "
+            f"{r['blob_bytes']:>9} {vb} "
+            f"{r.get('zstd19_bytes', ''):>9}"
+        )
     res["speed"] = []
     for ls in (int(v) for v in a.lane_symbols.split(",")):
         for rows in (int(v) for v in a.rows.split(",")):

@@ -25,6 +25,7 @@ Since session 8 the PyTorch port's scan reads its steps with torch.unbind (see t
 its backward was O(L^2) and the port ~10x slower, so ratios to the port in older result files are not
 comparable. With the fixed port, 2 torch threads beat 1.
 """
+
 import argparse
 import contextlib
 import os
@@ -50,30 +51,35 @@ from jaxsys.ginr import scan as gs  # noqa: E402
 from jaxsys.ginr import train as gt  # noqa: E402
 from jaxsys.train.io import atomic_write_json  # noqa: E402
 
-
 # ------------------------------------------------------------------ session 2's default, for comparison
 # The chunked sequential scan as of session 2 (commit 234f637, jaxsys/ginr/scan.py): every step computes
 # exp(delta A) and its four contractions (einsum mat-vecs) and accumulates dA by a per-step reduction.
 # Used with the [B, L, dim] encoder (BiMamba with flips) it is session 2's default train step.
 
+
 def _s2_chunk_states(A_NxD, x0, u, delta, B):
     """States after each step of one chunk (time-major [c, B, N, D]) from the state x0 before it."""
+
     def step(x, inp):
         u_t, d_t, B_t = inp
         x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
         return x, x
+
     return lax.scan(step, x0, (u, delta, B))
 
 
 def _s2_fwd_impl(u, delta, A_NxD, B, C, chunk):
     """y [L, B, D] and the state before every chunk [L / c, B, N, D] (time-major inputs, L % c == 0)."""
+
     def body(x, inp):
         def step(x, inp):
             u_t, d_t, B_t, C_t = inp
             x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
             return x, jnp.sum(x * C_t[:, :, None], axis=1)
+
         x_end, y_c = lax.scan(step, x, inp)
         return x_end, (y_c, x)
+
     x0 = jnp.zeros((u.shape[1], A_NxD.shape[0], u.shape[2]), u.dtype)
     _, (y, x_starts) = lax.scan(body, x0, tuple(gs._chunks(t, chunk) for t in (u, delta, B, C)))
     return y.reshape(u.shape), x_starts
@@ -116,8 +122,10 @@ def _s2_bwd(chunk, res, dy):
             dC = gs._dot("bnd,bd->bn", x_t, dy_t)
             new = (a * g, dA + jnp.sum(gxa * d_t[:, None, :], axis=0), xp_t)
             return new, (d_t * gB, d_delta, dB, dC)
+
         (h, dA, _), outs = lax.scan(step, (h, dA, x_end), (dy_c, C_c, d_c, u_c, B_c, x_prev), reverse=True)
         return (h, dA), outs
+
     init = (jnp.zeros(x_starts.shape[1:], u.dtype), jnp.zeros(A_NxD.shape, u.dtype))
     xs_in = tuple(gs._chunks(t, chunk) for t in (u, delta, B, C, dy)) + (x_starts,)
     (_, dA), (du, d_delta, dB, dC) = lax.scan(body, init, xs_in, reverse=True)
@@ -126,7 +134,6 @@ def _s2_bwd(chunk, res, dy):
 
 
 _s2_ssm_chunked_tm.defvjp(_s2_fwd, _s2_bwd)
-
 
 
 @contextlib.contextmanager
@@ -147,7 +154,8 @@ def no_scan():
     rest of the step unchanged), to split a step's time into scan and everything else."""
     old = gmb.scan_grouped
     gmb.scan_grouped = lambda u, d, A, B, C, chunk=16, reverse=False: (
-        u * d + (B.sum(-1) * C.sum(-1))[..., None] * A[:, 0])
+        u * d + (B.sum(-1) * C.sum(-1))[..., None] * A[:, 0]
+    )
     try:
         yield
     finally:
@@ -162,13 +170,15 @@ def jax_variant(cfg_name, batch, trace_ctx=None, **overrides):
     state = {"s": gt.init_state(jax.random.PRNGKey(0), mc, tc)}
 
     def traced(st, b, mc, tc):
-        with (trace_ctx() if trace_ctx else contextlib.nullcontext()):
+        with trace_ctx() if trace_ctx else contextlib.nullcontext():
             return gt._train_step(st, b, mc, tc)
+
     fn = jax.jit(traced, static_argnames=("mc", "tc"), donate_argnames=("st",)) if trace_ctx else gt.train_step
 
     def step(b):
         state["s"], m = fn(state["s"], b, mc, tc)
         return float(m["loss"])
+
     step.compiled = lambda b: fn.lower(state["s"], b, mc, tc).compile()
     return step
 
@@ -178,14 +188,22 @@ def torch_variant(cfg_name, threads):
     different thread counts are interleaved in one process)."""
     import torch
     import torch_ginr
+
     torch.manual_seed(0)
     model = torch_ginr.make(cfg_name)
     opt, sched = torch_ginr.make_optimizer(model)
 
     def step(b):
         torch.set_num_threads(threads)
-        return torch_ginr.train_step(model, opt, sched, torch.from_numpy(b["images"]),
-                                     torch.from_numpy(b["coords"]), torch.from_numpy(b["targets"]))
+        return torch_ginr.train_step(
+            model,
+            opt,
+            sched,
+            torch.from_numpy(b["images"]),
+            torch.from_numpy(b["coords"]),
+            torch.from_numpy(b["targets"]),
+        )
+
     return step
 
 
@@ -198,6 +216,7 @@ def ssd_blocked_scan(u, delta, A, B, C, chunk=16):
     cannot be shared across channels: every term is a full [B, L, N, D] array (several passes through
     memory), and exp(-A (S_s - m)) overflows float32 once |A| * sum(delta over a chunk) > ~170."""
     import jax.numpy as jnp
+
     Bn, L, Dd = u.shape
     pad = (-L) % chunk
     if pad:
@@ -209,7 +228,7 @@ def ssd_blocked_scan(u, delta, A, B, C, chunk=16):
     A_ND = A.T
     S = jnp.cumsum(d_, axis=0)
     m = S[-1] * 0.5
-    AS = (S - m)[:, :, :, None, :] * A_ND                    # [c, nc, B, N, D]
+    AS = (S - m)[:, :, :, None, :] * A_ND  # [c, nc, B, N, D]
     E = jnp.exp(AS)
     bt = jnp.exp(-AS) * B_[..., None] * (d_ * u_)[:, :, :, None, :]
     T = jnp.tril(jnp.ones((chunk, chunk), u.dtype))
@@ -219,6 +238,7 @@ def ssd_blocked_scan(u, delta, A, B, C, chunk=16):
     def body(x0, inp):
         ee, pe, g = inp
         return ee * (g * x0 + pe), g * x0
+
     _, x0s = jax.lax.scan(body, jnp.zeros((Bn, A.shape[1], Dd), u.dtype), (E[-1], P[-1], G))
     y = jnp.sum(E * (x0s[None] + P) * C_[..., None], axis=3)
     return jnp.transpose(y, (2, 1, 0, 3)).reshape(Bn, nc * chunk, Dd)[:, :L]
@@ -236,14 +256,16 @@ SCAN_VARIANTS = {
 
 
 def _scan_fn(kw):
-    import jax.numpy as jnp
+
     kw = dict(kw)
     if "ssd" in kw:
         return lambda u, dl, A, Bm, Cm: ssd_blocked_scan(u, dl, A, Bm, Cm, kw["ssd"])
     if kw.pop("s2", False):
+
         def s2(u, dl, A, Bm, Cm):
             with session2_default():
                 return gs.selective_scan(u, dl, A, Bm, Cm, **kw)
+
         return s2
     if "groups" in kw:  # the chunked sequential scan without batch groups
         g, c = kw.pop("groups"), kw["chunk"]
@@ -275,16 +297,23 @@ def scan_speed(shapes, rounds=7, parallel=False):
         # them (session 3: fast default 46 ms beside them vs 28-30 ms without), so they are opt-in
         fns = {n: _scan_fn(kw) for n, kw in SCAN_VARIANTS.items() if parallel or n not in PARALLEL_SCAN_VARIANTS}
         fwd = {n: jax.jit(f) for n, f in fns.items()}
-        grd = {n: jax.jit(jax.grad(lambda *a, f=f: jax.numpy.sum(w * f(*a)), argnums=(0, 1, 2, 3, 4)))
-               for n, f in fns.items()}
+        grd = {
+            n: jax.jit(jax.grad(lambda *a, f=f: jax.numpy.sum(w * f(*a)), argnums=(0, 1, 2, 3, 4)))
+            for n, f in fns.items()
+        }
         ref_y, ref_g = fwd["sequential (stores all states)"](*args), grd["sequential (stores all states)"](*args)
         res = {}
         for n in fns:
             y, g = fwd[n](*args), grd[n](*args)
             mem = grd[n].lower(*args).compile().memory_analysis().temp_size_in_bytes
-            res[n] = {"max_abs_diff_y": float(abs(y - ref_y).max()),
-                      "max_rel_diff_grad": max(float(abs(a - b).max() / abs(b).max()) for a, b in zip(g, ref_g)),
-                      "grad_temp_mib": round(mem / 2 ** 20, 1), "fwd_ms": [], "grad_ms": [], "grad_cpu_ms": []}
+            res[n] = {
+                "max_abs_diff_y": float(abs(y - ref_y).max()),
+                "max_rel_diff_grad": max(float(abs(a - b).max() / abs(b).max()) for a, b in zip(g, ref_g)),
+                "grad_temp_mib": round(mem / 2**20, 1),
+                "fwd_ms": [],
+                "grad_ms": [],
+                "grad_cpu_ms": [],
+            }
         for _ in range(rounds):
             for n in fns:
                 t0 = time.perf_counter()
@@ -312,15 +341,19 @@ def scan_memory(B=32, L=80, D=512, N=16):
     A = -jax.numpy.tile(jax.numpy.arange(1.0, N + 1), (D, 1))
     Bm, Cm = jax.random.normal(k[2], (B, L, N)), jax.random.normal(k[3], (B, L, N))
     out = {}
-    for name, kw in {"associative": dict(mode="associative"), "sequential": dict(mode="sequential"),
-                     "sequential+checkpoint": dict(mode="sequential", checkpoint=True),
-                     "sequential_chunk16 (default)": dict(mode="sequential", chunk=16),
-                     "chunked16": dict(mode="associative", chunk=16),
-                     "chunked16+checkpoint": dict(mode="associative", chunk=16, checkpoint=True)}.items():
-        g = jax.jit(jax.grad(lambda u, dl, Bm, Cm, kw=kw: gs.selective_scan(u, dl, A, Bm, Cm, **kw).sum(),
-                             argnums=(0, 1, 2, 3)))
+    for name, kw in {
+        "associative": dict(mode="associative"),
+        "sequential": dict(mode="sequential"),
+        "sequential+checkpoint": dict(mode="sequential", checkpoint=True),
+        "sequential_chunk16 (default)": dict(mode="sequential", chunk=16),
+        "chunked16": dict(mode="associative", chunk=16),
+        "chunked16+checkpoint": dict(mode="associative", chunk=16, checkpoint=True),
+    }.items():
+        g = jax.jit(
+            jax.grad(lambda u, dl, Bm, Cm, kw=kw: gs.selective_scan(u, dl, A, Bm, Cm, **kw).sum(), argnums=(0, 1, 2, 3))
+        )
         ma = g.lower(u, dl, Bm, Cm).compile().memory_analysis()
-        out[name] = {"temp_mib": round(ma.temp_size_in_bytes / 2 ** 20, 1)}
+        out[name] = {"temp_mib": round(ma.temp_size_in_bytes / 2**20, 1)}
     return out
 
 
@@ -330,7 +363,7 @@ def step_memory(cfg_name, batch, mode, chunk=0):
     st = gt.init_state(jax.random.PRNGKey(0), mc, tc)
     b = gd.make_batch(np.zeros((batch, 32, 32, 3), np.uint8), np.arange(batch), 512, np.random.default_rng(0))
     ma = gt.train_step.lower(st, b, mc, tc).compile().memory_analysis()
-    return round(ma.temp_size_in_bytes / 2 ** 20, 1)
+    return round(ma.temp_size_in_bytes / 2**20, 1)
 
 
 def _median_ms(f, *args, n=7):
@@ -370,27 +403,37 @@ def roofline(cfg_name, batch, batches, rounds=3):
     x = jax.random.normal(jax.random.PRNGKey(0), (M, D))
     w = jax.random.normal(jax.random.PRNGKey(1), (2 * DI, D)) * 0.05
     dy = jax.random.normal(jax.random.PRNGKey(2), (M, 2 * DI))
-    dots = {"forward x W^T": _median_ms(jax.jit(lambda x, w: x @ w.T), x, w)[0],
-            "input grad dy W": _median_ms(jax.jit(lambda dy, w: dy @ w), dy, w)[0],
-            "weight grad dy^T x": _median_ms(jax.jit(lambda dy, x: dy.T @ x), dy, x)[0]}
+    dots = {
+        "forward x W^T": _median_ms(jax.jit(lambda x, w: x @ w.T), x, w)[0],
+        "input grad dy W": _median_ms(jax.jit(lambda dy, w: dy @ w), dy, w)[0],
+        "weight grad dy^T x": _median_ms(jax.jit(lambda dy, x: dy.T @ x), dy, x)[0],
+    }
     fl = 2 * M * D * 2 * DI
-    rate = 3 * fl / sum(dots.values()) / 1e6          # GFLOP/s over the three forms together
+    rate = 3 * fl / sum(dots.values()) / 1e6  # GFLOP/s over the three forms together
     (u, dl, A, Bm, Cm), wy = _scan_inputs(batch, mc.num_patches + mc.num_lp, DI, mc.d_state)
-    g = jax.jit(jax.grad(lambda *a: jnp.sum(wy * gs.selective_scan(*a, mode="sequential", chunk=16)),
-                         argnums=(0, 1, 2, 3, 4)))
+    g = jax.jit(
+        jax.grad(lambda *a: jnp.sum(wy * gs.selective_scan(*a, mode="sequential", chunk=16)), argnums=(0, 1, 2, 3, 4))
+    )
     scan_ms, scan_cpu_ms = _median_ms(g, u, dl, A, Bm, Cm)
     n_scans = 2 * mc.depth
     step_s = float(np.median(t["step"]))
     floor_s = flops / (rate * 1e9) + n_scans * scan_ms / 1e3
-    out = {"step_s": round(step_s, 4), "step_cpu_s": round(float(np.median(c["step"])), 4),
-           "step_without_scan_s": round(float(np.median(t["step_without_scan"])), 4),
-           "step_without_scan_cpu_s": round(float(np.median(c["step_without_scan"])), 4),
-           "gflop_step_without_scan_loops": round(flops / 1e9, 2),
-           "matmul_ms": {k: round(v, 2) for k, v in dots.items()},
-           "matmul_shape": f"[{M}, {D}] x [{D}, {2 * DI}]", "matmul_gflops": round(rate, 1),
-           "scan_grad_ms": round(scan_ms, 1), "scan_grad_cpu_ms": round(scan_cpu_ms, 1), "scans_per_step": n_scans,
-           "floor_s": round(floor_s, 4), "max_images_per_s": round(batch / floor_s, 1),
-           "images_per_s": round(batch / step_s, 1)}
+    out = {
+        "step_s": round(step_s, 4),
+        "step_cpu_s": round(float(np.median(c["step"])), 4),
+        "step_without_scan_s": round(float(np.median(t["step_without_scan"])), 4),
+        "step_without_scan_cpu_s": round(float(np.median(c["step_without_scan"])), 4),
+        "gflop_step_without_scan_loops": round(flops / 1e9, 2),
+        "matmul_ms": {k: round(v, 2) for k, v in dots.items()},
+        "matmul_shape": f"[{M}, {D}] x [{D}, {2 * DI}]",
+        "matmul_gflops": round(rate, 1),
+        "scan_grad_ms": round(scan_ms, 1),
+        "scan_grad_cpu_ms": round(scan_cpu_ms, 1),
+        "scans_per_step": n_scans,
+        "floor_s": round(floor_s, 4),
+        "max_images_per_s": round(batch / floor_s, 1),
+        "images_per_s": round(batch / step_s, 1),
+    }
     print(f"[{cfg_name}] roofline: {out}", flush=True)
     return out
 
@@ -402,38 +445,63 @@ def main(argv=None):
     ap.add_argument("--coords", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=2, help="train steps per variant per round")
-    ap.add_argument("--torch-threads", default="1,2",
-                    help="PyTorch variants to time, one per intra-op thread count; the ratio is vs the best")
+    ap.add_argument(
+        "--torch-threads",
+        default="1,2",
+        help="PyTorch variants to time, one per intra-op thread count; the ratio is vs the best",
+    )
     ap.add_argument("--no-fused", action="store_true", help="skip the fused-directions JAX variant")
-    ap.add_argument("--no-bf16mm", action="store_true",
-                    help="skip the JAX variant with bfloat16 matmul operands (--matmul-dtype bfloat16)")
-    ap.add_argument("--no-session2", action="store_true",
-                    help="skip the JAX variant with session 2's default step (its scan, [B, L, dim] encoder)")
-    ap.add_argument("--torch-steps", type=int, default=0, help="steps per round of the PyTorch variants "
-                    "(default: --steps)")
+    ap.add_argument(
+        "--no-bf16mm",
+        action="store_true",
+        help="skip the JAX variant with bfloat16 matmul operands (--matmul-dtype bfloat16)",
+    )
+    ap.add_argument(
+        "--no-session2",
+        action="store_true",
+        help="skip the JAX variant with session 2's default step (its scan, [B, L, dim] encoder)",
+    )
+    ap.add_argument(
+        "--torch-steps", type=int, default=0, help="steps per round of the PyTorch variants (default: --steps)"
+    )
     ap.add_argument("--no-roofline", action="store_true", help="skip the roofline numbers per config")
     ap.add_argument("--no-memory", action="store_true", help="skip the compiled-memory measurements")
     ap.add_argument("--assoc", action="store_true", help="also time the associative-scan JAX model")
-    ap.add_argument("--no-old-scan", action="store_true",
-                    help="skip the JAX variant with the previous default scan (sequential, all states stored)")
+    ap.add_argument(
+        "--no-old-scan",
+        action="store_true",
+        help="skip the JAX variant with the previous default scan (sequential, all states stored)",
+    )
     ap.add_argument("--no-scan-bench", action="store_true", help="skip the per-scan variant timings")
     ap.add_argument("--scan-rounds", type=int, default=7)
-    ap.add_argument("--scan-parallel", action="store_true",
-                    help="also time the associative / SSD-style scans (memory-heavy; they slow the others)")
+    ap.add_argument(
+        "--scan-parallel",
+        action="store_true",
+        help="also time the associative / SSD-style scans (memory-heavy; they slow the others)",
+    )
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "ginr.json"))
     a = ap.parse_args(argv)
     import torch
+
     x, _ = gd.load_png20()
     x = np.concatenate([x] * ((a.batch + len(x) - 1) // len(x)))
     rng = np.random.default_rng(0)
     batches = [gd.make_batch(x, np.arange(a.batch), a.coords, rng) for _ in range(4)]
-    results = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.processor() or platform.machine()}, "
-               f"{os.cpu_count()} cores, jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}",
-               "load_avg_at_start": os.getloadavg(), "batch": a.batch, "coords": a.coords, "rounds": a.rounds, "steps_per_round": a.steps,
-               "throughput": {}, "memory": {}}
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}",
+        "load_avg_at_start": os.getloadavg(),
+        "batch": a.batch,
+        "coords": a.coords,
+        "rounds": a.rounds,
+        "steps_per_round": a.steps,
+        "throughput": {},
+        "memory": {},
+    }
     for cfg in a.configs.split(","):
-        variants = {"jax_default": jax_variant(cfg, a.batch)}   # sequential scan, chunk 16, unfused
-        if not a.no_bf16mm:   # the same with the weight matmuls on bf16 operands (f32 accumulation)
+        variants = {"jax_default": jax_variant(cfg, a.batch)}  # sequential scan, chunk 16, unfused
+        if not a.no_bf16mm:  # the same with the weight matmuls on bf16 operands (f32 accumulation)
             variants["jax_bf16_matmuls"] = jax_variant(cfg, a.batch, matmul_dtype="bfloat16")
         if not a.no_session2:
             variants["jax_session2_default"] = jax_variant(cfg, a.batch, trace_ctx=session2_default)
@@ -460,19 +528,29 @@ def main(argv=None):
                     f(batches[(r * a.steps + s) % len(batches)])
                     times[n].append(time.perf_counter() - t0)
                     cpu[n].append(time.process_time() - c0)
-            print(f"[{cfg}] round {r + 1}/{a.rounds}: " + ", ".join(
-                f"{n} {a.batch / np.median(t):.1f} img/s" for n, t in times.items()), flush=True)
+            print(
+                f"[{cfg}] round {r + 1}/{a.rounds}: "
+                + ", ".join(f"{n} {a.batch / np.median(t):.1f} img/s" for n, t in times.items()),
+                flush=True,
+            )
         base = max([a.batch / np.median(t) for n, t in times.items() if n.startswith("torch")] or [float("nan")])
         results["throughput"][cfg] = {
-            n: {"images_per_s": round(a.batch / float(np.median(t)), 2),
-                "step_s_median": round(float(np.median(t)), 4), "first_step_s": compile_s[n],
-                "step_cpu_s_median": round(float(np.median(cpu[n])), 4), "steps_timed": len(t),
-                "ratio_vs_torch": round(a.batch / float(np.median(t)) / base, 2)} for n, t in times.items()}
+            n: {
+                "images_per_s": round(a.batch / float(np.median(t)), 2),
+                "step_s_median": round(float(np.median(t)), 4),
+                "first_step_s": compile_s[n],
+                "step_cpu_s_median": round(float(np.median(cpu[n])), 4),
+                "steps_timed": len(t),
+                "ratio_vs_torch": round(a.batch / float(np.median(t)) / base, 2),
+            }
+            for n, t in times.items()
+        }
         if not a.no_roofline:
             results.setdefault("roofline", {})[cfg] = roofline(cfg, a.batch, batches)
     if not a.no_scan_bench:
-        results["scan_speed"] = scan_speed({"fast": (a.batch, 80, 256, 16), "balanced": (a.batch, 96, 512, 16)},
-                                           a.scan_rounds, a.scan_parallel)
+        results["scan_speed"] = scan_speed(
+            {"fast": (a.batch, 80, 256, 16), "balanced": (a.batch, 96, 512, 16)}, a.scan_rounds, a.scan_parallel
+        )
     results["load_avg_at_end"] = os.getloadavg()
     if not a.no_memory:
         print("memory ...", flush=True)
@@ -480,23 +558,32 @@ def main(argv=None):
         results["memory"]["train_step_fast_temp_mib"] = {
             "sequential_chunk16 (default)": step_memory("fast", a.batch, "sequential", 16),
             "sequential": step_memory("fast", a.batch, "sequential"),
-            "associative": step_memory("fast", a.batch, "associative")}
+            "associative": step_memory("fast", a.batch, "associative"),
+        }
     print(f"\n{'config':<9} {'variant':<24} {'img/s':>8} {'cpu s/step':>10} {'x torch':>8} {'first step s':>12}")
     for cfg, d in results["throughput"].items():
         for n, r in d.items():
-            print(f"{cfg:<9} {n:<24} {r['images_per_s']:>8.1f} {r['step_cpu_s_median']:>10.3f} "
-                  f"{r['ratio_vs_torch']:>8.2f} {r['first_step_s']:>12}")
+            print(
+                f"{cfg:<9} {n:<24} {r['images_per_s']:>8.1f} {r['step_cpu_s_median']:>10.3f} "
+                f"{r['ratio_vs_torch']:>8.2f} {r['first_step_s']:>12}"
+            )
     for cfg, r in results.get("roofline", {}).items():
-        print(f"roofline [{cfg}]: step {r['step_s']} s ({r['images_per_s']} img/s), without scan "
-              f"{r['step_without_scan_s']} s; {r['gflop_step_without_scan_loops']} GFLOP at {r['matmul_gflops']} "
-              f"GFLOP/s + {r['scans_per_step']} scans x {r['scan_grad_ms']} ms -> floor {r['floor_s']} s = "
-              f"{r['max_images_per_s']} img/s")
+        print(
+            f"roofline [{cfg}]: step {r['step_s']} s ({r['images_per_s']} img/s), without scan "
+            f"{r['step_without_scan_s']} s; {r['gflop_step_without_scan_loops']} GFLOP at {r['matmul_gflops']} "
+            f"GFLOP/s + {r['scans_per_step']} scans x {r['scan_grad_ms']} ms -> floor {r['floor_s']} s = "
+            f"{r['max_images_per_s']} img/s"
+        )
     for shp, res in results.get("scan_speed", {}).items():
         print(f"\none selective scan, {shp} (jax.grad of sum(w * y)); cpu ms = process CPU time")
-        print(f"  {'variant':<32} {'fwd ms':>8} {'grad ms':>8} {'grad cpu':>9} {'speedup':>8} {'temp MiB':>9} {'|dy|':>9}")
+        print(
+            f"  {'variant':<32} {'fwd ms':>8} {'grad ms':>8} {'grad cpu':>9} {'speedup':>8} {'temp MiB':>9} {'|dy|':>9}"
+        )
         for n, r in res.items():
-            print(f"  {n:<32} {r['fwd_ms']:>8.1f} {r['grad_ms']:>8.1f} {r['grad_cpu_ms']:>9.1f} "
-                  f"{r['grad_cpu_speedup_vs_stored_states']:>8.2f} {r['grad_temp_mib']:>9.1f} {r['max_abs_diff_y']:>9.1e}")
+            print(
+                f"  {n:<32} {r['fwd_ms']:>8.1f} {r['grad_ms']:>8.1f} {r['grad_cpu_ms']:>9.1f} "
+                f"{r['grad_cpu_speedup_vs_stored_states']:>8.2f} {r['grad_temp_mib']:>9.1f} {r['max_abs_diff_y']:>9.1e}"
+            )
     if not a.no_memory:
         print("\nscan gradient temp memory (B=32, L=80, 2*d_inner=512, N=16):")
         for n, r in results["memory"]["scan_grad_fast_shapes"].items():

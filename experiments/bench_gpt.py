@@ -12,6 +12,7 @@ Writes experiments/results/gpt_bench.json and prints a table with ratios. Varian
 in interleaved rounds (round r runs every variant once), and medians are reported, because the
 machine is shared and timings drift.
 """
+
 import argparse
 import json
 import os
@@ -38,14 +39,16 @@ def load_avg() -> float:
 # ------------------------------------------------------------------------------------------------
 # variants: each is (setup() -> run(n_steps) -> seconds)
 
+
 def jax_variant(engine: str, dtype: str = "float32", matmul_dtype: str = "float32"):
     import jax
     import jax.numpy as jnp
+
     from jaxsys.gpt.config import GPTConfig
     from jaxsys.gpt.train import TrainConfig, init_state, train_step
+
     cfg = GPTConfig(**BENCH)
-    tcfg = TrainConfig(steps=10_000, batch_size=B, engine=engine, dtype=dtype,
-                       matmul_dtype=matmul_dtype)
+    tcfg = TrainConfig(steps=10_000, batch_size=B, engine=engine, dtype=dtype, matmul_dtype=matmul_dtype)
     rng = np.random.default_rng(0)
     tok = jnp.asarray(rng.integers(0, cfg.vocab_size, (B, T + 1)), jnp.int32)
     x, y, m = tok[:, :-1], tok[:, 1:], jnp.ones((B, T), jnp.float32)
@@ -59,18 +62,21 @@ def jax_variant(engine: str, dtype: str = "float32", matmul_dtype: str = "float3
         jax.block_until_ready(loss)
         box["state"] = st
         return time.perf_counter() - t0
+
     return run
 
 
-def torch_variant(attn: str, compiled: bool = False, threads: int | None = None,
-                  autocast_bf16: bool = False):
+def torch_variant(attn: str, compiled: bool = False, threads: int | None = None, autocast_bf16: bool = False):
     import contextlib
+
     import torch
     from torch_gpt import TorchGPT, TorchTrainer
+
     threads = threads or os.cpu_count()
     torch.set_num_threads(threads)
-    model = TorchGPT(BENCH["vocab_size"], BENCH["n_embd"], BENCH["n_head"], BENCH["n_layer"],
-                     BENCH["block_size"], attn=attn)
+    model = TorchGPT(
+        BENCH["vocab_size"], BENCH["n_embd"], BENCH["n_head"], BENCH["n_layer"], BENCH["block_size"], attn=attn
+    )
     tr = TorchTrainer(model, 0.01, steps=10_000, compiled=compiled)
     rng = np.random.default_rng(0)
     tok = torch.from_numpy(rng.integers(0, BENCH["vocab_size"], (B, T + 1)))
@@ -78,13 +84,13 @@ def torch_variant(attn: str, compiled: bool = False, threads: int | None = None,
 
     def run(n: int) -> float:
         torch.set_num_threads(threads)  # a global setting: the variants alternate
-        ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if autocast_bf16
-               else contextlib.nullcontext())
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast_bf16 else contextlib.nullcontext()
         t0 = time.perf_counter()
         with ctx:
             for _ in range(n):
                 tr.step(x, y)
         return time.perf_counter() - t0
+
     return run
 
 
@@ -101,14 +107,19 @@ def make_variant(name: str):
         "torch_compile_sdpa": lambda: torch_variant("sdpa", compiled=True),
         "torch_compile_sdpa_1thread": lambda: torch_variant("sdpa", compiled=True, threads=1),
         "torch_sdpa_bf16_autocast": lambda: torch_variant("sdpa", autocast_bf16=True),
-        "torch_sdpa_bf16_autocast_1thread": lambda: torch_variant("sdpa", threads=1,
-                                                                  autocast_bf16=True),
+        "torch_sdpa_bf16_autocast_1thread": lambda: torch_variant("sdpa", threads=1, autocast_bf16=True),
     }[name]()
 
 
 # the issue's PyTorch variants (float32): "best PyTorch" is the best median among these
-TORCH_F32 = ("torch_manual", "torch_sdpa", "torch_manual_1thread", "torch_sdpa_1thread",
-             "torch_compile_sdpa", "torch_compile_sdpa_1thread")
+TORCH_F32 = (
+    "torch_manual",
+    "torch_sdpa",
+    "torch_manual_1thread",
+    "torch_sdpa_1thread",
+    "torch_compile_sdpa",
+    "torch_compile_sdpa_1thread",
+)
 
 
 def measure_interleaved(names: list[str], rounds: int, steps: int, log) -> dict:
@@ -133,8 +144,11 @@ def measure_interleaved(names: list[str], rounds: int, steps: int, log) -> dict:
             dt = runs[n](steps)
             out[n]["tokens_per_s_rounds"].append(steps * B * T / dt)
         loads.append(load_avg())
-        log(f"  round {r + 1}/{rounds}: " + ", ".join(
-            f"{n} {out[n]['tokens_per_s_rounds'][-1]:.0f}" for n in runs) + f"  (load {loads[-1]:.1f})")
+        log(
+            f"  round {r + 1}/{rounds}: "
+            + ", ".join(f"{n} {out[n]['tokens_per_s_rounds'][-1]:.0f}" for n in runs)
+            + f"  (load {loads[-1]:.1f})"
+        )
     for n in runs:
         out[n]["tokens_per_s"] = statistics.median(out[n]["tokens_per_s_rounds"])
     out["_load_avg_per_round"] = loads
@@ -158,8 +172,11 @@ def ratios(train: dict) -> dict:
             if m not in ok or m == n:
                 continue
             per = [a / b for a, b in zip(ok[n]["tokens_per_s_rounds"], ok[m]["tokens_per_s_rounds"])]
-            row[m] = {"median_ratio": ok[n]["tokens_per_s"] / ok[m]["tokens_per_s"],
-                      "per_round": per, "median_of_per_round": statistics.median(per)}
+            row[m] = {
+                "median_ratio": ok[n]["tokens_per_s"] / ok[m]["tokens_per_s"],
+                "per_round": per,
+                "median_of_per_round": statistics.median(per),
+            }
         if best:
             row["best_torch_f32"] = row[best]
         res[n] = row
@@ -176,12 +193,14 @@ def matmul_peaks(reps: int, rounds: int) -> dict:
     import jax
     import jax.numpy as jnp
     import torch
+
     torch.set_num_threads(os.cpu_count())
     res = {}
     f32 = jax.jit(lambda a, b: a @ b)
-    bf16 = jax.jit(lambda a, b: jnp.dot(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
-                                        preferred_element_type=jnp.float32))
-    for (m, k, n) in MM_SHAPES:
+    bf16 = jax.jit(
+        lambda a, b: jnp.dot(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+    )
+    for m, k, n in MM_SHAPES:
         a = jax.random.normal(jax.random.PRNGKey(0), (m, k), jnp.float32)
         b = jax.random.normal(jax.random.PRNGKey(1), (k, n), jnp.float32)
         ta, tb = torch.randn(m, k), torch.randn(k, n)
@@ -189,8 +208,7 @@ def matmul_peaks(reps: int, rounds: int) -> dict:
         f32(a, b).block_until_ready()
         bf16(a, b).block_until_ready()
         flops = 2 * m * k * n * reps
-        row = {"xla_f32": [], "xla_bf16_in_f32_acc": [], "torch_f32": [], "torch_bf16": [],
-               "torch_f32_1thread": []}
+        row = {"xla_f32": [], "xla_bf16_in_f32_acc": [], "torch_f32": [], "torch_bf16": [], "torch_f32_1thread": []}
         for _ in range(rounds):
             t0 = time.perf_counter()
             for _ in range(reps):
@@ -225,12 +243,15 @@ def matmul_peaks(reps: int, rounds: int) -> dict:
 # ------------------------------------------------------------------------------------------------
 # where the hand engine's time goes (forward / loss_and_grads / full step)
 
+
 def breakdown(steps: int, rounds: int) -> dict:
     import jax
     import jax.numpy as jnp
+
     from jaxsys.gpt import model
     from jaxsys.gpt.config import GPTConfig
     from jaxsys.gpt.train import TrainConfig, init_state, train_step
+
     cfg = GPTConfig(**BENCH)
     tcfg = TrainConfig(steps=10_000, batch_size=B)
     rng = np.random.default_rng(0)
@@ -256,6 +277,7 @@ def breakdown(steps: int, rounds: int) -> dict:
         s, loss = train_step(s, x, y, m, cfg=cfg, tcfg=tcfg)
         box["st"] = s
         return loss
+
     jax.block_until_ready(full())
     fns["train_step_hand"] = full
     out["train_step_hand"] = []
@@ -272,14 +294,19 @@ def breakdown(steps: int, rounds: int) -> dict:
 # ------------------------------------------------------------------------------------------------
 # scalar engine
 
+
 def scalar_engine(seconds: float) -> dict:
+    import jax
+
     from jaxsys.gpt import model
     from jaxsys.gpt.config import GPTConfig
     from jaxsys.gpt.scalar import Gpt
-    import jax
+
     tiny = GPTConfig(vocab_size=27, n_embd=16, n_head=4, n_layer=1, block_size=16)
-    p = {k: np.asarray(v, np.float64) for k, v in
-         model.init_params(jax.random.PRNGKey(0), tiny, dtype=np.float32).items()}
+    p = {
+        k: np.asarray(v, np.float64)
+        for k, v in model.init_params(jax.random.PRNGKey(0), tiny, dtype=np.float32).items()
+    }
     g = Gpt(p, n_layer=tiny.n_layer, n_head=tiny.n_head)
     rng = np.random.default_rng(0)
     Tt = 16
@@ -295,10 +322,16 @@ def scalar_engine(seconds: float) -> dict:
     big = GPTConfig(**BENCH)
     fpt_big = model.flops_per_token(big, T)
     flops_per_s = tps * fpt_tiny
-    return {"config": tiny.to_dict(), "seq_len": Tt, "steps": n, "tokens_per_s": tps,
-            "flops_per_token_tiny": fpt_tiny, "effective_gflops": flops_per_s / 1e9,
-            "flops_per_token_bench": fpt_big,
-            "extrapolated_tokens_per_s_at_bench_config": flops_per_s / fpt_big}
+    return {
+        "config": tiny.to_dict(),
+        "seq_len": Tt,
+        "steps": n,
+        "tokens_per_s": tps,
+        "flops_per_token_tiny": fpt_tiny,
+        "effective_gflops": flops_per_s / 1e9,
+        "flops_per_token_bench": fpt_big,
+        "extrapolated_tokens_per_s_at_bench_config": flops_per_s / fpt_big,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -330,8 +363,17 @@ def flag_sweep(repeats: int, rounds: int, steps: int, log) -> dict:
     for rep in range(repeats):
         for name, env in sets.items():
             e = {**os.environ, **env}
-            cmd = [sys.executable, __file__, "--worker", "--worker-engine", "hand",
-                   "--rounds", str(rounds), "--steps", str(steps)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                "--worker-engine",
+                "hand",
+                "--rounds",
+                str(rounds),
+                "--steps",
+                str(steps),
+            ]
             p = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=600)
             line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
             if p.returncode != 0 or not line:
@@ -353,6 +395,7 @@ def flag_sweep(repeats: int, rounds: int, steps: int, log) -> dict:
 
 # ------------------------------------------------------------------------------------------------
 
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -361,8 +404,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--no-flags", action="store_true", help="skip the XLA flag sweep")
     ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--variants", default=None,
-                    help="comma-separated training variants (default: all but the bf16 autodiff)")
+    ap.add_argument(
+        "--variants", default=None, help="comma-separated training variants (default: all but the bf16 autodiff)"
+    )
     ap.add_argument("--no-breakdown", action="store_true", help="skip the hand engine breakdown")
     ap.add_argument("--no-scalar", action="store_true", help="skip the scalar engine")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -379,15 +423,21 @@ def main(argv=None) -> int:
 
     import jax
     import torch
+
     from jaxsys.gpt import model
     from jaxsys.gpt.config import GPTConfig
+
     cfg = GPTConfig(**BENCH)
     fpt = model.flops_per_token(cfg, T)
-    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} CPU cores",
-           "versions": {"jax": jax.__version__, "torch": torch.__version__},
-           "config": {**BENCH, "batch": B, "seq_len": T, "dtype": "float32"},
-           "flops_per_token": fpt, "load_avg_start": load_avg(),
-           "command": "python experiments/bench_gpt.py " + " ".join(argv or sys.argv[1:])}
+    res = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{os.cpu_count()} CPU cores",
+        "versions": {"jax": jax.__version__, "torch": torch.__version__},
+        "config": {**BENCH, "batch": B, "seq_len": T, "dtype": "float32"},
+        "flops_per_token": fpt,
+        "load_avg_start": load_avg(),
+        "command": "python experiments/bench_gpt.py " + " ".join(argv or sys.argv[1:]),
+    }
     log(f"config {res['config']}, {fpt / 1e6:.2f} MFLOP/token (train), load {load_avg():.1f}")
 
     log("== matmul peaks (GFLOP/s) ==")
@@ -396,8 +446,16 @@ def main(argv=None) -> int:
         log(f"  {s:>16}: " + ", ".join(f"{k} {v:.0f}" for k, v in r.items()))
 
     log("== training throughput (tokens/s, interleaved rounds) ==")
-    names = ["jax_hand", "jax_autodiff", "jax_hand_bf16", "jax_autodiff_bf16", "torch_manual",
-             "torch_sdpa", "torch_manual_1thread", "torch_sdpa_1thread"]
+    names = [
+        "jax_hand",
+        "jax_autodiff",
+        "jax_hand_bf16",
+        "jax_autodiff_bf16",
+        "torch_manual",
+        "torch_sdpa",
+        "torch_manual_1thread",
+        "torch_sdpa_1thread",
+    ]
     if args.variants:
         names = args.variants.split(",")
     elif not args.no_compile:
@@ -410,22 +468,25 @@ def main(argv=None) -> int:
         if "tokens_per_s" in r:
             gf = r["tokens_per_s"] * fpt / 1e9
             own = peak["xla_f32"] if n.startswith("jax") else peak["torch_f32"]
-            r.update(gflops=gf, mfu_vs_own_peak=gf / own,
-                     mfu_vs_xla_f32_peak=gf / peak["xla_f32"],
-                     mfu_vs_best_peak=gf / max(peak["xla_f32"], peak["torch_f32"]),
-                     gflops_executed=r["tokens_per_s"] * fpt_done / 1e9)
+            r.update(
+                gflops=gf,
+                mfu_vs_own_peak=gf / own,
+                mfu_vs_xla_f32_peak=gf / peak["xla_f32"],
+                mfu_vs_best_peak=gf / max(peak["xla_f32"], peak["torch_f32"]),
+                gflops_executed=r["tokens_per_s"] * fpt_done / 1e9,
+            )
     res["ratios"] = ratios(res["train"])
     # roofline: every executed FLOP at the measured matmul peak (no elementwise work at all)
     by_shape = res["matmul"]["gflops_by_shape"]
     model_shapes = [k for k in by_shape if not k.startswith("1024")]
     res["roofline"] = {
-        "flops_per_token_full_TxT": fpt, "flops_per_token_executed": fpt_done,
+        "flops_per_token_full_TxT": fpt,
+        "flops_per_token_executed": fpt_done,
         "xla_f32_peak_gflops": peak["xla_f32"],
         "xla_f32_at_model_shapes_gflops": max(by_shape[k]["xla_f32"] for k in model_shapes),
         "xla_bf16_peak_gflops": peak["xla_bf16_in_f32_acc"],
         "max_tokens_per_s_f32": peak["xla_f32"] * 1e9 / fpt_done,
-        "max_tokens_per_s_f32_model_shapes":
-            max(by_shape[k]["xla_f32"] for k in model_shapes) * 1e9 / fpt_done,
+        "max_tokens_per_s_f32_model_shapes": max(by_shape[k]["xla_f32"] for k in model_shapes) * 1e9 / fpt_done,
         "max_tokens_per_s_bf16": peak["xla_bf16_in_f32_acc"] * 1e9 / fpt_done,
     }
 
@@ -442,11 +503,14 @@ def main(argv=None) -> int:
     if hand and sc:
         sc["hand_speedup_per_token"] = hand / sc["extrapolated_tokens_per_s_at_bench_config"]
         sc["scalar_days_per_million_tokens_at_bench_config"] = (
-            1e6 / sc["extrapolated_tokens_per_s_at_bench_config"] / 86400)
+            1e6 / sc["extrapolated_tokens_per_s_at_bench_config"] / 86400
+        )
     if sc:
-        log(f"  {sc['tokens_per_s']:.1f} tokens/s at {sc['config']}, "
+        log(
+            f"  {sc['tokens_per_s']:.1f} tokens/s at {sc['config']}, "
             f"{sc['effective_gflops'] * 1e3:.2f} MFLOP/s -> "
-            f"{sc['extrapolated_tokens_per_s_at_bench_config']:.4f} tokens/s at the bench config")
+            f"{sc['extrapolated_tokens_per_s_at_bench_config']:.4f} tokens/s at the bench config"
+        )
 
     if not args.no_flags:
         log("== XLA flag / precision variants of jax_hand (separate processes) ==")
@@ -462,13 +526,14 @@ def main(argv=None) -> int:
     tr = {n: r for n, r in res["train"].items() if "tokens_per_s" in r}
     best_name = res["ratios"].get("best_torch_f32")
     best_torch = tr[best_name]["tokens_per_s"] if best_name else None
-    print(f"\n{'variant':<34}{'tokens/s':>10}{'GFLOP/s':>9}{'MFU(own)':>10}{'vs hand':>9}"
-          f"{'vs best torch f32':>19}")
+    print(f"\n{'variant':<34}{'tokens/s':>10}{'GFLOP/s':>9}{'MFU(own)':>10}{'vs hand':>9}{'vs best torch f32':>19}")
     for n, r in tr.items():
         vs_hand = r["tokens_per_s"] / hand if hand else float("nan")
         vs_t = r["tokens_per_s"] / best_torch if best_torch else float("nan")
-        print(f"{n:<34}{r['tokens_per_s']:>10.0f}{r['gflops']:>9.1f}{r['mfu_vs_own_peak']:>10.1%}"
-              f"{vs_hand:>9.2f}{vs_t:>19.2f}")
+        print(
+            f"{n:<34}{r['tokens_per_s']:>10.0f}{r['gflops']:>9.1f}{r['mfu_vs_own_peak']:>10.1%}"
+            f"{vs_hand:>9.2f}{vs_t:>19.2f}"
+        )
     print(f"best torch (f32 variants): {best_name}")
     for n, row in res["ratios"].items():
         if not isinstance(row, dict):
@@ -476,24 +541,32 @@ def main(argv=None) -> int:
         for m, v in row.items():
             if m == "best_torch_f32":
                 continue
-            print(f"  {n} / {m}: median {v['median_ratio']:.2f}, per round "
-                  + " ".join(f"{x:.2f}" for x in v["per_round"]))
+            print(
+                f"  {n} / {m}: median {v['median_ratio']:.2f}, per round "
+                + " ".join(f"{x:.2f}" for x in v["per_round"])
+            )
     rl = res["roofline"]
-    print(f"roofline: {rl['flops_per_token_executed'] / 1e6:.2f} MFLOP/token executed "
-          f"({rl['flops_per_token_full_TxT'] / 1e6:.2f} full TxT); at XLA f32 peak "
-          f"{rl['xla_f32_peak_gflops']:.0f} GFLOP/s -> {rl['max_tokens_per_s_f32']:.0f} tokens/s, "
-          f"at model shapes {rl['xla_f32_at_model_shapes_gflops']:.0f} -> "
-          f"{rl['max_tokens_per_s_f32_model_shapes']:.0f}; bf16 {rl['xla_bf16_peak_gflops']:.0f} -> "
-          f"{rl['max_tokens_per_s_bf16']:.0f}")
+    print(
+        f"roofline: {rl['flops_per_token_executed'] / 1e6:.2f} MFLOP/token executed "
+        f"({rl['flops_per_token_full_TxT'] / 1e6:.2f} full TxT); at XLA f32 peak "
+        f"{rl['xla_f32_peak_gflops']:.0f} GFLOP/s -> {rl['max_tokens_per_s_f32']:.0f} tokens/s, "
+        f"at model shapes {rl['xla_f32_at_model_shapes_gflops']:.0f} -> "
+        f"{rl['max_tokens_per_s_f32_model_shapes']:.0f}; bf16 {rl['xla_bf16_peak_gflops']:.0f} -> "
+        f"{rl['max_tokens_per_s_bf16']:.0f}"
+    )
     print(f"load average per round: {' '.join(f'{x:.1f}' for x in res['load_avg_per_round'])}")
     if hand and sc:
-        print(f"{'scalar (extrapolated)':<22}{sc['extrapolated_tokens_per_s_at_bench_config']:>10.4f}"
-              f"   hand speed-up per token {sc['hand_speedup_per_token']:.3g}x")
+        print(
+            f"{'scalar (extrapolated)':<22}{sc['extrapolated_tokens_per_s_at_bench_config']:>10.4f}"
+            f"   hand speed-up per token {sc['hand_speedup_per_token']:.3g}x"
+        )
     print(f"matmul peak GFLOP/s: {', '.join(f'{k} {v:.0f}' for k, v in peak.items())}")
     if "xla_flags" in res:
         for k, v in res["xla_flags"].items():
-            print(f"  {k:<24} {v.get('tokens_per_s', float('nan')):>8.0f} tokens/s "
-                  f"x{v.get('vs_baseline', float('nan')):.2f}  {v.get('error', '')}")
+            print(
+                f"  {k:<24} {v.get('tokens_per_s', float('nan')):>8.0f} tokens/s "
+                f"x{v.get('vs_baseline', float('nan')):.2f}  {v.get('error', '')}"
+            )
     print(f"wrote {args.out}")
     return 0
 

@@ -6,6 +6,7 @@ which is steadier than wall time on a shared machine. Writes experiments/results
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_gpt_core.py --rounds 5
 """
+
 import argparse
 import json
 import time
@@ -29,7 +30,9 @@ def _step(mode: str, q_block):
         def lf(p):
             logits, _ = model.forward(p, tokens, CFG, q_block=q_block)
             return model.cross_entropy_forward(logits, targets, mask)[0]
+
         return jax.value_and_grad(lf)(params)
+
     return jax.jit(hand if mode == "hand" else autodiff)
 
 
@@ -47,8 +50,7 @@ def main() -> None:
     tokens = jax.random.randint(jax.random.PRNGKey(1), (b, t), 0, CFG.vocab_size)
     targets = jnp.roll(tokens, -1, axis=1)
     mask = jnp.ones((b, t), jnp.float32)
-    variants = {f"{m}_q{qb or 'full'}": _step(m, qb)
-                for m in ("hand", "autodiff") for qb in (128, 64, None)}
+    variants = {f"{m}_q{qb or 'full'}": _step(m, qb) for m in ("hand", "autodiff") for qb in (128, 64, None)}
     for f in variants.values():
         jax.block_until_ready(f(params, tokens, targets, mask))
     wall = {k: [] for k in variants}
@@ -65,12 +67,21 @@ def main() -> None:
     print(f"{'variant':16s} {'wall ms':>8s} {'tok/s':>7s} {'cpu ms':>7s} {'cpu vs autodiff_q128':>21s} {'GFLOP/s':>8s}")
     for k in variants:
         w, c = float(np.median(wall[k])), float(np.median(cpu[k]))
-        rows[k] = {"wall_s": w, "cpu_s": c, "tokens_per_s": b * t / w, "cpu_ratio": ref / c,
-                   "gflops_wall": fpt * b * t / w / 1e9}
-        print(f"{k:16s} {w*1e3:8.1f} {b*t/w:7.0f} {c*1e3:7.1f} {ref/c:21.2f} {rows[k]['gflops_wall']:8.1f}")
+        rows[k] = {
+            "wall_s": w,
+            "cpu_s": c,
+            "tokens_per_s": b * t / w,
+            "cpu_ratio": ref / c,
+            "gflops_wall": fpt * b * t / w / 1e9,
+        }
+        print(f"{k:16s} {w * 1e3:8.1f} {b * t / w:7.0f} {c * 1e3:7.1f} {ref / c:21.2f} {rows[k]['gflops_wall']:8.1f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"config": CFG.to_dict(), "batch": b, "rounds": args.rounds,
-                                          "flops_per_token": fpt, "variants": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {"config": CFG.to_dict(), "batch": b, "rounds": args.rounds, "flops_per_token": fpt, "variants": rows},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ the bound no float32 step can beat here: all matmul FLOPs at the best GFLOP/s se
     flock /tmp/jaxsys-heavy.lock python experiments/bench_mlp.py            # full run -> results/mlp.json
     python experiments/bench_mlp.py --rounds 2 --seconds 0.2 --no-sweep    # quick look
 """
+
 import argparse
 import json
 import os
@@ -51,13 +52,16 @@ def matmul_shapes(batch: int, sizes=SIZES) -> list[tuple[int, int, int]]:
 
 # ---- the timed alternatives ---------------------------------------------------------------------
 
+
 def jax_method(batch: int, grad: str, opt: str):
     import jax
     import jax.numpy as jnp
     import numpy as np
+
     from jaxsys.mlp.adam import AdamConfig
     from jaxsys.mlp.model import MLPConfig
     from jaxsys.mlp.train import StepConfig, init_state, train_step
+
     cfg = StepConfig(MLPConfig(SIZES, "classify"), AdamConfig(opt), grad)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(batch, SIZES[0])).astype(np.float32))
@@ -71,6 +75,7 @@ def jax_method(batch: int, grad: str, opt: str):
         loss = float(m["loss"])  # waits for the last step
         box[0] = state
         return loss
+
     return run
 
 
@@ -79,13 +84,14 @@ def jax_scan_method(batch: int, k: int):
     import jax
     import jax.numpy as jnp
     import numpy as np
+
     from jaxsys.mlp.adam import AdamConfig
     from jaxsys.mlp.model import MLPConfig
     from jaxsys.mlp.train import StepConfig, init_state, train_steps
+
     cfg = StepConfig(MLPConfig(SIZES, "classify"), AdamConfig("hand"), "hand")
     rng = np.random.default_rng(0)
-    xs = jnp.asarray(np.broadcast_to(rng.normal(size=(batch, SIZES[0])).astype(np.float32),
-                                     (k, batch, SIZES[0])))
+    xs = jnp.asarray(np.broadcast_to(rng.normal(size=(batch, SIZES[0])).astype(np.float32), (k, batch, SIZES[0])))
     ys = jnp.asarray(np.broadcast_to(rng.integers(0, SIZES[-1], batch).astype(np.int32), (k, batch)))
     box = [init_state(jax.random.PRNGKey(0), cfg)]
 
@@ -96,6 +102,7 @@ def jax_scan_method(batch: int, k: int):
         loss = float(m["loss"][-1])
         box[0] = state
         return loss
+
     run.steps_per_call = k
     return run
 
@@ -106,8 +113,10 @@ def adam_only_method():
     import jax
     import jax.numpy as jnp
     import optax
+
     from jaxsys.mlp.model import MLPConfig, init
     from jaxsys.nn.optim import adam
+
     opt = adam(1e-3)
     params = init(jax.random.PRNGKey(0), MLPConfig(SIZES, "classify"))
     grads = jax.tree_util.tree_map(lambda p: 1e-3 * jnp.ones_like(p), params)
@@ -118,7 +127,9 @@ def adam_only_method():
         def body(_, ps):
             u, s_ = opt.update(g, ps[1], ps[0])
             return optax.apply_updates(ps[0], u), s_
+
         return jax.lax.fori_loop(0, k, body, (p, s))
+
     upd = jax.jit(_upd, donate_argnums=(0, 1))
     box = [(params, opt.init(params))]
 
@@ -128,6 +139,7 @@ def adam_only_method():
             p, s = upd(p, s, grads)
         jax.block_until_ready(p)
         box[0] = (p, s)
+
     run.steps_per_call = k
     return run
 
@@ -140,8 +152,10 @@ def peak_methods(n: int = 1024) -> dict:
 def torch_method(batch: int, compiled: bool):
     import numpy as np
     import torch
+
     sys.path.insert(0, str(HERE))
     from torch_mlp import make_step
+
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.normal(size=(batch, SIZES[0])).astype(np.float32))
     y = torch.from_numpy(rng.integers(0, SIZES[-1], batch).astype(np.int64))
@@ -151,6 +165,7 @@ def torch_method(batch: int, compiled: bool):
         for _ in range(n):
             loss = step(x, y)
         return float(loss)
+
     return run
 
 
@@ -158,6 +173,7 @@ def xla_matmul_method(shape):
     import jax
     import jax.numpy as jnp
     import numpy as np
+
     m, k, n = shape
     rng = np.random.default_rng(0)
     a = jnp.asarray(rng.normal(size=(m, k)).astype(np.float32))
@@ -168,17 +184,20 @@ def xla_matmul_method(shape):
         for _ in range(reps):
             c = f(a, b)
         c.block_until_ready()
+
     return run
 
 
 def torch_matmul_method(shape):
     import torch
+
     m, k, n = shape
     a, b = torch.randn(m, k), torch.randn(k, n)
 
     def run(reps: int):
         for _ in range(reps):
             torch.mm(a, b)
+
     return run
 
 
@@ -194,15 +213,17 @@ def interleaved(methods: dict, rounds: int, seconds: float) -> dict:
     rates = {name: [] for name in methods}
     names = list(methods)
     for i in range(rounds):  # a different order each round, so no method always follows the same one
-        for name in names[i % len(names):] + names[:i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             run, n = methods[name], reps[name]
             k = getattr(run, "steps_per_call", 1)
             n = -(-n // k) * k
             t0 = time.perf_counter()
             run(n)
             rates[name].append(n / (time.perf_counter() - t0))
-    return {name: {"median_per_s": statistics.median(r), "rates": [round(v, 2) for v in r],
-                   "reps_per_block": reps[name]} for name, r in rates.items()}
+    return {
+        name: {"median_per_s": statistics.median(r), "rates": [round(v, 2) for v in r], "reps_per_block": reps[name]}
+        for name, r in rates.items()
+    }
 
 
 def roof_methods(batch: int, libs=("xla", "torch")) -> dict:
@@ -233,14 +254,15 @@ def roof_summary(batch: int, r: dict, libs=("xla", "torch")) -> dict:
 
 # ---- modes ----------------------------------------------------------------------------------------
 
+
 def worker(args) -> dict:
     """Used by the flag sweep: the (a) step and the XLA matmul roof under this process's XLA_FLAGS."""
     res = {}
     for b in args.batches:
-        r = interleaved({"jax_hand": jax_method(b, "hand", "hand"), **roof_methods(b, ("xla",))},
-                        args.rounds, args.seconds)
-        res[str(b)] = {"jax_hand_steps_per_s": r["jax_hand"]["median_per_s"],
-                       "roof": roof_summary(b, r, ("xla",))}
+        r = interleaved(
+            {"jax_hand": jax_method(b, "hand", "hand"), **roof_methods(b, ("xla",))}, args.rounds, args.seconds
+        )
+        res[str(b)] = {"jax_hand_steps_per_s": r["jax_hand"]["median_per_s"], "roof": roof_summary(b, r, ("xla",))}
     return res
 
 
@@ -248,8 +270,17 @@ def sweep(args) -> dict:
     out = {}
     for name, flags in FLAG_SETS.items():
         env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-        cmd = [sys.executable, __file__, "--worker", "--rounds", str(args.sweep_rounds), "--seconds",
-               str(args.seconds), "--batches", ",".join(map(str, args.batches))]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--rounds",
+            str(args.sweep_rounds),
+            "--seconds",
+            str(args.seconds),
+            "--batches",
+            ",".join(map(str, args.batches)),
+        ]
         t0 = time.perf_counter()
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if p.returncode != 0:
@@ -258,9 +289,11 @@ def sweep(args) -> dict:
             continue
         res = json.loads(p.stdout.strip().splitlines()[-1])
         out[name] = {"flags": flags, "seconds": round(time.perf_counter() - t0, 1), **res}
-        line = "  ".join(f"B={b}: jax_hand {r['jax_hand_steps_per_s']:7.1f} steps/s, XLA matmul roof "
-                         f"{r['roof']['xla_roof_steps_per_s']:7.1f} ({r['roof']['xla_gflops_total']:.0f} GFLOP/s)"
-                         for b, r in res.items())
+        line = "  ".join(
+            f"B={b}: jax_hand {r['jax_hand_steps_per_s']:7.1f} steps/s, XLA matmul roof "
+            f"{r['roof']['xla_roof_steps_per_s']:7.1f} ({r['roof']['xla_gflops_total']:.0f} GFLOP/s)"
+            for b, r in res.items()
+        )
         print(f"  flags {name:20s} {line}", flush=True)
     return out
 
@@ -285,19 +318,31 @@ def main(argv=None) -> int:
 
     import jax
     import torch
+
     torch.set_num_threads(args.threads)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "jax": jax.__version__, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "sizes": list(SIZES), "dtype": "float32",
-            "rounds": args.rounds, "seconds_per_block": args.seconds,
-            "xla_flags": os.environ.get("XLA_FLAGS", ""), "command": "python " + " ".join(sys.argv),
-            "loadavg_start": os.getloadavg()}
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "sizes": list(SIZES),
+        "dtype": "float32",
+        "rounds": args.rounds,
+        "seconds_per_block": args.seconds,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "command": "python " + " ".join(sys.argv),
+        "loadavg_start": os.getloadavg(),
+    }
     results = {"meta": meta, "batches": {}}
     for b in args.batches:
-        methods = {"jax_hand": jax_method(b, "hand", "hand"),
-                   "jax_autodiff_optax": jax_method(b, "autodiff", "optax"),
-                   f"jax_hand_scan{args.scan_k}": jax_scan_method(b, args.scan_k),
-                   "torch_eager": torch_method(b, False)}
+        methods = {
+            "jax_hand": jax_method(b, "hand", "hand"),
+            "jax_autodiff_optax": jax_method(b, "autodiff", "optax"),
+            f"jax_hand_scan{args.scan_k}": jax_scan_method(b, args.scan_k),
+            "torch_eager": torch_method(b, False),
+        }
         notes = {}
         if not args.no_compile:
             try:
@@ -309,17 +354,19 @@ def main(argv=None) -> int:
             except Exception as e:  # inductor needs a working C++ toolchain
                 notes["torch_compile_error"] = f"{type(e).__name__}: {str(e)[:300]}"
         print(f"B={b}: timing {list(methods)} ...", flush=True)
-        both = interleaved({**methods, **roof_methods(b), **peak_methods(), "adam_only": adam_only_method()},
-                           args.rounds, args.seconds)
+        both = interleaved(
+            {**methods, **roof_methods(b), **peak_methods(), "adam_only": adam_only_method()}, args.rounds, args.seconds
+        )
         steps = {k: both[k] for k in methods}
         r = roof_summary(b, both)
         flops = sum(2 * m * k * n for m, k, n in matmul_shapes(b))
         adam_s = 1.0 / both["adam_only"]["median_per_s"]
         for lib in ("xla", "torch"):
-            gf = 2 * 1024 ** 3 * both[f"{lib}_peak"]["median_per_s"] / 1e9
+            gf = 2 * 1024**3 * both[f"{lib}_peak"]["median_per_s"] / 1e9
             r[f"{lib}_peak_gflops_1024"] = gf
-        best = max(r["xla_peak_gflops_1024"], r["torch_peak_gflops_1024"], r["xla_gflops_total"],
-                   r["torch_gflops_total"])
+        best = max(
+            r["xla_peak_gflops_1024"], r["torch_peak_gflops_1024"], r["xla_gflops_total"], r["torch_gflops_total"]
+        )
         r["adam_only_us"] = 1e6 * adam_s
         # what no float32 step can beat here: every matmul at the best GFLOP/s measured on this
         # machine (large square or the step's own shapes, either library) plus the optimizer pass
@@ -327,8 +374,9 @@ def main(argv=None) -> int:
         r["bound_gflops_used"] = best
         eager = steps["torch_eager"]["median_per_s"]
         ratios = {f"{k}_over_torch_eager": v["median_per_s"] / eager for k, v in steps.items()}
-        ratios["jax_hand_over_jax_autodiff_optax"] = (steps["jax_hand"]["median_per_s"]
-                                                     / steps["jax_autodiff_optax"]["median_per_s"])
+        ratios["jax_hand_over_jax_autodiff_optax"] = (
+            steps["jax_hand"]["median_per_s"] / steps["jax_autodiff_optax"]["median_per_s"]
+        )
         ratios["jax_hand_over_xla_roof"] = steps["jax_hand"]["median_per_s"] / r["xla_roof_steps_per_s"]
         ratios["torch_eager_over_torch_roof"] = eager / r["torch_roof_steps_per_s"]
         ratios["bound_over_torch_eager"] = r["bound_steps_per_s"] / eager
@@ -354,17 +402,25 @@ def print_table(results: dict) -> None:
         for k, v in s.items():
             print(f"  {k:22s} {v['median_per_s']:9.1f}   x{r['ratios'][f'{k}_over_torch_eager']:.2f} vs torch eager")
         m = r["matmul_roof"]
-        print(f"  matmul roof (8 matmuls/step): XLA {m['xla_roof_steps_per_s']:.1f} steps/s "
-              f"({m['xla_gflops_total']:.1f} GFLOP/s), torch {m['torch_roof_steps_per_s']:.1f} steps/s "
-              f"({m['torch_gflops_total']:.1f} GFLOP/s), XLA/torch {m['xla_over_torch_roof']:.2f}")
-        print(f"  hand / autodiff+optax {r['ratios']['jax_hand_over_jax_autodiff_optax']:.2f}; "
-              f"hand / XLA roof {r['ratios']['jax_hand_over_xla_roof']:.2f}; "
-              f"torch eager / torch roof {r['ratios']['torch_eager_over_torch_roof']:.2f}")
-        print(f"  float32 peak, 1024^3 matmul: XLA {m['xla_peak_gflops_1024']:.0f} GFLOP/s, torch "
-              f"{m['torch_peak_gflops_1024']:.0f} GFLOP/s; hand Adam alone {m['adam_only_us']:.0f} us")
-        print(f"  bound (all matmuls at {m['bound_gflops_used']:.0f} GFLOP/s + Adam): "
-              f"{m['bound_steps_per_s']:.1f} steps/s = x{r['ratios']['bound_over_torch_eager']:.2f} torch eager; "
-              f"hand at {r['ratios']['jax_hand_over_bound']:.2f} of it")
+        print(
+            f"  matmul roof (8 matmuls/step): XLA {m['xla_roof_steps_per_s']:.1f} steps/s "
+            f"({m['xla_gflops_total']:.1f} GFLOP/s), torch {m['torch_roof_steps_per_s']:.1f} steps/s "
+            f"({m['torch_gflops_total']:.1f} GFLOP/s), XLA/torch {m['xla_over_torch_roof']:.2f}"
+        )
+        print(
+            f"  hand / autodiff+optax {r['ratios']['jax_hand_over_jax_autodiff_optax']:.2f}; "
+            f"hand / XLA roof {r['ratios']['jax_hand_over_xla_roof']:.2f}; "
+            f"torch eager / torch roof {r['ratios']['torch_eager_over_torch_roof']:.2f}"
+        )
+        print(
+            f"  float32 peak, 1024^3 matmul: XLA {m['xla_peak_gflops_1024']:.0f} GFLOP/s, torch "
+            f"{m['torch_peak_gflops_1024']:.0f} GFLOP/s; hand Adam alone {m['adam_only_us']:.0f} us"
+        )
+        print(
+            f"  bound (all matmuls at {m['bound_gflops_used']:.0f} GFLOP/s + Adam): "
+            f"{m['bound_steps_per_s']:.1f} steps/s = x{r['ratios']['bound_over_torch_eager']:.2f} torch eager; "
+            f"hand at {r['ratios']['jax_hand_over_bound']:.2f} of it"
+        )
         for k in ("torch_compile_error", "torch_compile_warmup_s"):
             if k in r:
                 print(f"  {k}: {r[k]}")

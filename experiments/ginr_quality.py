@@ -8,13 +8,12 @@ full 32x32 grid at equal training time.
 Writes the JAX run under runs/ginr-quality-*/ (metrics.jsonl, psnr_curve.png, reconstructions.png,
 summary.json) and experiments/results/ginr_quality.json.
 """
+
 import argparse
 import math
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,6 +29,7 @@ from jaxsys.train.io import atomic_write_json, make_run_dir  # noqa: E402
 def run_torch(train_x, test_x, seconds, steps, eval_every_s, seed=0):
     import torch
     import torch_ginr
+
     torch.manual_seed(seed)
     model = torch_ginr.make("fast")
     opt, sched = torch_ginr.make_optimizer(model, total=steps)
@@ -39,8 +39,14 @@ def run_torch(train_x, test_x, seconds, steps, eval_every_s, seed=0):
         while t_train < seconds and step < steps:
             b = next(batches)
             t0 = time.perf_counter()
-            loss = torch_ginr.train_step(model, opt, sched, torch.from_numpy(b["images"]),
-                                         torch.from_numpy(b["coords"]), torch.from_numpy(b["targets"]))
+            loss = torch_ginr.train_step(
+                model,
+                opt,
+                sched,
+                torch.from_numpy(b["images"]),
+                torch.from_numpy(b["coords"]),
+                torch.from_numpy(b["targets"]),
+            )
             t_train += time.perf_counter() - t0
             step += 1
             if not math.isfinite(loss):
@@ -58,9 +64,12 @@ def run_torch(train_x, test_x, seconds, steps, eval_every_s, seed=0):
 def plot_curves(out: dict, path) -> None:
     """Test PSNR vs training seconds, JAX and the PyTorch port on one axis (what the notes quote)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from jaxsys.train.io import save_figure
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("jax_curve", "jaxsys (JAX)"), ("torch_curve", "PyTorch port")):
         pts = out.get(key) or []
@@ -86,12 +95,16 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3000, help="schedule length (both frameworks)")
     ap.add_argument("--eval-images", type=int, default=256)
     ap.add_argument("--final-eval-images", type=int, default=2000)
-    ap.add_argument("--plot-only", action="store_true",
-                    help="only redraw psnr_vs_time.png from experiments/results/ginr_quality.json")
+    ap.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="only redraw psnr_vs_time.png from experiments/results/ginr_quality.json",
+    )
     a = ap.parse_args(argv)
     res_path = ROOT / "experiments" / "results" / "ginr_quality.json"
     if a.plot_only:
         import json
+
         out = json.loads(res_path.read_text())
         plot_curves(out, Path(out["jax_run_dir"]) / "psnr_vs_time.png")
         print(f"wrote {Path(out['jax_run_dir']) / 'psnr_vs_time.png'}")
@@ -102,24 +115,37 @@ def main(argv=None):
     test_x, _ = gd.load_cifar10(a.data, "test", cache_dir=cache)
     print(f"data: train {train_x.shape}, test {test_x.shape} ({time.perf_counter() - t0:.0f}s)", flush=True)
     mc = gm.get_config("fast")
-    tc = gt.TrainConfig(steps=a.steps, max_seconds=a.jax_seconds, eval_every=100, eval_images=a.eval_images,
-                        final_eval_images=a.final_eval_images, ckpt_every=500)
+    tc = gt.TrainConfig(
+        steps=a.steps,
+        max_seconds=a.jax_seconds,
+        eval_every=100,
+        eval_images=a.eval_images,
+        final_eval_images=a.final_eval_images,
+        ckpt_every=500,
+    )
     run_dir = make_run_dir(ROOT / "runs", "ginr-quality")
     summary = gt.train(mc, tc, train_x, test_x, run_dir, progress=False)
     recs = [r for r in read_metrics(run_dir / "metrics.jsonl") if "test_psnr" in r and not r.get("final")]
-    out = {"date": time.strftime("%Y-%m-%d %H:%M"), "data": a.data, "config": "fast",
-           "jax_run_dir": str(run_dir), "jax_summary": summary,
-           "jax_curve": [{k: r[k] for k in ("step", "train_seconds", "test_psnr")} for r in recs],
-           "eval_images_curve": a.eval_images}
+    out = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "data": a.data,
+        "config": "fast",
+        "jax_run_dir": str(run_dir),
+        "jax_summary": summary,
+        "jax_curve": [{k: r[k] for k in ("step", "train_seconds", "test_psnr")} for r in recs],
+        "eval_images_curve": a.eval_images,
+    }
     atomic_write_json(res_path, out)
     if a.torch_seconds > 0:
         curve, final = run_torch(train_x, test_x[: a.eval_images], a.torch_seconds, a.steps, 60.0)
         out["torch_curve"], out["torch_final"] = curve, final
         near = [r for r in recs if r["train_seconds"] <= final["train_seconds"]]
         out["jax_at_torch_time"] = near[-1] if near else None
-        print(f"equal time {final['train_seconds']:.0f}s: torch {final['test_psnr']:.2f} dB "
-              f"(step {final['step']}), jax {near[-1]['test_psnr'] if near else float('nan'):.2f} dB "
-              f"(step {near[-1]['step'] if near else 0}) on the first {a.eval_images} test images")
+        print(
+            f"equal time {final['train_seconds']:.0f}s: torch {final['test_psnr']:.2f} dB "
+            f"(step {final['step']}), jax {near[-1]['test_psnr'] if near else float('nan'):.2f} dB "
+            f"(step {near[-1]['step'] if near else 0}) on the first {a.eval_images} test images"
+        )
     atomic_write_json(res_path, out)
     plot_curves(out, run_dir / "psnr_vs_time.png")
     print(f"jax final: {summary}")

@@ -13,6 +13,7 @@ on a shared machine hits both alike; the clock counts training steps only (evalu
 
 Writes experiments/results/gpt_shakespeare[_long].json (and a PNG under runs/).
 """
+
 import argparse
 import dataclasses
 import json
@@ -45,41 +46,69 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-batches", type=int, default=20, help="val batches per periodic eval")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--torch-threads", type=int, default=0,
-                    help="torch intra-op threads (0: probe 1 and all cores, keep the faster)")
-    ap.add_argument("--long-minutes", type=float, default=0.0,
-                    help="instead: train jaxsys only for about this many minutes (steps from a "
-                         "timing probe), cosine schedule over those steps")
-    ap.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32",
-                    help="jaxsys parameter-matmul operands (bfloat16: float32 accumulation and "
-                         "master weights); torch stays float32")
-    ap.add_argument("--schedule", choices=["cosine", "linear"], default="cosine",
-                    help="cosine: warm-up then cosine to --min-lr; linear: lr (1 - step/steps)")
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0: probe 1 and all cores, keep the faster)",
+    )
+    ap.add_argument(
+        "--long-minutes",
+        type=float,
+        default=0.0,
+        help="instead: train jaxsys only for about this many minutes (steps from a "
+        "timing probe), cosine schedule over those steps",
+    )
+    ap.add_argument(
+        "--matmul-dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="jaxsys parameter-matmul operands (bfloat16: float32 accumulation and "
+        "master weights); torch stays float32",
+    )
+    ap.add_argument(
+        "--schedule",
+        choices=["cosine", "linear"],
+        default="cosine",
+        help="cosine: warm-up then cosine to --min-lr; linear: lr (1 - step/steps)",
+    )
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
 
     import jax
     import jax.numpy as jnp
-    from jaxsys.gpt import model
+
     from jaxsys.gpt.config import GPTConfig
     from jaxsys.gpt.data import Batch, load_data
     from jaxsys.gpt.train import TrainConfig, evaluate, init_state, train_step
 
     data = load_data(args.data, "corpus", args.block, seed=args.seed)
     tok = data.tokenizer
-    cfg = GPTConfig(vocab_size=tok.vocab_size, n_embd=args.n_embd, n_head=args.n_head,
-                    n_layer=args.n_layer, block_size=args.block)
+    cfg = GPTConfig(
+        vocab_size=tok.vocab_size, n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, block_size=args.block
+    )
     B = args.batch
     long_run = args.long_minutes > 0
     steps = args.steps
-    tcfg = TrainConfig(steps=steps, batch_size=B, lr=args.lr, beta1=0.9, beta2=0.99,
-                       schedule=args.schedule, warmup_steps=args.warmup, min_lr=args.min_lr,
-                       grad_clip=1.0, seed=args.seed, matmul_dtype=args.matmul_dtype)
-    periodic = [Batch(*(jnp.asarray(a) for a in b))
-                for b in data.val.eval_batches(B, args.eval_batches)]
+    tcfg = TrainConfig(
+        steps=steps,
+        batch_size=B,
+        lr=args.lr,
+        beta1=0.9,
+        beta2=0.99,
+        schedule=args.schedule,
+        warmup_steps=args.warmup,
+        min_lr=args.min_lr,
+        grad_clip=1.0,
+        seed=args.seed,
+        matmul_dtype=args.matmul_dtype,
+    )
+    periodic = [Batch(*(jnp.asarray(a) for a in b)) for b in data.val.eval_batches(B, args.eval_batches)]
     final = [Batch(*(jnp.asarray(a) for a in b)) for b in data.val.eval_batches(B)]
-    print(f"data {data.info}; model {cfg}; {len(final)} final val batches "
-          f"({len(final) * B * args.block} tokens)", flush=True)
+    print(
+        f"data {data.info}; model {cfg}; {len(final)} final val batches ({len(final) * B * args.block} tokens)",
+        flush=True,
+    )
 
     def jbatch(step):
         b = data.train.batch(step, B, tcfg.seed)
@@ -110,9 +139,13 @@ def main(argv=None) -> int:
     if not args.no_torch:
         import torch
         from torch_gpt import TorchGPT, TorchTrainer
+
         if not args.torch_threads:  # on a shared machine 2 OpenMP threads can be 10x slower
-            probe = TorchTrainer(TorchGPT(cfg.vocab_size, cfg.n_embd, cfg.n_head, cfg.n_layer,
-                                          cfg.block_size, params=init_np), args.lr, steps=steps)
+            probe = TorchTrainer(
+                TorchGPT(cfg.vocab_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, params=init_np),
+                args.lr,
+                steps=steps,
+            )
             b = data.train.batch(0, B, 0)
             x, y = torch.from_numpy(b.tokens).long(), torch.from_numpy(b.targets).long()
             times = {}
@@ -128,10 +161,18 @@ def main(argv=None) -> int:
             del probe
         torch.set_num_threads(args.torch_threads)
         torch.manual_seed(args.seed)
-        tm = TorchGPT(cfg.vocab_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size,
-                      attn="sdpa", params=init_np)
-        trainer = TorchTrainer(tm, args.lr, betas=(0.9, 0.99), eps=1e-8, schedule=args.schedule,
-                               steps=steps, warmup=args.warmup, min_lr=args.min_lr, grad_clip=1.0)
+        tm = TorchGPT(cfg.vocab_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.block_size, attn="sdpa", params=init_np)
+        trainer = TorchTrainer(
+            tm,
+            args.lr,
+            betas=(0.9, 0.99),
+            eps=1e-8,
+            schedule=args.schedule,
+            steps=steps,
+            warmup=args.warmup,
+            min_lr=args.min_lr,
+            grad_clip=1.0,
+        )
         np_final = [tuple(np.asarray(a) for a in b) for b in final]
         np_periodic = [tuple(np.asarray(a) for a in b) for b in periodic]
 
@@ -143,11 +184,9 @@ def main(argv=None) -> int:
     compile_s = time.perf_counter() - t0
     evaluate(warm.params, periodic[:1], cfg)
     del warm
-    curves["jaxsys_hand"].append({"step": 0, "seconds": 0.0,
-                                  "val_loss": evaluate(state.params, periodic, cfg)})
+    curves["jaxsys_hand"].append({"step": 0, "seconds": 0.0, "val_loss": evaluate(state.params, periodic, cfg)})
     if trainer is not None:
-        curves["torch_eager_sdpa"].append({"step": 0, "seconds": 0.0,
-                                           "val_loss": trainer.evaluate(np_periodic)})
+        curves["torch_eager_sdpa"].append({"step": 0, "seconds": 0.0, "val_loss": trainer.evaluate(np_periodic)})
     step = 0
     while step < steps:
         seg = min(args.segment, steps - step)
@@ -166,26 +205,32 @@ def main(argv=None) -> int:
         step += seg
         ev = final if step == steps else periodic
         v = evaluate(state.params, ev, cfg)
-        curves["jaxsys_hand"].append({"step": step, "seconds": clock["jaxsys_hand"],
-                                      "train_loss": jl, "val_loss": v})
+        curves["jaxsys_hand"].append({"step": step, "seconds": clock["jaxsys_hand"], "train_loss": jl, "val_loss": v})
         msg = f"step {step}: jaxsys {clock['jaxsys_hand']:.1f}s val {v:.4f}"
         if trainer is not None:
             tv = trainer.evaluate(np_final if step == steps else np_periodic)
-            curves["torch_eager_sdpa"].append({"step": step, "seconds": clock["torch_eager_sdpa"],
-                                               "train_loss": float(tl), "val_loss": tv})
+            curves["torch_eager_sdpa"].append(
+                {"step": step, "seconds": clock["torch_eager_sdpa"], "train_loss": float(tl), "val_loss": tv}
+            )
             msg += f" | torch {clock['torch_eager_sdpa']:.1f}s val {tv:.4f}"
         print(msg + f"  (load {os.getloadavg()[0]:.1f})", flush=True)
 
-    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} CPU cores",
-           "command": "python experiments/gpt_shakespeare.py " + " ".join(argv or sys.argv[1:]),
-           "model": dataclasses.asdict(cfg), "train": dataclasses.asdict(tcfg),
-           "data": data.info, "final_val_tokens": len(final) * B * args.block,
-           "jax_compile_seconds": compile_s, "torch_threads": args.torch_threads,
-           "load_avg_end": os.getloadavg()[0],
-           "note": "seconds = training steps only (eval excluded, compile excluded); the last "
-                   "point's val_loss uses the full validation split, earlier points "
-                   f"{args.eval_batches} batches",
-           "curves": {k: v for k, v in curves.items() if v}}
+    res = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{os.cpu_count()} CPU cores",
+        "command": "python experiments/gpt_shakespeare.py " + " ".join(argv or sys.argv[1:]),
+        "model": dataclasses.asdict(cfg),
+        "train": dataclasses.asdict(tcfg),
+        "data": data.info,
+        "final_val_tokens": len(final) * B * args.block,
+        "jax_compile_seconds": compile_s,
+        "torch_threads": args.torch_threads,
+        "load_avg_end": os.getloadavg()[0],
+        "note": "seconds = training steps only (eval excluded, compile excluded); the last "
+        "point's val_loss uses the full validation split, earlier points "
+        f"{args.eval_batches} batches",
+        "curves": {k: v for k, v in curves.items() if v},
+    }
     for k, c in res["curves"].items():
         hit = next((p for p in c if p["val_loss"] <= 1.88), None)
         res[f"{k}_final_val_loss"] = c[-1]["val_loss"]
@@ -195,26 +240,26 @@ def main(argv=None) -> int:
         res["speedup_jax_vs_torch"] = clock["torch_eager_sdpa"] / clock["jaxsys_hand"]
     # 10 samples from the Shakespeare model, for a look
     from jaxsys.gpt.inference import InferenceModel
+
     im = InferenceModel({k: np.asarray(v, np.float64) for k, v in state.params.items()}, cfg, tok)
-    ids = im.generate_from_prompt(tok.encode("\n"), args.block - 1, temperature=0.8, seed=0,
-                                  stop_ids=[])
+    ids = im.generate_from_prompt(tok.encode("\n"), args.block - 1, temperature=0.8, seed=0, stop_ids=[])
     res["sample"] = "\n" + tok.decode(ids)
-    out = Path(args.out or HERE / "results" / ("gpt_shakespeare_long.json" if long_run
-                                               else "gpt_shakespeare.json"))
+    out = Path(args.out or HERE / "results" / ("gpt_shakespeare_long.json" if long_run else "gpt_shakespeare.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, indent=1) + "\n")
     os.replace(tmp, out)
     _plot(res, ROOT / "runs" / (out.stem + ".png"))
-    print(json.dumps({k: v for k, v in res.items() if k not in ("curves", "data", "model", "train")},
-                     indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k not in ("curves", "data", "model", "train")}, indent=1))
     return 0
 
 
 def _plot(res, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for k, c in res["curves"].items():

@@ -8,6 +8,7 @@ model, and the HTTP API (/microgpt/v1/chat on a loopback server).
 
 Writes experiments/results/serve_chat_memo.json.
 """
+
 import argparse
 import csv
 import sys
@@ -31,15 +32,14 @@ def load_pairs(path: Path, categories: set[str]) -> dict[str, set[str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" /
-                                          "chatterbot_english_pairs.tsv"))
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "chatterbot_english_pairs.tsv"))
     ap.add_argument("--categories", default="greetings,conversations")
     ap.add_argument("--http-sample", type=int, default=1000, help="prompts also asked over HTTP")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "serve_chat_memo.json"))
     a = ap.parse_args()
 
     import httpx
-    import jax.numpy as jnp
+
     from jaxsys.gpt.chat import build_chat_prompt, chat_stop_ids
     from jaxsys.gpt.generate import generate_batch, room
     from jaxsys.gpt.inference import InferenceModel
@@ -58,33 +58,42 @@ def main() -> None:
     jax_s = time.perf_counter() - t0
     jax_replies = [tok.decode(g.tokens) for g in gens]
     ref = InferenceModel(params, cfg, tok)
-    np_replies = [tok.decode(ref.generate_from_prompt(i, room(cfg, len(i)), greedy=True,
-                                                      stop_ids=stop)) for i in ids]
+    np_replies = [tok.decode(ref.generate_from_prompt(i, room(cfg, len(i)), greedy=True, stop_ids=stop)) for i in ids]
     hits_jax = [r in pairs[p] for p, r in zip(prompts, jax_replies)]
     hits_np = [r in pairs[p] for p, r in zip(prompts, np_replies)]
     scfg = ServeConfig(max_batch=16)
     with ServerThread(create_app(params, cfg, tok, scfg)) as srv:
         http_hits = []
-        for p, m in list(zip(prompts, msgs))[:a.http_sample]:
-            r = httpx.post(srv.url + "/microgpt/v1/chat", json={"messages": m, "temperature": 0},
-                           timeout=120).json()
+        for p, m in list(zip(prompts, msgs))[: a.http_sample]:
+            r = httpx.post(srv.url + "/microgpt/v1/chat", json={"messages": m, "temperature": 0}, timeout=120).json()
             http_hits.append(r["content"] in pairs[p])
-    misses = [{"prompt": p, "reply": r, "expected": sorted(pairs[p])}
-              for p, r, h in zip(prompts, jax_replies, hits_jax) if not h]
-    res = {"date": time.strftime("%Y-%m-%d"), "model": a.model, "categories": a.categories,
-           "n_prompts": len(prompts), "n_pairs": sum(len(v) for v in pairs.values()),
-           "fraction_memorised_jax_greedy": sum(hits_jax) / len(prompts),
-           "fraction_memorised_numpy_greedy": sum(hits_np) / len(prompts),
-           "jax_numpy_reply_agreement": sum(x == y for x, y in zip(jax_replies, np_replies))
-           / len(prompts),
-           "http_sample": len(http_hits), "http_fraction_memorised": sum(http_hits) / len(http_hits),
-           "jax_batched_generate_s": jax_s, "misses": misses,
-           "examples": [{"prompt": p, "reply": r} for p, r in zip(prompts[:8], jax_replies[:8])]}
+    misses = [
+        {"prompt": p, "reply": r, "expected": sorted(pairs[p])}
+        for p, r, h in zip(prompts, jax_replies, hits_jax)
+        if not h
+    ]
+    res = {
+        "date": time.strftime("%Y-%m-%d"),
+        "model": a.model,
+        "categories": a.categories,
+        "n_prompts": len(prompts),
+        "n_pairs": sum(len(v) for v in pairs.values()),
+        "fraction_memorised_jax_greedy": sum(hits_jax) / len(prompts),
+        "fraction_memorised_numpy_greedy": sum(hits_np) / len(prompts),
+        "jax_numpy_reply_agreement": sum(x == y for x, y in zip(jax_replies, np_replies)) / len(prompts),
+        "http_sample": len(http_hits),
+        "http_fraction_memorised": sum(http_hits) / len(http_hits),
+        "jax_batched_generate_s": jax_s,
+        "misses": misses,
+        "examples": [{"prompt": p, "reply": r} for p, r in zip(prompts[:8], jax_replies[:8])],
+    }
     atomic_write_json(a.out, res)
-    print(f"{len(prompts)} training prompts: memorised {res['fraction_memorised_jax_greedy']:.3f} "
-          f"(jax greedy), {res['fraction_memorised_numpy_greedy']:.3f} (numpy float64), HTTP "
-          f"{res['http_fraction_memorised']:.3f} of {len(http_hits)}; jax/numpy agreement "
-          f"{res['jax_numpy_reply_agreement']:.3f}")
+    print(
+        f"{len(prompts)} training prompts: memorised {res['fraction_memorised_jax_greedy']:.3f} "
+        f"(jax greedy), {res['fraction_memorised_numpy_greedy']:.3f} (numpy float64), HTTP "
+        f"{res['http_fraction_memorised']:.3f} of {len(http_hits)}; jax/numpy agreement "
+        f"{res['jax_numpy_reply_agreement']:.3f}"
+    )
     for m in misses[:5]:
         print(f"  miss: {m['prompt']!r} -> {m['reply']!r}")
     print(f"wrote {a.out}")

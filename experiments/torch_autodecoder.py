@@ -9,6 +9,7 @@
 
 Inputs are plain arrays: Ws/bs lists (W [out, in]), Z [S, d], enc [N, E], t [N], s [N].
 """
+
 import math
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 def encode_np(p: np.ndarray, K: int) -> np.ndarray:
     cols = [p[:, 0], p[:, 1]]
     for k in range(K):
-        w = (2.0 ** k) * 2 * math.pi
+        w = (2.0**k) * 2 * math.pi
         cols += [np.sin(w * p[:, 0]), np.cos(w * p[:, 0]), np.sin(w * p[:, 1]), np.cos(w * p[:, 1])]
     return np.stack(cols, 1)
 
@@ -27,7 +28,7 @@ def numpy_microbatch(Ws, bs, Z, enc, t, s, B, lr_w, lr_z, lambda_z, lambda_w):
     d = Z.shape[1]
     c = 1.0 - lr_w * lambda_w
     for m in range(0, len(t), B):
-        U = np.concatenate([Z[s[m:m + B]], enc[m:m + B]], 1)
+        U = np.concatenate([Z[s[m : m + B]], enc[m : m + B]], 1)
         acts = [U]
         a = U
         for l in range(L):
@@ -35,9 +36,9 @@ def numpy_microbatch(Ws, bs, Z, enc, t, s, B, lr_w, lr_z, lambda_z, lambda_w):
             if l < L - 1:
                 a = np.tanh(h)
                 acts.append(a)
-        r = h[:, 0] - t[m:m + B]
+        r = h[:, 0] - t[m : m + B]
         for j in range(len(r)):
-            delta = r[j:j + 1]
+            delta = r[j : j + 1]
             for l in reversed(range(L)):
                 a = acts[l][j]
                 W = Ws[l]
@@ -54,6 +55,7 @@ def numpy_microbatch(Ws, bs, Z, enc, t, s, B, lr_w, lr_z, lambda_z, lambda_w):
 
 def torch_microbatch(Ws, bs, Z, enc, t, s, B, lr_w, lr_z, lambda_z, lambda_w):
     import torch
+
     with torch.no_grad():
         Ws = [torch.tensor(W) for W in Ws]
         bs = [torch.tensor(b) for b in bs]
@@ -65,7 +67,7 @@ def torch_microbatch(Ws, bs, Z, enc, t, s, B, lr_w, lr_z, lambda_z, lambda_w):
         d = Z.shape[1]
         c = 1.0 - lr_w * lambda_w
         for m in range(0, len(t), B):
-            U = torch.cat([Z[s[m:m + B]], enc[m:m + B]], 1)
+            U = torch.cat([Z[s[m : m + B]], enc[m : m + B]], 1)
             acts = [U]
             a = U
             for l in range(L):
@@ -73,9 +75,9 @@ def torch_microbatch(Ws, bs, Z, enc, t, s, B, lr_w, lr_z, lambda_z, lambda_w):
                 if l < L - 1:
                     a = torch.tanh(h)
                     acts.append(a)
-            r = h[:, 0] - t[m:m + B]
+            r = h[:, 0] - t[m : m + B]
             for j in range(r.shape[0]):
-                delta = r[j:j + 1]
+                delta = r[j : j + 1]
                 for l in reversed(range(L)):
                     a = acts[l][j]
                     W = Ws[l]
@@ -92,6 +94,7 @@ def torch_microbatch(Ws, bs, Z, enc, t, s, B, lr_w, lr_z, lambda_z, lambda_w):
 
 def torch_autograd_strict(Ws, bs, Z, enc, t, s, lr_w, lr_z, lambda_z, lambda_w):
     import torch
+
     Ws = [torch.tensor(W, requires_grad=True) for W in Ws]
     bs = [torch.tensor(b, requires_grad=True) for b in bs]
     Z = torch.tensor(Z)

@@ -6,12 +6,12 @@ The Mamba mixer follows mamba_ssm's `Mamba` with its reference (non-CUDA) path: 
 y_i = einsum('bdn,bn->bd', x, C[:, :, i])). Block = mamba_ssm `Block` with fused_add_norm=False.
 torch is an optional dependency (`pip install .[bench]`); jaxsys never imports this file.
 """
+
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 
 # How the scan loop reads step i of deltaA / deltaB_u / C. "unbind" (default): split each tensor once
 # with torch.unbind, whose backward is one stack. "index": mamba_ssm's literal `deltaA[:, :, i]`, whose
@@ -53,7 +53,7 @@ class Mamba(nn.Module):
         self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1)
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner)
-        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+        nn.init.uniform_(self.dt_proj.weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
         dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=dt_init_floor)
         with torch.no_grad():
@@ -65,12 +65,12 @@ class Mamba(nn.Module):
 
     def forward(self, hidden, inference_params=None):
         L = hidden.shape[1]
-        xz = self.in_proj(hidden).transpose(1, 2)                       # [b, 2di, l]
+        xz = self.in_proj(hidden).transpose(1, 2)  # [b, 2di, l]
         x, z = xz.chunk(2, dim=1)
         x = F.silu(self.conv1d(x)[..., :L])
-        dbc = self.x_proj(x.transpose(1, 2))                            # [b, l, r + 2n]
+        dbc = self.x_proj(x.transpose(1, 2))  # [b, l, r + 2n]
         dt, B, C = torch.split(dbc, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)              # bias added as delta_bias
+        dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # bias added as delta_bias
         dt = dt + self.dt_proj.bias[None, :, None]
         A = -torch.exp(self.A_log.float())
         y = selective_scan_ref(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z)
@@ -117,11 +117,12 @@ def pixel_grid(n):
 
 
 class MambaGINR(nn.Module):
-    def __init__(self, image_size=32, patch_size=4, dim=128, num_lp=16, depth=3, hidden=64, ff_mult=4,
-                 hypo_blocks=2, num_freqs=4):
+    def __init__(
+        self, image_size=32, patch_size=4, dim=128, num_lp=16, depth=3, hidden=64, ff_mult=4, hypo_blocks=2, num_freqs=4
+    ):
         super().__init__()
         self.p, self.g, self.num_freqs = patch_size, image_size // patch_size, num_freqs
-        P, M = self.g ** 2, num_lp
+        P, M = self.g**2, num_lp
         F_ = 2 * (2 * num_freqs + 1)
         self.patch_embed = nn.Linear(patch_size * patch_size * 3, dim)
         self.pos_proj = nn.Linear(F_, dim)
@@ -144,11 +145,12 @@ class MambaGINR(nn.Module):
         self.k, self.v, self.o = nn.Linear(dim, H), nn.Linear(dim, H), nn.Linear(H, H)
         self.hidden = H
         self.inp = nn.Linear(F_ + H, H)
-        self.hblocks = nn.ModuleList([nn.Sequential(nn.Linear(H, H), nn.ReLU(), nn.Linear(H, H))
-                                      for _ in range(hypo_blocks)])
+        self.hblocks = nn.ModuleList(
+            [nn.Sequential(nn.Linear(H, H), nn.ReLU(), nn.Linear(H, H)) for _ in range(hypo_blocks)]
+        )
         self.out = nn.Linear(H, 3)
 
-    def encode(self, images):                                   # [b, S, S, 3] in [0, 1]
+    def encode(self, images):  # [b, S, S, 3] in [0, 1]
         b, S = images.shape[0], images.shape[1]
         x = (images * 2 - 1).reshape(b, self.g, self.p, self.g, self.p, 3).permute(0, 1, 3, 2, 4, 5)
         tok = self.patch_embed(x.reshape(b, self.g * self.g, -1))
@@ -173,9 +175,11 @@ class MambaGINR(nn.Module):
         return self.decode(self.encode(images), coords)
 
 
-CONFIGS = {"fast": dict(dim=128, num_lp=16, depth=3, hidden=64),
-           "balanced": dict(dim=256, num_lp=32, depth=4, hidden=128),
-           "high": dict(dim=512, num_lp=64, depth=6, hidden=256)}
+CONFIGS = {
+    "fast": dict(dim=128, num_lp=16, depth=3, hidden=64),
+    "balanced": dict(dim=256, num_lp=32, depth=4, hidden=128),
+    "high": dict(dim=512, num_lp=64, depth=6, hidden=256),
+}
 
 
 def make(name: str, **kw) -> MambaGINR:
@@ -190,6 +194,7 @@ def make_optimizer(model, lr=1e-3, weight_decay=1e-4, warmup=100, total=2000, fi
             return step / max(warmup, 1)
         t = min((step - warmup) / max(total - warmup, 1), 1.0)
         return final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * t))
+
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
@@ -208,9 +213,10 @@ def train_step(model, opt, sched, images, coords, targets, clip=1.0):
 def evaluate(model, images_u8, batch=100):
     """Mean over images of -10 log10 MSE on the full grid."""
     import numpy as np
+
     ps = []
     for i in range(0, len(images_u8), batch):
-        x = torch.from_numpy(images_u8[i:i + batch].astype("float32") / 255.0)
+        x = torch.from_numpy(images_u8[i : i + batch].astype("float32") / 255.0)
         S = x.shape[1]
         coords = pixel_grid(S).expand(len(x), -1, -1)
         rec = model(x, coords).reshape(x.shape)

@@ -6,6 +6,7 @@ either written out ("manual": masked softmax(q k^T / sqrt(d)) v) or torch's fuse
 `scaled_dot_product_attention` ("sdpa"). Parameters can be loaded from the same name -> array dict
 as the JAX model, so both start from identical weights.
 """
+
 import math
 
 import numpy as np
@@ -31,9 +32,18 @@ def _rmsnorm(x: torch.Tensor) -> torch.Tensor:
 
 
 class TorchGPT(torch.nn.Module):
-    def __init__(self, vocab_size: int, n_embd: int, n_head: int, n_layer: int, block_size: int,
-                 attn: str = "sdpa", params: dict | None = None, seed: int = 0,
-                 dtype=torch.float32):
+    def __init__(
+        self,
+        vocab_size: int,
+        n_embd: int,
+        n_head: int,
+        n_layer: int,
+        block_size: int,
+        attn: str = "sdpa",
+        params: dict | None = None,
+        seed: int = 0,
+        dtype=torch.float32,
+    ):
         super().__init__()
         if attn not in ("sdpa", "manual"):
             raise ValueError(f"attn must be 'sdpa' or 'manual', got {attn!r}")
@@ -50,15 +60,15 @@ class TorchGPT(torch.nn.Module):
                 t = torch.randn(shape, generator=g, dtype=dtype) * 0.08
             # ParameterDict keys may not contain '.'
             self.p[name.replace(".", "_")] = torch.nn.Parameter(t)
-        self.register_buffer("causal", torch.ones(block_size, block_size, dtype=torch.bool).tril(),
-                             persistent=False)
+        self.register_buffer("causal", torch.ones(block_size, block_size, dtype=torch.bool).tril(), persistent=False)
 
     def w(self, name: str) -> torch.Tensor:
         return self.p[name.replace(".", "_")]
 
     def state_numpy(self) -> dict:
-        return {k.replace("_attn", ".attn").replace("_mlp", ".mlp"): v.detach().cpu().numpy()
-                for k, v in self.p.items()}
+        return {
+            k.replace("_attn", ".attn").replace("_mlp", ".mlp"): v.detach().cpu().numpy() for k, v in self.p.items()
+        }
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         B, T = idx.shape
@@ -86,8 +96,7 @@ class TorchGPT(torch.nn.Module):
     def loss(self, idx, targets, mask=None) -> torch.Tensor:
         """Mean cross-entropy over unmasked positions."""
         logits = self(idx)
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                              reduction="none")
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
         if mask is None:
             return nll.mean()
         m = mask.reshape(-1).to(nll.dtype)
@@ -97,6 +106,7 @@ class TorchGPT(torch.nn.Module):
 def lr_lambda(schedule: str, steps: int, warmup: int = 0, lr: float = 1.0, min_lr: float = 0.0):
     """Multiplier of the base lr at update t (0-based), matching jaxsys.gpt.train schedules
     (optax.linear_schedule / warmup_cosine_decay_schedule / constant)."""
+
     def f(t: int) -> float:
         if schedule == "linear":
             return max(0.0, 1.0 - t / steps)
@@ -106,19 +116,29 @@ def lr_lambda(schedule: str, steps: int, warmup: int = 0, lr: float = 1.0, min_l
             frac = min(max(t - warmup, 0) / max(steps - warmup, 1), 1.0)
             return (min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * frac))) / lr
         return 1.0
+
     return f
 
 
 class TorchTrainer:
     """Adam (no weight decay) with the jaxsys schedules, optional global-norm clipping."""
 
-    def __init__(self, model: TorchGPT, lr: float, betas=(0.85, 0.99), eps: float = 1e-8,
-                 schedule: str = "linear", steps: int = 1000, warmup: int = 0, min_lr: float = 0.0,
-                 grad_clip: float = 0.0, compiled: bool = False):
+    def __init__(
+        self,
+        model: TorchGPT,
+        lr: float,
+        betas=(0.85, 0.99),
+        eps: float = 1e-8,
+        schedule: str = "linear",
+        steps: int = 1000,
+        warmup: int = 0,
+        min_lr: float = 0.0,
+        grad_clip: float = 0.0,
+        compiled: bool = False,
+    ):
         self.model = model
         self.opt = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, eps=eps)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lr_lambda(schedule, steps, warmup, lr, min_lr))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(schedule, steps, warmup, lr, min_lr))
         self.grad_clip = grad_clip
         self.loss_fn = torch.compile(model.loss) if compiled else model.loss
 

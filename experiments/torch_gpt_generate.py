@@ -4,6 +4,7 @@ rmsnorm without gain, causal MHA, ReLU MLP, untied lm_head, no final norm).
 Used by experiments/bench_serve.py; also runnable alone:
     python experiments/torch_gpt_generate.py --model DIR --tokens 128
 """
+
 import argparse
 import math
 import time
@@ -13,8 +14,7 @@ import torch
 
 
 class TorchGPT:
-    def __init__(self, params: dict, n_layer: int, n_head: int, block_size: int,
-                 dtype=torch.float32):
+    def __init__(self, params: dict, n_layer: int, n_head: int, block_size: int, dtype=torch.float32):
         self.p = {k: torch.as_tensor(np.asarray(v), dtype=dtype) for k, v in params.items()}
         self.n_layer, self.n_head, self.block_size, self.dtype = n_layer, n_head, block_size, dtype
         self.E = self.p["wte"].shape[1]
@@ -34,7 +34,7 @@ class TorchGPT:
             q = (h @ p[L + "attn_wq"].T).view(B, H, D)
             ck[i, :, :, pos] = (h @ p[L + "attn_wk"].T).view(B, H, D)
             cv[i, :, :, pos] = (h @ p[L + "attn_wv"].T).view(B, H, D)
-            k, v = ck[i, :, :, :pos + 1], cv[i, :, :, :pos + 1]  # [B, H, t, D]
+            k, v = ck[i, :, :, : pos + 1], cv[i, :, :, : pos + 1]  # [B, H, t, D]
             a = torch.softmax(torch.einsum("bhd,bhtd->bht", q, k) / math.sqrt(D), -1)
             o = torch.einsum("bht,bhtd->bhd", a, v).reshape(B, H * D)
             x = x + o @ p[L + "attn_wo"].T
@@ -43,8 +43,9 @@ class TorchGPT:
         return x @ p["lm_head"].T
 
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], max_new: int, greedy: bool = True,
-                 temperature: float = 1.0, seed: int = 0) -> list[list[int]]:
+    def generate(
+        self, prompts: list[list[int]], max_new: int, greedy: bool = True, temperature: float = 1.0, seed: int = 0
+    ) -> list[list[int]]:
         """Same-length prompts (a batch of B rows), fixed max_new tokens, no stop tokens."""
         B, n = len(prompts), len(prompts[0])
         T = min(self.block_size, n + max_new)
@@ -72,6 +73,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     a = ap.parse_args()
     from jaxsys.gpt.weights_io import load_model
+
     params, cfg, tok = load_model(a.model)
     m = TorchGPT(params, cfg.n_layer, cfg.n_head, cfg.block_size)
     prompts = [[tok.bos]] * a.batch

@@ -3,6 +3,7 @@
 Same network as jaxsys.mlp: Linear-ReLU-...-Linear with weights [out x in], softmax cross-entropy
 (mean over the batch), torch.optim.Adam (lr 1e-3, b 0.9/0.999, eps 1e-8), float32.
 """
+
 import time
 
 import torch
@@ -39,7 +40,7 @@ def make_step(sizes, compiled: bool = False, lr: float = 1e-3, seed: int = 0):
 def time_matmuls(shapes, reps: int) -> list[float]:
     """Seconds per call of torch.mm for each (M, K, N) shape (MKL/oneDNN sgemm on CPU)."""
     out = []
-    for (m, k, n) in shapes:
+    for m, k, n in shapes:
         a, b = torch.randn(m, k), torch.randn(k, n)
         torch.mm(a, b)
         t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 Each system package provides `jaxsys/<system>/cli.py` with `register(subparsers)`, which adds its group
 (e.g. `jaxsys mlp train`) and sets `func` on each leaf parser; `func(args) -> int | None`.
 """
+
 import argparse
 import importlib
 import importlib.util
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxsys", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="group", metavar="{tour," + ",".join(SYSTEMS) + "}")
     from jaxsys import tour
+
     tour.register(sub)
     for name in SYSTEMS:
         if importlib.util.find_spec(f"jaxsys.{name}.cli") is None:

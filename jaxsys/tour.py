@@ -7,6 +7,7 @@ Each system provides `jaxsys/<system>/tour.py` with
 
 which writes its files under `run_dir` and returns the headline numbers for the summary table.
 """
+
 import argparse
 import importlib
 import importlib.util
@@ -38,8 +39,7 @@ def run_tour(out: Path, quick: bool = False, only: list[str] | None = None, log=
         except Exception as e:  # a failing stage is reported, and the tour exits non-zero
             traceback.print_exc()
             result, status = {"error": f"{type(e).__name__}: {e}"}, "failed"
-        summary["stages"][name] = {"status": status, "seconds": round(time.perf_counter() - t0, 1),
-                                   **result}
+        summary["stages"][name] = {"status": status, "seconds": round(time.perf_counter() - t0, 1), **result}
         atomic_write_json(run_dir / "summary.json", summary)
     log(format_summary(summary))
     log(f"results in {run_dir}")
@@ -67,6 +67,7 @@ def _cmd(args) -> int:
         unknown = [s for s in only if s not in STAGES]
         if unknown:
             from jaxsys.errors import ConfigError
+
             raise ConfigError(f"unknown tour stage(s) {unknown}; stages are {STAGES}")
     summary = run_tour(Path(args.out), quick=args.quick, only=only)
     return 0 if all(r["status"] == "ok" for r in summary["stages"].values()) else 1

@@ -1,4 +1,5 @@
 """Test session setup: float64 everywhere (gradient parity needs it), CPU, Agg plots."""
+
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")

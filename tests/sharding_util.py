@@ -2,6 +2,7 @@
 initialised JAX with one device, so multi-device runs happen in a fresh interpreter started with
 XLA_FLAGS=--xla_force_host_platform_device_count=N (jaxsys.train.sharding.cpu_devices_env).
 A worker script prints one line `RESULT <json>`; `run_worker` returns that JSON."""
+
 import json
 import socket
 import subprocess
@@ -24,15 +25,22 @@ def result_of(stdout: str) -> dict:
     """The JSON of the last `RESULT ` line a worker printed."""
     lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, f"no RESULT line in the worker's output:\n{stdout[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def run_worker(worker: Path, *args: str, n_devices: int = 4, timeout: float = 300) -> dict:
     """Runs `python worker *args` on `n_devices` simulated devices; asserts it succeeded."""
-    proc = subprocess.run([sys.executable, str(worker), *map(str, args)], cwd=ROOT, env=device_env(n_devices),
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (f"{Path(worker).name} {list(args)} failed:\n{proc.stdout[-3000:]}\n"
-                                  f"{proc.stderr[-4000:]}")
+    proc = subprocess.run(
+        [sys.executable, str(worker), *map(str, args)],
+        cwd=ROOT,
+        env=device_env(n_devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, (
+        f"{Path(worker).name} {list(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
+    )
     return result_of(proc.stdout)
 
 
@@ -40,8 +48,12 @@ def run_processes(argvs: list[list[str]], n_devices: int, timeout: float = 240) 
     """Starts every argv at once (the processes of one multi-process run, `n_devices` each) and
     waits for all: [(returncode, stdout, stderr)]. Processes still running at the end are killed."""
     env = device_env(n_devices)
-    procs = [subprocess.Popen([str(a) for a in argv], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for argv in argvs]
+    procs = [
+        subprocess.Popen(
+            [str(a) for a in argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for argv in argvs
+    ]
     try:
         outs = [p.communicate(timeout=timeout) for p in procs]
     finally:

@@ -1,4 +1,5 @@
 """The README's Python examples run as written and compute what their comments say."""
+
 import re
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """`jaxsys autodecoder {train,view,infer}`."""
+
 import dataclasses
 import json
 from pathlib import Path
@@ -7,8 +8,12 @@ from jaxsys.errors import ConfigError
 
 
 def _add_common(p) -> None:
-    p.add_argument("--schedule", choices=["strict", "microbatch", "batched"], default="microbatch",
-                   help="learning rule (default microbatch, the reference's batched rule)")
+    p.add_argument(
+        "--schedule",
+        choices=["strict", "microbatch", "batched"],
+        default="microbatch",
+        help="learning rule (default microbatch, the reference's batched rule)",
+    )
     p.add_argument("--shapes", default="circle,box,triangle", help="comma-separated registry names")
     p.add_argument("--batch", type=int, default=256, help="samples per micro-batch")
     p.add_argument("--latent-dim", type=int, default=16)
@@ -19,8 +24,9 @@ def _add_common(p) -> None:
     p.add_argument("--lambda-z", type=float, default=1e-4)
     p.add_argument("--lambda-w", type=float, default=1e-6, help="weight decay (0 disables)")
     p.add_argument("--batched-lr", type=float, default=1e-3, help="Adam lr of --schedule batched")
-    p.add_argument("--chunk", type=int, default=32,
-                   help="microbatch GEMM block (1 = literal per-sample scan; same result)")
+    p.add_argument(
+        "--chunk", type=int, default=32, help="microbatch GEMM block (1 = literal per-sample scan; same result)"
+    )
     p.add_argument("--boundary-frac", type=float, default=0.6)
     p.add_argument("--corner-frac", type=float, default=0.15)
     p.add_argument("--band", type=float, default=0.1)
@@ -34,22 +40,34 @@ def config_from_args(args):
     from jaxsys.autodecoder.sampler import SamplerConfig
     from jaxsys.autodecoder.schedules import ScheduleConfig
     from jaxsys.autodecoder.train import TrainConfig
+
     try:
         hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
     except ValueError:
         raise ConfigError(f"--hidden must be comma-separated integers, got {args.hidden!r}") from None
     shapes = tuple(s.strip() for s in args.shapes.split(",") if s.strip())
     cfg = TrainConfig(
-        model=ModelConfig(latent_dim=args.latent_dim, num_freqs=args.freqs, hidden=hidden,
-                          dtype=args.dtype),
-        sched=ScheduleConfig(name=args.schedule, lr_w=args.lr_w, lr_z=args.lr_z,
-                             lambda_z=args.lambda_z, lambda_w=args.lambda_w,
-                             batched_lr=args.batched_lr, chunk=args.chunk),
-        sampler=SamplerConfig(shapes=shapes, boundary_frac=args.boundary_frac,
-                              corner_frac=args.corner_frac, band=args.band, beta=args.beta),
-        batch_size=args.batch, seed=args.seed,
-        **{k: getattr(args, k) for k in ("steps", "steps_per_call", "num_seeds", "eval_res")
-           if hasattr(args, k)})
+        model=ModelConfig(latent_dim=args.latent_dim, num_freqs=args.freqs, hidden=hidden, dtype=args.dtype),
+        sched=ScheduleConfig(
+            name=args.schedule,
+            lr_w=args.lr_w,
+            lr_z=args.lr_z,
+            lambda_z=args.lambda_z,
+            lambda_w=args.lambda_w,
+            batched_lr=args.batched_lr,
+            chunk=args.chunk,
+        ),
+        sampler=SamplerConfig(
+            shapes=shapes,
+            boundary_frac=args.boundary_frac,
+            corner_frac=args.corner_frac,
+            band=args.band,
+            beta=args.beta,
+        ),
+        batch_size=args.batch,
+        seed=args.seed,
+        **{k: getattr(args, k) for k in ("steps", "steps_per_call", "num_seeds", "eval_res") if hasattr(args, k)},
+    )
     return cfg.validate()
 
 
@@ -57,16 +75,27 @@ def _train(args) -> int:
     from jaxsys.autodecoder.train import train
     from jaxsys.train.io import make_run_dir
     from jaxsys.train.sharding import make_mesh
+
     cfg = config_from_args(args)
     if args.steps_per_call > cfg.steps:
         cfg = dataclasses.replace(cfg, steps_per_call=cfg.steps)
     run_dir = Path(args.out) if args.out else make_run_dir(args.root, f"autodecoder-{args.schedule}")
     print(f"run directory: {run_dir}")
     mesh = make_mesh(args.mesh) if args.mesh else None  # seeds over devices: --mesh data=N
-    summary = train(cfg, run_dir, resume=not args.no_resume, progress=not args.quiet,
-                    infer_shape=args.infer_shape or None, mesh=mesh)
-    print(json.dumps({k: summary[k] for k in ("schedule", "samples", "samples_per_s", "iou",
-                                              "contour_abs_sdf") if k in summary}, indent=1))
+    summary = train(
+        cfg,
+        run_dir,
+        resume=not args.no_resume,
+        progress=not args.quiet,
+        infer_shape=args.infer_shape or None,
+        mesh=mesh,
+    )
+    print(
+        json.dumps(
+            {k: summary[k] for k in ("schedule", "samples", "samples_per_s", "iou", "contour_abs_sdf") if k in summary},
+            indent=1,
+        )
+    )
     if "inferred" in summary:
         print("inferred:", json.dumps(summary["inferred"]))
     print(f"wrote {run_dir}/summary.json, metrics.jsonl, ckpt/, " + ", ".join(summary.get("pngs", [])))
@@ -75,10 +104,14 @@ def _train(args) -> int:
 
 def _view(args) -> int:
     import matplotlib
+
     from jaxsys.autodecoder.viewer import Viewer
+
     if args.run:
-        from jaxsys.autodecoder.train import load_run, init_state
         import jax
+
+        from jaxsys.autodecoder.train import init_state, load_run
+
         cfg, params, Z = load_run(Path(args.run))
         cfg = dataclasses.replace(cfg, num_seeds=1)
         state = init_state(jax.random.PRNGKey(cfg.seed), cfg)
@@ -94,13 +127,14 @@ def _view(args) -> int:
     v.connect()
     if args.save:
         from jaxsys.train.io import save_figure
+
         v.refresh()
         save_figure(v.fig, args.save, dpi=80)
         print(f"wrote {args.save}")
         return 0
     import matplotlib.pyplot as plt
-    print("keys: T train burst, B/b double/halve micro-batch, M mask/heatmap, S soft/hard, [ ] tau, "
-          "R refresh")
+
+    print("keys: T train burst, B/b double/halve micro-batch, M mask/heatmap, S soft/hard, [ ] tau, R refresh")
     plt.show()
     return 0
 
@@ -108,9 +142,9 @@ def _view(args) -> int:
 def _infer(args) -> int:
     from jaxsys.autodecoder import infer, plots, recon
     from jaxsys.autodecoder.train import load_run
+
     cfg, params, Z = load_run(Path(args.run))
-    icfg = infer.InferConfig(steps=args.steps, lr=args.lr, seed=args.seed,
-                             lambda_z=cfg.sched.lambda_z)
+    icfg = infer.InferConfig(steps=args.steps, lr=args.lr, seed=args.seed, lambda_z=cfg.sched.lambda_z)
     z, losses = infer.infer_latent(params, cfg.model, args.shape, icfg, cfg.sampler)
     m = recon.shape_metrics(params, z, cfg.model, args.shape, cfg.eval_res)
     out = Path(args.run) / f"inferred-{args.shape}.png"
@@ -129,11 +163,13 @@ def register(sub) -> None:
     t.add_argument("--steps", type=int, default=120_000, help="micro-batches")
     t.add_argument("--steps-per-call", type=int, default=500, help="micro-batches per jitted burst")
     t.add_argument("--num-seeds", type=int, default=1, help="independent seeds trained with vmap")
-    t.add_argument("--mesh", default="", help="spread the seeds over devices, e.g. data=4 "
-                                              "(num-seeds divisible by data)")
+    t.add_argument(
+        "--mesh", default="", help="spread the seeds over devices, e.g. data=4 (num-seeds divisible by data)"
+    )
     t.add_argument("--eval-res", type=int, default=128, help="resolution of the IoU evaluation")
-    t.add_argument("--infer-shape", default="rounded_box",
-                   help="after training, infer the latent of this new shape ('' to skip)")
+    t.add_argument(
+        "--infer-shape", default="rounded_box", help="after training, infer the latent of this new shape ('' to skip)"
+    )
     t.add_argument("--out", default="", help="run directory (resumes if it holds a checkpoint)")
     t.add_argument("--root", default="runs", help="parent of a fresh run directory")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")

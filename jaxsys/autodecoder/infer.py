@@ -4,6 +4,7 @@
   with Adam to samples of that shape's SDF, minimising mean_j 0.5 (y_j - t_j)^2 + 0.5 lambda_z |z|^2.
 - `interpolate`: decoder outputs along straight lines between latents (for the interpolation grid).
 """
+
 import dataclasses
 from functools import partial
 
@@ -20,12 +21,12 @@ from jaxsys.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class InferConfig:
-    steps: int = 600              # Adam steps on the latent
-    batch_size: int = 1024        # samples per step
-    lr: float = 5e-3              # Adam learning rate
-    lambda_z: float = 1e-4        # latent penalty
-    init_std: float = 0.01        # z0 ~ N(0, init_std^2)
-    seed: int = 0                 # sampling / init seed
+    steps: int = 600  # Adam steps on the latent
+    batch_size: int = 1024  # samples per step
+    lr: float = 5e-3  # Adam learning rate
+    lambda_z: float = 1e-4  # latent penalty
+    init_std: float = 0.01  # z0 ~ N(0, init_std^2)
+    seed: int = 0  # sampling / init seed
 
     def validate(self) -> "InferConfig":
         for f in ("steps", "batch_size"):
@@ -57,8 +58,9 @@ def _fit(params, key, mcfg, scfg, icfg):
     return z, losses
 
 
-def infer_latent(params, mcfg: M.ModelConfig, shape: str, icfg: InferConfig = InferConfig(),
-                 sampler: SamplerConfig = SamplerConfig()):
+def infer_latent(
+    params, mcfg: M.ModelConfig, shape: str, icfg: InferConfig = InferConfig(), sampler: SamplerConfig = SamplerConfig()
+):
     """Fit a latent for registered shape `shape` with the decoder frozen -> (z [d], losses [steps])."""
     get_shape(shape)
     icfg.validate()

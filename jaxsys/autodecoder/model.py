@@ -15,6 +15,7 @@ Hand-derived gradient of L (a_0 = u, a_{l+1} = tanh(W_l a_l + b_l), y = W_L a_L 
     g_l = W_l^T delta_l,  delta_{l-1} = g_l * (1 - a_l^2)      (l >= 1)
     dL/du = g_0 = W_0^T delta_0,  dL/dz = dL/du[0:d] + lambda_z z
 """
+
 import dataclasses
 from typing import NamedTuple
 
@@ -27,11 +28,11 @@ from jaxsys.nn.fourier import fourier_dim, fourier_features
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    latent_dim: int = 16                  # d, size of each shape's latent z
-    num_freqs: int = 6                    # K, Fourier frequencies 2^k 2 pi, k = 0..K-1
-    hidden: tuple = (64, 64, 64)          # widths of the tanh hidden layers
-    include_input: bool = True            # raw (x, y) in the encoding before the sin/cos features
-    dtype: str = "float32"                # parameter / compute dtype ("float32" or "float64")
+    latent_dim: int = 16  # d, size of each shape's latent z
+    num_freqs: int = 6  # K, Fourier frequencies 2^k 2 pi, k = 0..K-1
+    hidden: tuple = (64, 64, 64)  # widths of the tanh hidden layers
+    include_input: bool = True  # raw (x, y) in the encoding before the sin/cos features
+    dtype: str = "float32"  # parameter / compute dtype ("float32" or "float64")
 
     def validate(self) -> "ModelConfig":
         if self.latent_dim < 1:
@@ -93,11 +94,11 @@ def check_params(params: dict, Z: jax.Array, cfg: ModelConfig) -> None:
         raise ShapeError(f"params have {len(params['W'])} layers, config expects {len(w) - 1}")
     for l, (W, b) in enumerate(zip(params["W"], params["b"])):
         if W.shape[-2:] != (w[l + 1], w[l]) or b.shape[-1:] != (w[l + 1],):
-            raise ShapeError(f"layer {l}: W {W.shape} / b {b.shape}, expected ({w[l + 1]}, {w[l]}) "
-                             f"/ ({w[l + 1]},)")
+            raise ShapeError(f"layer {l}: W {W.shape} / b {b.shape}, expected ({w[l + 1]}, {w[l]}) / ({w[l + 1]},)")
     if Z.shape[-1] != cfg.latent_dim:
-        raise ShapeError(f"latent dim mismatch: Z has trailing size {Z.shape[-1]}, model expects "
-                         f"latent_dim={cfg.latent_dim}")
+        raise ShapeError(
+            f"latent dim mismatch: Z has trailing size {Z.shape[-1]}, model expects latent_dim={cfg.latent_dim}"
+        )
 
 
 class Cache(NamedTuple):
@@ -140,8 +141,9 @@ def predict(params: dict, z_BxD: jax.Array, enc_BxE: jax.Array) -> jax.Array:
     return forward(params, jnp.concatenate([z, enc_BxE], axis=-1))[0]
 
 
-def sample_loss(params: dict, z: jax.Array, enc: jax.Array, t: jax.Array,
-                lambda_z: float, lambda_w: float = 0.0) -> jax.Array:
+def sample_loss(
+    params: dict, z: jax.Array, enc: jax.Array, t: jax.Array, lambda_z: float, lambda_w: float = 0.0
+) -> jax.Array:
     """Per-sample loss 0.5 (y - t)^2 + 0.5 lambda_z |z|^2 + 0.5 lambda_W sum |W_l|^2."""
     y, _ = forward(params, jnp.concatenate([z, enc]))
     loss = 0.5 * (y - t) ** 2 + 0.5 * lambda_z * jnp.sum(z * z)
@@ -150,8 +152,9 @@ def sample_loss(params: dict, z: jax.Array, enc: jax.Array, t: jax.Array,
     return loss
 
 
-def sample_grad(params: dict, z: jax.Array, enc: jax.Array, t: jax.Array,
-                lambda_z: float, lambda_w: float = 0.0) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
+def sample_grad(
+    params: dict, z: jax.Array, enc: jax.Array, t: jax.Array, lambda_z: float, lambda_w: float = 0.0
+) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
     """Hand-derived gradient of `sample_loss` for one sample (see the module docstring).
 
     Returns (dparams, dL/dz, dL/du, loss)."""
@@ -167,7 +170,7 @@ def sample_grad(params: dict, z: jax.Array, enc: jax.Array, t: jax.Array,
         g = params["W"][l].T @ delta
         delta = g * (1 - a * a) if l > 0 else g
     du = delta
-    dz = du[:z.shape[0]] + lambda_z * z
+    dz = du[: z.shape[0]] + lambda_z * z
     loss = 0.5 * (y - t) ** 2 + 0.5 * lambda_z * jnp.sum(z * z)
     if lambda_w:
         loss = loss + 0.5 * lambda_w * sum(jnp.sum(W * W) for W in params["W"])

@@ -1,5 +1,6 @@
 """PNG renderings (matplotlib Agg): original vs reconstruction per shape, SDF heatmap, hard and soft
 masks, zero contour over the analytic one, loss / mean |z| curves, latent interpolation grid."""
+
 from pathlib import Path
 
 import matplotlib
@@ -43,8 +44,9 @@ def shape_panels(axes, y: np.ndarray, true_sdf: np.ndarray, beta: float, tau: fl
         ax.set_yticks([])
 
 
-def plot_reconstructions(params, Z, names, mcfg, beta: float, res: int = 128, tau: float = 0.02,
-                         metrics: dict | None = None):
+def plot_reconstructions(
+    params, Z, names, mcfg, beta: float, res: int = 128, tau: float = 0.02, metrics: dict | None = None
+):
     fig, axes = plt.subplots(len(names), 5, figsize=(15, 3.1 * len(names)), squeeze=False)
     for i, name in enumerate(names):
         y = np.asarray(recon.render_rows(params, Z[i], mcfg, res))
@@ -70,6 +72,7 @@ def plot_curves(records: list[dict]):
 
 def plot_interpolation(params, Z, names, mcfg, n: int = 7, res: int = 96):
     from jaxsys.autodecoder.infer import interpolate
+
     pairs = [(i, (i + 1) % len(names)) for i in range(len(names))] if len(names) > 2 else [(0, 1)]
     fig, axes = plt.subplots(len(pairs), n, figsize=(1.8 * n, 1.9 * len(pairs)), squeeze=False)
     for r, (i, j) in enumerate(pairs):
@@ -77,8 +80,14 @@ def plot_interpolation(params, Z, names, mcfg, n: int = 7, res: int = 96):
         for c in range(n):
             ax = axes[r, c]
             ax.imshow(imgs[c], cmap="RdBu", vmin=-1, vmax=1, origin="lower", extent=EXTENT)
-            ax.contour(np.linspace(-DOMAIN, DOMAIN, res), np.linspace(-DOMAIN, DOMAIN, res), imgs[c],
-                       levels=[0], colors="k", linewidths=1)
+            ax.contour(
+                np.linspace(-DOMAIN, DOMAIN, res),
+                np.linspace(-DOMAIN, DOMAIN, res),
+                imgs[c],
+                levels=[0],
+                colors="k",
+                linewidths=1,
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
@@ -89,10 +98,10 @@ def plot_interpolation(params, Z, names, mcfg, n: int = 7, res: int = 96):
     return fig
 
 
-def render_all(run_dir: Path, params, Z, cfg, metrics_path: Path | None = None,
-               iou: dict | None = None) -> list[str]:
+def render_all(run_dir: Path, params, Z, cfg, metrics_path: Path | None = None, iou: dict | None = None) -> list[str]:
     """Write reconstructions.png, interpolation.png and (with metrics) curves.png into run_dir."""
     from jaxsys.train.metrics import read_metrics
+
     run_dir = Path(run_dir)
     names = list(cfg.sampler.shapes)
     out = []
@@ -115,8 +124,9 @@ def render_all(run_dir: Path, params, Z, cfg, metrics_path: Path | None = None,
     return out
 
 
-def plot_inferred(params, z, shape: str, mcfg, beta: float, res: int, path: Path,
-                  iou_value: float | None = None) -> Path:
+def plot_inferred(
+    params, z, shape: str, mcfg, beta: float, res: int, path: Path, iou_value: float | None = None
+) -> Path:
     fig, axes = plt.subplots(1, 5, figsize=(15, 3.1), squeeze=False)
     y = np.asarray(recon.render_rows(params, z, mcfg, res))
     title = f"{shape} (inferred)" + (f" IoU={iou_value:.3f}" if iou_value is not None else "")

@@ -9,6 +9,7 @@ Grid: pixel (i, j) is at (x_j, y_i) with x, y = linspace(-1.2, 1.2, res), so row
 (plot with origin="lower"). Outputs are the network value y (~ clip(sdf / beta, -1, 1)); the
 predicted SDF is beta * y.
 """
+
 from functools import partial
 
 import jax
@@ -44,7 +45,8 @@ def _rows(params, z, mcfg, res):
     pts = grid_points(res, z.dtype)
 
     def row(p_Wx2):
-        return M.predict(params, z, M.encode(p_Wx2, mcfg))   # one [W, I] forward
+        return M.predict(params, z, M.encode(p_Wx2, mcfg))  # one [W, I] forward
+
     return jax.lax.map(row, pts)
 
 
@@ -134,7 +136,7 @@ def zero_crossings(field: np.ndarray) -> np.ndarray:
         f1 = f[1:, :] if axis == 0 else f[:, 1:]
         i, j = np.nonzero((f0 < 0) != (f1 < 0))
         w = f0[i, j] / (f0[i, j] - f1[i, j])
-        if axis == 0:   # between rows i and i+1: y moves
+        if axis == 0:  # between rows i and i+1: y moves
             out.append(np.stack([a[j], a[i] + w * (a[i + 1] - a[i])], 1))
         else:
             out.append(np.stack([a[j] + w * (a[j + 1] - a[j]), a[i]], 1))
@@ -157,8 +159,10 @@ def shape_metrics(params, z, mcfg: M.ModelConfig, shape: str, res: int = 128) ->
 
 def evaluate(params, Z, cfg, res: int = 128) -> dict:
     """Per-shape IoU at res x res and mean |analytic SDF| on the predicted zero contour."""
-    per = {name: shape_metrics(params, Z[i], cfg.model, name, res)
-           for i, name in enumerate(cfg.sampler.shapes)}
-    return {"res": res, "iou": {k: v["iou"] for k, v in per.items()},
-            "contour_abs_sdf": {k: v["contour_abs_sdf"] for k, v in per.items()},
-            "min_iou": min(v["iou"] for v in per.values())}
+    per = {name: shape_metrics(params, Z[i], cfg.model, name, res) for i, name in enumerate(cfg.sampler.shapes)}
+    return {
+        "res": res,
+        "iou": {k: v["iou"] for k, v in per.items()},
+        "contour_abs_sdf": {k: v["contour_abs_sdf"] for k, v in per.items()},
+        "min_iou": min(v["iou"] for v in per.values()),
+    }

@@ -13,6 +13,7 @@ P(boundary) = boundary_frac, P(corner) = corner_frac, P(uniform) = 1 - both:
 
 Targets t = clip(sdf(p) / beta, -1, 1).
 """
+
 import dataclasses
 from typing import NamedTuple
 
@@ -28,11 +29,11 @@ BOUNDARY, CORNER, UNIFORM = 0, 1, 2
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     shapes: tuple = ("circle", "box", "triangle")  # registry names; index = position
-    boundary_frac: float = 0.6       # fraction of near-boundary points
-    corner_frac: float = 0.15        # fraction of near-corner points
-    band: float = 0.1                # near-boundary points have |sdf| < band
-    corner_radius: float = 0.1       # near-corner points lie within this radius of a corner
-    beta: float = 0.1                # target scale: t = clip(sdf / beta, -1, 1)
+    boundary_frac: float = 0.6  # fraction of near-boundary points
+    corner_frac: float = 0.15  # fraction of near-corner points
+    band: float = 0.1  # near-boundary points have |sdf| < band
+    corner_radius: float = 0.1  # near-corner points lie within this radius of a corner
+    beta: float = 0.1  # target scale: t = clip(sdf / beta, -1, 1)
 
     def validate(self) -> "SamplerConfig":
         get_shapes(self.shapes)
@@ -41,8 +42,10 @@ class SamplerConfig:
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"SamplerConfig.{name} must be in [0, 1], got {v}")
         if self.boundary_frac + self.corner_frac > 1.0 + 1e-12:
-            raise ConfigError("SamplerConfig: boundary_frac + corner_frac must be <= 1, got "
-                              f"{self.boundary_frac} + {self.corner_frac}")
+            raise ConfigError(
+                "SamplerConfig: boundary_frac + corner_frac must be <= 1, got "
+                f"{self.boundary_frac} + {self.corner_frac}"
+            )
         for name in ("band", "corner_radius", "beta"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"SamplerConfig.{name} must be > 0, got {getattr(self, name)}")
@@ -50,14 +53,15 @@ class SamplerConfig:
 
 
 class Batch(NamedTuple):
-    p: jax.Array    # [B, 2] points
-    t: jax.Array    # [B] targets clip(sdf / beta, -1, 1)
-    s: jax.Array    # [B] int32 shape index
+    p: jax.Array  # [B, 2] points
+    t: jax.Array  # [B] targets clip(sdf / beta, -1, 1)
+    s: jax.Array  # [B] int32 shape index
     cat: jax.Array  # [B] int32 category (BOUNDARY, CORNER, UNIFORM)
 
 
-def sample(key: jax.Array, batch_size: int, cfg: SamplerConfig, dtype=jnp.float32,
-           shape_index: jax.Array | None = None) -> Batch:
+def sample(
+    key: jax.Array, batch_size: int, cfg: SamplerConfig, dtype=jnp.float32, shape_index: jax.Array | None = None
+) -> Batch:
     """Draw `batch_size` training points (see module docstring). `shape_index` fixes s for all."""
     shapes = get_shapes(cfg.shapes)
     S = len(shapes)
@@ -67,12 +71,14 @@ def sample(key: jax.Array, batch_size: int, cfg: SamplerConfig, dtype=jnp.float3
     else:
         s = jnp.full((batch_size,), shape_index, jnp.int32)
     u = jax.random.uniform(kc, (batch_size,), dtype)
-    cat = jnp.where(u < cfg.boundary_frac, BOUNDARY,
-                    jnp.where(u < cfg.boundary_frac + cfg.corner_frac, CORNER, UNIFORM)).astype(jnp.int32)
+    cat = jnp.where(
+        u < cfg.boundary_frac, BOUNDARY, jnp.where(u < cfg.boundary_frac + cfg.corner_frac, CORNER, UNIFORM)
+    ).astype(jnp.int32)
     q = jax.random.uniform(kq, (batch_size, 2), dtype, -DOMAIN, DOMAIN)
 
     def sdf1(pt, si):
         return eval_sdf(shapes, pt, si)
+
     d, g = jax.vmap(jax.value_and_grad(sdf1))(q, s)
     gn = g / jnp.maximum(jnp.linalg.norm(g, axis=-1, keepdims=True), 1e-12)
     off = jax.random.uniform(ko, (batch_size, 1), dtype, -cfg.band, cfg.band)
@@ -90,8 +96,9 @@ def sample(key: jax.Array, batch_size: int, cfg: SamplerConfig, dtype=jnp.float3
     p_cor = corner + r[:, None] * jnp.stack([jnp.cos(ang), jnp.sin(ang)], -1)
     has_corner = (cnt[s] > 0)[:, None]
 
-    p = jnp.where((cat == BOUNDARY)[:, None], p_bnd,
-                  jnp.where((cat == CORNER)[:, None], jnp.where(has_corner, p_cor, p_bnd), q))
+    p = jnp.where(
+        (cat == BOUNDARY)[:, None], p_bnd, jnp.where((cat == CORNER)[:, None], jnp.where(has_corner, p_cor, p_bnd), q)
+    )
     p = jnp.clip(p, -DOMAIN, DOMAIN)
     t = jnp.clip(eval_sdf(shapes, p, s) / cfg.beta, -1.0, 1.0)
     return Batch(p, t, s, cat)

@@ -47,6 +47,7 @@ batched
     Ordinary mini-batch gradient of the mean per-sample loss (hand-derived batched backward),
     applied with an optax optimizer (Adam, lr `batched_lr`) to {params, Z}.
 """
+
 import dataclasses
 import math
 
@@ -63,14 +64,14 @@ SCHEDULES = ("strict", "microbatch", "batched")
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = "microbatch"     # strict | microbatch | batched
-    lr_w: float = 3e-4           # SGD learning rate of W, b (strict, microbatch)
-    lr_z: float = 1e-3           # SGD learning rate of the latents (strict, microbatch)
-    lambda_z: float = 1e-4       # latent penalty 0.5 lambda_z |z|^2 per sample
-    lambda_w: float = 1e-6       # weight decay 0.5 lambda_w |W|^2 per sample (0 disables)
-    batched_lr: float = 1e-3     # Adam learning rate of the batched schedule
-    chunk: int = 32              # microbatch: samples per GEMM block (1 = literal per-sample scan)
-    unroll: int = 1              # lax.scan unroll of the per-sample loops (strict, chunk == 1)
+    name: str = "microbatch"  # strict | microbatch | batched
+    lr_w: float = 3e-4  # SGD learning rate of W, b (strict, microbatch)
+    lr_z: float = 1e-3  # SGD learning rate of the latents (strict, microbatch)
+    lambda_z: float = 1e-4  # latent penalty 0.5 lambda_z |z|^2 per sample
+    lambda_w: float = 1e-6  # weight decay 0.5 lambda_w |W|^2 per sample (0 disables)
+    batched_lr: float = 1e-3  # Adam learning rate of the batched schedule
+    chunk: int = 32  # microbatch: samples per GEMM block (1 = literal per-sample scan)
+    unroll: int = 1  # lax.scan unroll of the per-sample loops (strict, chunk == 1)
 
     def validate(self) -> "ScheduleConfig":
         if self.name not in SCHEDULES:
@@ -82,8 +83,7 @@ class ScheduleConfig:
             if getattr(self, f) < 0:
                 raise ConfigError(f"ScheduleConfig.{f} must be >= 0, got {getattr(self, f)}")
         if self.chunk < 1 or self.unroll < 1:
-            raise ConfigError(f"ScheduleConfig.chunk and unroll must be >= 1, got {self.chunk}, "
-                              f"{self.unroll}")
+            raise ConfigError(f"ScheduleConfig.chunk and unroll must be >= 1, got {self.chunk}, {self.unroll}")
         return self
 
 
@@ -95,13 +95,13 @@ def _batch_inputs(Z, batch: Batch, mcfg: M.ModelConfig):
 def _latent_closed_form(Z, s, gz, lr_z, lambda_z):
     """Z after the per-sample steps Z[s_j] <- (1 - lr_z lambda_z) Z[s_j] - lr_z gz_j, j = 0..B-1."""
     S = Z.shape[0]
-    onehot = jax.nn.one_hot(s, S, dtype=Z.dtype)                       # [B, S]
-    n = onehot.sum(0)                                                  # [S]
+    onehot = jax.nn.one_hot(s, S, dtype=Z.dtype)  # [B, S]
+    n = onehot.sum(0)  # [S]
     cz = 1.0 - lr_z * lambda_z
     if lambda_z:
         later = jnp.sum((jnp.cumsum(onehot[::-1], 0)[::-1] - onehot) * onehot, -1)  # [B]
-        gz = gz * (cz ** later)[:, None]
-        Z = Z * (cz ** n)[:, None]
+        gz = gz * (cz**later)[:, None]
+        Z = Z * (cz**n)[:, None]
     return Z - lr_z * (onehot.T @ gz)
 
 
@@ -110,7 +110,7 @@ def microbatch_scan(params, Z, batch: Batch, mcfg: M.ModelConfig, hcfg: Schedule
     u, _ = _batch_inputs(Z, batch, mcfg)
     y, cache = M.forward(params, u)
     r = y - batch.t
-    loss = 0.5 * r * r + 0.5 * hcfg.lambda_z * jnp.sum(u[:, :mcfg.latent_dim] ** 2, -1)
+    loss = 0.5 * r * r + 0.5 * hcfg.lambda_z * jnp.sum(u[:, : mcfg.latent_dim] ** 2, -1)
     L = len(params["W"])
     c = 1.0 - hcfg.lr_w * hcfg.lambda_w
     d = mcfg.latent_dim
@@ -132,8 +132,7 @@ def microbatch_scan(params, Z, batch: Batch, mcfg: M.ModelConfig, hcfg: Schedule
         Zc = Zc.at[sj].set(z - hcfg.lr_z * (delta[:d] + hcfg.lambda_z * z))
         return (Ws, bs, Zc), None
 
-    (Ws, bs, Z), _ = jax.lax.scan(body, (params["W"], params["b"], Z), (cache.acts, r, batch.s),
-                                  unroll=hcfg.unroll)
+    (Ws, bs, Z), _ = jax.lax.scan(body, (params["W"], params["b"], Z), (cache.acts, r, batch.s), unroll=hcfg.unroll)
     return {"W": Ws, "b": bs}, Z, loss
 
 
@@ -143,7 +142,7 @@ def microbatch_blocked(params, Z, batch: Batch, mcfg: M.ModelConfig, hcfg: Sched
     u, _ = _batch_inputs(Z, batch, mcfg)
     y, cache = M.forward(params, u)
     r = y - batch.t
-    loss = 0.5 * r * r + 0.5 * hcfg.lambda_z * jnp.sum(u[:, :mcfg.latent_dim] ** 2, -1)
+    loss = 0.5 * r * r + 0.5 * hcfg.lambda_z * jnp.sum(u[:, : mcfg.latent_dim] ** 2, -1)
     B = r.shape[0]
     C = math.gcd(B, hcfg.chunk)
     nC = B // C
@@ -154,19 +153,19 @@ def microbatch_blocked(params, Z, batch: Batch, mcfg: M.ModelConfig, hcfg: Sched
     if hcfg.lambda_w:
         c = 1.0 - lr * hcfg.lambda_w
         idx = jnp.arange(C, dtype=dt)
-        decay = tri * c ** jnp.maximum(idx[:, None] - idx[None, :], 0)   # c^(j-i), i <= j
+        decay = tri * c ** jnp.maximum(idx[:, None] - idx[None, :], 0)  # c^(j-i), i <= j
         cpow = (c ** (idx + 1))[:, None]
         tail = (c ** (C - 1 - idx))[:, None]
-        cC = c ** C
+        cC = c**C
     else:
         decay = tri
 
     def block(carry, x):
         Ws, bs = list(carry[0]), list(carry[1])
         acts, rc = x
-        D = rc[:, None]                                     # [C, 1]
+        D = rc[:, None]  # [C, 1]
         for l in reversed(range(L)):
-            A = acts[l]                                     # [C, I]
+            A = acts[l]  # [C, I]
             W0 = Ws[l]
             DW = D @ W0
             Mt = (D @ D.T) * decay
@@ -186,7 +185,7 @@ def microbatch_blocked(params, Z, batch: Batch, mcfg: M.ModelConfig, hcfg: Sched
     else:
         (Ws, bs), du = jax.lax.scan(block, (params["W"], params["b"]), (acts, r.reshape(nC, C)))
     du = du.reshape(B, -1)
-    Z = _latent_closed_form(Z, batch.s, du[:, :mcfg.latent_dim], hcfg.lr_z, hcfg.lambda_z)
+    Z = _latent_closed_form(Z, batch.s, du[:, : mcfg.latent_dim], hcfg.lr_z, hcfg.lambda_z)
     return {"W": Ws, "b": bs}, Z, loss
 
 
@@ -200,7 +199,7 @@ def strict_update(params, Z, batch: Batch, mcfg: M.ModelConfig, hcfg: ScheduleCo
         e, t, s = x
         z = Zc[s]
         dP, dz, _, _ = M.sample_grad(P, z, e, t, hcfg.lambda_z, lw)
-        r = dP["b"][-1][0]                                   # delta_L = y - t
+        r = dP["b"][-1][0]  # delta_L = y - t
         P = jax.tree_util.tree_map(lambda p, g: p - hcfg.lr_w * g, P, dP)
         Zc = Zc.at[s].set(z - hcfg.lr_z * dz)
         return (P, Zc), 0.5 * r * r + 0.5 * hcfg.lambda_z * jnp.sum(z * z)
@@ -209,8 +208,7 @@ def strict_update(params, Z, batch: Batch, mcfg: M.ModelConfig, hcfg: ScheduleCo
     return params, Z, loss
 
 
-def batch_loss_and_grads(params, Z, batch: Batch, mcfg: M.ModelConfig, lambda_z: float,
-                         lambda_w: float = 0.0):
+def batch_loss_and_grads(params, Z, batch: Batch, mcfg: M.ModelConfig, lambda_z: float, lambda_w: float = 0.0):
     """Mean per-sample loss over the batch and its hand-derived gradient w.r.t. (params, Z).
 
     L = mean_j [0.5 (y_j - t_j)^2 + 0.5 lambda_z |Z[s_j]|^2] + 0.5 lambda_w sum_l |W_l|^2.
@@ -219,12 +217,12 @@ def batch_loss_and_grads(params, Z, batch: Batch, mcfg: M.ModelConfig, lambda_z:
     y, cache = M.forward(params, u)
     B = y.shape[0]
     r = y - batch.t
-    zs = u[:, :mcfg.latent_dim]
+    zs = u[:, : mcfg.latent_dim]
     loss_B = 0.5 * r * r + 0.5 * lambda_z * jnp.sum(zs * zs, -1)
     loss = jnp.mean(loss_B)
     dP, du = M.backward(params, cache, r / B)
     onehot = jax.nn.one_hot(batch.s, Z.shape[0], dtype=Z.dtype)
-    dZ = onehot.T @ du[:, :mcfg.latent_dim] + lambda_z * (onehot.sum(0) / B)[:, None] * Z
+    dZ = onehot.T @ du[:, : mcfg.latent_dim] + lambda_z * (onehot.sum(0) / B)[:, None] * Z
     if lambda_w:
         loss = loss + 0.5 * lambda_w * sum(jnp.sum(W * W) for W in params["W"])
         dP["W"] = [g + lambda_w * W for g, W in zip(dP["W"], params["W"])]

@@ -19,9 +19,10 @@ Add a shape without touching the trainer:
 An SDF function takes points p [..., 2] and returns [...]; it must be written in jax.numpy (it is
 traced inside the jitted sampler and differentiated there to project points onto the boundary).
 """
+
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -46,9 +47,9 @@ def _safe_sqrt(x: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-    name: str                        # registry key
+    name: str  # registry key
     sdf: Callable[[jax.Array], jax.Array]  # p [..., 2] -> signed distance [...]
-    corners: tuple = ()              # ((x, y), ...) sharp corners, targets of corner sampling
+    corners: tuple = ()  # ((x, y), ...) sharp corners, targets of corner sampling
 
 
 def circle_sdf(p: jax.Array, radius: float = 0.6, center=(0.0, 0.0)) -> jax.Array:
@@ -75,22 +76,20 @@ def polygon_sdf(p: jax.Array, vertices) -> jax.Array:
     distance = min over edges of the point-segment distance; sign negative where p is on the inner
     side of every edge.
     """
-    v = jnp.asarray(vertices, p.dtype)                       # [V, 2]
-    e = jnp.roll(v, -1, axis=0) - v                          # edges v_i -> v_{i+1}
-    w = p[..., None, :] - v                                  # [..., V, 2]
+    v = jnp.asarray(vertices, p.dtype)  # [V, 2]
+    e = jnp.roll(v, -1, axis=0) - v  # edges v_i -> v_{i+1}
+    w = p[..., None, :] - v  # [..., V, 2]
     h = jnp.clip(jnp.sum(w * e, -1) / jnp.sum(e * e, -1), 0.0, 1.0)
     d = _safe_sqrt(jnp.min(jnp.sum((w - h[..., None] * e) ** 2, -1), axis=-1))
-    cross = e[:, 0] * w[..., 1] - e[:, 1] * w[..., 0]        # > 0: left of edge (inside for CCW)
+    cross = e[:, 0] * w[..., 1] - e[:, 1] * w[..., 0]  # > 0: left of edge (inside for CCW)
     inside = jnp.all(cross > 0, axis=-1)
     return jnp.where(inside, -d, d)
 
 
 TRIANGLE_SIDE = 1.3
 _TRI_H = TRIANGLE_SIDE * math.sqrt(3.0) / 2.0
-TRIANGLE_VERTICES = ((-TRIANGLE_SIDE / 2, -_TRI_H / 2), (TRIANGLE_SIDE / 2, -_TRI_H / 2),
-                     (0.0, _TRI_H / 2))
-HEXAGON_VERTICES = tuple((0.6 * math.cos(math.pi / 3 * k), 0.6 * math.sin(math.pi / 3 * k))
-                         for k in range(6))
+TRIANGLE_VERTICES = ((-TRIANGLE_SIDE / 2, -_TRI_H / 2), (TRIANGLE_SIDE / 2, -_TRI_H / 2), (0.0, _TRI_H / 2))
+HEXAGON_VERTICES = tuple((0.6 * math.cos(math.pi / 3 * k), 0.6 * math.sin(math.pi / 3 * k)) for k in range(6))
 BOX_CORNERS = ((0.55, 0.55), (-0.55, 0.55), (-0.55, -0.55), (0.55, -0.55))
 
 
@@ -103,7 +102,7 @@ def ellipse_sdf(p: jax.Array, a: float = 0.75, b: float = 0.45, iters: int = 12)
     for _ in range(iters):
         c, s = jnp.cos(t), jnp.sin(t)
         ex, ey = a * c - x, b * s - y
-        f = -a * s * ex + b * c * ey                  # d/dt 0.5 |e(t) - q|^2
+        f = -a * s * ex + b * c * ey  # d/dt 0.5 |e(t) - q|^2
         df = (a * s) ** 2 + (b * c) ** 2 - a * c * ex - b * s * ey
         t = jnp.clip(t - f / jnp.where(jnp.abs(df) > 1e-12, df, 1e-12), 0.0, math.pi / 2)
     d = _safe_sqrt((a * jnp.cos(t) - x) ** 2 + (b * jnp.sin(t) - y) ** 2)
@@ -114,8 +113,7 @@ def ellipse_sdf(p: jax.Array, a: float = 0.75, b: float = 0.45, iters: int = 12)
 _REGISTRY: dict[str, Shape] = {}
 
 
-def register_shape(name: str, sdf: Callable[[jax.Array], jax.Array], corners=(),
-                   overwrite: bool = False) -> Shape:
+def register_shape(name: str, sdf: Callable[[jax.Array], jax.Array], corners=(), overwrite: bool = False) -> Shape:
     """Add a shape to the registry. `corners` are the sharp corners to oversample (may be empty)."""
     if not isinstance(name, str) or not name:
         raise ConfigError("register_shape: name must be a non-empty string")
@@ -159,11 +157,11 @@ def eval_sdf(shapes, p: jax.Array, idx: jax.Array | None = None) -> jax.Array:
     p = jnp.asarray(p)
     if p.shape[-1:] != (2,):
         raise ShapeError(f"eval_sdf: points must have a trailing axis of size 2, got {p.shape}")
-    all_d = jnp.stack([s.sdf(p) for s in shapes])           # [S, ...]
+    all_d = jnp.stack([s.sdf(p) for s in shapes])  # [S, ...]
     if idx is None:
         return all_d
     out = all_d[0]
-    for i in range(1, len(shapes)):   # select (not a one-hot product): no 0 * inf in gradients
+    for i in range(1, len(shapes)):  # select (not a one-hot product): no 0 * inf in gradients
         out = jnp.where(idx == i, all_d[i], out)
     return out
 
@@ -176,7 +174,7 @@ def corner_table(shapes) -> tuple[np.ndarray, np.ndarray]:
     for i, s in enumerate(shapes):
         cnt[i] = len(s.corners)
         if s.corners:
-            tab[i, :len(s.corners)] = np.asarray(s.corners)
+            tab[i, : len(s.corners)] = np.asarray(s.corners)
     return tab, cnt
 
 

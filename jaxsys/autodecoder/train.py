@@ -9,10 +9,10 @@ With `num_seeds > 1` every leaf has a leading seed axis.
 Micro-batch `step` draws its samples with `fold_in(PRNGKey(seed), step)`, so a resumed run sees the
 same samples as an uninterrupted one.
 """
+
 import dataclasses
 import functools
 import json
-import math
 import time
 from pathlib import Path
 
@@ -29,16 +29,16 @@ from jaxsys.train.compile import init_jit
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    model: M.ModelConfig = M.ModelConfig()            # network and latent sizes
-    sched: S.ScheduleConfig = S.ScheduleConfig()       # schedule and its learning rates
-    sampler: SamplerConfig = SamplerConfig()           # shapes and sample mixture
-    batch_size: int = 256                              # samples per micro-batch
-    steps: int = 120_000                               # micro-batches in total
-    steps_per_call: int = 500                          # micro-batches per jitted burst
-    seed: int = 0                                      # base seed (seed i of num_seeds uses seed + i)
-    num_seeds: int = 1                                 # independent runs trained together with vmap
-    ckpt_every: int = 20                               # bursts between checkpoints (0: only at the end)
-    eval_res: int = 128                                # resolution of the final IoU evaluation
+    model: M.ModelConfig = M.ModelConfig()  # network and latent sizes
+    sched: S.ScheduleConfig = S.ScheduleConfig()  # schedule and its learning rates
+    sampler: SamplerConfig = SamplerConfig()  # shapes and sample mixture
+    batch_size: int = 256  # samples per micro-batch
+    steps: int = 120_000  # micro-batches in total
+    steps_per_call: int = 500  # micro-batches per jitted burst
+    seed: int = 0  # base seed (seed i of num_seeds uses seed + i)
+    num_seeds: int = 1  # independent runs trained together with vmap
+    ckpt_every: int = 20  # bursts between checkpoints (0: only at the end)
+    eval_res: int = 128  # resolution of the final IoU evaluation
 
     def validate(self) -> "TrainConfig":
         self.model.validate()
@@ -74,8 +74,7 @@ def _init_state(key, cfg):
     kp, kz = jax.random.split(key)
     params = M.init_params(kp, cfg.model)
     Z = M.init_latents(kz, len(cfg.sampler.shapes), cfg.model)
-    return {"params": params, "Z": Z, "opt": S.init_opt(params, Z, cfg.sched),
-            "step": jnp.zeros((), jnp.int32)}
+    return {"params": params, "Z": Z, "opt": S.init_opt(params, Z, cfg.sched), "step": jnp.zeros((), jnp.int32)}
 
 
 # compiled at XLA's backend optimisation level 0 (jaxsys.train.compile.init_jit): the vmapped 4-seed
@@ -104,6 +103,7 @@ def init_states(cfg: TrainConfig) -> dict:
 class StepConfig:
     """The part of TrainConfig the compiled burst depends on (the jit static argument), so that
     runs differing only in seed, length or logging share one compilation."""
+
     model: M.ModelConfig
     sched: S.ScheduleConfig
     sampler: SamplerConfig
@@ -118,8 +118,7 @@ class StepConfig:
 def _step(state: dict, data_key: jax.Array, cfg: StepConfig):
     dt = cfg.model.jdtype
     batch = sample(jax.random.fold_in(data_key, state["step"]), cfg.batch_size, cfg.sampler, dt)
-    params, Z, opt, loss = S.update(state["params"], state["Z"], state["opt"], batch, cfg.model,
-                                    cfg.sched)
+    params, Z, opt, loss = S.update(state["params"], state["Z"], state["opt"], batch, cfg.model, cfg.sched)
     new = {"params": params, "Z": Z, "opt": opt, "step": state["step"] + 1}
     mean_abs_z = jnp.mean(jnp.linalg.norm(Z, axis=-1))
     return new, (jnp.mean(loss), mean_abs_z)
@@ -127,8 +126,7 @@ def _step(state: dict, data_key: jax.Array, cfg: StepConfig):
 
 def _burst(state: dict, data_key: jax.Array, cfg: StepConfig, n_steps: int):
     """`n_steps` micro-batches; returns (state, per-step mean loss [n], per-step mean |z| [n])."""
-    state, (loss, zn) = jax.lax.scan(lambda s, _: _step(s, data_key, cfg), state, None,
-                                     length=n_steps)
+    state, (loss, zn) = jax.lax.scan(lambda s, _: _step(s, data_key, cfg), state, None, length=n_steps)
     return state, loss, zn
 
 
@@ -150,8 +148,7 @@ def train_burst(state: dict, data_keys: jax.Array, cfg: TrainConfig, n_steps: in
 def data_keys(cfg: TrainConfig) -> jax.Array:
     if cfg.num_seeds == 1:
         return jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
-    return jnp.stack([jax.random.fold_in(jax.random.PRNGKey(cfg.seed + i), 1)
-                      for i in range(cfg.num_seeds)])
+    return jnp.stack([jax.random.fold_in(jax.random.PRNGKey(cfg.seed + i), 1) for i in range(cfg.num_seeds)])
 
 
 def seed_slice(state: dict, i: int, cfg: TrainConfig) -> dict:
@@ -161,9 +158,18 @@ def seed_slice(state: dict, i: int, cfg: TrainConfig) -> dict:
     return jax.tree_util.tree_map(lambda x: x[i], state)
 
 
-def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = True, progress: bool = True,
-          log=print, render: bool = True, infer_shape: str | None = None, infer_cfg=None,
-          mesh=None) -> dict:
+def train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    log=print,
+    render: bool = True,
+    infer_shape: str | None = None,
+    infer_cfg=None,
+    mesh=None,
+) -> dict:
     """Train, writing run_dir/{config.json, metrics.jsonl, ckpt/, *.png, summary.json}.
 
     Resumes from the latest checkpoint in run_dir/ckpt when `resume` and one exists (the config
@@ -177,8 +183,10 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = True, progress: boo
     if cfg_path.exists() and resume:
         old = json.loads(cfg_path.read_text())
         if TrainConfig.from_dict(old) != dataclasses.replace(cfg, steps=TrainConfig.from_dict(old).steps):
-            raise ConfigError(f"{run_dir} holds a run with a different config; use a new --out "
-                              "or matching options (only --steps may change on resume)")
+            raise ConfigError(
+                f"{run_dir} holds a run with a different config; use a new --out "
+                "or matching options (only --steps may change on resume)"
+            )
     atomic_write_json(cfg_path, cfg.to_dict())
     state = init_states(cfg)
     ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=2)
@@ -191,13 +199,13 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = True, progress: boo
     burst = functools.partial(train_burst, cfg=cfg)
     if mesh is not None:  # the seed axis split over the mesh's 'data' devices (jaxsys.autodecoder.sharded)
         from jaxsys.autodecoder import sharded
+
         state, keys = sharded.put_seed_state(state, mesh), sharded.put_seed_state(keys, mesh)
         burst = lambda s, k, n_steps: sharded.make_sharded_burst(mesh, cfg, n_steps)(s, k)  # noqa: E731
     metrics = MetricsWriter(run_dir / "metrics.jsonl")
     step = start
     total_samples = cfg.steps * cfg.batch_size
-    bar = Progress(total=cfg.steps, desc=f"autodecoder/{cfg.sched.name}", initial=start,
-                   disable=not progress)
+    bar = Progress(total=cfg.steps, desc=f"autodecoder/{cfg.sched.name}", initial=start, disable=not progress)
     t0 = time.perf_counter()
     n_bursts = 0
     while step < cfg.steps:
@@ -208,13 +216,17 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = True, progress: boo
         step += n
         n_bursts += 1
         if not np.all(np.isfinite(loss)):
-            raise ConfigError(f"training diverged (non-finite loss) by step {step}; "
-                              "lower the learning rates")
+            raise ConfigError(f"training diverged (non-finite loss) by step {step}; lower the learning rates")
         elapsed = time.perf_counter() - t0
-        metrics.write(step=step, samples=step * cfg.batch_size, loss=float(loss[:, -1].mean()),
-                      loss_burst=float(loss.mean()), mean_abs_z=float(zn[:, -1].mean()),
-                      loss_per_seed=[float(v) for v in loss.mean(1)],
-                      samples_per_s=(step - start) * cfg.batch_size / max(elapsed, 1e-9))
+        metrics.write(
+            step=step,
+            samples=step * cfg.batch_size,
+            loss=float(loss[:, -1].mean()),
+            loss_burst=float(loss.mean()),
+            mean_abs_z=float(zn[:, -1].mean()),
+            loss_per_seed=[float(v) for v in loss.mean(1)],
+            samples_per_s=(step - start) * cfg.batch_size / max(elapsed, 1e-9),
+        )
         bar.set(loss=float(loss.mean()), z=float(zn[:, -1].mean()))
         bar.update(n)
         if cfg.ckpt_every and n_bursts % cfg.ckpt_every == 0 and step < cfg.steps:
@@ -224,11 +236,16 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = True, progress: boo
     ckpt.save(step, state, meta={"step": step})
     ckpt.close()
     metrics.close()
-    summary = {"schedule": cfg.sched.name, "steps": step, "samples": step * cfg.batch_size,
-               "train_seconds": round(train_s, 2),
-               "samples_per_s": round((step - start) * cfg.batch_size / max(train_s, 1e-9), 1),
-               "total_samples_planned": total_samples}
+    summary = {
+        "schedule": cfg.sched.name,
+        "steps": step,
+        "samples": step * cfg.batch_size,
+        "train_seconds": round(train_s, 2),
+        "samples_per_s": round((step - start) * cfg.batch_size / max(train_s, 1e-9), 1),
+        "total_samples_planned": total_samples,
+    }
     from jaxsys.autodecoder import recon
+
     summary["seeds"] = []
     for i in range(cfg.num_seeds):
         st = seed_slice(state, i, cfg)
@@ -239,20 +256,36 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool = True, progress: boo
     st = seed_slice(state, 0, cfg)
     if render:
         from jaxsys.autodecoder import plots
-        summary["pngs"] = plots.render_all(run_dir, st["params"], st["Z"], cfg,
-                                           metrics_path=run_dir / "metrics.jsonl", iou=s0["iou"])
+
+        summary["pngs"] = plots.render_all(
+            run_dir, st["params"], st["Z"], cfg, metrics_path=run_dir / "metrics.jsonl", iou=s0["iou"]
+        )
     if infer_shape:
         from jaxsys.autodecoder import infer
+
         icfg = infer_cfg or infer.InferConfig(lambda_z=cfg.sched.lambda_z)
         t1 = time.perf_counter()
         z, losses = infer.infer_latent(st["params"], cfg.model, infer_shape, icfg, cfg.sampler)
         m = recon.shape_metrics(st["params"], z, cfg.model, infer_shape, cfg.eval_res)
-        summary["inferred"] = {"shape": infer_shape, **m, "final_loss": float(losses[-1]),
-                               "seconds": round(time.perf_counter() - t1, 2)}
+        summary["inferred"] = {
+            "shape": infer_shape,
+            **m,
+            "final_loss": float(losses[-1]),
+            "seconds": round(time.perf_counter() - t1, 2),
+        }
         if render:
             from jaxsys.autodecoder import plots
-            plots.plot_inferred(st["params"], z, infer_shape, cfg.model, cfg.sampler.beta,
-                                cfg.eval_res, run_dir / "inferred.png", m["iou"])
+
+            plots.plot_inferred(
+                st["params"],
+                z,
+                infer_shape,
+                cfg.model,
+                cfg.sampler.beta,
+                cfg.eval_res,
+                run_dir / "inferred.png",
+                m["iou"],
+            )
             summary["pngs"].append("inferred.png")
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
@@ -262,6 +295,7 @@ def load_run(run_dir: Path, seed_index: int = 0):
     """(cfg, params, Z) of the latest checkpoint in run_dir."""
     from jaxsys.errors import DataError
     from jaxsys.train import Checkpointer
+
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise DataError(f"{run_dir} is not an autodecoder run directory (no config.json)")

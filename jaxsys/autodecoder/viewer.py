@@ -7,6 +7,7 @@
 The key logic lives in `Viewer.handle_key(key)` so it runs (and is tested) headless on Agg;
 `Viewer.connect()` hooks it to a figure's key_press_event for the interactive window.
 """
+
 import dataclasses
 
 import numpy as np
@@ -20,8 +21,9 @@ TAU_FACTOR = 1.5
 
 
 class Viewer:
-    def __init__(self, cfg: TrainConfig, state: dict | None = None, burst_steps: int = 100,
-                 res: int = 96, tau: float = 0.02):
+    def __init__(
+        self, cfg: TrainConfig, state: dict | None = None, burst_steps: int = 100, res: int = 96, tau: float = 0.02
+    ):
         if cfg.num_seeds != 1:
             raise ConfigError("the viewer shows one seed; use num_seeds=1")
         if not tau > 0:
@@ -34,8 +36,8 @@ class Viewer:
         self.burst_steps = burst_steps
         self.res = res
         self.tau = tau
-        self.show_mask = False     # False: SDF heatmap, True: mask
-        self.soft = False          # mask style: hard {sdf < 0} or soft sigmoid(-sdf / tau)
+        self.show_mask = False  # False: SDF heatmap, True: mask
+        self.soft = False  # mask style: hard {sdf < 0} or soft sigmoid(-sdf / tau)
         self.last_loss = float("nan")
         self.fig = None
         self.images: list[np.ndarray] = []
@@ -58,8 +60,9 @@ class Viewer:
         beta = self.cfg.sampler.beta
         out = []
         for i in range(len(self.cfg.sampler.shapes)):
-            sdf = beta * np.asarray(recon.render_rows(self.state["params"], self.state["Z"][i],
-                                                      self.cfg.model, self.res))
+            sdf = beta * np.asarray(
+                recon.render_rows(self.state["params"], self.state["Z"][i], self.cfg.model, self.res)
+            )
             if not self.show_mask:
                 out.append(sdf)
             elif self.soft:
@@ -98,9 +101,11 @@ class Viewer:
     # -- drawing -------------------------------------------------------------------------------
     def status_line(self) -> str:
         view = ("soft mask" if self.soft else "hard mask") if self.show_mask else "SDF heatmap"
-        return (f"step {int(np.asarray(self.state['step']))}  B={self.batch_size}  "
-                f"{self.cfg.sched.name}  loss={self.last_loss:.3g}  view={view}  tau={self.tau:.3g}  "
-                "[T train, B/b batch, M mask, S soft, [ ] tau, R refresh]")
+        return (
+            f"step {int(np.asarray(self.state['step']))}  B={self.batch_size}  "
+            f"{self.cfg.sched.name}  loss={self.last_loss:.3g}  view={view}  tau={self.tau:.3g}  "
+            "[T train, B/b batch, M mask, S soft, [ ] tau, R refresh]"
+        )
 
     def refresh(self) -> None:
         self.compute_images()
@@ -110,6 +115,7 @@ class Viewer:
 
     def make_figure(self):
         import matplotlib.pyplot as plt
+
         n = len(self.cfg.sampler.shapes)
         self.fig, self.axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), squeeze=False)
         self.axes = self.axes[0]
@@ -118,6 +124,7 @@ class Viewer:
 
     def draw(self) -> None:
         from jaxsys.autodecoder.plots import EXTENT
+
         if not self.images:
             self.compute_images()
             self.status = self.status_line()

@@ -1,5 +1,6 @@
 """Throughput and size measurements of the codec on synthetic layers (used by the CLI, the tour
 stage and experiments/bench_codec.py)."""
+
 from __future__ import annotations
 
 import time
@@ -38,19 +39,29 @@ def timeit(fn, repeats: int) -> list[float]:
     return out
 
 
-def quick_bench(n: int = 1024, tile: int = 256, lanes: int = 32, prob_bits: int = 14,
-                repeats: int = 3, sigma: float = 20.0) -> dict:
+def quick_bench(
+    n: int = 1024, tile: int = 256, lanes: int = 32, prob_bits: int = 14, repeats: int = 3, sigma: float = 20.0
+) -> dict:
     x = gaussian_int8(n, n, sigma)
     kw = dict(tile_shape=(tile, tile), lanes=lanes, prob_bits=prob_bits)
     blob = fmt.encode_layer(x, **kw)
-    y = decode_layer(blob)   # compile + correctness
+    y = decode_layer(blob)  # compile + correctness
     if not np.array_equal(np.asarray(y), x):
         raise AssertionError("codec bench: JAX decode differs from the input")
     enc = timeit(lambda: fmt.encode_layer(x, **kw), repeats)
     dec = timeit(lambda: decode_layer(blob), repeats)
     mb = x.nbytes / 1e6
     hbits = coded_entropy_bits(x, blob)
-    return {"shape": f"{n}x{n}", "tile": f"{tile}x{tile}", "lanes": lanes, "prob_bits": prob_bits,
-            "raw_bytes": x.nbytes, "blob_bytes": len(blob), "ratio": x.nbytes / len(blob),
-            "entropy_bytes": hbits / 8, "over_entropy_pct": 100 * (len(blob) * 8 / hbits - 1),
-            "encode_MBps": mb / float(np.median(enc)), "decode_jax_MBps": mb / float(np.median(dec))}
+    return {
+        "shape": f"{n}x{n}",
+        "tile": f"{tile}x{tile}",
+        "lanes": lanes,
+        "prob_bits": prob_bits,
+        "raw_bytes": x.nbytes,
+        "blob_bytes": len(blob),
+        "ratio": x.nbytes / len(blob),
+        "entropy_bytes": hbits / 8,
+        "over_entropy_pct": 100 * (len(blob) * 8 / hbits - 1),
+        "encode_MBps": mb / float(np.median(enc)),
+        "decode_jax_MBps": mb / float(np.median(dec)),
+    }

@@ -1,4 +1,5 @@
 """`jaxsys codec compress|decompress|info|bench`."""
+
 from __future__ import annotations
 
 import json
@@ -12,25 +13,35 @@ from jaxsys.errors import DataError
 
 def _opts(args):
     from jaxsys.codec.store import LayerOpts
-    return LayerOpts(tile_shape=(args.tile, args.tile), lanes=args.lanes, prob_bits=args.prob_bits,
-                     predictor=args.predictor, shared_table=not args.no_shared_table,
-                     shared_lane_symbols=args.lane_symbols)
+
+    return LayerOpts(
+        tile_shape=(args.tile, args.tile),
+        lanes=args.lanes,
+        prob_bits=args.prob_bits,
+        predictor=args.predictor,
+        shared_table=not args.no_shared_table,
+        shared_lane_symbols=args.lane_symbols,
+    )
 
 
 def _compress(args) -> int:
     from jaxsys.codec import store
+
     tensors = store.load_tensors(args.input)
     t0 = time.perf_counter()
     data = store.encode_store(tensors, mode=args.mode, per_channel=not args.per_tensor, opts=_opts(args))
     store.atomic_write_bytes(args.output, data)
     raw = sum(np.asarray(v).nbytes for v in tensors.values())
-    print(f"{args.input} -> {args.output}: {len(tensors)} tensor(s), {raw} -> {len(data)} bytes "
-          f"(ratio {raw / len(data):.3f}) in {time.perf_counter() - t0:.2f}s")
+    print(
+        f"{args.input} -> {args.output}: {len(tensors)} tensor(s), {raw} -> {len(data)} bytes "
+        f"(ratio {raw / len(data):.3f}) in {time.perf_counter() - t0:.2f}s"
+    )
     return 0
 
 
 def _decompress(args) -> int:
     from jaxsys.codec import store
+
     st = store.Store.open(args.input)
     tensors = {n: st.decode(n) for n in st.names}
     out = Path(args.output)
@@ -39,6 +50,7 @@ def _decompress(args) -> int:
         store.write_safetensors(out, tensors)
     elif suf == ".npz":
         import io
+
         buf = io.BytesIO()
         np.savez(buf, **tensors)
         store.atomic_write_bytes(out, buf.getvalue())
@@ -46,6 +58,7 @@ def _decompress(args) -> int:
         if len(tensors) != 1:
             raise DataError(f"{args.input} holds {len(tensors)} tensors; write .safetensors or .npz")
         import io
+
         buf = io.BytesIO()
         np.save(buf, next(iter(tensors.values())))
         store.atomic_write_bytes(out, buf.getvalue())
@@ -57,11 +70,11 @@ def _decompress(args) -> int:
 
 def info_rows(st) -> list[dict]:
     from jaxsys.codec import format as fmt
+
     rows = []
     for n in st.names:
         e = st.entry(n)
-        raw = int(np.prod(e["shape"] or [1])) * np.dtype(
-            "uint16" if e["dtype"] == "bfloat16" else e["dtype"]).itemsize
+        raw = int(np.prod(e["shape"] or [1])) * np.dtype("uint16" if e["dtype"] == "bfloat16" else e["dtype"]).itemsize
         parts = []
         if "member" in e:
             m = st.parsed_group().members[e["member"]]
@@ -75,13 +88,24 @@ def info_rows(st) -> list[dict]:
                 li = fmt.layer_info(b)
                 parts.append(f"{li['coding']}/{li['predictor']}:{li['bits_per_symbol']:.2f}b")
         comp = st.compressed_bytes(n)
-        rows.append({"name": n, "kind": e["kind"], "dtype": e["dtype"], "shape": e["shape"],
-                     "raw_bytes": raw, "bytes": comp, "ratio": raw / comp, "parts": " ".join(parts)})
+        rows.append(
+            {
+                "name": n,
+                "kind": e["kind"],
+                "dtype": e["dtype"],
+                "shape": e["shape"],
+                "raw_bytes": raw,
+                "bytes": comp,
+                "ratio": raw / comp,
+                "parts": " ".join(parts),
+            }
+        )
     return rows
 
 
 def _info(args) -> int:
     from jaxsys.codec import store
+
     st = store.Store.open(args.input)
     rows = info_rows(st)
     if args.json:
@@ -90,18 +114,22 @@ def _info(args) -> int:
     w = max([len(r["name"]) for r in rows] + [4])
     print(f"{'name':<{w}}  {'kind':<5} {'dtype':<8} {'shape':<14} {'raw':>10} {'coded':>10} {'ratio':>6}  parts")
     for r in rows:
-        print(f"{r['name']:<{w}}  {r['kind']:<5} {r['dtype']:<8} {str(r['shape']):<14} "
-              f"{r['raw_bytes']:>10} {r['bytes']:>10} {r['ratio']:>6.3f}  {r['parts']}")
+        print(
+            f"{r['name']:<{w}}  {r['kind']:<5} {r['dtype']:<8} {str(r['shape']):<14} "
+            f"{r['raw_bytes']:>10} {r['bytes']:>10} {r['ratio']:>6.3f}  {r['parts']}"
+        )
     raw = sum(r["raw_bytes"] for r in rows)
-    print(f"total: {raw} -> {st.nbytes} bytes (ratio {raw / st.nbytes:.3f}, container overhead "
-          f"{st.nbytes - sum(r['bytes'] for r in rows)} bytes)")
+    print(
+        f"total: {raw} -> {st.nbytes} bytes (ratio {raw / st.nbytes:.3f}, container overhead "
+        f"{st.nbytes - sum(r['bytes'] for r in rows)} bytes)"
+    )
     return 0
 
 
 def _bench(args) -> int:
     from jaxsys.codec.bench import quick_bench
-    res = quick_bench(n=args.size, tile=args.tile, lanes=args.lanes, prob_bits=args.prob_bits,
-                      repeats=args.repeats)
+
+    res = quick_bench(n=args.size, tile=args.tile, lanes=args.lanes, prob_bits=args.prob_bits, repeats=args.repeats)
     for k, v in res.items():
         print(f"{k:>24}: {v:.4g}" if isinstance(v, float) else f"{k:>24}: {v}")
     return 0
@@ -110,9 +138,17 @@ def _bench(args) -> int:
 def _run_gpt(args) -> int:
     # CLI glue only: the codec library never imports a system; the GPT runner lives in jaxsys.gpt
     from jaxsys.gpt.compressed import run_report
+
     cache = None if args.cache_layers < 0 else args.cache_layers
-    r = run_report(args.model, cache, prompt=args.prompt, max_new_tokens=args.max_tokens, mode=args.mode,
-                   prefetch=not args.no_prefetch, fused=args.fused)
+    r = run_report(
+        args.model,
+        cache,
+        prompt=args.prompt,
+        max_new_tokens=args.max_tokens,
+        mode=args.mode,
+        prefetch=not args.no_prefetch,
+        fused=args.fused,
+    )
     for k, v in r.items():
         print(f"{k:>26}: {v:.4g}" if isinstance(v, float) else f"{k:>26}: {v}")
     return 0 if r["identical_tokens"] else 1
@@ -130,14 +166,23 @@ def register(sub) -> None:
     c = gsub.add_parser("compress", help="compress .npy/.npz/.safetensors/weights.json into a container")
     c.add_argument("input")
     c.add_argument("output")
-    c.add_argument("--mode", default="auto", choices=["auto", "lossless", "int8"],
-                   help="floats: lossless byte planes (auto) or int8 quantisation")
+    c.add_argument(
+        "--mode",
+        default="auto",
+        choices=["auto", "lossless", "int8"],
+        help="floats: lossless byte planes (auto) or int8 quantisation",
+    )
     c.add_argument("--per-tensor", action="store_true", help="int8 mode: one scale per tensor")
     c.add_argument("--predictor", default="auto", choices=["auto", "none", "delta"])
-    c.add_argument("--no-shared-table", action="store_true",
-                   help="one blob + table per int8 tensor (container version 1)")
-    c.add_argument("--lane-symbols", type=int, default=4096,
-                   help="shared-table group: symbols per lane at least (fewer lanes = smaller, slower)")
+    c.add_argument(
+        "--no-shared-table", action="store_true", help="one blob + table per int8 tensor (container version 1)"
+    )
+    c.add_argument(
+        "--lane-symbols",
+        type=int,
+        default=4096,
+        help="shared-table group: symbols per lane at least (fewer lanes = smaller, slower)",
+    )
     _add_layer_opts(c)
     c.set_defaults(func=_compress)
     d = gsub.add_parser("decompress", help="container -> .npy/.npz/.safetensors")

@@ -12,6 +12,7 @@ and reports a per-layer integrity flag (every lane ends in state 2^16 having con
 words); a second small jit (specialised on the layer geometry) reorders lanes into tiles and tiles into
 the array, undoes the delta predictor, and recomputes the positional checksum of the raw bytes.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,7 +25,7 @@ from jaxsys.codec import format as fmt
 from jaxsys.codec.format import CodecError
 
 _CTL = 16
-_BLOCK = 4   # steps per scan iteration; measured best of 1, 2, 4, 8, 16 on XLA:CPU
+_BLOCK = 4  # steps per scan iteration; measured best of 1, 2, 4, 8, 16 on XLA:CPU
 
 
 def bucket(n: int, minimum: int) -> int:
@@ -51,7 +52,7 @@ def _lane_decode(base, nsym, nwords, words, sym_tab, fb_tab, mask, pb, steps: in
 
     def block(carry, kb):
         x, ptr = carry
-        buf = jax.lax.dynamic_slice(words, (ptr,), (blk,))   # start clamped into range
+        buf = jax.lax.dynamic_slice(words, (ptr,), (blk,))  # start clamped into range
         start = ptr
         out = []
         for j in range(blk):
@@ -71,8 +72,7 @@ def _lane_decode(base, nsym, nwords, words, sym_tab, fb_tab, mask, pb, steps: in
             out.append(s)
         return (x, ptr), jnp.stack(out)
 
-    (x, ptr), syms = jax.lax.scan(block, (x0, base + jnp.uint32(2)),
-                                  jnp.arange(steps // blk, dtype=jnp.uint32))
+    (x, ptr), syms = jax.lax.scan(block, (x0, base + jnp.uint32(2)), jnp.arange(steps // blk, dtype=jnp.uint32))
     ok = (x == jnp.uint32(1 << 16)) & (ptr - base == nwords)
     return syms.reshape(steps), ok
 
@@ -83,10 +83,10 @@ def decode_lanes(pack, n_lanes: int, steps: int, prob_bits: int, blk: int = _BLO
     ctl = pack[:_CTL]
     n_real = ctl[1]
     o = _CTL
-    freq = pack[o:o + 256]
+    freq = pack[o : o + 256]
     o += 256
-    base, nwords, nsym = (pack[o + i * n_lanes:o + (i + 1) * n_lanes] for i in range(3))
-    w32 = pack[o + 3 * n_lanes:]
+    base, nwords, nsym = (pack[o + i * n_lanes : o + (i + 1) * n_lanes] for i in range(3))
+    w32 = pack[o + 3 * n_lanes :]
     words = jnp.stack([w32 & 0xFFFF, w32 >> 16], axis=-1).reshape(-1)
     # slot -> symbol / frequency / bias tables over the 2^prob_bits slots (validated on the host:
     # the frequencies sum to 2^prob_bits, so the repeat fills the table exactly)
@@ -100,8 +100,9 @@ def decode_lanes(pack, n_lanes: int, steps: int, prob_bits: int, blk: int = _BLO
     sym_tab = sym.astype(jnp.uint8)
     pb = jnp.uint32(prob_bits)
     mask = jnp.uint32(M - 1)
-    lane = functools.partial(_lane_decode, words=words, sym_tab=sym_tab, fb_tab=fb_tab, mask=mask,
-                             pb=pb, steps=steps, blk=blk)
+    lane = functools.partial(
+        _lane_decode, words=words, sym_tab=sym_tab, fb_tab=fb_tab, mask=mask, pb=pb, steps=steps, blk=blk
+    )
     # out_axes=1 keeps the decoded symbols step-major: (steps, lanes)
     syms, ok = jax.vmap(lane, out_axes=(1, 0))(base, nsym, nwords)
     real = jnp.arange(n_lanes, dtype=jnp.uint32) < n_real
@@ -123,14 +124,14 @@ def assemble_body(syms_SxN, ok, sums, geom, verify: bool):
         # full tiles, lanes dividing the tile width: step k = r * (tc / L) + c // L, lane = c mod L,
         # so one transpose takes (r, c/L, tile row, tile col, lane) straight to the array
         gr, gc = rows // tr, cols // tc
-        a = syms_SxN[:S, :T * L].reshape(tr, tc // L, gr, gc, L)
+        a = syms_SxN[:S, : T * L].reshape(tr, tc // L, gr, gc, L)
         u2 = _regroup(a, (2, 0, 3, 1, 4)).reshape(rows, cols)
         if verify:
             ok = ok & _sums_match(u2, sums)
         return jax.lax.bitcast_convert_type(u2, jnp.dtype(dtype)).reshape(shape), ok
-    t = _regroup(syms_SxN[:S, :T * L].reshape(S, T, L), (1, 0, 2)).reshape(T, S * L)[:, :P]
+    t = _regroup(syms_SxN[:S, : T * L].reshape(S, T, L), (1, 0, 2)).reshape(T, S * L)[:, :P]
     if predictor == fmt.PRED_DELTA:
-        t = jnp.cumsum(t, axis=1, dtype=jnp.uint8)   # uint8 arithmetic wraps mod 256
+        t = jnp.cumsum(t, axis=1, dtype=jnp.uint8)  # uint8 arithmetic wraps mod 256
     u2 = _from_tiles(t, rows, cols, tr, tc)
     if verify:
         ok = ok & _sums_match(u2, sums)
@@ -165,9 +166,9 @@ def _from_tiles(t, rows, cols, tr, tc):
     for r0, nr, h, c0, nc, w in fmt.tile_groups(rows, cols, tr, tc):
         ids = ((r0 + np.arange(nr))[:, None] * gc + (c0 + np.arange(nc))[None, :]).reshape(-1)
         if np.array_equal(ids, np.arange(ids[0], ids[0] + len(ids))):
-            sel = t[int(ids[0]):int(ids[0]) + len(ids), :h * w]
+            sel = t[int(ids[0]) : int(ids[0]) + len(ids), : h * w]
         else:
-            sel = t[ids, :h * w]
+            sel = t[ids, : h * w]
         blk = _regroup(sel.reshape(nr, nc, h, w), (0, 2, 1, 3)).reshape(nr * h, nc * w)
         row_blocks.setdefault(r0, []).append(blk)
     rowsl = [jnp.concatenate(b, axis=1) if len(b) > 1 else b[0] for _, b in sorted(row_blocks.items())]
@@ -197,27 +198,25 @@ def prepare(blob, check_crc: bool = True):
         nb = bucket(-(-n // 4), 1024)
         pack = np.zeros(_CTL + nb, np.uint32)
         pack[:2] = sums
-        pack.view(np.uint8)[_CTL * 4:_CTL * 4 + n] = np.frombuffer(p.payload, np.uint8)
+        pack.view(np.uint8)[_CTL * 4 : _CTL * 4 + n] = np.frombuffer(p.payload, np.uint8)
         return pack, None, (h.rows, h.cols, h.dtype.name, h.shape, n)
     base, nw, lens = fmt.lane_layout(p)
     N = len(base)
     Nb = bucket(N, 64)
-    Sb = bucket(h.steps, 64)   # a multiple of 8, hence of _BLOCK
+    Sb = bucket(h.steps, 64)  # a multiple of 8, hence of _BLOCK
     n_words = h.payload_size // 2
     Wb = bucket(-(-(n_words + 2 + _BLOCK) // 2), 512)  # uint32 slots (2 words each) + slice slack
     pack = np.zeros(_CTL + 256 + 3 * Nb + Wb, np.uint32)
     pack[0], pack[1] = h.prob_bits, N
-    pack[_CTL:_CTL + 256] = p.freq
+    pack[_CTL : _CTL + 256] = p.freq
     o = _CTL + 256
-    pack[o:o + N] = base
-    pack[o + Nb:o + Nb + N] = nw
-    pack[o + 2 * Nb:o + 2 * Nb + N] = lens
+    pack[o : o + N] = base
+    pack[o + Nb : o + Nb + N] = nw
+    pack[o + 2 * Nb : o + 2 * Nb + N] = lens
     o += 3 * Nb
-    pack.view(np.uint8)[4 * o:4 * o + h.payload_size] = np.frombuffer(p.payload, np.uint8)
-    geom = (h.rows, h.cols, h.tile_rows, h.tile_cols, h.n_tiles, h.lanes, h.steps, h.predictor,
-            h.dtype.name, h.shape)
-    return pack, {"n_lanes": Nb, "steps": Sb, "prob_bits": h.prob_bits,
-                  "sums": np.array(sums, np.uint32)}, geom
+    pack.view(np.uint8)[4 * o : 4 * o + h.payload_size] = np.frombuffer(p.payload, np.uint8)
+    geom = (h.rows, h.cols, h.tile_rows, h.tile_cols, h.n_tiles, h.lanes, h.steps, h.predictor, h.dtype.name, h.shape)
+    return pack, {"n_lanes": Nb, "steps": Sb, "prob_bits": h.prob_bits, "sums": np.array(sums, np.uint32)}, geom
 
 
 def decode_layer_async(blob, check_crc: bool = True, verify_raw: bool = False):
@@ -230,10 +229,9 @@ def decode_layer_async(blob, check_crc: bool = True, verify_raw: bool = False):
     pack, kargs, geom = prepare(blob, check_crc)
     if kargs is None:
         return _assemble_raw(jax.device_put(pack), geom)
-    pack[2:4] = kargs["sums"]   # carried in the same buffer (control words 2, 3)
+    pack[2:4] = kargs["sums"]  # carried in the same buffer (control words 2, 3)
     dev = jax.device_put(pack)
-    syms, ok = _decode_kernel(dev, n_lanes=kargs["n_lanes"], steps=kargs["steps"],
-                              prob_bits=kargs["prob_bits"])
+    syms, ok = _decode_kernel(dev, n_lanes=kargs["n_lanes"], steps=kargs["steps"], prob_bits=kargs["prob_bits"])
     return _assemble(syms, ok, dev[2:4], geom, verify_raw)
 
 
@@ -248,13 +246,16 @@ def decode_layer(blob, check: bool = True, verify_raw: bool = False) -> jax.Arra
     """
     out, ok = decode_layer_async(blob, verify_raw=verify_raw)
     if check and not bool(ok):
-        raise CodecError("decoded layer failed its integrity check (rANS final state, word counts "
-                         "or raw checksum): the blob is corrupted")
+        raise CodecError(
+            "decoded layer failed its integrity check (rANS final state, word counts "
+            "or raw checksum): the blob is corrupted"
+        )
     return out
 
 
 # ---------------------------------------------------------------------------------------------------
 # group blobs (format version 2): any subset of a group's tensors decodes in ONE kernel call
+
 
 def prepare_group(pg, which=None):
     """Host half for a group blob: the selected tensors' lanes, words and raw bytes in ONE uint32
@@ -263,8 +264,9 @@ def prepare_group(pg, which=None):
     Returns (pack, statics); `statics` (hashable) describes every selected tensor for `group_values`.
     """
     from jaxsys.codec import group as G
+
     which = G._members(pg, which)
-    words_all = np.frombuffer(pg.payload[:2 * pg.n_words], "<u2")
+    words_all = np.frombuffer(pg.payload[: 2 * pg.n_words], "<u2")
     bases, nws, lens, wchunks, raws, geoms = [], [], [], [], [], []
     wo = lo = ro = 0
     steps = 1
@@ -273,19 +275,20 @@ def prepare_group(pg, which=None):
         h = m.header
         if h.coding == fmt.CODING_RAW:
             n = h.rows * h.cols
-            raws.append(np.frombuffer(pg.payload[m.raw_off:m.raw_off + n], np.uint8))
+            raws.append(np.frombuffer(pg.payload[m.raw_off : m.raw_off + n], np.uint8))
             geoms.append(("raw", ro, n, h.rows, h.cols, h.dtype.name, h.shape))
             ro += n
             continue
         base, nw, ln = G.member_lanes(m)
         n_m = int(nw.sum())
-        wchunks.append(words_all[m.word_base:m.word_base + n_m])
+        wchunks.append(words_all[m.word_base : m.word_base + n_m])
         bases.append(base - m.word_base + wo)
         nws.append(nw)
         lens.append(ln)
         T, L = h.n_tiles, h.lanes
-        geoms.append(("rans", lo, (h.rows, h.cols, h.tile_rows, h.tile_cols, T, L, h.steps,
-                                   h.predictor, h.dtype.name, h.shape)))
+        geoms.append(
+            ("rans", lo, (h.rows, h.cols, h.tile_rows, h.tile_cols, T, L, h.steps, h.predictor, h.dtype.name, h.shape))
+        )
         lo += T * L
         wo += n_m
         steps = max(steps, h.steps)
@@ -295,18 +298,18 @@ def prepare_group(pg, which=None):
     Rb = bucket(-(-ro // 4), 16) if ro else 0
     pack = np.zeros(_CTL + 256 + 3 * Nb + Wb + Rb, np.uint32)
     pack[0], pack[1] = pg.prob_bits, N
-    pack[_CTL:_CTL + 256] = pg.freq
+    pack[_CTL : _CTL + 256] = pg.freq
     o = _CTL + 256
     if N:
-        pack[o:o + N] = np.concatenate(bases)
-        pack[o + Nb:o + Nb + N] = np.concatenate(nws)
-        pack[o + 2 * Nb:o + 2 * Nb + N] = np.concatenate(lens)
+        pack[o : o + N] = np.concatenate(bases)
+        pack[o + Nb : o + Nb + N] = np.concatenate(nws)
+        pack[o + 2 * Nb : o + 2 * Nb + N] = np.concatenate(lens)
     o += 3 * Nb
     if wo:
-        pack.view(np.uint8)[4 * o:4 * o + 2 * wo] = np.concatenate(wchunks).view(np.uint8)
+        pack.view(np.uint8)[4 * o : 4 * o + 2 * wo] = np.concatenate(wchunks).view(np.uint8)
     o += Wb
     if ro:
-        pack.view(np.uint8)[4 * o:4 * o + ro] = np.concatenate(raws)
+        pack.view(np.uint8)[4 * o : 4 * o + ro] = np.concatenate(raws)
     return pack, (Nb, Sb, int(pg.prob_bits), o, tuple(geoms))
 
 
@@ -325,12 +328,11 @@ def group_values(pack, statics):
         if g[0] == "rans":
             _, lo, geom = g
             n = geom[4] * geom[5]
-            out.append(assemble_body(syms[:, lo:lo + n], jnp.all(ok_n[lo:lo + n]), None, geom, False))
+            out.append(assemble_body(syms[:, lo : lo + n], jnp.all(ok_n[lo : lo + n]), None, geom, False))
         else:
             _, ro, n, rows, cols, dt, shape = g
-            u2 = rb[ro:ro + n].reshape(rows, cols)
-            out.append((jax.lax.bitcast_convert_type(u2, jnp.dtype(dt)).reshape(shape),
-                        jnp.bool_(True)))
+            u2 = rb[ro : ro + n].reshape(rows, cols)
+            out.append((jax.lax.bitcast_convert_type(u2, jnp.dtype(dt)).reshape(shape), jnp.bool_(True)))
     return out
 
 
@@ -342,18 +344,22 @@ def decode_group(blob, which=None, check: bool = True) -> list:
     and one kernel call. Host CRCs are checked first; with `check` the device integrity flags are
     fetched and a failure raises `CodecError` naming the tensor's index in the group."""
     from jaxsys.codec import group as G
+
     return decode_parsed_group(G.parse_group(blob), which, check)
 
 
 def decode_parsed_group(pg, which=None, check: bool = True) -> list:
     """`decode_group` on an already parsed and validated group."""
     from jaxsys.codec import group as G
+
     which = G._members(pg, which)
     pack, st = prepare_group(pg, which)
     vals = _group_values(jax.device_put(pack), statics=st)
     if check:
         oks = np.asarray(jnp.stack([ok for _, ok in vals]))
         if not oks.all():
-            raise CodecError(f"tensor {which[int(np.argmin(oks))]}: decoded data failed its integrity "
-                             "check (rANS final state or word counts): the blob is corrupted")
+            raise CodecError(
+                f"tensor {which[int(np.argmin(oks))]}: decoded data failed its integrity "
+                "check (rANS final state or word counts): the blob is corrupted"
+            )
     return [a for a, _ in vals]

@@ -6,6 +6,7 @@ the other planes (mantissa bits + sign) are near-uniform and are usually stored 
 Plane p holds byte p of the rotated little-endian word (plane n-1 = top byte). Merging is pure bit
 manipulation, so NaN payloads, infinities, signed zeros and denormals survive bit for bit.
 """
+
 from __future__ import annotations
 
 import jax
@@ -15,8 +16,11 @@ import numpy as np
 
 from jaxsys.errors import DataError
 
-FLOAT_DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16),
-                "float32": np.dtype(np.float32)}
+FLOAT_DTYPES = {
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+    "float16": np.dtype(np.float16),
+    "float32": np.dtype(np.float32),
+}
 _UINT = {2: np.uint16, 4: np.uint32}
 
 
@@ -64,5 +68,6 @@ def merge_planes_jax(planes, dtype_name: str):
 def exponent_entropy_bits(x: np.ndarray) -> float:
     """Order-0 entropy (bits) of the top (exponent) plane: the bound the exponent coder aims at."""
     from jaxsys.codec.format import entropy_bits
+
     top = split_planes(x)[-1]
     return entropy_bits(np.bincount(top.reshape(-1), minlength=256))

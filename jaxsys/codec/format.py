@@ -7,6 +7,7 @@ Encoding (numpy, two passes): tile the array, apply the predictor per tile, buil
 lanes in lock-step with the shared table. Decoding lives in `decode.py` (JAX) and here (host decoders).
 Every structural problem of a blob raises `CodecError` naming what is wrong.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,34 +40,34 @@ _HDR = struct.Struct("<4sHHBBBBBBH" + "I" * 16)
 HEADER_SIZE = _HDR.size  # 80 bytes
 MAX_ELEMENTS = 1 << 31
 MAX_LANES = 4096
-MAX_LANE_SYMBOLS = 65533          # keeps a lane's word count (<= symbols + 2) in a u16
+MAX_LANE_SYMBOLS = 65533  # keeps a lane's word count (<= symbols + 2) in a u16
 TILE_ENTRY = struct.Struct("<III")  # offset (from payload start), byte length, symbol count
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerHeader:
-    dtype: np.dtype       # uint8 or int8
-    shape: tuple          # original shape (1-D or 2-D)
-    rows: int             # 2-D view rows (1 for a 1-D tensor)
-    cols: int             # 2-D view columns
-    tile_rows: int        # tile height (1 for a 1-D tensor)
-    tile_cols: int        # tile width
-    n_tiles: int          # ceil(rows / tile_rows) * ceil(cols / tile_cols)
-    lanes: int            # interleaved rANS lanes per tile
-    prob_bits: int        # frequency precision, 12..16
-    coding: int           # CODING_RANS or CODING_RAW
-    predictor: int        # PRED_NONE or PRED_DELTA
+    dtype: np.dtype  # uint8 or int8
+    shape: tuple  # original shape (1-D or 2-D)
+    rows: int  # 2-D view rows (1 for a 1-D tensor)
+    cols: int  # 2-D view columns
+    tile_rows: int  # tile height (1 for a 1-D tensor)
+    tile_cols: int  # tile width
+    n_tiles: int  # ceil(rows / tile_rows) * ceil(cols / tile_cols)
+    lanes: int  # interleaved rANS lanes per tile
+    prob_bits: int  # frequency precision, 12..16
+    coding: int  # CODING_RANS or CODING_RAW
+    predictor: int  # PRED_NONE or PRED_DELTA
     table_off: int
     table_size: int
     index_off: int
     index_size: int
     payload_off: int
     payload_size: int
-    raw_crc: int          # CRC32 of the raw bytes (row-major)
-    raw_sum1: int         # sum of raw bytes mod 2^32 (checkable on device)
-    raw_sum2: int         # sum of (i + 1) * byte_i mod 2^32
-    payload_crc: int      # CRC32 of the tile data
-    meta_crc: int         # CRC32 of header (without this field), table and index
+    raw_crc: int  # CRC32 of the raw bytes (row-major)
+    raw_sum1: int  # sum of raw bytes mod 2^32 (checkable on device)
+    raw_sum2: int  # sum of (i + 1) * byte_i mod 2^32
+    payload_crc: int  # CRC32 of the tile data
+    meta_crc: int  # CRC32 of header (without this field), table and index
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -84,12 +85,12 @@ class LayerHeader:
 @dataclasses.dataclass(frozen=True)
 class ParsedLayer:
     header: LayerHeader
-    freq: np.ndarray        # (256,) int64, sums to 2^prob_bits (zeros for raw coding)
-    tile_off: np.ndarray    # (T,) byte offset of each tile from the payload start
-    tile_len: np.ndarray    # (T,) byte length
-    tile_nsym: np.ndarray   # (T,) symbols
+    freq: np.ndarray  # (256,) int64, sums to 2^prob_bits (zeros for raw coding)
+    tile_off: np.ndarray  # (T,) byte offset of each tile from the payload start
+    tile_len: np.ndarray  # (T,) byte length
+    tile_nsym: np.ndarray  # (T,) symbols
     lane_words: np.ndarray  # (T, L) words per lane
-    payload: memoryview     # tile data bytes
+    payload: memoryview  # tile data bytes
 
 
 def raw_sums(u8: np.ndarray) -> tuple[int, int]:
@@ -110,6 +111,7 @@ def entropy_bits(counts: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------------------------------
 # tiling (numpy; the JAX assembler in decode.py uses the same groups)
+
 
 def tile_groups(rows: int, cols: int, tr: int, tc: int):
     """The <= 4 regular groups of tiles (full / ragged rows x full / ragged columns).
@@ -141,10 +143,10 @@ def to_tiles(u2: np.ndarray, tr: int, tc: int, fill: int = 0) -> np.ndarray:
     P = min(tr, rows) * min(tc, cols)
     out = np.full((gr * gc, P), fill, dtype=u2.dtype)
     for r0, nr, h, c0, nc, w in tile_groups(rows, cols, tr, tc):
-        blk = u2[r0 * tr:r0 * tr + nr * h, c0 * tc:c0 * tc + nc * w]
+        blk = u2[r0 * tr : r0 * tr + nr * h, c0 * tc : c0 * tc + nc * w]
         blk = blk.reshape(nr, h, nc, w).transpose(0, 2, 1, 3).reshape(nr * nc, h * w)
         ids = ((r0 + np.arange(nr))[:, None] * gc + (c0 + np.arange(nc))[None, :]).reshape(-1)
-        out[ids, :h * w] = blk
+        out[ids, : h * w] = blk
     return out
 
 
@@ -154,14 +156,14 @@ def from_tiles(t: np.ndarray, rows: int, cols: int, tr: int, tc: int) -> np.ndar
     out = np.empty((rows, cols), dtype=t.dtype)
     for r0, nr, h, c0, nc, w in tile_groups(rows, cols, tr, tc):
         ids = ((r0 + np.arange(nr))[:, None] * gc + (c0 + np.arange(nc))[None, :]).reshape(-1)
-        blk = t[ids, :h * w].reshape(nr, nc, h, w).transpose(0, 2, 1, 3).reshape(nr * h, nc * w)
-        out[r0 * tr:r0 * tr + nr * h, c0 * tc:c0 * tc + nc * w] = blk
+        blk = t[ids, : h * w].reshape(nr, nc, h, w).transpose(0, 2, 1, 3).reshape(nr * h, nc * w)
+        out[r0 * tr : r0 * tr + nr * h, c0 * tc : c0 * tc + nc * w] = blk
     return out
 
 
 def delta_forward(t: np.ndarray) -> np.ndarray:
     d = t.copy()
-    d[:, 1:] = t[:, 1:] - t[:, :-1]   # uint8 arithmetic wraps mod 256
+    d[:, 1:] = t[:, 1:] - t[:, :-1]  # uint8 arithmetic wraps mod 256
     return d
 
 
@@ -172,12 +174,15 @@ def delta_inverse(d: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 # encoder
 
+
 def _validate_input(x) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
     if x.dtype not in DTYPE_CODES:
-        raise DataError(f"codec encodes int8/uint8 arrays, got dtype {x.dtype} "
-                        "(quantize floats with jaxsys.codec.quantize_int8 first)")
+        raise DataError(
+            f"codec encodes int8/uint8 arrays, got dtype {x.dtype} "
+            "(quantize floats with jaxsys.codec.quantize_int8 first)"
+        )
     if x.ndim not in (1, 2):
         raise ShapeError(f"codec encodes 1-D or 2-D arrays, got shape {x.shape}")
     if x.size == 0:
@@ -203,13 +208,22 @@ def lane_count(P: int, lanes: int, min_lane_symbols: int) -> int:
     if min_lane_symbols > 0:
         L = max(1, min(L, P // int(min_lane_symbols)))
     if -(-P // L) > MAX_LANE_SYMBOLS:
-        raise ConfigError(f"tile of {P} symbols over {L} lanes exceeds {MAX_LANE_SYMBOLS} "
-                          "symbols per lane; use more lanes or smaller tiles")
+        raise ConfigError(
+            f"tile of {P} symbols over {L} lanes exceeds {MAX_LANE_SYMBOLS} "
+            "symbols per lane; use more lanes or smaller tiles"
+        )
     return L
 
 
-def encode_layer(x, tile_shape: tuple[int, int] = (256, 256), lanes: int = 32, prob_bits: int = 14,
-                 predictor: str = "auto", allow_raw: bool = True, min_lane_symbols: int = 0) -> bytes:
+def encode_layer(
+    x,
+    tile_shape: tuple[int, int] = (256, 256),
+    lanes: int = 32,
+    prob_bits: int = 14,
+    predictor: str = "auto",
+    allow_raw: bool = True,
+    min_lane_symbols: int = 0,
+) -> bytes:
     """Compress an int8/uint8 array (1-D or 2-D) into one layer blob.
 
     Args:
@@ -254,9 +268,20 @@ def encode_layer(x, tile_shape: tuple[int, int] = (256, 256), lanes: int = 32, p
     pred_name, sym_t, _, counts = best
     raw_crc = zlib.crc32(u2.tobytes())
     s1, s2 = raw_sums(u2)
-    geom = dict(dtype=x.dtype, shape=x.shape, rows=rows, cols=cols, tile_rows=tr, tile_cols=tc,
-                n_tiles=T, lanes=int(lanes), prob_bits=int(prob_bits), raw_crc=raw_crc,
-                raw_sum1=s1, raw_sum2=s2)
+    geom = dict(
+        dtype=x.dtype,
+        shape=x.shape,
+        rows=rows,
+        cols=cols,
+        tile_rows=tr,
+        tile_cols=tc,
+        n_tiles=T,
+        lanes=int(lanes),
+        prob_bits=int(prob_bits),
+        raw_crc=raw_crc,
+        raw_sum1=s1,
+        raw_sum2=s2,
+    )
 
     freq = rans.normalize_freqs(counts, prob_bits)
     # lanes: tile symbol i -> lane i % L, step i // L; padding gets a present symbol
@@ -272,8 +297,7 @@ def encode_layer(x, tile_shape: tuple[int, int] = (256, 256), lanes: int = 32, p
     tile_len = 2 * nwords_TxL.sum(axis=1)
     tile_off = np.concatenate([[0], np.cumsum(tile_len)[:-1]])
     table = _pack_table(freq)
-    index = (np.stack([tile_off, tile_len, sizes], axis=1).astype("<u4").tobytes()
-             + nwords_TxL.astype("<u2").tobytes())
+    index = np.stack([tile_off, tile_len, sizes], axis=1).astype("<u4").tobytes() + nwords_TxL.astype("<u2").tobytes()
     payload = words.astype("<u2").tobytes()
     if allow_raw and len(table) + len(index) + len(payload) >= u2.size:
         return _assemble(geom, CODING_RAW, PRED_NONE, b"", b"", u2.tobytes())
@@ -291,19 +315,41 @@ def _pack_table(freq: np.ndarray) -> bytes:
     return bitmap + bytes([w]) + np.packbits(bits, bitorder="little").tobytes()
 
 
-def _assemble(geom: dict, coding: int, predictor: int, table: bytes, index: bytes,
-              payload: bytes) -> bytes:
+def _assemble(geom: dict, coding: int, predictor: int, table: bytes, index: bytes, payload: bytes) -> bytes:
     shape = geom["shape"]
     t_off = HEADER_SIZE
     i_off = t_off + len(table)
     p_off = i_off + len(index)
     if p_off + len(payload) >= 1 << 32:
         raise ShapeError("layer blob would exceed 4 GiB")
-    fields = [MAGIC, VERSION, HEADER_SIZE, DTYPE_CODES[np.dtype(geom["dtype"])], len(shape), coding,
-              predictor, geom["prob_bits"], 0, geom["lanes"], geom["rows"], geom["cols"],
-              geom["tile_rows"], geom["tile_cols"], geom["n_tiles"], t_off, len(table), i_off,
-              len(index), p_off, len(payload), geom["raw_crc"], geom["raw_sum1"], geom["raw_sum2"],
-              zlib.crc32(payload), 0]
+    fields = [
+        MAGIC,
+        VERSION,
+        HEADER_SIZE,
+        DTYPE_CODES[np.dtype(geom["dtype"])],
+        len(shape),
+        coding,
+        predictor,
+        geom["prob_bits"],
+        0,
+        geom["lanes"],
+        geom["rows"],
+        geom["cols"],
+        geom["tile_rows"],
+        geom["tile_cols"],
+        geom["n_tiles"],
+        t_off,
+        len(table),
+        i_off,
+        len(index),
+        p_off,
+        len(payload),
+        geom["raw_crc"],
+        geom["raw_sum1"],
+        geom["raw_sum2"],
+        zlib.crc32(payload),
+        0,
+    ]
     hdr = bytearray(_HDR.pack(*fields))
     meta_crc = zlib.crc32(table + index, zlib.crc32(bytes(hdr[:-4])))
     struct.pack_into("<I", hdr, HEADER_SIZE - 4, meta_crc)
@@ -313,14 +359,41 @@ def _assemble(geom: dict, coding: int, predictor: int, table: bytes, index: byte
 # ---------------------------------------------------------------------------------------------------
 # parsing and validation (shared by all decoders)
 
+
 def parse_header(blob) -> LayerHeader:
     """Parse and validate the fixed header (not the CRCs of table/index/payload)."""
     mv = memoryview(blob).cast("B") if not isinstance(blob, bytes) else memoryview(blob)
     if len(mv) < HEADER_SIZE:
         raise CodecError(f"blob of {len(mv)} bytes is shorter than the {HEADER_SIZE}-byte header")
     f = _HDR.unpack_from(mv, 0)
-    (magic, version, hsize, dtc, ndim, coding, pred, pb, resv, lanes, rows, cols, tr, tc, T,
-     t_off, t_size, i_off, i_size, p_off, p_size, rcrc, s1, s2, pcrc, mcrc) = f
+    (
+        magic,
+        version,
+        hsize,
+        dtc,
+        ndim,
+        coding,
+        pred,
+        pb,
+        resv,
+        lanes,
+        rows,
+        cols,
+        tr,
+        tc,
+        T,
+        t_off,
+        t_size,
+        i_off,
+        i_size,
+        p_off,
+        p_size,
+        rcrc,
+        s1,
+        s2,
+        pcrc,
+        mcrc,
+    ) = f
     if magic != MAGIC:
         raise CodecError(f"bad magic {magic!r} (expected {MAGIC!r}): not a jaxsys layer blob")
     if version != VERSION:
@@ -350,17 +423,40 @@ def parse_header(blob) -> LayerHeader:
     if T != (-(-rows // tr)) * (-(-cols // tc)):
         raise CodecError(f"tile count {T} does not match shape {rows}x{cols} with tiles {tr}x{tc}")
     if coding == CODING_RAW and (t_size or i_size or pred != PRED_NONE or p_size != rows * cols):
-        raise CodecError("raw-coded layer must have no table/index, predictor none and "
-                         f"payload_size == {rows * cols} (got {p_size})")
+        raise CodecError(
+            f"raw-coded layer must have no table/index, predictor none and payload_size == {rows * cols} (got {p_size})"
+        )
     if t_off != HEADER_SIZE or i_off != t_off + t_size or p_off != i_off + i_size:
-        raise CodecError(f"section offsets do not add up: table@{t_off}+{t_size}, "
-                         f"index@{i_off}+{i_size}, payload@{p_off}")
+        raise CodecError(
+            f"section offsets do not add up: table@{t_off}+{t_size}, index@{i_off}+{i_size}, payload@{p_off}"
+        )
     if p_off + p_size != len(mv):
-        raise CodecError(f"blob length {len(mv)} != payload end {p_off + p_size} "
-                         "(truncated or trailing bytes)")
+        raise CodecError(f"blob length {len(mv)} != payload end {p_off + p_size} (truncated or trailing bytes)")
     shape = (cols,) if ndim == 1 else (rows, cols)
-    h = LayerHeader(DTYPES[dtc], shape, rows, cols, tr, tc, T, lanes, pb, coding, pred, t_off, t_size,
-                    i_off, i_size, p_off, p_size, rcrc, s1, s2, pcrc, mcrc)
+    h = LayerHeader(
+        DTYPES[dtc],
+        shape,
+        rows,
+        cols,
+        tr,
+        tc,
+        T,
+        lanes,
+        pb,
+        coding,
+        pred,
+        t_off,
+        t_size,
+        i_off,
+        i_size,
+        p_off,
+        p_size,
+        rcrc,
+        s1,
+        s2,
+        pcrc,
+        mcrc,
+    )
     if coding == CODING_RANS and h.steps > MAX_LANE_SYMBOLS:
         raise CodecError(f"{h.steps} symbols per lane exceeds {MAX_LANE_SYMBOLS}")
     return h
@@ -371,25 +467,24 @@ def parse_layer(blob, check_crc: bool = True) -> ParsedLayer:
     mv = memoryview(blob)
     h = parse_header(mv)
     if check_crc:
-        meta = zlib.crc32(mv[h.table_off:h.payload_off], zlib.crc32(mv[:HEADER_SIZE - 4]))
+        meta = zlib.crc32(mv[h.table_off : h.payload_off], zlib.crc32(mv[: HEADER_SIZE - 4]))
         if meta != h.meta_crc:
             raise CodecError(f"header/table/index CRC mismatch ({meta:#010x} != {h.meta_crc:#010x})")
-        pc = zlib.crc32(mv[h.payload_off:])
+        pc = zlib.crc32(mv[h.payload_off :])
         if pc != h.payload_crc:
             raise CodecError(f"payload CRC mismatch ({pc:#010x} != {h.payload_crc:#010x})")
-    payload = mv[h.payload_off:]
+    payload = mv[h.payload_off :]
     if h.coding == CODING_RAW:
         z = np.zeros(0, np.int64)
-        return ParsedLayer(h, np.zeros(256, np.int64), z, z, z, np.zeros((0, h.lanes), np.int64),
-                           payload)
-    freq = _parse_table(mv[h.table_off:h.index_off], h.prob_bits)
+        return ParsedLayer(h, np.zeros(256, np.int64), z, z, z, np.zeros((0, h.lanes), np.int64), payload)
+    freq = _parse_table(mv[h.table_off : h.index_off], h.prob_bits)
     T, L = h.n_tiles, h.lanes
     need = T * TILE_ENTRY.size + T * L * 2
     if h.index_size != need:
         raise CodecError(f"tile index is {h.index_size} bytes, expected {need} for {T} tiles x {L} lanes")
-    ib = mv[h.index_off:h.payload_off]
-    ent = np.frombuffer(ib[:T * 12], dtype="<u4").reshape(T, 3).astype(np.int64)
-    lw = np.frombuffer(ib[T * 12:], dtype="<u2").reshape(T, L).astype(np.int64)
+    ib = mv[h.index_off : h.payload_off]
+    ent = np.frombuffer(ib[: T * 12], dtype="<u4").reshape(T, 3).astype(np.int64)
+    lw = np.frombuffer(ib[T * 12 :], dtype="<u2").reshape(T, L).astype(np.int64)
     off, ln, nsym = ent[:, 0], ent[:, 1], ent[:, 2]
     sizes = tile_sizes(h.rows, h.cols, h.tile_rows, h.tile_cols)
     bad = np.nonzero(nsym != sizes)[0]
@@ -428,7 +523,7 @@ def _parse_table(tb: memoryview, prob_bits: int) -> np.ndarray:
     need = 33 + (k * w + 7) // 8
     if len(tb) != need:
         raise CodecError(f"frequency table is {len(tb)} bytes, expected {need} for {k} symbols of {w} bits")
-    bits = np.unpackbits(np.frombuffer(tb[33:], np.uint8), bitorder="little")[:k * w].reshape(k, w)
+    bits = np.unpackbits(np.frombuffer(tb[33:], np.uint8), bitorder="little")[: k * w].reshape(k, w)
     freq = np.zeros(256, np.int64)
     freq[present] = (bits.astype(np.int64) << np.arange(w)[None, :]).sum(axis=1) + 1
     if int(freq.sum()) != 1 << prob_bits:
@@ -468,10 +563,11 @@ def decode_layer_numpy(blob) -> np.ndarray:
     sym_SxN, ok = rans.decode_lanes_numpy(words, base, nw, lens, p.freq, h.prob_bits)
     if not ok.all():
         n = int(np.argmin(ok))
-        raise CodecError(f"tile {n // h.lanes} lane {n % h.lanes}: rANS stream inconsistent "
-                         "(final state or word count)")
+        raise CodecError(
+            f"tile {n // h.lanes} lane {n % h.lanes}: rANS stream inconsistent (final state or word count)"
+        )
     T, L, S = h.n_tiles, h.lanes, h.steps
-    tiles = sym_SxN.reshape(S, T, L).transpose(1, 0, 2).reshape(T, S * L)[:, :h.tile_max]
+    tiles = sym_SxN.reshape(S, T, L).transpose(1, 0, 2).reshape(T, S * L)[:, : h.tile_max]
     return _finish_host(p, np.ascontiguousarray(tiles))
 
 
@@ -496,11 +592,10 @@ def decode_layer_reference(blob) -> np.ndarray:
         for l in range(L):
             n = t * L + l
             try:
-                syms = rans.decode_lane_scalar(words, int(base[n]), int(nw[n]), int(lens[n]),
-                                               p.freq, h.prob_bits)
+                syms = rans.decode_lane_scalar(words, int(base[n]), int(nw[n]), int(lens[n]), p.freq, h.prob_bits)
             except ValueError as e:
                 raise CodecError(f"tile {t} lane {l}: {e}") from None
-            tiles[t, l:l + L * len(syms):L] = syms
+            tiles[t, l : l + L * len(syms) : L] = syms
     return _finish_host(p, tiles)
 
 
@@ -509,8 +604,17 @@ def layer_info(blob) -> dict:
     p = parse_layer(blob)
     h = p.header
     n = h.rows * h.cols
-    return {"dtype": str(h.dtype), "shape": list(h.shape), "tile": [h.tile_rows, h.tile_cols],
-            "tiles": h.n_tiles, "lanes": h.lanes, "prob_bits": h.prob_bits,
-            "coding": "rans" if h.coding == CODING_RANS else "raw",
-            "predictor": PREDICTOR_NAMES[h.predictor], "raw_bytes": n, "blob_bytes": len(blob),
-            "ratio": n / len(blob), "bits_per_symbol": 8 * len(blob) / n}
+    return {
+        "dtype": str(h.dtype),
+        "shape": list(h.shape),
+        "tile": [h.tile_rows, h.tile_cols],
+        "tiles": h.n_tiles,
+        "lanes": h.lanes,
+        "prob_bits": h.prob_bits,
+        "coding": "rans" if h.coding == CODING_RANS else "raw",
+        "predictor": PREDICTOR_NAMES[h.predictor],
+        "raw_bytes": n,
+        "blob_bytes": len(blob),
+        "ratio": n / len(blob),
+        "bits_per_symbol": 8 * len(blob) / n,
+    }

@@ -38,6 +38,7 @@ order, u16), then the raw tensors' bytes (directory order).
 Tiles, lanes, predictors and lane streams are exactly those of version 1, so every decoder reuses
 the version-1 kernels: a group (or any subset of its tensors) is ONE set of independent lanes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,17 +55,17 @@ from jaxsys.errors import ConfigError
 MAGIC = b"JXRG"
 VERSION = 2
 _HDR = struct.Struct("<4sHHHBBIIIIIII")
-HEADER_SIZE = _HDR.size   # 40
+HEADER_SIZE = _HDR.size  # 40
 MAX_TENSORS = 65535
 F_INT8, F_1D, F_DELTA, F_RAW = 1, 2, 4, 8
 
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    header: fmt.LayerHeader   # geometry in version-1 terms (offset fields unused, 0)
-    lane_words: np.ndarray    # (T, L) words per lane (empty for raw)
-    word_base: int            # first word of this tensor in the word region
-    raw_off: int              # byte offset of a raw tensor inside the payload
+    header: fmt.LayerHeader  # geometry in version-1 terms (offset fields unused, 0)
+    lane_words: np.ndarray  # (T, L) words per lane (empty for raw)
+    word_base: int  # first word of this tensor in the word region
+    raw_off: int  # byte offset of a raw tensor inside the payload
 
     @property
     def n_lanes(self) -> int:
@@ -74,14 +75,15 @@ class Member:
 @dataclasses.dataclass(frozen=True)
 class ParsedGroup:
     prob_bits: int
-    freq: np.ndarray          # (256,) shared frequencies
-    members: tuple            # Member per tensor
-    n_words: int              # u16 words in the word region
+    freq: np.ndarray  # (256,) shared frequencies
+    members: tuple  # Member per tensor
+    n_words: int  # u16 words in the word region
     payload: memoryview
 
 
 # ---------------------------------------------------------------------------------------------------
 # varints
+
 
 def _uleb(v: int) -> bytes:
     out = bytearray()
@@ -111,7 +113,7 @@ def _read_uleb(mv, pos: int, end: int, what: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------------
 # shared table: Rice-coded frequency differences in int8 order
 
-_ORDER = (np.arange(256) + 128) % 256          # bytes 0x80..0xff, 0x00..0x7f (int8 -128..127)
+_ORDER = (np.arange(256) + 128) % 256  # bytes 0x80..0xff, 0x00..0x7f (int8 -128..127)
 
 
 def pack_table(freq: np.ndarray) -> bytes:
@@ -143,7 +145,7 @@ def parse_table(tb, prob_bits: int) -> np.ndarray:
         raise CodecError(f"shared table Rice parameter {k} > 15")
     bits = np.unpackbits(np.frombuffer(tb[1:], np.uint8), bitorder="little")
     nb = len(bits)
-    ones = np.flatnonzero(bits == 0)   # positions of unary terminators
+    ones = np.flatnonzero(bits == 0)  # positions of unary terminators
     pos, prev, out = 0, 0, np.zeros(256, np.int64)
     M = 1 << prob_bits
     for i in range(256):
@@ -154,7 +156,7 @@ def parse_table(tb, prob_bits: int) -> np.ndarray:
         pos = int(ones[j]) + 1
         if pos + k > nb:
             raise CodecError(f"shared table truncated at symbol {i}")
-        r = int((bits[pos:pos + k].astype(np.int64) << np.arange(k)).sum()) if k else 0
+        r = int((bits[pos : pos + k].astype(np.int64) << np.arange(k)).sum()) if k else 0
         pos += k
         z = (q << k) | r
         prev += (z >> 1) if z % 2 == 0 else -((z + 1) >> 1)
@@ -171,6 +173,7 @@ def parse_table(tb, prob_bits: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 # encoder
 
+
 @dataclasses.dataclass
 class _Prep:
     x: np.ndarray
@@ -179,7 +182,7 @@ class _Prep:
     tc: int
     lanes: int
     sizes: np.ndarray
-    sym: np.ndarray      # (T, P) predictor output
+    sym: np.ndarray  # (T, P) predictor output
     valid: np.ndarray
     pred: int
     counts: np.ndarray
@@ -190,7 +193,7 @@ def _prep(x, tile_shape, lanes, predictor, min_lane_symbols) -> _Prep:
     tr, tc = (int(v) for v in tile_shape)
     u2, tr, tc = fmt.as_rows(x, tr, tc)
     rows, cols = u2.shape
-    tr, tc = min(tr, rows), min(tc, cols)   # canonical: a tile never exceeds the tensor
+    tr, tc = min(tr, rows), min(tc, cols)  # canonical: a tile never exceeds the tensor
     P = tr * tc
     L = fmt.lane_count(P, lanes, min_lane_symbols)
     sizes = fmt.tile_sizes(rows, cols, tr, tc)
@@ -234,9 +237,15 @@ def choose_table(counts: np.ndarray, prob_bits=None) -> tuple[int, np.ndarray]:
     return best[1], best[2]
 
 
-def encode_group(arrays, tile_shape=(256, 256), lanes: int = 32, prob_bits=None,
-                 predictor: str = "auto", min_lane_symbols: int = 0,
-                 allow_raw: bool = True) -> bytes:
+def encode_group(
+    arrays,
+    tile_shape=(256, 256),
+    lanes: int = 32,
+    prob_bits=None,
+    predictor: str = "auto",
+    min_lane_symbols: int = 0,
+    allow_raw: bool = True,
+) -> bytes:
     """Encode a list of int8/uint8 arrays (1-D or 2-D) into one group blob with a shared table.
 
     Args mirror `format.encode_layer`; prob_bits None picks the precision that minimises table +
@@ -257,14 +266,13 @@ def encode_group(arrays, tile_shape=(256, 256), lanes: int = 32, prob_bits=None,
         raise ConfigError(f"tile_shape must be positive, got {tile_shape}")
     preps = [_prep(x, tile_shape, lanes, predictor, min_lane_symbols) for x in arrays]
     coded = list(range(len(preps)))
-    for _ in range(3):   # raw decisions change the pooled table; two passes settle it in practice
+    for _ in range(3):  # raw decisions change the pooled table; two passes settle it in practice
         counts = sum((preps[i].counts for i in coded), np.zeros(256, np.int64))
         if not coded:
             break
         pb, freq = choose_table(counts, prob_bits)
         streams = _encode_members([preps[i] for i in coded], freq, pb)
-        keep = [i for i, (w, nw) in zip(coded, streams)
-                if not allow_raw or 2 * len(w) + 2 * nw.size < preps[i].u2.size]
+        keep = [i for i, (w, nw) in zip(coded, streams) if not allow_raw or 2 * len(w) + 2 * nw.size < preps[i].u2.size]
         if keep == coded:
             break
         coded = keep
@@ -276,8 +284,12 @@ def encode_group(arrays, tile_shape=(256, 256), lanes: int = 32, prob_bits=None,
     for i, p in enumerate(preps):
         rows, cols = p.u2.shape
         raw = i not in by_idx
-        flags = ((F_INT8 if p.x.dtype == np.int8 else 0) | (F_1D if p.x.ndim == 1 else 0)
-                 | (F_DELTA if (p.pred == fmt.PRED_DELTA and not raw) else 0) | (F_RAW if raw else 0))
+        flags = (
+            (F_INT8 if p.x.dtype == np.int8 else 0)
+            | (F_1D if p.x.ndim == 1 else 0)
+            | (F_DELTA if (p.pred == fmt.PRED_DELTA and not raw) else 0)
+            | (F_RAW if raw else 0)
+        )
         for v in (flags, rows, cols, p.tr, p.tc, p.lanes):
             directory += _uleb(int(v))
         directory += struct.pack("<I", zlib.crc32(p.u2.tobytes()))
@@ -291,8 +303,21 @@ def encode_group(arrays, tile_shape=(256, 256), lanes: int = 32, prob_bits=None,
     payload = wall.tobytes() + b"".join(raws)
     if len(payload) >= 1 << 32:
         raise ConfigError("group payload would exceed 4 GiB")
-    fields = [MAGIC, VERSION, HEADER_SIZE, len(preps), pb, 0, len(table), len(directory), len(index),
-              len(payload), len(wall), zlib.crc32(payload), 0]
+    fields = [
+        MAGIC,
+        VERSION,
+        HEADER_SIZE,
+        len(preps),
+        pb,
+        0,
+        len(table),
+        len(directory),
+        len(index),
+        len(payload),
+        len(wall),
+        zlib.crc32(payload),
+        0,
+    ]
     hdr = bytearray(_HDR.pack(*fields))
     meta = bytes(table) + bytes(directory) + bytes(index)
     struct.pack_into("<I", hdr, HEADER_SIZE - 4, zlib.crc32(meta, zlib.crc32(bytes(hdr[:-4]))))
@@ -318,9 +343,9 @@ def _encode_members(preps, freq, pb):
     words, nwords = rans.encode_lanes(sym_SxN, np.concatenate(lens), freq, pb)
     out, wo, lo = [], 0, 0
     for T, L in shapes:
-        nw = nwords[lo:lo + T * L]
+        nw = nwords[lo : lo + T * L]
         n = int(nw.sum())
-        out.append((words[wo:wo + n], nw.reshape(T, L)))
+        out.append((words[wo : wo + n], nw.reshape(T, L)))
         wo += n
         lo += T * L
     return out
@@ -328,6 +353,7 @@ def _encode_members(preps, freq, pb):
 
 # ---------------------------------------------------------------------------------------------------
 # parsing
+
 
 def is_group_blob(blob) -> bool:
     return bytes(memoryview(blob)[:4]) == MAGIC
@@ -338,8 +364,7 @@ def parse_group(blob, check_crc: bool = True) -> ParsedGroup:
     mv = memoryview(blob).cast("B")
     if len(mv) < HEADER_SIZE:
         raise CodecError(f"group blob of {len(mv)} bytes is shorter than the {HEADER_SIZE}-byte header")
-    (magic, version, hsize, n, pb, resv, t_size, d_size, i_size, p_size, n_words, pcrc,
-     mcrc) = _HDR.unpack_from(mv, 0)
+    (magic, version, hsize, n, pb, resv, t_size, d_size, i_size, p_size, n_words, pcrc, mcrc) = _HDR.unpack_from(mv, 0)
     if magic != MAGIC:
         raise CodecError(f"bad magic {magic!r} (expected {MAGIC!r}): not a jaxsys group blob")
     if version != VERSION:
@@ -358,7 +383,7 @@ def parse_group(blob, check_crc: bool = True) -> ParsedGroup:
     t0, d0 = HEADER_SIZE, HEADER_SIZE + t_size
     i0, p0 = d0 + d_size, d0 + d_size + i_size
     if check_crc:
-        meta = zlib.crc32(mv[t0:p0], zlib.crc32(mv[:HEADER_SIZE - 4]))
+        meta = zlib.crc32(mv[t0:p0], zlib.crc32(mv[: HEADER_SIZE - 4]))
         if meta != mcrc:
             raise CodecError(f"header/table/directory/index CRC mismatch ({meta:#010x} != {mcrc:#010x})")
         if zlib.crc32(mv[p0:]) != pcrc:
@@ -392,10 +417,30 @@ def parse_group(blob, check_crc: bool = True) -> ParsedGroup:
             raise CodecError(f"tensor {k}: lanes {L} outside 1..{fmt.MAX_LANES}")
         T = (-(-rows // tr)) * (-(-cols // tc))
         shape = (cols,) if one_d else (rows, cols)
-        h = fmt.LayerHeader(np.dtype(np.int8 if flags & F_INT8 else np.uint8), shape, rows, cols, tr,
-                            tc, T, L, pb, fmt.CODING_RAW if raw else fmt.CODING_RANS,
-                            fmt.PRED_DELTA if flags & F_DELTA else fmt.PRED_NONE,
-                            0, 0, 0, 0, 0, 0, rcrc, 0, 0, 0, 0)
+        h = fmt.LayerHeader(
+            np.dtype(np.int8 if flags & F_INT8 else np.uint8),
+            shape,
+            rows,
+            cols,
+            tr,
+            tc,
+            T,
+            L,
+            pb,
+            fmt.CODING_RAW if raw else fmt.CODING_RANS,
+            fmt.PRED_DELTA if flags & F_DELTA else fmt.PRED_NONE,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            rcrc,
+            0,
+            0,
+            0,
+            0,
+        )
         if raw:
             if roff + rows * cols > p_size:
                 raise CodecError(f"tensor {k}: raw bytes run past the payload")
@@ -408,15 +453,16 @@ def parse_group(blob, check_crc: bool = True) -> ParsedGroup:
             raise CodecError(f"tensor {k}: {h.steps} symbols per lane exceeds {fmt.MAX_LANE_SYMBOLS}")
         if ipos + 2 * T * L > i_size:
             raise CodecError(f"tensor {k}: lane index runs past the index section")
-        lw = np.frombuffer(idx[ipos:ipos + 2 * T * L], "<u2").reshape(T, L).astype(np.int64)
+        lw = np.frombuffer(idx[ipos : ipos + 2 * T * L], "<u2").reshape(T, L).astype(np.int64)
         ipos += 2 * T * L
         sizes = fmt.tile_sizes(rows, cols, tr, tc)
         lane_sym = np.maximum(0, -(-(sizes[:, None] - np.arange(L)[None, :]) // L))
         bad = np.argwhere((lw < 2) | (lw > lane_sym + 2))
         if len(bad):
             t, lane = (int(v) for v in bad[0])
-            raise CodecError(f"tensor {k} tile {t} lane {lane}: {lw[t, lane]} words is impossible "
-                             f"for {lane_sym[t, lane]} symbols")
+            raise CodecError(
+                f"tensor {k} tile {t} lane {lane}: {lw[t, lane]} words is impossible for {lane_sym[t, lane]} symbols"
+            )
         members.append(Member(h, lw, wbase, 0))
         wbase += int(lw.sum())
     if pos != i0:
@@ -429,8 +475,7 @@ def parse_group(blob, check_crc: bool = True) -> ParsedGroup:
         raise CodecError(f"payload is {p_size} bytes, tensors need {roff}")
     if freq is None and t_size == 0 and any(m.header.coding == fmt.CODING_RANS for m in members):
         raise CodecError("rANS tensors without a table")
-    return ParsedGroup(pb, freq if freq is not None else np.zeros(256, np.int64), tuple(members),
-                       n_words, mv[p0:])
+    return ParsedGroup(pb, freq if freq is not None else np.zeros(256, np.int64), tuple(members), n_words, mv[p0:])
 
 
 def _members(pg: ParsedGroup, which) -> list[int]:
@@ -466,7 +511,7 @@ def _finish(m: Member, tiles: np.ndarray, k: int) -> np.ndarray:
 
 def _raw(pg: ParsedGroup, m: Member, k: int) -> np.ndarray:
     h = m.header
-    u2 = np.frombuffer(pg.payload[m.raw_off:m.raw_off + h.rows * h.cols], np.uint8).copy()
+    u2 = np.frombuffer(pg.payload[m.raw_off : m.raw_off + h.rows * h.cols], np.uint8).copy()
     if zlib.crc32(u2.tobytes()) != h.raw_crc:
         raise CodecError(f"tensor {k}: raw bytes fail the raw CRC32")
     return u2.view(h.dtype).reshape(h.shape)
@@ -479,7 +524,7 @@ def decode_group_numpy(blob, which=None) -> list[np.ndarray]:
 
 def _decode_parsed(pg: ParsedGroup, which) -> list[np.ndarray]:
     sel = _members(pg, which)
-    words = np.frombuffer(pg.payload[:2 * pg.n_words], "<u2")
+    words = np.frombuffer(pg.payload[: 2 * pg.n_words], "<u2")
     coded = [k for k in sel if pg.members[k].header.coding == fmt.CODING_RANS]
     out = {}
     if coded:
@@ -491,10 +536,10 @@ def _decode_parsed(pg: ParsedGroup, which) -> list[np.ndarray]:
             m = pg.members[k]
             h = m.header
             T, L, S = h.n_tiles, h.lanes, h.steps
-            if not ok[o:o + T * L].all():
+            if not ok[o : o + T * L].all():
                 raise CodecError(f"tensor {k}: rANS stream inconsistent (final state or word count)")
-            t = sym_SxN[:S, o:o + T * L].reshape(S, T, L).transpose(1, 0, 2).reshape(T, S * L)
-            out[k] = _finish(m, np.ascontiguousarray(t[:, :h.tile_max]), k)
+            t = sym_SxN[:S, o : o + T * L].reshape(S, T, L).transpose(1, 0, 2).reshape(T, S * L)
+            out[k] = _finish(m, np.ascontiguousarray(t[:, : h.tile_max]), k)
             o += T * L
     for k in sel:
         if k not in out:
@@ -505,7 +550,7 @@ def _decode_parsed(pg: ParsedGroup, which) -> list[np.ndarray]:
 def decode_group_reference(blob, which=None) -> list[np.ndarray]:
     """Plain scalar reference decoder (one lane at a time, Python ints, linear symbol search)."""
     pg = parse_group(blob)
-    words = np.frombuffer(pg.payload[:2 * pg.n_words], "<u2")
+    words = np.frombuffer(pg.payload[: 2 * pg.n_words], "<u2")
     res = []
     for k in _members(pg, which):
         m = pg.members[k]
@@ -519,11 +564,10 @@ def decode_group_reference(blob, which=None) -> list[np.ndarray]:
             for lane in range(h.lanes):
                 i = t * h.lanes + lane
                 try:
-                    syms = rans.decode_lane_scalar(words, int(base[i]), int(nw[i]), int(lens[i]),
-                                                   pg.freq, pg.prob_bits)
+                    syms = rans.decode_lane_scalar(words, int(base[i]), int(nw[i]), int(lens[i]), pg.freq, pg.prob_bits)
                 except ValueError as e:
                     raise CodecError(f"tensor {k} tile {t} lane {lane}: {e}") from None
-                tiles[t, lane:lane + h.lanes * len(syms):h.lanes] = syms
+                tiles[t, lane : lane + h.lanes * len(syms) : h.lanes] = syms
         res.append(_finish(m, tiles, k))
     return res
 
@@ -557,8 +601,7 @@ def group_symbols(blob, arrays) -> np.ndarray:
         t = fmt.to_tiles(u2, h.tile_rows, h.tile_cols)
         if h.predictor == fmt.PRED_DELTA:
             t = fmt.delta_forward(t)
-        valid = np.arange(t.shape[1])[None, :] < fmt.tile_sizes(h.rows, h.cols, h.tile_rows,
-                                                                 h.tile_cols)[:, None]
+        valid = np.arange(t.shape[1])[None, :] < fmt.tile_sizes(h.rows, h.cols, h.tile_rows, h.tile_cols)[:, None]
         counts += np.bincount(t[valid], minlength=256)
     return counts
 
@@ -566,7 +609,12 @@ def group_symbols(blob, arrays) -> np.ndarray:
 def group_info(blob) -> dict:
     pg = parse_group(blob)
     raw = sum(m.header.rows * m.header.cols for m in pg.members)
-    return {"tensors": len(pg.members), "prob_bits": pg.prob_bits, "raw_bytes": raw,
-            "blob_bytes": len(blob), "ratio": raw / len(blob),
-            "lanes": int(sum(m.n_lanes for m in pg.members)),
-            "raw_tensors": sum(m.header.coding == fmt.CODING_RAW for m in pg.members)}
+    return {
+        "tensors": len(pg.members),
+        "prob_bits": pg.prob_bits,
+        "raw_bytes": raw,
+        "blob_bytes": len(blob),
+        "ratio": raw / len(blob),
+        "lanes": int(sum(m.n_lanes for m in pg.members)),
+        "raw_tensors": sum(m.header.coding == fmt.CODING_RAW for m in pg.members),
+    }

@@ -1,8 +1,9 @@
 """Symmetric absmax int8 quantisation of float weights (per tensor or per output channel).
 
-    scale = max|w| / 127   (over the whole tensor, or over each output row of w_OxI)
-    q = clip(round(w / scale), -127, 127)            w ~ q * scale
+scale = max|w| / 127   (over the whole tensor, or over each output row of w_OxI)
+q = clip(round(w / scale), -127, 127)            w ~ q * scale
 """
+
 from __future__ import annotations
 
 import numpy as np

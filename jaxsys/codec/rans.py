@@ -17,11 +17,12 @@ Each lane's stream (decoder order) is: [x_final & 0xffff, x_final >> 16, w_0, w_
 word the encoder emitted while encoding symbol k. The encoder starts from x = 2^16, so a correct decode
 ends with x == 2^16 and has consumed exactly the lane's word count (the decoder's integrity check).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-RANS_L = 1 << 16          # lower bound of the state interval
+RANS_L = 1 << 16  # lower bound of the state interval
 WORD_BITS = 16
 MIN_PROB_BITS, MAX_PROB_BITS = 12, 16
 
@@ -111,8 +112,9 @@ def slot_tables(freq: np.ndarray, prob_bits: int):
     return sym.astype(np.uint8), freq[sym], slots - cum[sym]
 
 
-def decode_lanes_numpy(words: np.ndarray, base_N: np.ndarray, nwords_N: np.ndarray,
-                       len_N: np.ndarray, freq: np.ndarray, prob_bits: int):
+def decode_lanes_numpy(
+    words: np.ndarray, base_N: np.ndarray, nwords_N: np.ndarray, len_N: np.ndarray, freq: np.ndarray, prob_bits: int
+):
     """Vectorised host decoder: all lanes in lock-step, mirroring the JAX kernel.
 
     Returns (sym_SxN uint8, ok_N bool) where ok means final state 2^16 and all words consumed.

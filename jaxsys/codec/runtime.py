@@ -13,12 +13,13 @@
   Integrity flags are collected on device and checked by `check()` (one sync), which raises
   `CodecError` naming the tensor.
 """
+
 from __future__ import annotations
 
 import collections
 import dataclasses
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,10 +34,10 @@ from jaxsys.codec.store import Store
 @dataclasses.dataclass(frozen=True)
 class DeviceTensor:
     name: str
-    packs: tuple            # device uint32 buffers, one per blob
+    packs: tuple  # device uint32 buffers, one per blob
     scale: jax.Array | None  # q8 scales (device) or None
-    meta: tuple             # hashable static description (kind, shape, dtype, per_channel, statics)
-    nbytes: int             # device bytes of the compressed form
+    meta: tuple  # hashable static description (kind, shape, dtype, per_channel, statics)
+    nbytes: int  # device bytes of the compressed form
 
     @property
     def shape(self) -> tuple:
@@ -45,7 +46,7 @@ class DeviceTensor:
 
 def prepare_tensor(store: Store, name: str, device=None) -> DeviceTensor:
     e = store.entry(name)
-    if "member" in e:   # lives in the shared-table group: a one-tensor group pack
+    if "member" in e:  # lives in the shared-table group: a one-tensor group pack
         dg = prepare_group_pack(store, [name], device)
         meta = ("member", tuple(e["shape"]), e["dtype"], bool(e.get("per_channel", False)), dg.meta)
         return DeviceTensor(name, (dg.pack,), dg.scales[0], meta, dg.nbytes)
@@ -110,11 +111,11 @@ decode_tensor = jax.jit(tensor_value, static_argnames=("meta",))
 
 @dataclasses.dataclass(frozen=True)
 class DeviceGroup:
-    names: tuple             # tensor names, in pack order
-    pack: jax.Array          # one uint32 device buffer (decode.prepare_group)
-    scales: tuple            # per tensor: q8 scales (device) or None
-    meta: tuple              # hashable: (decode statics, per tensor (kind, shape, per_channel))
-    nbytes: int              # device bytes of the compressed form
+    names: tuple  # tensor names, in pack order
+    pack: jax.Array  # one uint32 device buffer (decode.prepare_group)
+    scales: tuple  # per tensor: q8 scales (device) or None
+    meta: tuple  # hashable: (decode statics, per tensor (kind, shape, per_channel))
+    nbytes: int  # device bytes of the compressed form
 
 
 def prepare_group_pack(store: Store, names, device=None) -> DeviceGroup:
@@ -162,7 +163,7 @@ def _unflatten(buf, meta):
     out, o = [], 0
     for _, shape, _ in meta[1]:
         n = int(np.prod(shape))
-        out.append(buf[o:o + n].reshape(shape))
+        out.append(buf[o : o + n].reshape(shape))
         o += n
     return tuple(out)
 
@@ -199,15 +200,25 @@ class WeightCache:
         otherwise the decode is only dispatched and the caller's compute waits on the device).
     """
 
-    def __init__(self, tensors: dict, groups: dict, max_groups: int | None = None,
-                 max_bytes: int | None = None, prefetch: bool = True, prefetch_thread: bool = False,
-                 packed: dict | None = None, out_device=None, sync: bool = False):
+    def __init__(
+        self,
+        tensors: dict,
+        groups: dict,
+        max_groups: int | None = None,
+        max_bytes: int | None = None,
+        prefetch: bool = True,
+        prefetch_thread: bool = False,
+        packed: dict | None = None,
+        out_device=None,
+        sync: bool = False,
+    ):
         self.tensors, self.groups = tensors, groups
-        self.packed = packed or {}   # group -> DeviceGroup (decoded in one call)
+        self.packed = packed or {}  # group -> DeviceGroup (decoded in one call)
         self.out_device, self.sync = out_device, sync
         self._pool = None
-        if prefetch and prefetch_thread:   # a worker thread dispatches and waits for the decode
+        if prefetch and prefetch_thread:  # a worker thread dispatches and waits for the decode
             from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxsys-prefetch")
         self.max_groups, self.max_bytes, self.prefetch_enabled = max_groups, max_bytes, prefetch
         self._lru: collections.OrderedDict = collections.OrderedDict()
@@ -292,15 +303,17 @@ class WeightCache:
         if self._pool is not None:
             self._pending[g] = self._pool.submit(lambda: jax.block_until_ready(self.decode_group(g)))
         else:
-            self._pending[g] = self.decode_group(g)   # async dispatch: returns at once
+            self._pending[g] = self.decode_group(g)  # async dispatch: returns at once
 
     def insert(self, g: str, w: dict) -> None:
         if self.max_groups == 0 or (self.max_bytes is not None and _nbytes(w) > self.max_bytes):
             return
         self._lru[g] = w
         self._lru.move_to_end(g)
-        while self._lru and ((self.max_groups is not None and len(self._lru) > self.max_groups) or
-                             (self.max_bytes is not None and self.cached_bytes() > self.max_bytes)):
+        while self._lru and (
+            (self.max_groups is not None and len(self._lru) > self.max_groups)
+            or (self.max_bytes is not None and self.cached_bytes() > self.max_bytes)
+        ):
             old, _ = self._lru.popitem(last=False)
             self.evictions += 1
             self.events.append(("evict", old))
@@ -310,15 +323,20 @@ class WeightCache:
         return sum(_nbytes(w) for w in self._lru.values()) + sum(_nbytes(w) for w in pend)
 
     def compressed_bytes(self) -> int:
-        return (sum(t.nbytes for t in self.tensors.values())
-                + sum(g.nbytes for g in self.packed.values()))
+        return sum(t.nbytes for t in self.tensors.values()) + sum(g.nbytes for g in self.packed.values())
 
     def stats(self) -> dict:
         total = self.hits + self.misses + self.prefetch_hits
-        return {"hits": self.hits, "misses": self.misses, "prefetch_hits": self.prefetch_hits,
-                "evictions": self.evictions, "hit_rate": (self.hits + self.prefetch_hits) / max(total, 1),
-                "cache_hit_rate": self.hits / max(total, 1), "cached_bytes": self.cached_bytes(),
-                "compressed_bytes": self.compressed_bytes()}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "prefetch_hits": self.prefetch_hits,
+            "evictions": self.evictions,
+            "hit_rate": (self.hits + self.prefetch_hits) / max(total, 1),
+            "cache_hit_rate": self.hits / max(total, 1),
+            "cached_bytes": self.cached_bytes(),
+            "compressed_bytes": self.compressed_bytes(),
+        }
 
 
 def _nbytes(w: dict) -> int:
@@ -341,8 +359,7 @@ def load_device_store(store: Store, groups: dict, pack_groups: bool = True, devi
     return load_device_tensors(store, rest, device=device), packed
 
 
-def load_device_tensors(store: Store, names=None, progress: Callable | None = None,
-                        device=None) -> dict:
+def load_device_tensors(store: Store, names=None, progress: Callable | None = None, device=None) -> dict:
     names = store.names if names is None else names
     out = {}
     for n in names:

@@ -16,6 +16,7 @@ only a few bytes of geometry + its lanes). The index then has "group": {offset, 
 members: [names]}, and a member's entry has "member": j and no blob part (a q8 member keeps its
 scales as its only part). Version-1 containers (one blob per tensor) are still read.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,7 +36,7 @@ from jaxsys.errors import ConfigError, DataError
 from jaxsys.train.io import atomic_write_bytes
 
 MAGIC = b"JXCS"
-VERSION = 2          # written when a shared-table group is present; 1 otherwise
+VERSION = 2  # written when a shared-table group is present; 1 otherwise
 READ_VERSIONS = (1, 2)
 _HDR = struct.Struct("<4sHHIIQ")
 MAX_INDEX = 64 << 20
@@ -44,12 +45,12 @@ MODES = ("auto", "lossless", "int8")
 
 @dataclasses.dataclass(frozen=True)
 class LayerOpts:
-    tile_shape: tuple = (256, 256)   # tile rows x cols
-    lanes: int = 32                  # interleaved rANS lanes per tile
-    prob_bits: int = 14              # frequency precision
-    predictor: str = "auto"          # none | delta | auto
-    min_lane_symbols: int = 256      # fewer lanes for small tiles (per-lane overhead ~6 bytes)
-    shared_table: bool = True        # code all int8 tensors of a store in one group blob, one table
+    tile_shape: tuple = (256, 256)  # tile rows x cols
+    lanes: int = 32  # interleaved rANS lanes per tile
+    prob_bits: int = 14  # frequency precision
+    predictor: str = "auto"  # none | delta | auto
+    min_lane_symbols: int = 256  # fewer lanes for small tiles (per-lane overhead ~6 bytes)
+    shared_table: bool = True  # code all int8 tensors of a store in one group blob, one table
     shared_lane_symbols: int = 4096  # group blob: symbols per lane at least (size vs decode speed)
     shared_prob_bits: int | None = None  # group table precision; None: the cheapest of 12..16
 
@@ -63,8 +64,9 @@ def as_2d(shape: tuple) -> tuple:
     return (shape[0], int(np.prod(shape[1:])))
 
 
-def encode_tensor(name: str, x: np.ndarray, mode: str = "auto", per_channel: bool = True,
-                  opts: LayerOpts = LayerOpts()) -> tuple[dict, list[bytes]]:
+def encode_tensor(
+    name: str, x: np.ndarray, mode: str = "auto", per_channel: bool = True, opts: LayerOpts = LayerOpts()
+) -> tuple[dict, list[bytes]]:
     """One tensor -> (index entry without offsets, list of part bytes).
 
     mode: "lossless" keeps every bit (float planes / integer bytes); "int8" quantises floats to int8
@@ -75,8 +77,13 @@ def encode_tensor(name: str, x: np.ndarray, mode: str = "auto", per_channel: boo
     x = np.asarray(x)
     if x.size == 0:
         raise DataError(f"tensor {name!r} is empty")
-    kw = dict(tile_shape=opts.tile_shape, lanes=opts.lanes, prob_bits=opts.prob_bits,
-              predictor=opts.predictor, min_lane_symbols=opts.min_lane_symbols)
+    kw = dict(
+        tile_shape=opts.tile_shape,
+        lanes=opts.lanes,
+        prob_bits=opts.prob_bits,
+        predictor=opts.predictor,
+        min_lane_symbols=opts.min_lane_symbols,
+    )
     ent = {"name": name, "dtype": x.dtype.name, "shape": list(x.shape)}
     view = as_2d(x.shape)
     if x.dtype in (np.int8, np.uint8):
@@ -85,8 +92,10 @@ def encode_tensor(name: str, x: np.ndarray, mode: str = "auto", per_channel: boo
     if mode == "int8" and is_float:
         pc = per_channel and x.ndim >= 2
         q, scale = quantize_int8(x.astype(np.float32), per_channel=pc)
-        return ({**ent, "kind": "q8", "per_channel": pc},
-                [fmt.encode_layer(q.reshape(view), **kw), scale.astype("<f4").tobytes()])
+        return (
+            {**ent, "kind": "q8", "per_channel": pc},
+            [fmt.encode_layer(q.reshape(view), **kw), scale.astype("<f4").tobytes()],
+        )
     if x.dtype.name in floats.FLOAT_DTYPES:
         planes = floats.split_planes(x)
         return {**ent, "kind": "float"}, [fmt.encode_layer(p.reshape(view), **kw) for p in planes]
@@ -95,8 +104,7 @@ def encode_tensor(name: str, x: np.ndarray, mode: str = "auto", per_channel: boo
     return {**ent, "kind": "bytes"}, [fmt.encode_layer(b.reshape(bview), **kw)]
 
 
-def encode_store(tensors: dict, mode: str = "auto", per_channel: bool = True,
-                 opts: LayerOpts = LayerOpts()) -> bytes:
+def encode_store(tensors: dict, mode: str = "auto", per_channel: bool = True, opts: LayerOpts = LayerOpts()) -> bytes:
     """dict name -> array  ->  container bytes (version 2 with one shared-table group blob for the
     int8 tensors when `opts.shared_table`, else version 1)."""
     entries, chunks, off = [], [], 0
@@ -112,10 +120,15 @@ def encode_store(tensors: dict, mode: str = "auto", per_channel: bool = True,
         x = np.asarray(x)
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
-        if opts.shared_table and x.size and (x.dtype in (np.int8, np.uint8) or (
-                mode == "int8" and (x.dtype.name in floats.FLOAT_DTYPES or x.dtype == np.float64))):
-            ent = {"name": str(name), "dtype": x.dtype.name, "shape": list(x.shape),
-                   "member": len(members)}
+        if (
+            opts.shared_table
+            and x.size
+            and (
+                x.dtype in (np.int8, np.uint8)
+                or (mode == "int8" and (x.dtype.name in floats.FLOAT_DTYPES or x.dtype == np.float64))
+            )
+        ):
+            ent = {"name": str(name), "dtype": x.dtype.name, "shape": list(x.shape), "member": len(members)}
             view = as_2d(x.shape)
             if x.dtype in (np.int8, np.uint8):
                 ent.update(kind="int", parts=[])
@@ -133,17 +146,23 @@ def encode_store(tensors: dict, mode: str = "auto", per_channel: bool = True,
         entries.append(ent)
     index = {"version": VERSION if members else 1, "tensors": entries}
     if members:
-        blob = G.encode_group(member_arrays, tile_shape=opts.tile_shape, lanes=opts.lanes,
-                              prob_bits=opts.shared_prob_bits, predictor=opts.predictor,
-                              min_lane_symbols=opts.shared_lane_symbols)
+        blob = G.encode_group(
+            member_arrays,
+            tile_shape=opts.tile_shape,
+            lanes=opts.lanes,
+            prob_bits=opts.shared_prob_bits,
+            predictor=opts.predictor,
+            min_lane_symbols=opts.shared_lane_symbols,
+        )
         index["group"] = {**add(blob), "members": members}
     ib = json.dumps(index, separators=(",", ":")).encode()
     hdr = _HDR.pack(MAGIC, index["version"], 0, len(ib), zlib.crc32(ib), off)
     return hdr + ib + b"".join(chunks)
 
 
-def write_store(path, tensors: dict, mode: str = "auto", per_channel: bool = True,
-                opts: LayerOpts = LayerOpts()) -> Path:
+def write_store(
+    path, tensors: dict, mode: str = "auto", per_channel: bool = True, opts: LayerOpts = LayerOpts()
+) -> Path:
     return atomic_write_bytes(path, encode_store(tensors, mode, per_channel, opts))
 
 
@@ -162,7 +181,7 @@ class Store:
             raise CodecError(f"unsupported container version {ver} / reserved {resv}")
         if ilen > MAX_INDEX or _HDR.size + ilen + dlen != len(mv):
             raise CodecError(f"container length {len(mv)} != header {_HDR.size} + index {ilen} + data {dlen}")
-        ib = mv[_HDR.size:_HDR.size + ilen]
+        ib = mv[_HDR.size : _HDR.size + ilen]
         if zlib.crc32(ib) != icrc:
             raise CodecError("container index CRC mismatch")
         try:
@@ -175,8 +194,12 @@ class Store:
                 o, n = int(grp["offset"]), int(grp["length"])
                 if o < 0 or n < 0 or o + n > dlen:
                     raise CodecError(f"group blob {o}+{n} outside the data ({dlen} bytes)")
-                self.group = {"offset": o, "length": n, "crc": int(grp["crc"]),
-                              "members": [str(m) for m in grp["members"]]}
+                self.group = {
+                    "offset": o,
+                    "length": n,
+                    "crc": int(grp["crc"]),
+                    "members": [str(m) for m in grp["members"]],
+                }
             for e in entries:
                 for p in e["parts"]:
                     o, n = int(p["offset"]), int(p["length"])
@@ -186,20 +209,24 @@ class Store:
                     raise CodecError(f"tensor {e['name']!r}: unknown kind {e['kind']!r}")
                 if "member" in e:
                     j = e["member"]
-                    if (self.group is None or not isinstance(j, int) or not
-                            0 <= j < len(self.group["members"]) or self.group["members"][j] != e["name"]
-                            or e["kind"] not in ("int", "q8")):
+                    if (
+                        self.group is None
+                        or not isinstance(j, int)
+                        or not 0 <= j < len(self.group["members"])
+                        or self.group["members"][j] != e["name"]
+                        or e["kind"] not in ("int", "q8")
+                    ):
                         raise CodecError(f"tensor {e['name']!r}: bad group member reference {j!r}")
                 self._entries[str(e["name"])] = e
         except (ValueError, KeyError, TypeError) as err:
             raise CodecError(f"container index is malformed: {err}") from None
-        self._data = mv[_HDR.size + ilen:]
+        self._data = mv[_HDR.size + ilen :]
         self.nbytes = len(mv)
         self.version = ver
         self._parsed_group = None
 
     @classmethod
-    def open(cls, path) -> "Store":
+    def open(cls, path) -> Store:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"container file not found: {path}")
@@ -216,7 +243,7 @@ class Store:
 
     def part(self, name: str, i: int) -> memoryview:
         p = self.entry(name)["parts"][i]
-        b = self._data[p["offset"]:p["offset"] + p["length"]]
+        b = self._data[p["offset"] : p["offset"] + p["length"]]
         if zlib.crc32(b) != p["crc"]:
             raise CodecError(f"tensor {name!r}: part {i} CRC mismatch (corrupted)")
         return b
@@ -229,7 +256,7 @@ class Store:
         if self.group is None:
             raise CodecError("container has no shared-table group")
         g = self.group
-        b = self._data[g["offset"]:g["offset"] + g["length"]]
+        b = self._data[g["offset"] : g["offset"] + g["length"]]
         if zlib.crc32(b) != g["crc"]:
             raise CodecError("shared-table group blob CRC mismatch (corrupted)")
         return b
@@ -242,10 +269,12 @@ class Store:
                 self._parsed_group = G.parse_group(self.group_blob())
             except CodecError as e:
                 g = self.group
-                bad = G.damaged_members(self._data[g["offset"]:g["offset"] + g["length"]])
+                bad = G.damaged_members(self._data[g["offset"] : g["offset"] + g["length"]])
                 names = g["members"] if not bad else [g["members"][k] for k in bad]
-                raise CodecError(f"tensor {names[0]!r}: {e}" + (
-                    f" (damaged: {', '.join(map(repr, names))})" if len(names) > 1 else "")) from None
+                raise CodecError(
+                    f"tensor {names[0]!r}: {e}"
+                    + (f" (damaged: {', '.join(map(repr, names))})" if len(names) > 1 else "")
+                ) from None
         return self._parsed_group
 
     def _blob_of(self, name: str, i: int = 0):
@@ -274,6 +303,7 @@ class Store:
         try:
             if device:
                 from jaxsys.codec.decode import decode_parsed_group
+
                 return decode_parsed_group(pg, [j])[0]
             return G._decode_parsed(pg, [j])[0]
         except CodecError as e:
@@ -293,8 +323,7 @@ class Store:
                 return q.reshape(shape)
             scale = self._q8_scale(name)
             scale = scale.reshape(()) if not e["per_channel"] else scale
-            return dequantize_int8(q.reshape(shape[0], -1) if e["per_channel"] else q,
-                                   scale).reshape(shape)
+            return dequantize_int8(q.reshape(shape[0], -1) if e["per_channel"] else q, scale).reshape(shape)
         if kind == "float":
             planes = [self._layer(name, i, dec) for i in range(len(e["parts"]))]
             return floats.merge_planes(planes, e["dtype"]).reshape(shape)
@@ -304,7 +333,9 @@ class Store:
     def decode_jax(self, name: str, check: bool = True):
         """Device decode: each part goes to the device once and is decoded there."""
         import jax.numpy as jnp
+
         from jaxsys.codec.decode import decode_layer
+
         e = self.entry(name)
         shape, kind = tuple(e["shape"]), e["kind"]
         dec = lambda b: decode_layer(b, check=check)  # noqa: E731
@@ -329,9 +360,21 @@ class Store:
 # ------------------------------------------------------------------------------------------------
 # tensor sources: .npy, .safetensors (own reader/writer: bfloat16 included), weights.json, pytrees
 
-_ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I8": "int8",
-              "U8": "uint8", "I16": "int16", "I32": "int32", "I64": "int64", "U16": "uint16",
-              "U32": "uint32", "U64": "uint64", "BOOL": "bool"}
+_ST_DTYPES = {
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F64": "float64",
+    "I8": "int8",
+    "U8": "uint8",
+    "I16": "int16",
+    "I32": "int32",
+    "I64": "int64",
+    "U16": "uint16",
+    "U32": "uint32",
+    "U64": "uint64",
+    "BOOL": "bool",
+}
 _ST_CODES = {v: k for k, v in _ST_DTYPES.items()}
 
 
@@ -347,7 +390,7 @@ def read_safetensors(path) -> dict:
     if 8 + n > len(data):
         raise DataError(f"{path}: header length {n} exceeds the file")
     try:
-        hdr = json.loads(data[8:8 + n].decode("utf-8"))
+        hdr = json.loads(data[8 : 8 + n].decode("utf-8"))
     except ValueError as e:
         raise DataError(f"{path}: bad safetensors header: {e}") from None
     base = 8 + n
@@ -362,7 +405,7 @@ def read_safetensors(path) -> dict:
         shape = tuple(meta["shape"])
         if base + e > len(data) or e - s != int(np.prod(shape)) * dt.itemsize:
             raise DataError(f"{path}: tensor {name!r} offsets {s}..{e} do not fit")
-        out[name] = np.frombuffer(data[base + s:base + e], dtype=dt).reshape(shape).copy()
+        out[name] = np.frombuffer(data[base + s : base + e], dtype=dt).reshape(shape).copy()
     return out
 
 
@@ -373,8 +416,7 @@ def write_safetensors(path, tensors: dict) -> Path:
         if x.dtype.name not in _ST_CODES:
             raise DataError(f"tensor {name!r}: dtype {x.dtype} not storable in safetensors")
         b = x.tobytes()
-        hdr[name] = {"dtype": _ST_CODES[x.dtype.name], "shape": list(x.shape),
-                     "data_offsets": [off, off + len(b)]}
+        hdr[name] = {"dtype": _ST_CODES[x.dtype.name], "shape": list(x.shape), "data_offsets": [off, off + len(b)]}
         chunks.append(b)
         off += len(b)
     h = json.dumps(hdr, separators=(",", ":")).encode()
@@ -389,7 +431,7 @@ def flatten_pytree(tree, prefix: str = "") -> dict:
         for k, v in tree.items():
             out.update(flatten_pytree(v, f"{prefix}{k}/"))
     elif isinstance(tree, (list, tuple)):
-        try:   # a (nested) list of numbers is one tensor
+        try:  # a (nested) list of numbers is one tensor
             arr = np.asarray(tree)
         except ValueError:
             arr = None
@@ -422,6 +464,9 @@ def load_tensors(path) -> dict:
         except ValueError as e:
             raise DataError(f"{path}: not valid JSON: {e}") from None
         flat = flatten_pytree(obj)
-        return {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in flat.items()
-                if v.dtype.kind in "fiub" and v.size > 0}
+        return {
+            k: (v.astype(np.float32) if v.dtype == np.float64 else v)
+            for k, v in flat.items()
+            if v.dtype.kind in "fiub" and v.size > 0
+        }
     raise DataError(f"{path}: unsupported input type {suf!r} (use .npy, .npz, .safetensors, .json)")

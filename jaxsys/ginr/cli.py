@@ -1,5 +1,5 @@
 """`jaxsys ginr ...`: train, profile, render and evaluate Mamba-GINR on CIFAR-10."""
-import dataclasses
+
 import json
 from pathlib import Path
 
@@ -8,9 +8,20 @@ from jaxsys.errors import ConfigError
 
 def _model_config(args):
     from jaxsys.ginr import model as gm
+
     over = {}
-    for name in ("num_freqs", "scan_mode", "scan_chunk", "lp_placement", "patch_size", "dim", "num_lp",
-                 "depth", "hidden", "matmul_dtype"):
+    for name in (
+        "num_freqs",
+        "scan_mode",
+        "scan_chunk",
+        "lp_placement",
+        "patch_size",
+        "dim",
+        "num_lp",
+        "depth",
+        "hidden",
+        "matmul_dtype",
+    ):
         v = getattr(args, name, None)
         if v is not None:
             over[name] = v
@@ -22,25 +33,38 @@ def _train(args) -> int:
     from jaxsys.ginr import train as gt
     from jaxsys.train.io import make_run_dir
     from jaxsys.train.sharding import mesh_from_args
+
     mesh = mesh_from_args(args)  # joins a multi-process run first; None: plain one-device run
     mc = _model_config(args)
-    tc = gt.TrainConfig(batch_size=args.batch, num_sample_coords=args.coords, steps=args.steps, lr=args.lr,
-                        warmup_steps=args.warmup, accum_steps=args.accum, bf16=args.bf16, seed=args.seed,
-                        eval_every=args.eval_every, eval_images=args.eval_images,
-                        final_eval_images=args.final_eval_images, ckpt_every=args.ckpt_every,
-                        max_seconds=args.max_seconds).validate()
+    tc = gt.TrainConfig(
+        batch_size=args.batch,
+        num_sample_coords=args.coords,
+        steps=args.steps,
+        lr=args.lr,
+        warmup_steps=args.warmup,
+        accum_steps=args.accum,
+        bf16=args.bf16,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        eval_images=args.eval_images,
+        final_eval_images=args.final_eval_images,
+        ckpt_every=args.ckpt_every,
+        max_seconds=args.max_seconds,
+    ).validate()
     if args.data == "png20":
         x, _ = gdata.load_png20()
         train_x, test_x = x, x
     else:
         if not Path(args.data).exists():
             from jaxsys.errors import DataError
+
             raise DataError(f"--data: dataset path not found: {args.data}")
         cache = None if args.no_cache else Path(args.out) / "cache"
         train_x, _ = gdata.load_cifar10(args.data, "train", limit=args.limit, cache_dir=cache)
         test_x, _ = gdata.load_cifar10(args.data, "test", limit=args.test_limit, cache_dir=cache)
     if mesh is not None and mesh.devices.size > len(mesh.local_devices) and not args.run_dir:
         from jaxsys.errors import ConfigError
+
         raise ConfigError("a multi-process run needs --run-dir (the same folder for every process)")
     run_dir = Path(args.run_dir) if args.run_dir else make_run_dir(args.out, "ginr")
     print(f"ginr: {len(train_x)} train / {len(test_x)} test images, run dir {run_dir}")
@@ -48,6 +72,7 @@ def _train(args) -> int:
         summary = gt.train(mc, tc, train_x, test_x, run_dir, progress=not args.quiet)
     else:
         from jaxsys.ginr.sharded import train_sharded
+
         summary = train_sharded(mc, tc, train_x, test_x, run_dir, mesh, fsdp=args.fsdp, progress=not args.quiet)
     print(json.dumps(summary, indent=1))
     return 0
@@ -56,6 +81,7 @@ def _train(args) -> int:
 def _profile(args) -> int:
     from jaxsys.ginr import profile as gp
     from jaxsys.train.io import atomic_write_json
+
     mc = _model_config(args)
     r = gp.profile(mc, args.batch, args.coords, args.repeats, args.trace)
     print(gp.format_profile(r))
@@ -68,6 +94,7 @@ def _images(args, split: str, limit: int | None, size: int):
     """uint8 images from --images files, or the first `limit` of --data (png20 or a dataset path)."""
     from jaxsys.errors import DataError
     from jaxsys.ginr import data as gdata
+
     if getattr(args, "images", None):
         return gdata.load_image_files(args.images, size)
     if args.data == "png20":
@@ -85,6 +112,7 @@ def _render(args) -> int:
 
     from jaxsys.ginr import train as gt
     from jaxsys.train.io import atomic_write_bytes
+
     if args.count < 1:
         raise ConfigError(f"--count must be >= 1, got {args.count}")
     params, mc, step = gt.load_run(args.run_dir)
@@ -99,15 +127,28 @@ def _render(args) -> int:
         Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)).save(buf, format="PNG")
         atomic_write_bytes(each / f"{i:03d}.png", buf.getvalue())
     psnr = [float(-10 * np.log10(max(np.mean((r - t) ** 2), 1e-12))) for r, t in zip(rec, x)]
-    print(json.dumps({"run_dir": str(args.run_dir), "step": step, "images": len(x), "scale": args.scale,
-                      "size": sr.shape[1], "psnr_1x": [round(p, 2) for p in psnr],
-                      "psnr_1x_mean": round(float(np.mean(psnr)), 2), "grid": str(out),
-                      "renderings": str(each)}, indent=1))
+    print(
+        json.dumps(
+            {
+                "run_dir": str(args.run_dir),
+                "step": step,
+                "images": len(x),
+                "scale": args.scale,
+                "size": sr.shape[1],
+                "psnr_1x": [round(p, 2) for p in psnr],
+                "psnr_1x_mean": round(float(np.mean(psnr)), 2),
+                "grid": str(out),
+                "renderings": str(each),
+            },
+            indent=1,
+        )
+    )
     return 0
 
 
 def _eval(args) -> int:
     from jaxsys.ginr import train as gt
+
     params, mc, step = gt.load_run(args.run_dir)
     r = gt.evaluate(params, _images(args, args.split, args.limit, mc.image_size), mc)
     print(json.dumps({"run_dir": str(args.run_dir), "step": step, "split": args.split, **r}))
@@ -118,17 +159,23 @@ def _common(p) -> None:
     p.add_argument("--config", default="fast", help="fast | balanced | high")
     p.add_argument("--num-freqs", dest="num_freqs", type=int, default=None, help="Fourier frequencies")
     p.add_argument("--scan-mode", dest="scan_mode", default=None, help="sequential | associative")
-    p.add_argument("--scan-chunk", dest="scan_chunk", type=int, default=None, help="scan chunk length (default 16; 0 = none)")
+    p.add_argument(
+        "--scan-chunk", dest="scan_chunk", type=int, default=None, help="scan chunk length (default 16; 0 = none)"
+    )
     p.add_argument("--lp-placement", dest="lp_placement", default=None, help="equidistant | middle | n_group")
     p.add_argument("--patch-size", dest="patch_size", type=int, default=None)
     p.add_argument("--dim", type=int, default=None, help="override the config's encoder width")
     p.add_argument("--num-lp", dest="num_lp", type=int, default=None, help="override the LP token count")
     p.add_argument("--depth", type=int, default=None, help="override the number of BiMamba blocks")
     p.add_argument("--hidden", type=int, default=None, help="override the hyponet width")
-    p.add_argument("--matmul-dtype", dest="matmul_dtype", default=None,
-                   help="float32 (default) | bfloat16: weight matmuls on bf16 operands with float32 "
-                        "accumulation and master weights; the scan and other ops stay float32 (faster on "
-                        "CPUs with AVX512-BF16/AMX)")
+    p.add_argument(
+        "--matmul-dtype",
+        dest="matmul_dtype",
+        default=None,
+        help="float32 (default) | bfloat16: weight matmuls on bf16 operands with float32 "
+        "accumulation and master weights; the scan and other ops stay float32 (faster on "
+        "CPUs with AVX512-BF16/AMX)",
+    )
     p.add_argument("--batch", type=int, default=32, help="images per step")
     p.add_argument("--coords", type=int, default=512, help="random pixels per image (0 = full grid)")
 
@@ -138,15 +185,19 @@ def register(sub) -> None:
     gsub = p.add_subparsers(dest="ginr_cmd")
     t = gsub.add_parser("train", help="train on CIFAR-10 (python batches, class folders or .tar.gz)")
     _common(t)
-    t.add_argument("--data", required=True,
-                   help="dataset folder/archive (e.g. ../shared/data/cifar10-jpeg) or 'png20' (packaged)")
+    t.add_argument(
+        "--data", required=True, help="dataset folder/archive (e.g. ../shared/data/cifar10-jpeg) or 'png20' (packaged)"
+    )
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--warmup", type=int, default=100)
     t.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-batches")
-    t.add_argument("--bf16", action="store_true",
-                   help="bfloat16 compute, float32 master weights (meant for GPUs: on the CPUs measured it "
-                        "is slower than float32, e.g. 25 vs 31 img/s at fast)")
+    t.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 compute, float32 master weights (meant for GPUs: on the CPUs measured it "
+        "is slower than float32, e.g. 25 vs 31 img/s at fast)",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--eval-every", dest="eval_every", type=int, default=200)
     t.add_argument("--eval-images", dest="eval_images", type=int, default=256)
@@ -160,6 +211,7 @@ def register(sub) -> None:
     t.add_argument("--no-cache", dest="no_cache", action="store_true", help="do not cache decoded images")
     t.add_argument("--quiet", action="store_true")
     from jaxsys.train.sharding import add_distributed_args
+
     add_distributed_args(t)  # --mesh, --fsdp, --coordinator, --num-processes, --process-id
     t.set_defaults(func=_train)
     pr = gsub.add_parser("profile", help="time split encoder / modulation / hyponet, compile times")
@@ -168,17 +220,25 @@ def register(sub) -> None:
     pr.add_argument("--trace", default=None, help="write a jax.profiler trace to this folder")
     pr.add_argument("--json", default=None, help="also write the numbers as JSON")
     pr.set_defaults(func=_profile)
-    r = gsub.add_parser("render", help="reconstruct images with a trained model, and render them at "
-                                       "--scale times the resolution (PNGs)")
+    r = gsub.add_parser(
+        "render", help="reconstruct images with a trained model, and render them at --scale times the resolution (PNGs)"
+    )
     r.add_argument("--run-dir", dest="run_dir", required=True, help="a `jaxsys ginr train` run directory")
-    r.add_argument("--images", nargs="+", default=None,
-                   help="image files (32x32 RGB as trained); default: --count images of --data")
+    r.add_argument(
+        "--images",
+        nargs="+",
+        default=None,
+        help="image files (32x32 RGB as trained); default: --count images of --data",
+    )
     r.add_argument("--data", default="png20", help="dataset as for train, or 'png20' (packaged; default)")
     r.add_argument("--split", default="test", choices=["train", "test"])
     r.add_argument("--count", type=int, default=8, help="images taken from --data")
     r.add_argument("--scale", type=int, default=4, help="super-resolution factor of the rendering (1-16)")
-    r.add_argument("--out", default=None, help="grid PNG (default RUN/render_<scale>x.png); the "
-                                               "renderings go to the folder of the same name")
+    r.add_argument(
+        "--out",
+        default=None,
+        help="grid PNG (default RUN/render_<scale>x.png); the renderings go to the folder of the same name",
+    )
     r.set_defaults(func=_render)
     e = gsub.add_parser("eval", help="PSNR of a trained model on the full pixel grid of a data split")
     e.add_argument("--run-dir", dest="run_dir", required=True, help="a `jaxsys ginr train` run directory")

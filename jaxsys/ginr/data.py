@@ -10,6 +10,7 @@ Sources, all giving uint8 images [N, 32, 32, 3] and int32 labels [N]:
 `Batches` yields training batches (images, random pixel coordinates and their RGB targets) from a
 background thread; batch `s` depends only on (seed, s), so a resumed run sees the same data.
 """
+
 import hashlib
 import io
 import os
@@ -31,6 +32,7 @@ SPLITS = ("train", "test")
 
 def _decode(data: bytes, where: str) -> np.ndarray:
     from PIL import Image
+
     try:
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
@@ -51,8 +53,9 @@ def _stack(images: list[np.ndarray], labels: list[int], where: str) -> tuple[np.
     return np.stack(images), np.asarray(labels, np.int32)
 
 
-def load_cifar_python(folder: str | os.PathLike, split: str = "train", limit: int | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def load_cifar_python(
+    folder: str | os.PathLike, split: str = "train", limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The official `cifar-10-batches-py` pickles: data [N, 3072] uint8 (R, G, B planes), labels."""
     folder = Path(folder)
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -134,12 +137,15 @@ def _resolve(path: Path, split: str):
         return "folder", path / split
     if any(d.is_dir() for d in path.iterdir()):
         return "folder", path
-    raise DataError(f"{path}: no CIFAR-10 data for split {split!r} (expected cifar-10-batches-py, "
-                    f"{split}.tar.gz, a {split}/ folder or class folders)")
+    raise DataError(
+        f"{path}: no CIFAR-10 data for split {split!r} (expected cifar-10-batches-py, "
+        f"{split}.tar.gz, a {split}/ folder or class folders)"
+    )
 
 
-def load_cifar10(path: str | os.PathLike, split: str = "train", limit: int | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_cifar10(
+    path: str | os.PathLike, split: str = "train", limit: int | None = None, cache_dir: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-10 images [N, 32, 32, 3] uint8 and labels [N] from any supported layout (module docstring).
 
     cache_dir: if given, decoded arrays are kept there as .npy files keyed by the source path, size,
@@ -153,8 +159,7 @@ def load_cifar10(path: str | os.PathLike, split: str = "train", limit: int | Non
     cache = None
     if cache_dir is not None:
         st = loc.stat()
-        key = hashlib.sha1(f"{loc.resolve()}|{st.st_size}|{st.st_mtime_ns}|{split}|{limit}".encode()
-                           ).hexdigest()[:16]
+        key = hashlib.sha1(f"{loc.resolve()}|{st.st_size}|{st.st_mtime_ns}|{split}|{limit}".encode()).hexdigest()[:16]
         cache = Path(cache_dir) / f"cifar10-{split}-{key}"
         if (cache.with_suffix(".x.npy")).is_file() and (cache.with_suffix(".y.npy")).is_file():
             return np.load(cache.with_suffix(".x.npy")), np.load(cache.with_suffix(".y.npy"))
@@ -166,6 +171,7 @@ def load_cifar10(path: str | os.PathLike, split: str = "train", limit: int | Non
         x, y = load_image_folder(loc, limit)
     if cache is not None:
         from jaxsys.train.io import atomic_write_bytes
+
         for suffix, arr in ((".x.npy", x), (".y.npy", y)):
             buf = io.BytesIO()
             np.save(buf, arr)
@@ -198,8 +204,7 @@ def load_image_files(paths, size: int = 32) -> np.ndarray:
             raise DataError(f"image file not found: {p}")
         im = _decode(p.read_bytes(), str(p))
         if im.shape != (size, size, 3):
-            raise ShapeError(f"{p}: image is {im.shape[1]}x{im.shape[0]}, the model works on "
-                             f"{size}x{size} images")
+            raise ShapeError(f"{p}: image is {im.shape[1]}x{im.shape[0]}, the model works on {size}x{size} images")
         out.append(im)
     return np.stack(out)
 
@@ -212,8 +217,9 @@ def pixel_centres(size: int) -> np.ndarray:
     return np.stack([yy, xx], -1).reshape(-1, 2)
 
 
-def make_batch(images_u8: np.ndarray, idx: np.ndarray, num_coords: int, rng: np.random.Generator
-               ) -> dict[str, np.ndarray]:
+def make_batch(
+    images_u8: np.ndarray, idx: np.ndarray, num_coords: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """images [B, S, S, 3] float32 in [0, 1], coords [B, K, 2] and targets [B, K, 3] at K random pixels
     per image (all S*S pixels in row-major order when num_coords is 0 or >= S*S)."""
     imgs = images_u8[idx].astype(np.float32) / 255.0
@@ -236,8 +242,9 @@ class Batches:
     sample uses the generator seeded by (seed, s).
     """
 
-    def __init__(self, images_u8: np.ndarray, batch_size: int, num_coords: int, seed: int = 0,
-                 start: int = 0, prefetch: int = 4):
+    def __init__(
+        self, images_u8: np.ndarray, batch_size: int, num_coords: int, seed: int = 0, start: int = 0, prefetch: int = 4
+    ):
         if images_u8.ndim != 4:
             raise ShapeError(f"Batches: images must be [N, S, S, C], got {images_u8.shape}")
         if batch_size <= 0 or batch_size > len(images_u8):
@@ -253,7 +260,7 @@ class Batches:
     def batch(self, step: int) -> dict[str, np.ndarray]:
         epoch, i = divmod(step, self.per_epoch)
         perm = np.random.default_rng((self.seed, epoch)).permutation(len(self.images))
-        idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = perm[i * self.batch_size : (i + 1) * self.batch_size]
         return make_batch(self.images, idx, self.num_coords, np.random.default_rng((self.seed, 1, step)))
 
     def _work(self, step: int) -> None:

@@ -16,6 +16,7 @@ time. This is the encoder's fast path (see model.encode); the [B, L, dim] functi
 Block (mamba_ssm `Block`, fused_add_norm=False): residual = x (+ residual); h = mixer(LN(residual));
 residual = h + residual; h = MLP(LN2(residual)); returns (h, residual).
 """
+
 import math
 
 import jax
@@ -48,17 +49,27 @@ def layernorm(p: dict, x: jax.Array, eps: float = 1e-5) -> jax.Array:
     return ((xf - mu) * jax.lax.rsqrt(var + eps)).astype(x.dtype) * p["g"] + p["b"]
 
 
-def mamba_init(key, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-               dt_rank: int | None = None, dt_min: float = 1e-3, dt_max: float = 0.1,
-               dt_init_floor: float = 1e-4, dtype=jnp.float32) -> dict:
+def mamba_init(
+    key,
+    dim: int,
+    d_state: int = 16,
+    d_conv: int = 4,
+    expand: int = 2,
+    dt_rank: int | None = None,
+    dt_min: float = 1e-3,
+    dt_max: float = 0.1,
+    dt_init_floor: float = 1e-4,
+    dtype=jnp.float32,
+) -> dict:
     """Parameters of one Mamba mixer with mamba_ssm's initialisation."""
     d_inner = expand * dim
     dt_rank = math.ceil(dim / 16) if dt_rank is None else dt_rank
     k = jax.random.split(key, 6)
-    conv_bound = 1.0 / math.sqrt(d_conv)   # nn.Conv1d default with groups = channels, fan_in = d_conv
-    dt_std = dt_rank ** -0.5
-    dt = jnp.exp(jax.random.uniform(k[4], (d_inner,), jnp.float32) * (math.log(dt_max) - math.log(dt_min))
-                 + math.log(dt_min))
+    conv_bound = 1.0 / math.sqrt(d_conv)  # nn.Conv1d default with groups = channels, fan_in = d_conv
+    dt_std = dt_rank**-0.5
+    dt = jnp.exp(
+        jax.random.uniform(k[4], (d_inner,), jnp.float32) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+    )
     dt = jnp.maximum(dt, dt_init_floor)
     inv_softplus_dt = dt + jnp.log(-jnp.expm1(-dt))
     return {
@@ -66,8 +77,10 @@ def mamba_init(key, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 
         "conv_w": jax.random.uniform(k[1], (d_inner, d_conv), dtype, -conv_bound, conv_bound),
         "conv_b": jax.random.uniform(k[2], (d_inner,), dtype, -conv_bound, conv_bound),
         "x_proj": torch_linear_init(k[3], d_inner, dt_rank + 2 * d_state, bias=False, dtype=dtype),
-        "dt_proj": {"w": jax.random.uniform(k[5], (d_inner, dt_rank), dtype, -dt_std, dt_std),
-                    "b": inv_softplus_dt.astype(dtype)},
+        "dt_proj": {
+            "w": jax.random.uniform(k[5], (d_inner, dt_rank), dtype, -dt_std, dt_std),
+            "b": inv_softplus_dt.astype(dtype),
+        },
         "A_log": jnp.log(jnp.tile(jnp.arange(1, d_state + 1, dtype=jnp.float32), (d_inner, 1))).astype(dtype),
         "D": jnp.ones((d_inner,), dtype),
         "out_proj": torch_linear_init(jax.random.fold_in(key, 7), d_inner, dim, bias=False, dtype=dtype),
@@ -79,12 +92,20 @@ def causal_depthwise_conv(x_BxLxC: jax.Array, w_CxK: jax.Array, b_C: jax.Array) 
     K = w_CxK.shape[1]
     L = x_BxLxC.shape[1]
     xp = jnp.pad(x_BxLxC, ((0, 0), (K - 1, 0), (0, 0)))
-    y = sum(xp[:, k:k + L] * w_CxK[:, k] for k in range(K))
+    y = sum(xp[:, k : k + L] * w_CxK[:, k] for k in range(K))
     return y + b_C
 
 
-def mamba_apply(p: dict, x_BxLxD: jax.Array, *, scan_mode: str = "associative", chunk: int = 0,
-                checkpoint: bool = False, keep=None, md: str | None = None) -> jax.Array:
+def mamba_apply(
+    p: dict,
+    x_BxLxD: jax.Array,
+    *,
+    scan_mode: str = "associative",
+    chunk: int = 0,
+    checkpoint: bool = False,
+    keep=None,
+    md: str | None = None,
+) -> jax.Array:
     """One Mamba mixer on x [B, L, dim] -> [B, L, dim] (see module docstring).
 
     keep: optional int positions [K]; the output is then [B, K, dim] = full output[:, keep], with the
@@ -97,13 +118,23 @@ def mamba_apply(p: dict, x_BxLxD: jax.Array, *, scan_mode: str = "associative", 
     xi, z = xz[..., :d_inner], xz[..., d_inner:]
     xi = jax.nn.silu(causal_depthwise_conv(xi, p["conv_w"], p["conv_b"]))
     dbc = dense(p["x_proj"], xi, md)
-    dt, Bm, Cm = dbc[..., :dt_rank], dbc[..., dt_rank:dt_rank + d_state], dbc[..., dt_rank + d_state:]
+    dt, Bm, Cm = dbc[..., :dt_rank], dbc[..., dt_rank : dt_rank + d_state], dbc[..., dt_rank + d_state :]
     delta = jax.nn.softplus(dense(p["dt_proj"], dt, md))
     # the recurrence runs in at least float32 (exp(delta A) products lose precision in bfloat16)
     f = jnp.promote_types(x_BxLxD.dtype, jnp.float32)
     A = -jnp.exp(p["A_log"].astype(f))
-    y = selective_scan(xi.astype(f), delta.astype(f), A, Bm.astype(f), Cm.astype(f),
-                       p["D"].astype(f), z.astype(f), mode=scan_mode, chunk=chunk, checkpoint=checkpoint)
+    y = selective_scan(
+        xi.astype(f),
+        delta.astype(f),
+        A,
+        Bm.astype(f),
+        Cm.astype(f),
+        p["D"].astype(f),
+        z.astype(f),
+        mode=scan_mode,
+        chunk=chunk,
+        checkpoint=checkpoint,
+    )
     if keep is not None:
         y = jnp.take(y, keep, axis=1)
     return dense(p["out_proj"], y.astype(x_BxLxD.dtype), md)
@@ -114,9 +145,18 @@ def bimamba_init(key, dim: int, **kw) -> dict:
     return {"f": mamba_init(kf, dim, **kw), "r": mamba_init(kr, dim, **kw)}
 
 
-def bimamba_apply(p: dict, x_BxLxD: jax.Array, *, scan_mode: str = "associative", chunk: int = 0,
-                  checkpoint: bool = False, fuse_directions: bool = True, keep=None, md: str | None = None,
-                  **ignored) -> jax.Array:
+def bimamba_apply(
+    p: dict,
+    x_BxLxD: jax.Array,
+    *,
+    scan_mode: str = "associative",
+    chunk: int = 0,
+    checkpoint: bool = False,
+    fuse_directions: bool = True,
+    keep=None,
+    md: str | None = None,
+    **ignored,
+) -> jax.Array:
     """(Mamba_f(x) + flip(Mamba_r(flip(x)))) / 2. Extra keyword arguments (e.g. inference_params,
     which mamba_ssm's Block passes to its mixer) are accepted and ignored.
 
@@ -149,13 +189,17 @@ def bimamba_apply(p: dict, x_BxLxD: jax.Array, *, scan_mode: str = "associative"
 
 def block_init(key, dim: int, ff_dim: int, **mamba_kw) -> dict:
     k = jax.random.split(key, 3)
-    return {"norm": layernorm_init(dim), "mixer": bimamba_init(k[0], dim, **mamba_kw),
-            "norm2": layernorm_init(dim),
-            "mlp": {"fc1": torch_linear_init(k[1], dim, ff_dim), "fc2": torch_linear_init(k[2], ff_dim, dim)}}
+    return {
+        "norm": layernorm_init(dim),
+        "mixer": bimamba_init(k[0], dim, **mamba_kw),
+        "norm2": layernorm_init(dim),
+        "mlp": {"fc1": torch_linear_init(k[1], dim, ff_dim), "fc2": torch_linear_init(k[2], ff_dim, dim)},
+    }
 
 
-def block_apply(p: dict, x: jax.Array, residual: jax.Array | None, keep=None, **mixer_kw
-                ) -> tuple[jax.Array, jax.Array]:
+def block_apply(
+    p: dict, x: jax.Array, residual: jax.Array | None, keep=None, **mixer_kw
+) -> tuple[jax.Array, jax.Array]:
     """Pre-norm residual block: add -> LayerNorm -> BiMamba, add -> LayerNorm -> MLP (GELU).
 
     keep: optional static positions [K]: after the mixer (which needs the whole sequence) only these
@@ -183,21 +227,22 @@ def _shift_conv(x_GxLxRxC: jax.Array, w_CxK: jax.Array, b_C: jax.Array, anti_cau
     pad = ((0, 0), (0, K - 1) if anti_causal else (K - 1, 0), (0, 0), (0, 0))
     xp = jnp.pad(x_GxLxRxC, pad)
     if anti_causal:
-        y = sum(xp[:, K - 1 - k:K - 1 - k + L] * w_CxK[:, k] for k in range(K))
+        y = sum(xp[:, K - 1 - k : K - 1 - k + L] * w_CxK[:, k] for k in range(K))
     else:
-        y = sum(xp[:, k:k + L] * w_CxK[:, k] for k in range(K))
+        y = sum(xp[:, k : k + L] * w_CxK[:, k] for k in range(K))
     return y + b_C
 
 
-def _mamba_core_glr(p: dict, xi: jax.Array, z: jax.Array, dtype, chunk: int, reverse: bool, keep,
-                    md: str | None = None):
+def _mamba_core_glr(
+    p: dict, xi: jax.Array, z: jax.Array, dtype, chunk: int, reverse: bool, keep, md: str | None = None
+):
     """One direction after in_proj: conv, x/dt projections, the scan (backwards in time when reverse),
     D skip and gate -> y [G, L or K, R, d_inner] (before out_proj)."""
     d_state = p["A_log"].shape[1]
     dt_rank = p["dt_proj"]["w"].shape[1]
     xi = jax.nn.silu(_shift_conv(xi, p["conv_w"], p["conv_b"], anti_causal=reverse))
     dbc = dense(p["x_proj"], xi, md)
-    dt, Bm, Cm = dbc[..., :dt_rank], dbc[..., dt_rank:dt_rank + d_state], dbc[..., dt_rank + d_state:]
+    dt, Bm, Cm = dbc[..., :dt_rank], dbc[..., dt_rank : dt_rank + d_state], dbc[..., dt_rank + d_state :]
     delta = jax.nn.softplus(dense(p["dt_proj"], dt, md))
     f = jnp.promote_types(dtype, jnp.float32)
     A = -jnp.exp(p["A_log"].astype(f))
@@ -209,8 +254,9 @@ def _mamba_core_glr(p: dict, xi: jax.Array, z: jax.Array, dtype, chunk: int, rev
     return y.astype(dtype)
 
 
-def bimamba_apply_glr(p: dict, x_GxLxRxD: jax.Array, *, chunk: int = 16, keep=None, md: str | None = None,
-                      **ignored) -> jax.Array:
+def bimamba_apply_glr(
+    p: dict, x_GxLxRxD: jax.Array, *, chunk: int = 16, keep=None, md: str | None = None, **ignored
+) -> jax.Array:
     """BiMamba on [G, L, R, dim] tokens (sequence axis 1): equal to bimamba_apply on the [B, L, dim]
     layout (b = g R + r), with no array flipped (the reverse direction: anti-causal conv, scan run
     backwards in time). keep: optional static positions along L; returns [G, K, R, dim]. (One matmul
@@ -226,8 +272,9 @@ def bimamba_apply_glr(p: dict, x_GxLxRxD: jax.Array, *, chunk: int = 16, keep=No
     return (dense(pf["out_proj"], y_f, md) + dense(pr["out_proj"], y_r, md)) / 2
 
 
-def block_apply_glr(p: dict, x: jax.Array, residual: jax.Array | None, keep=None, chunk: int = 16,
-                    md: str | None = None) -> tuple[jax.Array, jax.Array]:
+def block_apply_glr(
+    p: dict, x: jax.Array, residual: jax.Array | None, keep=None, chunk: int = 16, md: str | None = None
+) -> tuple[jax.Array, jax.Array]:
     """block_apply on [G, L, R, dim] tokens (keep: static positions along axis 1)."""
     residual = x if residual is None else x + residual
     h = bimamba_apply_glr(p["mixer"], layernorm(p["norm"], residual), chunk=chunk, keep=keep, md=md)

@@ -16,6 +16,7 @@ concat(c1, c2) equals decoding c1 and c2 separately; tests/ginr/test_model.py ch
 Coordinates are (y, x) in [-1, 1]; pixel (i, j) of an S x S image has centre ((i + .5) / S * 2 - 1,
 (j + .5) / S * 2 - 1). Images are float [B, S, S, C] in [0, 1].
 """
+
 import dataclasses
 import math
 
@@ -24,8 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsys.errors import ConfigError, ShapeError
-from jaxsys.ginr.mamba import (block_apply, block_apply_glr, block_init, dense, layernorm, layernorm_init,
-                               torch_linear_init)
+from jaxsys.ginr.mamba import (
+    block_apply,
+    block_apply_glr,
+    block_init,
+    dense,
+    layernorm,
+    layernorm_init,
+    torch_linear_init,
+)
 from jaxsys.ginr.scan import SCAN_MODES, batch_groups
 from jaxsys.nn.fourier import fourier_dim, fourier_features
 from jaxsys.nn.linear import MATMUL_DTYPES, normalize_matmul_dtype
@@ -36,29 +44,29 @@ PLACEMENTS = ("equidistant", "middle", "n_group")
 
 @dataclasses.dataclass(frozen=True)
 class GinrConfig:
-    image_size: int = 32            # S: images are S x S
-    patch_size: int = 4             # p: non-overlapping p x p patches -> (S/p)^2 tokens
-    channels: int = 3               # C: colour channels
-    dim: int = 128                  # encoder token width
-    num_lp: int = 16                # M: learnable LP tokens
-    depth: int = 3                  # BiMamba residual blocks
-    hidden: int = 64                # modulation / hyponet width
-    ff_mult: int = 4                # encoder MLP width = ff_mult * dim
-    hypo_blocks: int = 2            # residual (Linear-ReLU-Linear) blocks in the hyponet
-    num_freqs: int = 4              # Fourier frequencies 2^k * 2 pi, k < num_freqs (coords and patch pos)
-    pos_embed: bool = True          # add a Fourier position embedding to patch tokens
+    image_size: int = 32  # S: images are S x S
+    patch_size: int = 4  # p: non-overlapping p x p patches -> (S/p)^2 tokens
+    channels: int = 3  # C: colour channels
+    dim: int = 128  # encoder token width
+    num_lp: int = 16  # M: learnable LP tokens
+    depth: int = 3  # BiMamba residual blocks
+    hidden: int = 64  # modulation / hyponet width
+    ff_mult: int = 4  # encoder MLP width = ff_mult * dim
+    hypo_blocks: int = 2  # residual (Linear-ReLU-Linear) blocks in the hyponet
+    num_freqs: int = 4  # Fourier frequencies 2^k * 2 pi, k < num_freqs (coords and patch pos)
+    pos_embed: bool = True  # add a Fourier position embedding to patch tokens
     lp_placement: str = "equidistant"  # where LP tokens sit among the patches (see PLACEMENTS)
-    lp_groups: int = 4              # number of LP groups for placement "n_group"
-    d_state: int = 16               # SSM state size N
-    d_conv: int = 4                 # causal depthwise conv width
-    expand: int = 2                 # d_inner = expand * dim
-    scan_mode: str = "sequential"   # "sequential" (lax.scan; fastest on CPU) or "associative"
-    scan_chunk: int = 16            # > 0: sequential: recompute states per chunk in the backward (faster,
-                                    # less memory); associative: associative within chunks, sequential across
-    scan_checkpoint: bool = False   # recompute scan states in the backward pass
-    fuse_directions: bool = False   # BiMamba: one vmapped scan for both directions (slower at balanced)
-    matmul_dtype: str = "float32"   # "bfloat16": the weight matmuls take bf16 operands, accumulate in
-                                    # float32 (the scan, norms and all other ops stay float32)
+    lp_groups: int = 4  # number of LP groups for placement "n_group"
+    d_state: int = 16  # SSM state size N
+    d_conv: int = 4  # causal depthwise conv width
+    expand: int = 2  # d_inner = expand * dim
+    scan_mode: str = "sequential"  # "sequential" (lax.scan; fastest on CPU) or "associative"
+    scan_chunk: int = 16  # > 0: sequential: recompute states per chunk in the backward (faster,
+    # less memory); associative: associative within chunks, sequential across
+    scan_checkpoint: bool = False  # recompute scan states in the backward pass
+    fuse_directions: bool = False  # BiMamba: one vmapped scan for both directions (slower at balanced)
+    matmul_dtype: str = "float32"  # "bfloat16": the weight matmuls take bf16 operands, accumulate in
+    # float32 (the scan, norms and all other ops stay float32)
 
     @property
     def md(self) -> str | None:
@@ -71,7 +79,7 @@ class GinrConfig:
 
     @property
     def num_patches(self) -> int:
-        return self.grid ** 2
+        return self.grid**2
 
     @property
     def coord_dim(self) -> int:
@@ -79,20 +87,29 @@ class GinrConfig:
 
     def validate(self) -> "GinrConfig":
         if self.image_size <= 0 or self.patch_size <= 0 or self.image_size % self.patch_size:
-            raise ConfigError(f"GinrConfig: image_size {self.image_size} must be a positive multiple "
-                              f"of patch_size {self.patch_size}")
-        for name in ("dim", "num_lp", "depth", "hidden", "ff_mult", "d_state", "d_conv", "expand",
-                     "channels", "lp_groups"):
+            raise ConfigError(
+                f"GinrConfig: image_size {self.image_size} must be a positive multiple of patch_size {self.patch_size}"
+            )
+        for name in (
+            "dim",
+            "num_lp",
+            "depth",
+            "hidden",
+            "ff_mult",
+            "d_state",
+            "d_conv",
+            "expand",
+            "channels",
+            "lp_groups",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"GinrConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.num_freqs < 0 or self.hypo_blocks < 0 or self.scan_chunk < 0:
             raise ConfigError("GinrConfig: num_freqs, hypo_blocks and scan_chunk must be >= 0")
         if self.lp_placement not in PLACEMENTS:
-            raise ConfigError(f"GinrConfig.lp_placement must be one of {PLACEMENTS}, "
-                              f"got {self.lp_placement!r}")
+            raise ConfigError(f"GinrConfig.lp_placement must be one of {PLACEMENTS}, got {self.lp_placement!r}")
         if self.matmul_dtype not in MATMUL_DTYPES:
-            raise ConfigError(f"GinrConfig.matmul_dtype must be one of {MATMUL_DTYPES}, "
-                              f"got {self.matmul_dtype!r}")
+            raise ConfigError(f"GinrConfig.matmul_dtype must be one of {MATMUL_DTYPES}, got {self.matmul_dtype!r}")
         if self.scan_mode not in SCAN_MODES:
             raise ConfigError(f"GinrConfig.scan_mode must be one of {SCAN_MODES}, got {self.scan_mode!r}")
         if self.lp_placement == "n_group" and self.lp_groups > self.num_lp:
@@ -117,8 +134,7 @@ def get_config(name: str, **overrides) -> GinrConfig:
 
 
 # ---------------------------------------------------------------- LP placement
-def lp_positions(num_patches: int, num_lp: int, placement: str = "equidistant", groups: int = 4
-                 ) -> np.ndarray:
+def lp_positions(num_patches: int, num_lp: int, placement: str = "equidistant", groups: int = 4) -> np.ndarray:
     """Indices (sorted, int) of the LP tokens in the combined sequence of length P + M.
 
     equidistant: linspace(0, P + M - 1, M) truncated (the reference's torch.linspace(...).long()).
@@ -201,24 +217,31 @@ def _is_concrete(x) -> bool:
 def check_images(images, cfg: GinrConfig, where: str = "images") -> None:
     S, C = cfg.image_size, cfg.channels
     if getattr(images, "ndim", None) != 4 or tuple(images.shape[1:]) != (S, S, C):
-        raise ShapeError(f"{where}: expected [B, {S}, {S}, {C}] images for this config, got shape "
-                         f"{getattr(images, 'shape', type(images).__name__)}")
+        raise ShapeError(
+            f"{where}: expected [B, {S}, {S}, {C}] images for this config, got shape "
+            f"{getattr(images, 'shape', type(images).__name__)}"
+        )
 
 
 def check_coords(coords, where: str = "coords") -> None:
     """Coordinates must be [B, N, 2] (y, x) inside [-1, 1] (value check only on concrete arrays)."""
     if getattr(coords, "ndim", None) != 3 or coords.shape[-1] != 2:
-        raise ShapeError(f"{where}: expected [B, N, 2] (y, x) coordinates, got shape "
-                         f"{getattr(coords, 'shape', type(coords).__name__)}")
+        raise ShapeError(
+            f"{where}: expected [B, N, 2] (y, x) coordinates, got shape "
+            f"{getattr(coords, 'shape', type(coords).__name__)}"
+        )
     if _is_concrete(coords):
         c = np.asarray(coords)
         if not np.all(np.isfinite(c)):
             from jaxsys.errors import DataError
+
             raise DataError(f"{where}: coordinates contain non-finite values")
         lo, hi = float(c.min(initial=0.0)), float(c.max(initial=0.0))
         if lo < -1 - 1e-6 or hi > 1 + 1e-6:
-            raise ShapeError(f"{where}: coordinates must lie in [-1, 1] (pixel centres via "
-                             f"pixel_grid), got range [{lo:.4g}, {hi:.4g}]")
+            raise ShapeError(
+                f"{where}: coordinates must lie in [-1, 1] (pixel centres via "
+                f"pixel_grid), got range [{lo:.4g}, {hi:.4g}]"
+            )
 
 
 # ---------------------------------------------------------------- init
@@ -244,20 +267,28 @@ def _init(key: jax.Array, cfg: GinrConfig) -> dict:
     D, H, F = cfg.dim, cfg.hidden, cfg.coord_dim
     mamba_kw = dict(d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand)
     enc = {
-        "patch_embed": torch_linear_init(next(k), cfg.patch_size ** 2 * cfg.channels, D),
+        "patch_embed": torch_linear_init(next(k), cfg.patch_size**2 * cfg.channels, D),
         "lp": jnp.asarray(_sinusoidal(cfg.num_lp, D)),
         "blocks": [block_init(next(k), D, cfg.ff_mult * D, **mamba_kw) for _ in range(cfg.depth)],
         "norm_f": layernorm_init(D),
     }
     if cfg.pos_embed:
         enc["pos_proj"] = torch_linear_init(next(k), F, D)
-    mod = {"q1": torch_linear_init(next(k), F, H), "q2": torch_linear_init(next(k), H, H),
-           "k": torch_linear_init(next(k), D, H), "v": torch_linear_init(next(k), D, H),
-           "o": torch_linear_init(next(k), H, H)}
-    hypo = {"inp": torch_linear_init(next(k), F + H, H),
-            "blocks": [{"l1": torch_linear_init(next(k), H, H), "l2": torch_linear_init(next(k), H, H)}
-                       for _ in range(cfg.hypo_blocks)],
-            "out": torch_linear_init(next(k), H, 3)}
+    mod = {
+        "q1": torch_linear_init(next(k), F, H),
+        "q2": torch_linear_init(next(k), H, H),
+        "k": torch_linear_init(next(k), D, H),
+        "v": torch_linear_init(next(k), D, H),
+        "o": torch_linear_init(next(k), H, H),
+    }
+    hypo = {
+        "inp": torch_linear_init(next(k), F + H, H),
+        "blocks": [
+            {"l1": torch_linear_init(next(k), H, H), "l2": torch_linear_init(next(k), H, H)}
+            for _ in range(cfg.hypo_blocks)
+        ],
+        "out": torch_linear_init(next(k), H, 3),
+    }
     return {"encoder": enc, "modulation": mod, "hyponet": hypo}
 
 
@@ -283,8 +314,13 @@ def encode(params: dict, images_BxSxSxC: jax.Array, cfg: GinrConfig) -> jax.Arra
     if uses_fast_path(cfg):
         return _encode_glr(p, seq, cfg, keep)
     h, res = seq, None
-    kw = dict(scan_mode=cfg.scan_mode, chunk=cfg.scan_chunk, checkpoint=cfg.scan_checkpoint,
-              fuse_directions=cfg.fuse_directions, md=md)
+    kw = dict(
+        scan_mode=cfg.scan_mode,
+        chunk=cfg.scan_chunk,
+        checkpoint=cfg.scan_checkpoint,
+        fuse_directions=cfg.fuse_directions,
+        md=md,
+    )
     for bp in p["blocks"][:-1]:
         h, res = block_apply(bp, h, res, **kw)
     # only the LP tokens are read: the last block's out_proj and MLP run on them alone (exactly equal to
@@ -297,8 +333,7 @@ def uses_fast_path(cfg: GinrConfig) -> bool:
     """The default configuration (chunked sequential scan, no checkpoint, unfused directions) runs the
     encoder in the [G, L, R, dim] layout (mamba.block_apply_glr); other scan settings use the
     [B, L, dim] reference functions."""
-    return (cfg.scan_mode == "sequential" and cfg.scan_chunk > 0 and not cfg.scan_checkpoint
-            and not cfg.fuse_directions)
+    return cfg.scan_mode == "sequential" and cfg.scan_chunk > 0 and not cfg.scan_checkpoint and not cfg.fuse_directions
 
 
 def _encode_glr(p: dict, seq_BxTxD: jax.Array, cfg: GinrConfig, keep: np.ndarray) -> jax.Array:
@@ -312,7 +347,7 @@ def _encode_glr(p: dict, seq_BxTxD: jax.Array, cfg: GinrConfig, keep: np.ndarray
     for bp in p["blocks"][:-1]:
         h, res = block_apply_glr(bp, h, res, chunk=cfg.scan_chunk, md=md)
     h, res = block_apply_glr(p["blocks"][-1], h, res, keep=keep, chunk=cfg.scan_chunk, md=md)
-    out = layernorm(p["norm_f"], h + res)                                   # [G, M, R, dim]
+    out = layernorm(p["norm_f"], h + res)  # [G, M, R, dim]
     return jnp.transpose(out, (0, 2, 1, 3)).reshape(B, len(keep), D)
 
 
@@ -356,8 +391,7 @@ def apply(params: dict, images_BxSxSxC: jax.Array, coords_BxNx2: jax.Array, cfg:
     check_images(images_BxSxSxC, cfg)
     check_coords(coords_BxNx2)
     if coords_BxNx2.shape[0] != images_BxSxSxC.shape[0]:
-        raise ShapeError(f"apply: {images_BxSxSxC.shape[0]} images but coords for "
-                         f"{coords_BxNx2.shape[0]}")
+        raise ShapeError(f"apply: {images_BxSxSxC.shape[0]} images but coords for {coords_BxNx2.shape[0]}")
     return decode(params, encode(params, images_BxSxSxC, cfg), coords_BxNx2, cfg)
 
 

@@ -62,8 +62,8 @@ def _combine(left, right):
 
 def _assoc_states(u, delta, A, B, x0=None):
     """All states x_t [B, L, D, N] by a parallel prefix scan (x0 [B, D, N] folded into step 0)."""
-    dA = jnp.exp(delta[..., None] * A)                         # [B, L, D, N]
-    dBu = (delta * u)[..., None] * B[:, :, None, :]            # [B, L, D, N]
+    dA = jnp.exp(delta[..., None] * A)  # [B, L, D, N]
+    dBu = (delta * u)[..., None] * B[:, :, None, :]  # [B, L, D, N]
     if x0 is not None:
         dBu = dBu.at[:, 0].add(dA[:, 0] * x0)
     _, xs = lax.associative_scan(_combine, (dA, dBu), axis=1)
@@ -87,10 +87,12 @@ def _tm(t):
 
 def _states_tm(u, delta, A_NxD, B):
     """All states x_t, time-major: u, delta [L, B, D], B [L, B, N] -> [L, B, N, D]."""
+
     def step(x, inp):
         u_t, d_t, B_t = inp
         x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
         return x, x
+
     x0 = jnp.zeros((u.shape[1], A_NxD.shape[0], u.shape[2]), u.dtype)
     return lax.scan(step, x0, (u, delta, B))[1]
 
@@ -98,10 +100,12 @@ def _states_tm(u, delta, A_NxD, B):
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _ssm_tm(u, delta, A_NxD, B, C, checkpoint):
     """y_t = <C_t, x_t> over time-major inputs; the carried state is [B, N, D] (D minor, contiguous)."""
+
     def step(x, inp):
         u_t, d_t, B_t, C_t = inp
         x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
         return x, jnp.sum(x * C_t[:, :, None], axis=1)
+
     x0 = jnp.zeros((u.shape[1], A_NxD.shape[0], u.shape[2]), u.dtype)
     return lax.scan(step, x0, (u, delta, B, C))[1]
 
@@ -136,6 +140,7 @@ def _ssm_tm_bwd(checkpoint, res, dy):
         dB = jnp.sum(g * (d_t * u_t)[:, None, :], axis=2)
         dC = jnp.sum(x_t * dy_t[:, None, :], axis=2)
         return (a * g, dA + jnp.sum(gxa * d_t[:, None, :], axis=0)), (d_t * gB, d_delta, dB, dC)
+
     init = (jnp.zeros(xs.shape[1:], xs.dtype), jnp.zeros(A_NxD.shape, xs.dtype))
     (_, dA), (du, d_delta, dB, dC) = lax.scan(step, init, (dy, C, delta, u, B, xs, x_prev), reverse=True)
     return du, d_delta, dA, dB, dC
@@ -155,6 +160,7 @@ def _chunks(t, c):
 def _ssm_chunked_fwd_impl(u, delta, A_NxD, B, C, chunk, reverse):
     """y [L, R, D] and the state before every chunk (in processing order) [L / c, R, N, D]; time-major
     inputs, L % c == 0."""
+
     def body(x, inp):
         # forward only (no states kept inside the chunk): exp, update and the C contraction per step
         # (~10% less CPU than chunk-wide a, b and y here)
@@ -162,11 +168,12 @@ def _ssm_chunked_fwd_impl(u, delta, A_NxD, B, C, chunk, reverse):
             u_t, d_t, B_t, C_t = inp
             x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
             return x, jnp.sum(x * C_t[:, :, None], axis=1)
+
         x_end, y_c = lax.scan(step, x, inp, reverse=reverse)
         return x_end, (y_c, x)
+
     x0 = jnp.zeros((u.shape[1], A_NxD.shape[0], u.shape[2]), u.dtype)
-    _, (y, x_starts) = lax.scan(body, x0, tuple(_chunks(t, chunk) for t in (u, delta, B, C)),
-                                reverse=reverse)
+    _, (y, x_starts) = lax.scan(body, x0, tuple(_chunks(t, chunk) for t in (u, delta, B, C)), reverse=reverse)
     return y.reshape(u.shape), x_starts
 
 
@@ -195,14 +202,15 @@ def _ssm_chunked_bwd(chunk, reverse, res, dy):
     def body(carry, inp):
         h, dA = carry
         u_c, d_c, B_c, C_c, dy_c, x0 = inp
-        a = jnp.exp(d_c[..., None, :] * A_NxD)     # [c, R, N, D], read by both loops below
+        a = jnp.exp(d_c[..., None, :] * A_NxD)  # [c, R, N, D], read by both loops below
 
-        def xstep(x, inp):    # recompute the chunk's states (b_t formed in the step from [R, .] inputs)
+        def xstep(x, inp):  # recompute the chunk's states (b_t formed in the step from [R, .] inputs)
             a_t, u_t, d_t, B_t = inp
             x = a_t * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
             return x, x
+
         _, xs = lax.scan(xstep, x0, (a, u_c, d_c, B_c), reverse=reverse)
-        if reverse:   # the state before step t (in processing order) is x_{t+1}
+        if reverse:  # the state before step t (in processing order) is x_{t+1}
             x_prev = jnp.concatenate([xs[1:], x0[None]], 0)
         else:
             x_prev = jnp.concatenate([x0[None], xs[:-1]], 0)
@@ -211,6 +219,7 @@ def _ssm_chunked_bwd(chunk, reverse, res, dy):
             C_t, dy_t, a_t = inp
             g = C_t[:, :, None] * dy_t[:, None, :] + h
             return a_t * g, g
+
         h, g = lax.scan(gstep, h, (C_c, dy_c, a), reverse=not reverse)
         gxa = g * x_prev * a
         # the three contractions with a per-(t, row) vector as batched mat-vecs (1.2x less CPU than
@@ -221,6 +230,7 @@ def _ssm_chunked_bwd(chunk, reverse, res, dy):
         d_delta = jnp.sum(gxa * A_NxD, axis=-2) + u_c * gB
         dA = dA + jnp.sum(gxa * d_c[..., None, :], axis=(0, 1))
         return (h, dA), (d_c * gB, d_delta, dB, dC)
+
     init = (jnp.zeros(x_starts.shape[1:], u.dtype), jnp.zeros(A_NxD.shape, u.dtype))
     xs_in = tuple(_chunks(t, chunk) for t in (u, delta, B, C, dy)) + (x_starts,)
     (_, dA), (du, d_delta, dB, dC) = lax.scan(body, init, xs_in, reverse=not reverse)
@@ -231,7 +241,7 @@ def _ssm_chunked_bwd(chunk, reverse, res, dy):
 _ssm_chunked_tm.defvjp(_ssm_chunked_fwd, _ssm_chunked_bwd)
 
 
-GROUP_STATE_ELEMS = 16384   # batch rows per group: the per-step state [rows, N, D] is about 64 KiB
+GROUP_STATE_ELEMS = 16384  # batch rows per group: the per-step state [rows, N, D] is about 64 KiB
 
 
 def batch_groups(batch: int, d_state: int, channels: int, backend: str | None = None) -> int:
@@ -250,8 +260,9 @@ def batch_groups(batch: int, d_state: int, channels: int, backend: str | None = 
     return batch // rows
 
 
-def scan_grouped(u_GxLxRxD, delta_GxLxRxD, A_DxN, B_GxLxRxN, C_GxLxRxN, *, chunk: int = 16,
-                 reverse: bool = False) -> jax.Array:
+def scan_grouped(
+    u_GxLxRxD, delta_GxLxRxD, A_DxN, B_GxLxRxN, C_GxLxRxN, *, chunk: int = 16, reverse: bool = False
+) -> jax.Array:
     """The chunked sequential SSM (no D skip, no gate) on inputs already laid out as batch groups,
     time-major inside a group: [G, L, R, .] -> y [G, L, R, D]. The groups run one after another
     (lax.map); reverse=True runs the recurrence from t = L - 1 down to 0 (the reverse direction of
@@ -286,8 +297,7 @@ def _scan_sequential(u, delta, A, B, C, checkpoint):
     # (51 vs 79 ms fwd+bwd at B=8, L=80, D=512, N=16), and in the [B, N, D] layout the forward ran
     # 2-4x faster than with [B, D, N].
     f = jnp.result_type(u, delta, A, B, C)
-    y = _ssm_tm(_tm(u).astype(f), _tm(delta).astype(f), A.T.astype(f), _tm(B).astype(f), _tm(C).astype(f),
-                checkpoint)
+    y = _ssm_tm(_tm(u).astype(f), _tm(delta).astype(f), A.T.astype(f), _tm(B).astype(f), _tm(C).astype(f), checkpoint)
     return _tm(y)
 
 
@@ -304,6 +314,7 @@ def _scan_chunked(u, delta, A, B, C, chunk, checkpoint):
         u_c, d_c, B_c, C_c = inp
         xs = _assoc_states(u_c, d_c, A, B_c, x0=x)
         return xs[:, -1], _contract_n(xs, C_c)
+
     if checkpoint:
         body = jax.checkpoint(body)
     x0 = jnp.zeros((Bn, Dd, A.shape[1]), jnp.result_type(u, delta, A, B))
@@ -312,8 +323,19 @@ def _scan_chunked(u, delta, A, B, C, chunk, checkpoint):
     return ys[:, :L]
 
 
-def selective_scan(u_BxLxD, delta_BxLxD, A_DxN, B_BxLxN, C_BxLxN, D_D=None, z_BxLxD=None, *,
-                   mode: str = "associative", chunk: int = 0, checkpoint: bool = False) -> jax.Array:
+def selective_scan(
+    u_BxLxD,
+    delta_BxLxD,
+    A_DxN,
+    B_BxLxN,
+    C_BxLxN,
+    D_D=None,
+    z_BxLxD=None,
+    *,
+    mode: str = "associative",
+    chunk: int = 0,
+    checkpoint: bool = False,
+) -> jax.Array:
     """Selective scan y = SSM(u) (+ D u) (* silu(z)); see the module docstring for the recurrence.
 
     Args:

@@ -5,12 +5,13 @@ Loss: mean over images, sampled pixels and channels of (rgb_pred - rgb)^2.
 PSNR of an image: -10 log10(mean squared error over its pixels and channels), images in [0, 1];
 reported PSNR = mean over images.
 """
+
 import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,24 +27,24 @@ from jaxsys.train.io import save_figure
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 32            # images per micro-batch
-    num_sample_coords: int = 512    # random pixels per image per step; 0 = full grid
-    steps: int = 2000               # micro-batch steps (optimizer updates = steps // accum_steps)
-    lr: float = 1e-3                # peak learning rate
-    warmup_steps: int = 100         # linear warmup (in optimizer updates)
-    final_lr_frac: float = 0.05     # cosine decays to final_lr_frac * lr
-    weight_decay: float = 1e-4      # AdamW decoupled weight decay
-    grad_clip: float = 1.0          # global-norm clipping (0 = off)
-    accum_steps: int = 1            # micro-batches per optimizer update (optax.MultiSteps)
-    bf16: bool = False              # bfloat16 compute, float32 master weights and optimizer state
-    seed: int = 0                   # init, shuffling and pixel sampling
-    eval_every: int = 200           # steps between PSNR-vs-time evaluations (0 = only at the end)
-    eval_images: int = 256          # test images in each periodic evaluation
-    final_eval_images: int = 0      # test images in the final evaluation (0 = all)
-    ckpt_every: int = 500           # steps between checkpoints (0 = only at the end)
-    max_seconds: float = 0.0        # stop after this much training time (0 = no budget)
-    prefetch: int = 4               # batches prepared ahead by the input thread
-    stop_at: int = 0                # stop after this step (0 = steps), e.g. to split a run for resume
+    batch_size: int = 32  # images per micro-batch
+    num_sample_coords: int = 512  # random pixels per image per step; 0 = full grid
+    steps: int = 2000  # micro-batch steps (optimizer updates = steps // accum_steps)
+    lr: float = 1e-3  # peak learning rate
+    warmup_steps: int = 100  # linear warmup (in optimizer updates)
+    final_lr_frac: float = 0.05  # cosine decays to final_lr_frac * lr
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay
+    grad_clip: float = 1.0  # global-norm clipping (0 = off)
+    accum_steps: int = 1  # micro-batches per optimizer update (optax.MultiSteps)
+    bf16: bool = False  # bfloat16 compute, float32 master weights and optimizer state
+    seed: int = 0  # init, shuffling and pixel sampling
+    eval_every: int = 200  # steps between PSNR-vs-time evaluations (0 = only at the end)
+    eval_images: int = 256  # test images in each periodic evaluation
+    final_eval_images: int = 0  # test images in the final evaluation (0 = all)
+    ckpt_every: int = 500  # steps between checkpoints (0 = only at the end)
+    max_seconds: float = 0.0  # stop after this much training time (0 = no budget)
+    prefetch: int = 4  # batches prepared ahead by the input thread
+    stop_at: int = 0  # stop after this step (0 = steps), e.g. to split a run for resume
 
     def validate(self) -> "TrainConfig":
         for name in ("batch_size", "steps", "accum_steps", "prefetch"):
@@ -57,8 +58,9 @@ class TrainConfig:
 def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
     updates = max(tc.steps // tc.accum_steps, 1)
     warm = min(tc.warmup_steps, max(updates - 1, 0))
-    sched = optax.warmup_cosine_decay_schedule(0.0, tc.lr, warm, max(updates, warm + 1),
-                                               end_value=tc.lr * tc.final_lr_frac)
+    sched = optax.warmup_cosine_decay_schedule(
+        0.0, tc.lr, warm, max(updates, warm + 1), end_value=tc.lr * tc.final_lr_frac
+    )
     tx = optax.adamw(sched, weight_decay=tc.weight_decay)
     if tc.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(tc.grad_clip), tx)
@@ -69,8 +71,7 @@ def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
 
 def init_state(key: jax.Array, mc: gm.GinrConfig, tc: TrainConfig) -> dict:
     params = gm.init(key, mc)
-    return {"params": params, "opt_state": _opt_init(params, step_config(tc)),
-            "step": jnp.zeros((), jnp.int32)}
+    return {"params": params, "opt_state": _opt_init(params, step_config(tc)), "step": jnp.zeros((), jnp.int32)}
 
 
 # one compile for the optimizer state (op by op, every zeros_like of a new leaf shape compiled apart)
@@ -78,8 +79,7 @@ _opt_init = jax.jit(lambda params, tc: make_optimizer(tc).init(params), static_a
 
 
 def _cast(tree, dtype):
-    return jax.tree_util.tree_map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-                                  tree)
+    return jax.tree_util.tree_map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
 def loss_fn(params: dict, batch: dict, mc: gm.GinrConfig, bf16: bool = False):
@@ -98,8 +98,7 @@ def psnr(mse):
 
 
 def _train_step(state: dict, batch: dict, mc: gm.GinrConfig, tc: TrainConfig):
-    (loss, per_image), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch, mc, tc.bf16)
+    (loss, per_image), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, mc, tc.bf16)
     updates, opt_state = make_optimizer(tc).update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
@@ -109,8 +108,17 @@ def _train_step(state: dict, batch: dict, mc: gm.GinrConfig, tc: TrainConfig):
 def step_config(tc: TrainConfig) -> TrainConfig:
     """The fields the jitted step depends on (others reset), so runs that differ only in logging,
     evaluation or budget share one compiled step."""
-    return dataclasses.replace(tc, seed=0, eval_every=0, eval_images=0, final_eval_images=0, ckpt_every=0,
-                               max_seconds=0.0, prefetch=1, stop_at=0)
+    return dataclasses.replace(
+        tc,
+        seed=0,
+        eval_every=0,
+        eval_images=0,
+        final_eval_images=0,
+        ckpt_every=0,
+        max_seconds=0.0,
+        prefetch=1,
+        stop_at=0,
+    )
 
 
 train_step = jax.jit(_train_step, static_argnames=("mc", "tc"), donate_argnames=("state",))
@@ -150,15 +158,16 @@ def check_batch(batch: dict, mc: gm.GinrConfig) -> None:
 def evaluate(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig, batch_size: int = 100) -> dict:
     """Full-grid reconstruction of every image: mean PSNR over images and mean MSE."""
     if images_u8.ndim != 4 or images_u8.shape[1:] != (mc.image_size, mc.image_size, mc.channels):
-        raise DataError(f"evaluate: images must be [N, {mc.image_size}, {mc.image_size}, "
-                        f"{mc.channels}], got {images_u8.shape}")
+        raise DataError(
+            f"evaluate: images must be [N, {mc.image_size}, {mc.image_size}, {mc.channels}], got {images_u8.shape}"
+        )
     ps, ms = [], []
     for i in range(0, len(images_u8), batch_size):
-        x = images_u8[i:i + batch_size]
+        x = images_u8[i : i + batch_size]
         n = len(x)
-        if n < batch_size and i > 0:   # pad the last batch to the compiled shape
+        if n < batch_size and i > 0:  # pad the last batch to the compiled shape
             x = np.concatenate([x, np.repeat(x[-1:], batch_size - n, 0)])
-        xf = x.astype(np.float32) / 255.0     # host-side arithmetic: no small per-op compiles
+        xf = x.astype(np.float32) / 255.0  # host-side arithmetic: no small per-op compiles
         rec = np.asarray(reconstruct(params, jnp.asarray(xf), mc, 1))
         mse = np.mean((rec.astype(np.float64) - xf) ** 2, axis=(1, 2, 3))[:n]
         ms.append(mse)
@@ -167,8 +176,7 @@ def evaluate(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig, batch_size:
     return {"psnr": float(ps.mean()), "mse": float(ms.mean()), "images": int(len(ps))}
 
 
-def render_1x_sx(params: dict, images: np.ndarray, mc: gm.GinrConfig, scale: int = 2
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def render_1x_sx(params: dict, images: np.ndarray, mc: gm.GinrConfig, scale: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Full-grid reconstructions [B, S, S, 3] and renderings at `scale` times the resolution of float
     images in [0, 1] (scale 2 shares one encoding and one compile with the training PNGs)."""
     if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= 16:
@@ -179,13 +187,22 @@ def render_1x_sx(params: dict, images: np.ndarray, mc: gm.GinrConfig, scale: int
     return np.asarray(reconstruct(params, x, mc, 1)), np.asarray(reconstruct(params, x, mc, scale))
 
 
-def save_reconstructions(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig, path: Path,
-                         n: int = 8, scale: int = 2, rendered: tuple | None = None) -> Path:
+def save_reconstructions(
+    params: dict,
+    images_u8: np.ndarray,
+    mc: gm.GinrConfig,
+    path: Path,
+    n: int = 8,
+    scale: int = 2,
+    rendered: tuple | None = None,
+) -> Path:
     """PNG grid: rows original / reconstruction / super-resolved rendering (`scale` x), for n images
     (`rendered`: render_1x_sx's output for these n images, if the caller has it already)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     x = np.asarray(images_u8[:n], np.float32) / 255.0
     gm.check_images(x, mc, "save_reconstructions")
     rec, sr = render_1x_sx(params, x, mc, scale) if rendered is None else rendered
@@ -193,8 +210,9 @@ def save_reconstructions(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig,
     fig, ax = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
     for j in range(n):
         p = float(-10.0 * np.log10(max(np.mean((rec[j] - x[j]) ** 2), 1e-12)))
-        for r, (img, title) in enumerate(((np.asarray(x[j]), "original"), (rec[j], f"{p:.1f} dB"),
-                                          (sr[j], f"{scale}x"))):
+        for r, (img, title) in enumerate(
+            ((np.asarray(x[j]), "original"), (rec[j], f"{p:.1f} dB"), (sr[j], f"{scale}x"))
+        ):
             ax[r, j].imshow(np.clip(img, 0, 1), interpolation="nearest")
             ax[r, j].set_title(title, fontsize=8)
             ax[r, j].axis("off")
@@ -227,15 +245,21 @@ def load_run(run_dir: str | Path) -> tuple[dict, gm.GinrConfig, int]:
 
 def save_curve(records: list[dict], path: Path, title: str = "") -> Path:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     ev = [r for r in records if "test_psnr" in r]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot([r["train_seconds"] for r in ev], [r["test_psnr"] for r in ev], "o-", label="test (full grid)")
     tr = [r for r in records if "train_psnr" in r]
     if tr:
-        ax.plot([r["train_seconds"] for r in tr], [r["train_psnr"] for r in tr], alpha=0.4,
-                label="train batch (sampled pixels)")
+        ax.plot(
+            [r["train_seconds"] for r in tr],
+            [r["train_psnr"] for r in tr],
+            alpha=0.4,
+            label="train batch (sampled pixels)",
+        )
     ax.set_xlabel("training time [s]")
     ax.set_ylabel("PSNR [dB]")
     ax.set_title(title, fontsize=9)
@@ -264,8 +288,9 @@ class StepClock:
             self.train_seconds += dt
 
 
-def timed_step(step_fn: Callable[[], tuple], clock: StepClock, step: int, batch_size: int,
-               fetch: Callable = np.asarray) -> tuple[dict, dict]:
+def timed_step(
+    step_fn: Callable[[], tuple], clock: StepClock, step: int, batch_size: int, fetch: Callable = np.asarray
+) -> tuple[dict, dict]:
     """Runs `step_fn() -> (state, {"loss", "psnr"})` as step `step + 1`, timed up to the host copy of
     its loss (`fetch`: the sync), and returns (state, its metrics record). Raises DataError when the
     loss is not finite."""
@@ -278,16 +303,25 @@ def timed_step(step_fn: Callable[[], tuple], clock: StepClock, step: int, batch_
     step += 1
     if not math.isfinite(loss):
         raise DataError(f"training diverged at step {step}: loss = {loss}")
-    return state, {"step": step, "loss": loss, "train_psnr": float(fetch(m["psnr"])),
-                   "images_per_s": batch_size / dt, "train_seconds": clock.train_seconds}
+    return state, {
+        "step": step,
+        "loss": loss,
+        "train_psnr": float(fetch(m["psnr"])),
+        "images_per_s": batch_size / dt,
+        "train_seconds": clock.train_seconds,
+    }
 
 
 def save_run_plots(params: dict, test_images: np.ndarray, mc: gm.GinrConfig, run_dir: Path) -> None:
     """reconstructions.png (test images) and psnr_curve.png (from run_dir/metrics.jsonl) of a run."""
     from jaxsys.train import read_metrics
+
     save_reconstructions(params, test_images, mc, run_dir / "reconstructions.png")
-    save_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "psnr_curve.png",
-               f"Mamba-GINR dim={mc.dim} M={mc.num_lp} depth={mc.depth}")
+    save_curve(
+        read_metrics(run_dir / "metrics.jsonl"),
+        run_dir / "psnr_curve.png",
+        f"Mamba-GINR dim={mc.dim} M={mc.num_lp} depth={mc.depth}",
+    )
 
 
 # model-config fields that only choose how the same maths is computed: they may change on resume
@@ -302,13 +336,18 @@ def _resume_config_problem(run_dir: Path, mc: gm.GinrConfig) -> str | None:
         saved = json.loads(path.read_text())["model"]
     except (ValueError, KeyError, TypeError) as e:
         return f"{path}: unreadable run config ({e}); use a fresh run directory"
-    diff = {k: (saved[k], v) for k, v in dataclasses.asdict(mc).items()
-            if k not in NUMERICS_FIELDS and k in saved and saved[k] != v}
+    diff = {
+        k: (saved[k], v)
+        for k, v in dataclasses.asdict(mc).items()
+        if k not in NUMERICS_FIELDS and k in saved and saved[k] != v
+    }
     if not diff:
         return None
     what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-    return (f"{run_dir} holds a run of another model config ({what}); resume it with the same config "
-            f"or use a fresh run directory")
+    return (
+        f"{run_dir} holds a run of another model config ({what}); resume it with the same config "
+        f"or use a fresh run directory"
+    )
 
 
 def check_resume_config(run_dir: Path, mc: gm.GinrConfig, ckpt: Checkpointer | None = None) -> None:
@@ -323,8 +362,15 @@ def check_resume_config(run_dir: Path, mc: gm.GinrConfig, ckpt: Checkpointer | N
         raise ConfigError(problem)
 
 
-def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_images: np.ndarray,
-          run_dir: Path, log: Callable = print, progress: bool = True) -> dict:
+def train(
+    mc: gm.GinrConfig,
+    tc: TrainConfig,
+    train_images: np.ndarray,
+    test_images: np.ndarray,
+    run_dir: Path,
+    log: Callable = print,
+    progress: bool = True,
+) -> dict:
     """Train (resuming from run_dir/ckpt if present); returns the summary written to summary.json."""
     mc.validate()
     tc.validate()
@@ -332,8 +378,10 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
     run_dir.mkdir(parents=True, exist_ok=True)
     for name, x in (("train", train_images), ("test", test_images)):
         if x.ndim != 4 or x.shape[1:] != (mc.image_size, mc.image_size, mc.channels):
-            raise DataError(f"{name} images must be [N, {mc.image_size}, {mc.image_size}, "
-                            f"{mc.channels}] for this config, got {x.shape}")
+            raise DataError(
+                f"{name} images must be [N, {mc.image_size}, {mc.image_size}, "
+                f"{mc.channels}] for this config, got {x.shape}"
+            )
     state = init_state(jax.random.PRNGKey(tc.seed), mc, tc)
     step_key = step_config(tc)
     ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=2)
@@ -346,8 +394,14 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
     # one canonical form (plain, non-weak-typed arrays) for fresh and restored states, so a resumed run
     # reuses the compiled step instead of tracing it again
     state = jax.tree_util.tree_map(lambda a: jnp.array(np.asarray(a)), state)
-    atomic_write_json(run_dir / "config.json", {"model": dataclasses.asdict(mc), "train": dataclasses.asdict(tc),
-                                                "num_params": gm.num_params(state["params"])})
+    atomic_write_json(
+        run_dir / "config.json",
+        {
+            "model": dataclasses.asdict(mc),
+            "train": dataclasses.asdict(tc),
+            "num_params": gm.num_params(state["params"]),
+        },
+    )
     eval_imgs = test_images[: tc.eval_images]
     metrics = MetricsWriter(run_dir / "metrics.jsonl")
     records: list[dict] = []
@@ -379,16 +433,25 @@ def train(mc: gm.GinrConfig, tc: TrainConfig, train_images: np.ndarray, test_ima
         t0 = time.perf_counter()
         final = evaluate(state["params"], final_imgs, mc)
         eval_s = time.perf_counter() - t0
-        rec = {"step": step, "train_seconds": train_seconds, **{f"test_{k}": v for k, v in final.items()},
-               "final": True}
+        rec = {
+            "step": step,
+            "train_seconds": train_seconds,
+            **{f"test_{k}": v for k, v in final.items()},
+            "final": True,
+        }
         metrics.write(**rec)
         records.append(rec)
         steady = [r["images_per_s"] for r in records if "images_per_s" in r][1:]
-        summary = {"steps": step, "train_seconds": round(train_seconds, 1),
-                   "compile_seconds": round(clock.compile_seconds or 0.0, 1),
-                   "images_per_s_median": round(float(np.median(steady)), 1) if steady else None,
-                   "final_test_psnr": round(final["psnr"], 2), "final_test_images": final["images"],
-                   "final_eval_seconds": round(eval_s, 1), "num_params": gm.num_params(state["params"])}
+        summary = {
+            "steps": step,
+            "train_seconds": round(train_seconds, 1),
+            "compile_seconds": round(clock.compile_seconds or 0.0, 1),
+            "images_per_s_median": round(float(np.median(steady)), 1) if steady else None,
+            "final_test_psnr": round(final["psnr"], 2),
+            "final_test_images": final["images"],
+            "final_eval_seconds": round(eval_s, 1),
+            "num_params": gm.num_params(state["params"]),
+        }
         save_run_plots(state["params"], test_images, mc, run_dir)
         atomic_write_json(run_dir / "summary.json", summary)
         return summary

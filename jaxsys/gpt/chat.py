@@ -5,12 +5,14 @@ Training sees conversations as [BOS, (role, text..., end_turn)*, BOS]; a reply i
 history is longer than the context allows, whole old turns are dropped (never part of a turn) so that
 the prompt leaves a quarter of block_size for the reply.
 """
+
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt.tokenizer import Tokenizer
@@ -30,8 +32,10 @@ def reply_budget(block_size: int) -> int:
 
 def check_chat_model(tok: Tokenizer) -> None:
     if not tok.chat:
-        raise ConfigError("this model has no chat tokens (it was trained in plain mode, without "
-                          "--chat); use generate/sample instead of chat")
+        raise ConfigError(
+            "this model has no chat tokens (it was trained in plain mode, without "
+            "--chat); use generate/sample instead of chat"
+        )
 
 
 def normalise_messages(messages) -> list[tuple[str, str]]:
@@ -47,8 +51,7 @@ def normalise_messages(messages) -> list[tuple[str, str]]:
         else:
             raise DataError(f"messages[{i}] must be an object with 'role' and 'content'")
         if role not in ROLES:
-            raise DataError(f"messages[{i}].role: unknown role {role!r}; this model knows "
-                            f"{list(ROLES)}")
+            raise DataError(f"messages[{i}].role: unknown role {role!r}; this model knows {list(ROLES)}")
         if not isinstance(text, str):
             raise DataError(f"messages[{i}].content must be a string, got {type(text).__name__}")
         out.append((role, text))
@@ -76,11 +79,13 @@ def build_chat_prompt(tok: Tokenizer, messages, block_size: int) -> ChatPrompt:
         # the newest message alone is longer than the limit: it is used whole (never cut) as long
         # as the prompt fits in the context at all; the reply then gets less than a quarter
         if 2 + len(encoded[-1]) > block_size:
-            raise DataError(f"the last message is {len(encoded[-1]) - 2} characters; at most "
-                            f"{block_size - 4} fit in the context of {block_size} tokens")
+            raise DataError(
+                f"the last message is {len(encoded[-1]) - 2} characters; at most "
+                f"{block_size - 4} fit in the context of {block_size} tokens"
+            )
         keep = 1
     ids = [tok.bos]
-    for turn in encoded[len(encoded) - keep:]:
+    for turn in encoded[len(encoded) - keep :]:
         ids.extend(turn)
     ids.append(tok.assistant)
     return ChatPrompt(ids, len(encoded) - keep)
@@ -114,19 +119,29 @@ def _setup_readline(history_file: str | None):
             readline.write_history_file(path)
         except OSError:
             pass
+
     return save
 
 
 DEFAULT_HISTORY = os.path.join("~", ".jaxsys_gpt_chat_history")
 
 
-def run_repl(params, cfg, tok: Tokenizer, temperature: float = 0.5, seed: int = 42,
-             max_new_tokens: int | None = None, history_file: str | None = DEFAULT_HISTORY,
-             input_fn: Callable[[str], str] = input, out=None) -> int:
+def run_repl(
+    params,
+    cfg,
+    tok: Tokenizer,
+    temperature: float = 0.5,
+    seed: int = 42,
+    max_new_tokens: int | None = None,
+    history_file: str | None = DEFAULT_HISTORY,
+    input_fn: Callable[[str], str] = input,
+    out=None,
+) -> int:
     """Chat until /quit or end of input. Turn k samples with seed + k; /clear forgets the history."""
     import jax.numpy as jnp
 
     from jaxsys.gpt.generate import generate, room, to_device_params
+
     check_chat_model(tok)
     out = out or sys.stdout
     save_history = _setup_readline(history_file)
@@ -161,11 +176,19 @@ def run_repl(params, cfg, tok: Tokenizer, temperature: float = 0.5, seed: int = 
                 print(f"error: {e}", file=out)
                 continue
             if prompt.dropped_turns:
-                history = history[prompt.dropped_turns:]
+                history = history[prompt.dropped_turns :]
             budget = room(cfg, len(prompt.ids))
             n_new = budget if max_new_tokens is None else min(max_new_tokens, budget)
-            ids = generate(dev_params, cfg, prompt.ids, n_new, temperature=temperature,
-                           seed=seed + turn, stop_ids=chat_stop_ids(tok), greedy=temperature <= 0)
+            ids = generate(
+                dev_params,
+                cfg,
+                prompt.ids,
+                n_new,
+                temperature=temperature,
+                seed=seed + turn,
+                stop_ids=chat_stop_ids(tok),
+                greedy=temperature <= 0,
+            )
             reply = tok.decode(ids)
             print(f"bot> {reply}", file=out, flush=True)
             history.append(("assistant", reply))

@@ -7,6 +7,7 @@
     jaxsys gpt train --out runs/names --resume                 # continue from the last checkpoint
     jaxsys gpt sample --model runs/names --num 10 --temperature 0.5 --seed 42
 """
+
 import importlib
 import importlib.util
 import sys
@@ -20,12 +21,14 @@ AUTO_CORPUS_BLOCK = 128  # default block_size of corpus mode (docs/chat: the lon
 def _train(args) -> int:
     if args.dtype == "float64":
         import jax
+
         jax.config.update("jax_enable_x64", True)
     from jaxsys.gpt.config import GPTConfig
     from jaxsys.gpt.data import load_data
     from jaxsys.gpt.train import TrainConfig, train
     from jaxsys.train.io import make_run_dir
     from jaxsys.train.sharding import mesh_from_args
+
     mesh = mesh_from_args(args)  # joins a multi-process run first; None: plain one-device run
 
     cats = [c for c in args.chat_categories.split(",") if c.strip()] if args.chat_categories else None
@@ -34,49 +37,92 @@ def _train(args) -> int:
     block = args.block_size
     if block is not None and block < 1:
         raise ConfigError(f"--block-size must be >= 1, got {block}")
-    data = load_data(args.data, args.mode, block or (AUTO_CORPUS_BLOCK if args.mode == "corpus"
-                                                     else 512),
-                     seed=args.seed, val_fraction=args.val_fraction, chat_categories=cats)
+    data = load_data(
+        args.data,
+        args.mode,
+        block or (AUTO_CORPUS_BLOCK if args.mode == "corpus" else 512),
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        chat_categories=cats,
+    )
     if block is None:  # fit the model to the data: no unused wpe rows
         block = data.train.seq_len if args.mode != "corpus" else AUTO_CORPUS_BLOCK
         if data.val is not None:
             block = max(block, data.val.seq_len)
-    cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, n_embd=args.n_embd, n_head=args.n_head,
-                    n_layer=args.n_layer, block_size=block).validate()
-    tcfg = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, schedule=args.schedule,
-                       warmup_steps=args.warmup, min_lr=args.min_lr, grad_clip=args.grad_clip,
-                       engine=args.engine, optimizer=args.optimizer, dtype=args.dtype, seed=args.seed,
-                       matmul_dtype=args.matmul_dtype,
-                       eval_every=args.eval_every, eval_batches=args.eval_batches,
-                       checkpoint_every=args.checkpoint_every, log_every=args.log_every).validate()
+    cfg = GPTConfig(
+        vocab_size=data.tokenizer.vocab_size,
+        n_embd=args.n_embd,
+        n_head=args.n_head,
+        n_layer=args.n_layer,
+        block_size=block,
+    ).validate()
+    tcfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch,
+        lr=args.lr,
+        schedule=args.schedule,
+        warmup_steps=args.warmup,
+        min_lr=args.min_lr,
+        grad_clip=args.grad_clip,
+        engine=args.engine,
+        optimizer=args.optimizer,
+        dtype=args.dtype,
+        seed=args.seed,
+        matmul_dtype=args.matmul_dtype,
+        eval_every=args.eval_every,
+        eval_batches=args.eval_batches,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+    ).validate()
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out DIR (the folder of the run to continue)")
     if mesh is not None and mesh.devices.size > len(mesh.local_devices) and not args.out:
         raise ConfigError("a multi-process run needs --out (the same folder for every process)")
     out = Path(args.out) if args.out else make_run_dir("runs", "gpt")
     print(f"data: {data.info}", file=sys.stderr)
-    print(f"model: {cfg}, {tcfg.engine} engine, {tcfg.dtype} "
-          f"(matmuls {tcfg.matmul_dtype}); output: {out}", file=sys.stderr)
+    print(
+        f"model: {cfg}, {tcfg.engine} engine, {tcfg.dtype} (matmuls {tcfg.matmul_dtype}); output: {out}",
+        file=sys.stderr,
+    )
     if mesh is None:
-        res = train(data, cfg, tcfg, out, resume=args.resume,
-                    log=lambda s: print(s, file=sys.stderr), progress=not args.quiet)
+        res = train(
+            data, cfg, tcfg, out, resume=args.resume, log=lambda s: print(s, file=sys.stderr), progress=not args.quiet
+        )
     else:
         from jaxsys.gpt.sharded import train_sharded
-        res = train_sharded(data, cfg, tcfg, out, mesh, resume=args.resume, fsdp=args.fsdp,
-                            log=lambda s: print(s, file=sys.stderr), progress=not args.quiet)
+
+        res = train_sharded(
+            data,
+            cfg,
+            tcfg,
+            out,
+            mesh,
+            resume=args.resume,
+            fsdp=args.fsdp,
+            log=lambda s: print(s, file=sys.stderr),
+            progress=not args.quiet,
+        )
     s = res.summary
     val = f"{s['val_loss']:.4f}" if s["val_loss"] is not None else "n/a"
-    print(f"train_loss {s['train_loss']:.4f}  val_loss {val}  tokens/s {s['tokens_per_s']:.0f}  "
-          f"model {out}")
+    print(f"train_loss {s['train_loss']:.4f}  val_loss {val}  tokens/s {s['tokens_per_s']:.0f}  model {out}")
     return 0
 
 
 def _sample(args) -> int:
     from jaxsys.gpt.sample import sample_texts
     from jaxsys.gpt.weights_io import load_model
+
     params, cfg, tok = load_model(args.model)
-    for text in sample_texts(params, cfg, tok, num=args.num, temperature=args.temperature,
-                             seed=args.seed, prompt=args.prompt, max_new_tokens=args.max_tokens):
+    for text in sample_texts(
+        params,
+        cfg,
+        tok,
+        num=args.num,
+        temperature=args.temperature,
+        seed=args.seed,
+        prompt=args.prompt,
+        max_new_tokens=args.max_tokens,
+    ):
         print(text)
     return 0
 
@@ -86,19 +132,27 @@ def register(sub) -> None:
     gsub = p.add_subparsers(dest="gpt_cmd")
 
     t = gsub.add_parser("train", help="train a GPT on documents, a corpus or chat pairs")
-    t.add_argument("--data", default=None,
-                   help="UTF-8 text file (default: the packaged names.txt)")
-    t.add_argument("--mode", choices=["docs", "corpus", "chat"], default="docs",
-                   help="docs: one document per line; corpus: continuous text; chat: TSV "
-                        "category<TAB>prompt<TAB>response")
-    t.add_argument("--chat-categories", default="",
-                   help="comma-separated categories to keep in chat mode, e.g. greetings,conversations")
+    t.add_argument("--data", default=None, help="UTF-8 text file (default: the packaged names.txt)")
+    t.add_argument(
+        "--mode",
+        choices=["docs", "corpus", "chat"],
+        default="docs",
+        help="docs: one document per line; corpus: continuous text; chat: TSV category<TAB>prompt<TAB>response",
+    )
+    t.add_argument(
+        "--chat-categories",
+        default="",
+        help="comma-separated categories to keep in chat mode, e.g. greetings,conversations",
+    )
     t.add_argument("--n-embd", type=int, default=64)
     t.add_argument("--n-head", type=int, default=4)
     t.add_argument("--n-layer", type=int, default=2)
-    t.add_argument("--block-size", type=int, default=None,
-                   help=f"context length (default: the longest document/conversation, at most "
-                        f"512; corpus: {AUTO_CORPUS_BLOCK})")
+    t.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        help=f"context length (default: the longest document/conversation, at most 512; corpus: {AUTO_CORPUS_BLOCK})",
+    )
     t.add_argument("--batch", type=int, default=32, help="sequences per step")
     t.add_argument("--steps", type=int, default=1000)
     t.add_argument("--lr", type=float, default=0.01, help="peak Adam learning rate")
@@ -106,14 +160,25 @@ def register(sub) -> None:
     t.add_argument("--warmup", type=int, default=0, help="warm-up steps (cosine schedule)")
     t.add_argument("--min-lr", type=float, default=0.0, help="final lr (cosine schedule)")
     t.add_argument("--grad-clip", type=float, default=0.0, help="global-norm clip (0: off)")
-    t.add_argument("--engine", choices=["hand", "autodiff"], default="hand",
-                   help="hand-derived backward or jax.grad of the same forward")
-    t.add_argument("--optimizer", choices=["optax", "hand"], default="optax",
-                   help="optax.adam or the hand-written Adam of jaxsys.nn.optim (same maths)")
+    t.add_argument(
+        "--engine",
+        choices=["hand", "autodiff"],
+        default="hand",
+        help="hand-derived backward or jax.grad of the same forward",
+    )
+    t.add_argument(
+        "--optimizer",
+        choices=["optax", "hand"],
+        default="optax",
+        help="optax.adam or the hand-written Adam of jaxsys.nn.optim (same maths)",
+    )
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32",
-                   help="operand dtype of the parameter matmuls (bfloat16: float32 accumulation, "
-                        "float32 master weights)")
+    t.add_argument(
+        "--matmul-dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="operand dtype of the parameter matmuls (bfloat16: float32 accumulation, float32 master weights)",
+    )
     t.add_argument("--seed", type=int, default=0, help="init, split and data order")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--eval-every", type=int, default=100)
@@ -124,6 +189,7 @@ def register(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     from jaxsys.train.sharding import add_distributed_args
+
     add_distributed_args(t)  # --mesh, --fsdp, --coordinator, --num-processes, --process-id
     t.set_defaults(func=_train)
 
@@ -133,8 +199,7 @@ def register(sub) -> None:
     s.add_argument("--temperature", type=float, default=0.5, help="0 = greedy")
     s.add_argument("--seed", type=int, default=42, help="sample i uses seed + i")
     s.add_argument("--prompt", default="", help="plain model: text to continue; chat: the user turn")
-    s.add_argument("--max-tokens", type=int, default=None, help="new tokens per sample (default: "
-                                                                 "up to block_size)")
+    s.add_argument("--max-tokens", type=int, default=None, help="new tokens per sample (default: up to block_size)")
     s.set_defaults(func=_sample)
 
     if importlib.util.find_spec("jaxsys.gpt.serve_cli") is not None:

@@ -8,11 +8,12 @@ The per-layer math is the same as jaxsys.gpt.generate.decode_step for one row; `
 from a plain params dict (the uncompressed baseline) or from a `WeightCache` (compressed), through
 the same jitted functions, so both give identical logits and tokens for identical weights.
 """
+
 from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -110,14 +111,22 @@ class GPTRunner:
       profile: block after every decode and every compute to attribute time (slower).
     """
 
-    def __init__(self, cfg: GPTConfig, params: dict | None = None, cache: runtime.WeightCache | None = None,
-                 prefetch: bool = True, fused: bool = False, profile: bool = False):
+    def __init__(
+        self,
+        cfg: GPTConfig,
+        params: dict | None = None,
+        cache: runtime.WeightCache | None = None,
+        prefetch: bool = True,
+        fused: bool = False,
+        profile: bool = False,
+    ):
         if (params is None) == (cache is None):
             raise ConfigError("GPTRunner needs exactly one of params (uncompressed) or cache (compressed)")
         self.cfg, self.cache, self.fused, self.profile = cfg, cache, fused, profile
         self.prefetch_on = prefetch and cache is not None
-        self.params = None if params is None else {k: jnp.asarray(np.asarray(v), jnp.float32)
-                                                   for k, v in params.items()}
+        self.params = (
+            None if params is None else {k: jnp.asarray(np.asarray(v), jnp.float32) for k, v in params.items()}
+        )
         self.order = list(groups_for(cfg))
         self.decode_s = self.compute_s = 0.0
         self.tokens_run = 0
@@ -166,21 +175,37 @@ class GPTRunner:
                 dg = self.cache.packed.get(g)
                 if dg is not None and tuple(dg.names) == tuple(names):
                     x, ck, cv, ws, ok = self._timed(
-                        fused_group_step, dg.pack, dg.scales, kv[i][0], kv[i][1], x, jnp.int32(pos),
-                        meta=dg.meta, n_head=cfg.n_head)
+                        fused_group_step,
+                        dg.pack,
+                        dg.scales,
+                        kv[i][0],
+                        kv[i][1],
+                        x,
+                        jnp.int32(pos),
+                        meta=dg.meta,
+                        n_head=cfg.n_head,
+                    )
                 else:
                     ts = [self.cache.tensors[n] for n in names]
                     x, ck, cv, ws, ok = self._timed(
-                        fused_layer_step, tuple(t.packs for t in ts), tuple(t.scale for t in ts),
-                        kv[i][0], kv[i][1], x, jnp.int32(pos), metas=tuple(t.meta for t in ts),
-                        n_head=cfg.n_head)
+                        fused_layer_step,
+                        tuple(t.packs for t in ts),
+                        tuple(t.scale for t in ts),
+                        kv[i][0],
+                        kv[i][1],
+                        x,
+                        jnp.int32(pos),
+                        metas=tuple(t.meta for t in ts),
+                        n_head=cfg.n_head,
+                    )
                 self.cache.note_ok(g, ok)
                 self.cache.insert(g, dict(zip(names, ws)))
             else:
                 w = w if w is not None else self._weights(g)
                 self._prefetch_after(g)
-                x, ck, cv = self._timed(layer_step, *(w[n] for n in names), kv[i][0], kv[i][1], x,
-                                        jnp.int32(pos), n_head=cfg.n_head)
+                x, ck, cv = self._timed(
+                    layer_step, *(w[n] for n in names), kv[i][0], kv[i][1], x, jnp.int32(pos), n_head=cfg.n_head
+                )
             kv[i] = (ck, cv)
         w = self._weights("head")
         self._prefetch_after("head")
@@ -188,13 +213,20 @@ class GPTRunner:
         self.tokens_run += 1
         return logits, nxt
 
-    def generate(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 0.0,
-                 seed: int = 42, stop_ids=()) -> list[int]:
+    def generate(
+        self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 0.0, seed: int = 42, stop_ids=()
+    ) -> list[int]:
         """Feed the prompt, then sample (greedy when temperature <= 0) up to max_new_tokens."""
         return self.generate_batch([prompt], max_new_tokens, temperature, seed, stop_ids)[0]
 
-    def generate_batch(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                       temperature: float = 0.0, seed: int = 42, stop_ids=()) -> list[list[int]]:
+    def generate_batch(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 42,
+        stop_ids=(),
+    ) -> list[list[int]]:
         """B rows with prompts of equal length, in lock-step; row b uses the uniforms of
         `np.random.default_rng(seed + b)` (row 0 = `generate`'s). A row's output ends at a stop id;
         the batch stops when every row has stopped or max_new_tokens are out."""
@@ -244,12 +276,32 @@ def compress_gpt(params: dict, mode: str = "int8", opts: store.LayerOpts = store
     return store.encode_store(arrays, mode=mode, per_channel=True, opts=opts)
 
 
-def compressed_runner(data: bytes, cfg: GPTConfig, cache_layers: int | None = None,
-                      cache_bytes: int | None = None, prefetch: bool = True, fused: bool = False,
-                      profile: bool = False, prefetch_thread: bool = False,
-                      pack_groups: bool = True, decode_device=None, sync: bool = False) -> GPTRunner:
-    return CompressedModel(data, cfg, cache_layers, cache_bytes, prefetch, fused, profile,
-                           prefetch_thread, pack_groups, decode_device, sync)
+def compressed_runner(
+    data: bytes,
+    cfg: GPTConfig,
+    cache_layers: int | None = None,
+    cache_bytes: int | None = None,
+    prefetch: bool = True,
+    fused: bool = False,
+    profile: bool = False,
+    prefetch_thread: bool = False,
+    pack_groups: bool = True,
+    decode_device=None,
+    sync: bool = False,
+) -> GPTRunner:
+    return CompressedModel(
+        data,
+        cfg,
+        cache_layers,
+        cache_bytes,
+        prefetch,
+        fused,
+        profile,
+        prefetch_thread,
+        pack_groups,
+        decode_device,
+        sync,
+    )
 
 
 def second_cpu_device():
@@ -264,10 +316,20 @@ def second_cpu_device():
 class CompressedModel(GPTRunner):
     """A GPT whose weights stay compressed on the device (see `compressed_runner` for the args)."""
 
-    def __init__(self, data: bytes, cfg: GPTConfig, cache_layers: int | None = 1,
-                 cache_bytes: int | None = None, prefetch: bool = True, fused: bool = False,
-                 profile: bool = False, prefetch_thread: bool = False, pack_groups: bool = True,
-                 decode_device=None, sync: bool = False):
+    def __init__(
+        self,
+        data: bytes,
+        cfg: GPTConfig,
+        cache_layers: int | None = 1,
+        cache_bytes: int | None = None,
+        prefetch: bool = True,
+        fused: bool = False,
+        profile: bool = False,
+        prefetch_thread: bool = False,
+        pack_groups: bool = True,
+        decode_device=None,
+        sync: bool = False,
+    ):
         # pack_groups: a group's shared-table tensors decode in ONE call (else one call per tensor)
         # decode_device: where the compressed packs live and decode runs ("second-cpu": see
         #   second_cpu_device; None: the default device); decoded weights move to the default
@@ -276,15 +338,20 @@ class CompressedModel(GPTRunner):
         if decode_device == "second-cpu":
             decode_device = second_cpu_device()
         if fused and decode_device is not None:
-            raise ConfigError("fused decode+compute needs the packs on the compute device "
-                              "(decode_device=None)")
+            raise ConfigError("fused decode+compute needs the packs on the compute device (decode_device=None)")
         out_device = jax.devices()[0] if decode_device is not None else None
-        tensors, packed = runtime.load_device_store(store.Store(data), groups_for(cfg), pack_groups,
-                                                    decode_device)
-        cache = runtime.WeightCache(tensors, groups_for(cfg), max_groups=cache_layers,
-                                    max_bytes=cache_bytes, prefetch=prefetch,
-                                    prefetch_thread=prefetch_thread, packed=packed,
-                                    out_device=out_device, sync=sync)
+        tensors, packed = runtime.load_device_store(store.Store(data), groups_for(cfg), pack_groups, decode_device)
+        cache = runtime.WeightCache(
+            tensors,
+            groups_for(cfg),
+            max_groups=cache_layers,
+            max_bytes=cache_bytes,
+            prefetch=prefetch,
+            prefetch_thread=prefetch_thread,
+            packed=packed,
+            out_device=out_device,
+            sync=sync,
+        )
         super().__init__(cfg, cache=cache, prefetch=prefetch, fused=fused, profile=profile)
 
 
@@ -294,16 +361,24 @@ def decoded_params(data: bytes) -> dict:
     return {n: st.decode(n) for n in st.names}
 
 
-def run_report(model_dir, cache_layers: int, prompt: str = "", max_new_tokens: int = 32,
-               mode: str = "int8", prefetch: bool = True, fused: bool = False) -> dict:
+def run_report(
+    model_dir,
+    cache_layers: int,
+    prompt: str = "",
+    max_new_tokens: int = 32,
+    mode: str = "int8",
+    prefetch: bool = True,
+    fused: bool = False,
+) -> dict:
     """Compress a trained model, generate with it and uncompressed, and account memory and time."""
     from jaxsys.gpt.weights_io import load_model
+
     params, cfg, tok = load_model(model_dir)
     data = compress_gpt(params, mode)
     ref_params = decoded_params(data)
     ids = tok.encode(prompt) if prompt else [0]
     base = GPTRunner(cfg, params=ref_params)
-    base.generate(ids, 2)   # compile
+    base.generate(ids, 2)  # compile
     t0 = time.perf_counter()
     ref = base.generate(ids, max_new_tokens)
     t_base = time.perf_counter() - t0
@@ -320,13 +395,24 @@ def run_report(model_dir, cache_layers: int, prompt: str = "", max_new_tokens: i
     raw = sum(np.asarray(v, np.float32).nbytes for v in params.values())
     st = run.cache.stats()
     act = run.activation_bytes()
-    return {"model": str(model_dir), "mode": mode, "cache_layers": cache_layers, "prefetch": prefetch,
-            "fused": fused, "tokens": len(got), "identical_tokens": got == ref,
-            "uncompressed_bytes": raw + act, "compressed_store_bytes": st["compressed_bytes"],
-            "cache_bytes": st["cached_bytes"], "activation_bytes": act,
-            "resident_bytes": st["compressed_bytes"] + st["cached_bytes"] + act,
-            "hit_rate": st["hit_rate"], "cache_hit_rate": st["cache_hit_rate"],
-            "tokens_per_s": len(got) / t_comp, "uncompressed_tokens_per_s": len(ref) / t_base,
-            "decode_ms_per_token": 1e3 * prof.decode_s / max(n_prof, 1),
-            "compute_ms_per_token": 1e3 * prof.compute_s / max(n_prof, 1),
-            "text": tok.decode(got) if hasattr(tok, "decode") else got}
+    return {
+        "model": str(model_dir),
+        "mode": mode,
+        "cache_layers": cache_layers,
+        "prefetch": prefetch,
+        "fused": fused,
+        "tokens": len(got),
+        "identical_tokens": got == ref,
+        "uncompressed_bytes": raw + act,
+        "compressed_store_bytes": st["compressed_bytes"],
+        "cache_bytes": st["cached_bytes"],
+        "activation_bytes": act,
+        "resident_bytes": st["compressed_bytes"] + st["cached_bytes"] + act,
+        "hit_rate": st["hit_rate"],
+        "cache_hit_rate": st["cache_hit_rate"],
+        "tokens_per_s": len(got) / t_comp,
+        "uncompressed_tokens_per_s": len(ref) / t_base,
+        "decode_ms_per_token": 1e3 * prof.decode_s / max(n_prof, 1),
+        "compute_ms_per_token": 1e3 * prof.compute_s / max(n_prof, 1),
+        "text": tok.decode(got) if hasattr(tok, "decode") else got,
+    }

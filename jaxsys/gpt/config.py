@@ -1,4 +1,5 @@
 """GPT model configuration (the microgpt architecture: no biases, rmsnorm without gain, ReLU MLP)."""
+
 import dataclasses
 
 from jaxsys.errors import ConfigError
@@ -25,8 +26,7 @@ class GPTConfig:
             if v < 1:
                 raise ConfigError(f"GPTConfig.{name} must be >= 1, got {v}")
         if self.n_embd % self.n_head:
-            raise ConfigError(f"GPTConfig.n_embd={self.n_embd} is not divisible by "
-                              f"n_head={self.n_head}")
+            raise ConfigError(f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         return self
 
     def to_dict(self) -> dict:

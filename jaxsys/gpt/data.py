@@ -18,13 +18,15 @@ once. The batch of step ``s`` is a pure function of ``(seed, s)``: sequence data
 epoch-wise seeded permutations, corpus windows at offsets drawn from ``default_rng([seed, s])``. A
 resumed run therefore sees exactly the batches an uninterrupted one would.
 """
+
 import csv
 import functools
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,9 +38,9 @@ PAD = 0  # token id written into padded positions (masked out of the loss)
 
 
 class Batch(NamedTuple):
-    tokens: np.ndarray   # [B, T] int32 input ids
+    tokens: np.ndarray  # [B, T] int32 input ids
     targets: np.ndarray  # [B, T] int32 next-token ids
-    mask: np.ndarray     # [B, T] float32, 1 where the target counts in the loss
+    mask: np.ndarray  # [B, T] float32, 1 where the target counts in the loss
 
 
 def default_names_path() -> Path:
@@ -61,9 +63,10 @@ def decode_utf8(raw: bytes, where: str = "<bytes>") -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"{where} is not valid UTF-8: byte {e.start} (line {line}) is "
-                        f"{raw[e.start:e.start + 1]!r} ({e.reason})") from None
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{where} is not valid UTF-8: byte {e.start} (line {line}) is {raw[e.start : e.start + 1]!r} ({e.reason})"
+        ) from None
 
 
 def parse_documents(text: str) -> list[str]:
@@ -71,8 +74,9 @@ def parse_documents(text: str) -> list[str]:
     return [s for s in (line.strip() for line in text.splitlines()) if s]
 
 
-def parse_chat_pairs(text: str, categories: Sequence[str] | None = None,
-                     where: str = "<text>") -> list[list[tuple[str, str]]]:
+def parse_chat_pairs(
+    text: str, categories: Sequence[str] | None = None, where: str = "<text>"
+) -> list[list[tuple[str, str]]]:
     """Conversations [("user", prompt), ("assistant", response)] from TSV rows
     ``category<TAB>prompt<TAB>response``; a first row ``category prompt response`` is a header.
     `categories` keeps only those categories (DataError naming any that do not occur)."""
@@ -85,8 +89,9 @@ def parse_chat_pairs(text: str, categories: Sequence[str] | None = None,
         if lineno == 1 and [f.strip().lower() for f in row] == ["category", "prompt", "response"]:
             continue
         if len(row) != 3:
-            raise DataError(f"{where} line {lineno}: expected 3 tab-separated fields "
-                            f"(category, prompt, response), got {len(row)}")
+            raise DataError(
+                f"{where} line {lineno}: expected 3 tab-separated fields (category, prompt, response), got {len(row)}"
+            )
         cat, prompt, response = (f.strip() for f in row)
         seen.add(cat)
         if wanted is not None and cat not in wanted:
@@ -97,11 +102,9 @@ def parse_chat_pairs(text: str, categories: Sequence[str] | None = None,
     if wanted is not None:
         missing = sorted(wanted - seen)
         if missing:
-            raise DataError(f"{where}: chat categories {missing} do not occur; available: "
-                            f"{sorted(seen)}")
+            raise DataError(f"{where}: chat categories {missing} do not occur; available: {sorted(seen)}")
     if not convs:
-        raise DataError(f"{where}: no conversations found"
-                        + (f" in categories {sorted(wanted)}" if wanted else ""))
+        raise DataError(f"{where}: no conversations found" + (f" in categories {sorted(wanted)}" if wanted else ""))
     return convs
 
 
@@ -114,8 +117,8 @@ class SequenceSplit:
         self.rows = np.full((self.n, seq_len + 1), PAD, np.int32)
         self.lengths = np.zeros((self.n,), np.int32)  # tokens kept per sequence (<= T + 1)
         for i, s in enumerate(seqs):
-            s = s[:seq_len + 1]
-            self.rows[i, :len(s)] = s
+            s = s[: seq_len + 1]
+            self.rows[i, : len(s)] = s
             self.lengths[i] = len(s)
         self.n_targets = int(np.maximum(self.lengths - 1, 0).sum())
 
@@ -190,7 +193,7 @@ class StreamSplit:
             n_batches = min(n_batches, max_batches)
         n = n_batches * batch_size
         offsets = np.linspace(0, self.n_windows - 1, n).round().astype(np.int64)
-        return [self._gather(offsets[i:i + batch_size]) for i in range(0, n, batch_size)]
+        return [self._gather(offsets[i : i + batch_size]) for i in range(0, n, batch_size)]
 
 
 class GPTData(NamedTuple):
@@ -217,9 +220,17 @@ def _split_seqs(seqs: list, val_fraction: float, seed: int) -> tuple[list, list]
     return train, val
 
 
-def from_text(text: str, mode: str, block_size: int, *, seed: int = 0, val_fraction: float = 0.1,
-              chat_categories: Sequence[str] | None = None, tokenizer: Tokenizer | None = None,
-              where: str = "<text>") -> GPTData:
+def from_text(
+    text: str,
+    mode: str,
+    block_size: int,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    chat_categories: Sequence[str] | None = None,
+    tokenizer: Tokenizer | None = None,
+    where: str = "<text>",
+) -> GPTData:
     """Tokenize `text` in `mode` and split it 90/10 (see the module docstring).
 
     `tokenizer` defaults to the sorted unique characters of the text that is used (for chat: of the
@@ -237,15 +248,15 @@ def from_text(text: str, mode: str, block_size: int, *, seed: int = 0, val_fract
             tokenizer = Tokenizer.from_corpus(text)
         ids = np.asarray(tokenizer.encode(text), np.int32)
         n_val = int(len(ids) * val_fraction)
-        train_ids, val_ids = ids[:len(ids) - n_val], ids[len(ids) - n_val:]
+        train_ids, val_ids = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
         T = block_size
         if len(train_ids) < T + 1:
-            raise DataError(f"{where}: corpus has {len(train_ids)} training tokens, fewer than "
-                            f"block_size + 1 = {T + 1}")
+            raise DataError(
+                f"{where}: corpus has {len(train_ids)} training tokens, fewer than block_size + 1 = {T + 1}"
+            )
         train = StreamSplit(train_ids, T)
         val = StreamSplit(val_ids, T) if len(val_ids) >= T + 1 else None
-        info.update(n_tokens=int(len(ids)), train_tokens=int(len(train_ids)),
-                    val_tokens=int(len(val_ids)))
+        info.update(n_tokens=int(len(ids)), train_tokens=int(len(train_ids)), val_tokens=int(len(val_ids)))
         return GPTData(tokenizer, train, val, mode, info)
 
     if mode == "docs":
@@ -269,22 +280,45 @@ def from_text(text: str, mode: str, block_size: int, *, seed: int = 0, val_fract
     T = min(block_size, longest - 1)
     n_trunc = sum(len(s) > block_size + 1 for s in seqs)
     if n_trunc:
-        warnings.warn(f"{where}: {n_trunc} of {len(seqs)} sequences are longer than "
-                      f"block_size + 1 = {block_size + 1} tokens and were truncated", stacklevel=2)
+        warnings.warn(
+            f"{where}: {n_trunc} of {len(seqs)} sequences are longer than "
+            f"block_size + 1 = {block_size + 1} tokens and were truncated",
+            stacklevel=2,
+        )
     train_seqs, val_seqs = _split_seqs(seqs, val_fraction, seed)
     train = SequenceSplit(train_seqs, T)
     val = SequenceSplit(val_seqs, T) if val_seqs else None
-    info.update(n_sequences=len(seqs), train_sequences=len(train_seqs),
-                val_sequences=len(val_seqs), seq_len=T, truncated=n_trunc,
-                train_targets=train.n_targets)
+    info.update(
+        n_sequences=len(seqs),
+        train_sequences=len(train_seqs),
+        val_sequences=len(val_seqs),
+        seq_len=T,
+        truncated=n_trunc,
+        train_targets=train.n_targets,
+    )
     return GPTData(tokenizer, train, val, mode, info)
 
 
-def load_data(path: str | os.PathLike | None, mode: str, block_size: int, *, seed: int = 0,
-              val_fraction: float = 0.1, chat_categories: Sequence[str] | None = None,
-              tokenizer: Tokenizer | None = None) -> GPTData:
+def load_data(
+    path: str | os.PathLike | None,
+    mode: str,
+    block_size: int,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    chat_categories: Sequence[str] | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> GPTData:
     """`from_text` on the UTF-8 file at `path` (default: the packaged names list, docs mode)."""
     _check_mode(mode)
     path = default_names_path() if path is None else Path(path)
-    return from_text(read_text(path), mode, block_size, seed=seed, val_fraction=val_fraction,
-                     chat_categories=chat_categories, tokenizer=tokenizer, where=str(path))
+    return from_text(
+        read_text(path),
+        mode,
+        block_size,
+        seed=seed,
+        val_fraction=val_fraction,
+        chat_categories=chat_categories,
+        tokenizer=tokenizer,
+        where=str(path),
+    )

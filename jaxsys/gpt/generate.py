@@ -15,10 +15,12 @@ token, token = min(searchsorted(cumsum(probs), u, side="right"), V - 1); greedy 
 (temperature <= 0). The uniforms of a row with seed s are `np.random.default_rng(s).random(n)` drawn
 on the host, so the same seed gives the same tokens here and in the numpy model (exactly in float64).
 """
+
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +35,7 @@ RMS_EPS = 1e-5
 
 class DecodeState(NamedTuple):
     """Per-row control state of a decode batch (B rows, T = block_size, U uniforms per row)."""
+
     tokens: jax.Array  # [B, T + 1] int32: prompt, then generated tokens
     prompt_len: jax.Array  # [B] int32: prompt length (>= 1)
     pos: jax.Array  # [B] int32: position of the token fed at the next step
@@ -141,7 +144,7 @@ def prefill_buckets(cfg: GPTConfig) -> list[int]:
     return _buckets(16, cfg.block_size)
 
 
-def prefill_row(params: dict, kv: KVCache, hs: "HostState", row: int, cfg: GPTConfig) -> KVCache:
+def prefill_row(params: dict, kv: KVCache, hs: HostState, row: int, cfg: GPTConfig) -> KVCache:
     """Feed a freshly placed row's prompt, all but its last token, in one pass (instead of one decode
     step per token); the row then continues at its last prompt token as if it had been fed one by
     one. Rows with a one-token prompt, or already under way, are left as they are."""
@@ -150,7 +153,7 @@ def prefill_row(params: dict, kv: KVCache, hs: "HostState", row: int, cfg: GPTCo
         return kv
     length = next(b for b in prefill_buckets(cfg) if b >= n - 1)
     tok = np.zeros(length, np.int32)
-    tok[:n - 1] = hs.tokens[row, :n - 1]
+    tok[: n - 1] = hs.tokens[row, : n - 1]
     kv = prefill(params, kv, jnp.asarray(tok), jnp.int32(row), cfg=cfg, length=length)
     hs.pos[row] = n - 1
     return kv
@@ -184,8 +187,7 @@ def _step(params, kv, st: DecodeState, cfg: GPTConfig, attn_len: int):
     tokens = st.tokens.at[rows, nxt].set(jnp.where(sampling, new_tok, old))
     n_gen = st.n_gen + sampling.astype(jnp.int32)
     finished = sampling & (st.stop[rows, new_tok] | (n_gen >= st.max_new) | (nxt >= T1 - 1))
-    return kv, st._replace(tokens=tokens, pos=jnp.where(active, nxt, st.pos), n_gen=n_gen,
-                           done=st.done | finished)
+    return kv, st._replace(tokens=tokens, pos=jnp.where(active, nxt, st.pos), n_gen=n_gen, done=st.done | finished)
 
 
 def _advance(params, kv, st: DecodeState, max_steps, cfg: GPTConfig, attn_len: int):
@@ -244,8 +246,7 @@ def _check_prompt(prompt: Sequence[int], cfg: GPTConfig, where: str) -> list[int
     if not ids:
         raise DataError(f"{where}: the prompt is empty (it needs at least the BOS token)")
     if len(ids) > cfg.block_size:
-        raise ConfigError(f"{where}: prompt of {len(ids)} tokens is longer than "
-                          f"block_size={cfg.block_size}")
+        raise ConfigError(f"{where}: prompt of {len(ids)} tokens is longer than block_size={cfg.block_size}")
     bad = [t for t in ids if not 0 <= t < cfg.vocab_size]
     if bad:
         raise DataError(f"{where}: token id {bad[0]} is outside the vocabulary [0, {cfg.vocab_size})")
@@ -273,8 +274,15 @@ class HostState:
         self.uniforms = np.zeros((batch, T), float_dtype)
         self.stop = np.zeros((batch, V), bool)
 
-    def place(self, row: int, prompt: list[int], max_new: int, temperature: float,
-              uniforms: np.ndarray, stop_ids: Sequence[int]) -> None:
+    def place(
+        self,
+        row: int,
+        prompt: list[int],
+        max_new: int,
+        temperature: float,
+        uniforms: np.ndarray,
+        stop_ids: Sequence[int],
+    ) -> None:
         T = self.cfg.block_size
         n = len(prompt)
         self.tokens[row] = 0
@@ -287,14 +295,27 @@ class HostState:
         self.temperature[row] = temperature
         self.uniforms[row] = 0
         u = np.asarray(uniforms, dtype=np.float64)[:T]
-        self.uniforms[row, :len(u)] = u
+        self.uniforms[row, : len(u)] = u
         self.stop[row] = False
         self.stop[row, list(stop_ids)] = True
 
     def to_device(self) -> DecodeState:
-        return DecodeState(*(jnp.asarray(a) for a in (
-            self.tokens, self.prompt_len, self.pos, self.n_gen, self.max_new, self.done,
-            self.temperature, self.uniforms, self.stop)))
+        return DecodeState(
+            *(
+                jnp.asarray(a)
+                for a in (
+                    self.tokens,
+                    self.prompt_len,
+                    self.pos,
+                    self.n_gen,
+                    self.max_new,
+                    self.done,
+                    self.temperature,
+                    self.uniforms,
+                    self.stop,
+                )
+            )
+        )
 
     def update_from(self, st: DecodeState) -> None:
         """Copy back what a decode chunk changes (tokens, positions, counts, done flags)."""
@@ -303,7 +324,7 @@ class HostState:
 
     def generated(self, row: int) -> list[int]:
         n = int(self.prompt_len[row])
-        return self.tokens[row, n:n + int(self.n_gen[row])].tolist()
+        return self.tokens[row, n : n + int(self.n_gen[row])].tolist()
 
 
 class Generation(NamedTuple):
@@ -317,10 +338,19 @@ def finish_reason(gen: list[int], stop_ids: Sequence[int]) -> Generation:
     return Generation(gen, "length")
 
 
-def generate_batch(params: dict, cfg: GPTConfig, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                   temperature: float = 0.5, seeds: int | Sequence[int] = 42, stop_ids=(),
-                   uniforms: Sequence[np.ndarray] | None = None, greedy: bool = False,
-                   dtype=jnp.float32, prefill: bool = True) -> list[Generation]:
+def generate_batch(
+    params: dict,
+    cfg: GPTConfig,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    temperature: float = 0.5,
+    seeds: int | Sequence[int] = 42,
+    stop_ids=(),
+    uniforms: Sequence[np.ndarray] | None = None,
+    greedy: bool = False,
+    dtype=jnp.float32,
+    prefill: bool = True,
+) -> list[Generation]:
     """Generate for several prompts at once (one jitted while_loop over a padded batch).
 
     Args:
@@ -362,15 +392,33 @@ def generate_batch(params: dict, cfg: GPTConfig, prompts: Sequence[Sequence[int]
         kv = prefill_row(dev_params, kv, hs, b, cfg)
     # fed positions stay below len(prompt) + max_new - 1
     need = max(len(p) + int(hs.max_new[b]) - 1 for b, p in enumerate(checked))
-    kv, st = advance(dev_params, kv, hs.to_device(), jnp.int32(T + 1), cfg=cfg,
-                     attn_len=attn_bucket(cfg, need))
+    kv, st = advance(dev_params, kv, hs.to_device(), jnp.int32(T + 1), cfg=cfg, attn_len=attn_bucket(cfg, need))
     hs.update_from(st)
     return [finish_reason(hs.generated(b), stop_ids) for b in range(n)]
 
 
-def generate(params: dict, cfg: GPTConfig, prompt_ids: Sequence[int], max_new_tokens: int,
-             temperature: float = 0.5, seed: int = 42, stop_ids=(), uniforms=None,
-             greedy: bool = False, dtype=jnp.float32) -> list[int]:
+def generate(
+    params: dict,
+    cfg: GPTConfig,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    temperature: float = 0.5,
+    seed: int = 42,
+    stop_ids=(),
+    uniforms=None,
+    greedy: bool = False,
+    dtype=jnp.float32,
+) -> list[int]:
     """One prompt; returns the generated tokens without the stop token."""
-    return generate_batch(params, cfg, [prompt_ids], max_new_tokens, temperature, seed, stop_ids,
-                          None if uniforms is None else [uniforms], greedy, dtype)[0].tokens
+    return generate_batch(
+        params,
+        cfg,
+        [prompt_ids],
+        max_new_tokens,
+        temperature,
+        seed,
+        stop_ids,
+        None if uniforms is None else [uniforms],
+        greedy,
+        dtype,
+    )[0].tokens

@@ -6,8 +6,9 @@ sampling convention:
   one draw per generated token, unless `uniforms` is given); token = min(searchsorted(cumsum(probs),
   u, side="right"), V - 1). Greedy = argmax. Generation stops at BOS (plain) or end_turn (chat).
 """
+
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -43,13 +44,13 @@ class InferenceModel:
         self.cfg, self.tok = cfg, tok
         self.p = {k: np.asarray(v, np.float64) for k, v in params.items()}
         if tok is not None and tok.vocab_size != cfg.vocab_size:
-            raise ConfigError(f"tokenizer vocab_size={tok.vocab_size} != config "
-                              f"vocab_size={cfg.vocab_size}")
+            raise ConfigError(f"tokenizer vocab_size={tok.vocab_size} != config vocab_size={cfg.vocab_size}")
         self.reset()
 
     @classmethod
     def from_dir(cls, model_dir) -> "InferenceModel":
         from jaxsys.gpt.weights_io import load_model
+
         params, cfg, tok = load_model(Path(model_dir))
         return cls(params, cfg, tok)
 
@@ -74,7 +75,7 @@ class InferenceModel:
             q = p[pre + "attn_wq"] @ h
             self.keys[li].append(p[pre + "attn_wk"] @ h)
             self.values[li].append(p[pre + "attn_wv"] @ h)
-            k_all = np.stack(self.keys[li])     # [t, E]
+            k_all = np.stack(self.keys[li])  # [t, E]
             v_all = np.stack(self.values[li])
             out = np.empty(cfg.n_embd)
             for hh in range(nh):
@@ -106,18 +107,23 @@ class InferenceModel:
 
     def _check_prompt(self, ids: list) -> None:
         if len(ids) > self.cfg.block_size:
-            raise ConfigError(f"prompt of {len(ids)} tokens is longer than block_size="
-                              f"{self.cfg.block_size}")
+            raise ConfigError(f"prompt of {len(ids)} tokens is longer than block_size={self.cfg.block_size}")
 
     def default_stop_ids(self) -> list[int]:
         if self.tok is None:
             return []
         return [self.tok.end_turn] if self.tok.chat else [self.tok.bos]
 
-    def generate_from_prompt(self, prompt_ids: Sequence[int], max_new_tokens: int,
-                             temperature: float = 0.5, seed: int = 42, stop_ids=None,
-                             uniforms: Sequence[float] | None = None, greedy: bool = False
-                             ) -> list[int]:
+    def generate_from_prompt(
+        self,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        temperature: float = 0.5,
+        seed: int = 42,
+        stop_ids=None,
+        uniforms: Sequence[float] | None = None,
+        greedy: bool = False,
+    ) -> list[int]:
         """Sample up to `max_new_tokens` tokens after `prompt_ids` (stop token not included).
 
         Stops early at a stop id (default BOS in plain mode, end_turn in chat mode) or once the

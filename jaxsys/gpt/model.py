@@ -21,6 +21,7 @@ weights, activations between ops, exp/softmax statistics, norms and the loss sta
 `linear` and the attention core carry custom VJPs that use the same rounded products, so the
 jax.grad path differentiates exactly what the hand backward computes.
 """
+
 import functools
 from typing import NamedTuple
 
@@ -28,12 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsys.errors import ConfigError, ShapeError, DataError
+from jaxsys.errors import ConfigError, DataError, ShapeError
 from jaxsys.gpt.config import GPTConfig
-from jaxsys.nn.attention import (DEFAULT_Q_BLOCK, HeadMajorCache, attention_backward_hm,
-                                 attention_forward_hm)
+from jaxsys.nn.attention import DEFAULT_Q_BLOCK, HeadMajorCache, attention_backward_hm, attention_forward_hm
+
 # parameter matmuls, optionally with bfloat16 operands (shared with other systems)
-from jaxsys.nn.linear import MATMUL_DTYPES, linear_dx, linear_dw, normalize_matmul_dtype  # noqa: F401
+from jaxsys.nn.linear import MATMUL_DTYPES, linear_dw, linear_dx, normalize_matmul_dtype  # noqa: F401
 from jaxsys.nn.linear import project as linear
 from jaxsys.nn.rmsnorm import RMSNormCache, rmsnorm_backward, rmsnorm_forward
 
@@ -60,8 +61,7 @@ def init_params(key: jax.Array, cfg: GPTConfig, dtype=jnp.float32) -> dict[str, 
     cfg.validate()
     shapes = param_shapes(cfg)
     keys = jax.random.split(key, len(shapes))
-    return {name: INIT_STD * jax.random.normal(k, shape, dtype)
-            for k, (name, shape) in zip(keys, shapes.items())}
+    return {name: INIT_STD * jax.random.normal(k, shape, dtype) for k, (name, shape) in zip(keys, shapes.items())}
 
 
 def num_params(cfg: GPTConfig) -> int:
@@ -86,6 +86,7 @@ def flops_per_token_computed(cfg: GPTConfig, t: int, q_block: int | None = DEFAU
     attention products cover only the causal query blocks (query block [a, b) against keys [0, b),
     see jaxsys.nn.attention.query_blocks) instead of the full T x T."""
     from jaxsys.nn.attention import query_blocks
+
     e = cfg.n_embd
     matmul = 2 * (cfg.n_layer * 12 * e * e + cfg.vocab_size * e)
     attn = cfg.n_layer * 4 * e * sum((b - a) * b for a, b in query_blocks(t, q_block)) / t
@@ -125,33 +126,35 @@ def _attention(q, k, v, q_block, md):
 
 
 class LayerCache(NamedTuple):
-    norm1: RMSNormCache    # rmsnorm before attention; norm1.y is the qkv input h [B, T, E]
-    attn: HeadMajorCache   # q, k, v, e, 1/l, o in head-major layout [B, H, T, Dh]
-    o: jax.Array           # [B, T, E] attention output in token-major layout (the wo input; in
-                           # the matmul dtype)
-    norm2: RMSNormCache    # rmsnorm before the MLP; norm2.y is the fc1 input [B, T, E]
-    r: jax.Array           # [B, T, 4E] relu(fc1 h2), the fc2 input (r > 0 is the ReLU mask; in
-                           # the matmul dtype)
+    norm1: RMSNormCache  # rmsnorm before attention; norm1.y is the qkv input h [B, T, E]
+    attn: HeadMajorCache  # q, k, v, e, 1/l, o in head-major layout [B, H, T, Dh]
+    o: jax.Array  # [B, T, E] attention output in token-major layout (the wo input; in
+    # the matmul dtype)
+    norm2: RMSNormCache  # rmsnorm before the MLP; norm2.y is the fc1 input [B, T, E]
+    r: jax.Array  # [B, T, 4E] relu(fc1 h2), the fc2 input (r > 0 is the ReLU mask; in
+    # the matmul dtype)
 
 
 class Cache(NamedTuple):
-    tokens: jax.Array          # [B, T] int
-    norm0: RMSNormCache        # rmsnorm of the embedding sum
-    layers: tuple              # LayerCache per layer
-    x: jax.Array               # [B, T, E] final residual stream (lm_head input)
+    tokens: jax.Array  # [B, T] int
+    norm0: RMSNormCache  # rmsnorm of the embedding sum
+    layers: tuple  # LayerCache per layer
+    x: jax.Array  # [B, T, E] final residual stream (lm_head input)
 
 
 def _qkv_weight(params: dict, i: int) -> jax.Array:
     """[3E, E] stacked wq, wk, wv: one matmul produces q, k and v."""
-    return jnp.concatenate([params[f"layer{i}.attn_wq"], params[f"layer{i}.attn_wk"],
-                            params[f"layer{i}.attn_wv"]], axis=0)
+    return jnp.concatenate(
+        [params[f"layer{i}.attn_wq"], params[f"layer{i}.attn_wk"], params[f"layer{i}.attn_wv"]], axis=0
+    )
 
 
-def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int, q_block: int | None,
-                   md: str | None = None) -> tuple[jax.Array, LayerCache]:
+def _layer_forward(
+    params: dict, i: int, x: jax.Array, n_head: int, q_block: int | None, md: str | None = None
+) -> tuple[jax.Array, LayerCache]:
     b, t, e = x.shape
     h, norm1 = rmsnorm_forward(x)
-    qkv = linear(h, _qkv_weight(params, i), md)                  # [B, T, 3E]
+    qkv = linear(h, _qkv_weight(params, i), md)  # [B, T, 3E]
     if md is not None:  # q, k, v are only ever used as matmul operands: round them once here
         qkv = qkv.astype(md)
     # one transpose to head-major [3, B, H, T, Dh] for the attention core
@@ -169,9 +172,13 @@ def _layer_forward(params: dict, i: int, x: jax.Array, n_head: int, q_block: int
     return x, LayerCache(norm1, attn, o if md is None else o.astype(md), norm2, r)
 
 
-def forward(params: dict, tokens_BxT: jax.Array, cfg: GPTConfig,
-            q_block: int | None = DEFAULT_Q_BLOCK, matmul_dtype: str | None = None
-            ) -> tuple[jax.Array, Cache]:
+def forward(
+    params: dict,
+    tokens_BxT: jax.Array,
+    cfg: GPTConfig,
+    q_block: int | None = DEFAULT_Q_BLOCK,
+    matmul_dtype: str | None = None,
+) -> tuple[jax.Array, Cache]:
     """logits [B, T, V] for token ids [B, T] (T <= block_size), and the cache for `backward`.
 
     q_block: attention query-block size for causal block skipping (jaxsys.nn.attention).
@@ -192,8 +199,9 @@ def forward(params: dict, tokens_BxT: jax.Array, cfg: GPTConfig,
 # backward
 
 
-def _layer_backward(params: dict, i: int, lc: LayerCache, dx: jax.Array, grads: dict,
-                    md: str | None = None) -> jax.Array:
+def _layer_backward(
+    params: dict, i: int, lc: LayerCache, dx: jax.Array, grads: dict, md: str | None = None
+) -> jax.Array:
     """Backward of one block; writes the layer's weight gradients into `grads`, returns dL/dx_in.
 
     With y = W u (W rows = out) the VJP is dW = sum_{b,t} dy u^T and du = W^T dy, i.e.
@@ -220,17 +228,16 @@ def _layer_backward(params: dict, i: int, lc: LayerCache, dx: jax.Array, grads: 
     grads[p + "attn_wo"] = linear_dw(dx, lc.o, md)
     n_head, dh = lc.attn.o.shape[1], lc.attn.o.shape[3]
     do = jnp.swapaxes(linear_dx(dx, params[p + "attn_wo"], md).reshape(b, t, n_head, dh), 1, 2)
-    dq, dk, dv = attention_backward_hm(lc.attn, do, matmul_dtype=md)     # [B, H, T, Dh] each
+    dq, dk, dv = attention_backward_hm(lc.attn, do, matmul_dtype=md)  # [B, H, T, Dh] each
     dqkv = jnp.stack([dq, dk, dv]) if md is None else jnp.stack([dq, dk, dv]).astype(md)
-    dqkv = jnp.transpose(dqkv, (1, 3, 0, 2, 4)).reshape(b, t, 3 * e)   # only used rounded
+    dqkv = jnp.transpose(dqkv, (1, 3, 0, 2, 4)).reshape(b, t, 3 * e)  # only used rounded
     dw = linear_dw(dqkv, lc.norm1.y, md)
     grads[p + "attn_wq"], grads[p + "attn_wk"], grads[p + "attn_wv"] = jnp.split(dw, 3, axis=0)
     dh = linear_dx(dqkv, _qkv_weight(params, i), md)
     return dx + rmsnorm_backward(lc.norm1, dh)
 
 
-def backward(params: dict, cache: Cache, dlogits_BxTxV: jax.Array,
-             matmul_dtype: str | None = None) -> dict:
+def backward(params: dict, cache: Cache, dlogits_BxTxV: jax.Array, matmul_dtype: str | None = None) -> dict:
     """Gradients of every parameter given dL/dlogits [B, T, V].
 
     logits = lm_head x:  d_lm_head = sum_{b,t} dlogits x^T,  dx = lm_head^T dlogits.
@@ -257,13 +264,14 @@ def backward(params: dict, cache: Cache, dlogits_BxTxV: jax.Array,
 
 
 class XentCache(NamedTuple):
-    probs: jax.Array    # [B, T, V] softmax(logits)
+    probs: jax.Array  # [B, T, V] softmax(logits)
     onehot_targets: jax.Array  # [B, T] int target ids
-    weight: jax.Array   # [B, T] mask / number of unmasked positions
+    weight: jax.Array  # [B, T] mask / number of unmasked positions
 
 
-def cross_entropy_forward(logits_BxTxV: jax.Array, targets_BxT: jax.Array, mask_BxT: jax.Array
-                          ) -> tuple[jax.Array, XentCache]:
+def cross_entropy_forward(
+    logits_BxTxV: jax.Array, targets_BxT: jax.Array, mask_BxT: jax.Array
+) -> tuple[jax.Array, XentCache]:
     """L = sum_{b,t} m_bt (logsumexp(z_bt) - z_bt[y_bt]) / max(1, sum m): mean over unmasked positions."""
     z = logits_BxTxV
     zmax = jnp.max(z, axis=-1, keepdims=True)
@@ -283,8 +291,14 @@ def cross_entropy_backward(cache: XentCache, dloss=1.0) -> jax.Array:
     return (dloss * w)[..., None] * (probs - onehot)
 
 
-def loss_fn(params: dict, tokens_BxT: jax.Array, targets_BxT: jax.Array, mask_BxT: jax.Array,
-            cfg: GPTConfig, matmul_dtype: str | None = None) -> jax.Array:
+def loss_fn(
+    params: dict,
+    tokens_BxT: jax.Array,
+    targets_BxT: jax.Array,
+    mask_BxT: jax.Array,
+    cfg: GPTConfig,
+    matmul_dtype: str | None = None,
+) -> jax.Array:
     """Mean cross-entropy over unmasked positions (the function the jax.grad path differentiates)."""
     logits, _ = forward(params, tokens_BxT, cfg, matmul_dtype=matmul_dtype)
     return cross_entropy_forward(logits, targets_BxT, mask_BxT)[0]
@@ -345,12 +359,12 @@ def validate_batch(params: dict, tokens, targets, mask, cfg: GPTConfig) -> None:
             raise DataError(f"{name} must be integer token ids, got dtype {jnp.result_type(a)}")
         a = np.asarray(a)
         if a.size and (a.min() < 0 or a.max() >= cfg.vocab_size):
-            raise DataError(f"{name} ids must lie in [0, {cfg.vocab_size}), got range "
-                            f"[{a.min()}, {a.max()}]")
+            raise DataError(f"{name} ids must lie in [0, {cfg.vocab_size}), got range [{a.min()}, {a.max()}]")
 
 
-def loss_and_grads(params: dict, tokens_BxT, targets_BxT, mask_BxT, cfg: GPTConfig,
-                   mode: str = "hand", matmul_dtype: str | None = None) -> tuple[jax.Array, dict]:
+def loss_and_grads(
+    params: dict, tokens_BxT, targets_BxT, mask_BxT, cfg: GPTConfig, mode: str = "hand", matmul_dtype: str | None = None
+) -> tuple[jax.Array, dict]:
     """(mean CE over unmasked positions, gradient dict) with the hand backward or jax.grad.
 
     mask may be None (all positions count).
@@ -362,8 +376,9 @@ def loss_and_grads(params: dict, tokens_BxT, targets_BxT, mask_BxT, cfg: GPTConf
     if isinstance(tokens_BxT, jax.core.Tracer):
         return impl(params, tokens_BxT, targets_BxT, mask_BxT, cfg)
     validate_batch(params, tokens_BxT, targets_BxT, mask_BxT, cfg)
-    return _JITTED[mode](params, jnp.asarray(tokens_BxT), jnp.asarray(targets_BxT),
-                         jnp.asarray(mask_BxT), cfg, matmul_dtype=md)
+    return _JITTED[mode](
+        params, jnp.asarray(tokens_BxT), jnp.asarray(targets_BxT), jnp.asarray(mask_BxT), cfg, matmul_dtype=md
+    )
 
 
 def logits_fn(params: dict, tokens_BxT, cfg: GPTConfig) -> jax.Array:
@@ -372,5 +387,4 @@ def logits_fn(params: dict, tokens_BxT, cfg: GPTConfig) -> jax.Array:
     return _logits_jit(params, jnp.asarray(tokens_BxT), cfg)
 
 
-_logits_jit = jax.jit(lambda params, tokens, cfg: forward(params, tokens, cfg)[0],
-                      static_argnames="cfg")
+_logits_jit = jax.jit(lambda params, tokens, cfg: forward(params, tokens, cfg)[0], static_argnames="cfg")

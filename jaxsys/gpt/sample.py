@@ -3,14 +3,23 @@
 Sample i uses seed `seed + i`, so a list of samples is reproducible and each sample can be
 regenerated on its own.
 """
+
 import numpy as np
 
 from jaxsys.errors import ConfigError
 from jaxsys.gpt.inference import InferenceModel
 
 
-def sample_texts(params: dict, cfg, tok, num: int = 10, temperature: float = 0.5, seed: int = 42,
-                 prompt: str = "", max_new_tokens: int | None = None) -> list[str]:
+def sample_texts(
+    params: dict,
+    cfg,
+    tok,
+    num: int = 10,
+    temperature: float = 0.5,
+    seed: int = 42,
+    prompt: str = "",
+    max_new_tokens: int | None = None,
+) -> list[str]:
     """`num` texts generated from `prompt`.
 
     Plain model: starts from [BOS, prompt chars...] and stops at BOS; the prompt is included in
@@ -31,12 +40,10 @@ def sample_texts(params: dict, cfg, tok, num: int = 10, temperature: float = 0.5
         head = tok.decode(ids)
     room = cfg.block_size - len(ids)
     if room < 1:
-        raise ConfigError(f"prompt of {len(ids)} tokens leaves no room in block_size="
-                          f"{cfg.block_size}")
+        raise ConfigError(f"prompt of {len(ids)} tokens leaves no room in block_size={cfg.block_size}")
     n_new = room if max_new_tokens is None else min(max_new_tokens, room)
     out = []
     for i in range(num):
-        new = m.generate_from_prompt(ids, n_new, temperature=temperature, seed=seed + i,
-                                     greedy=temperature == 0)
+        new = m.generate_from_prompt(ids, n_new, temperature=temperature, seed=seed + i, greedy=temperature == 0)
         out.append(head + tok.decode(new))
     return out

@@ -3,8 +3,9 @@ microgpt model on it, one token at a time with a KV cache. For tiny configs only
 independent implementation the tensor engine is checked against (forward, gradients, Adam steps).
 Nothing here imports jax.
 """
+
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class Value:
     def __pow__(self, k: float):
         if isinstance(k, Value):
             raise TypeError("Value ** Value is not supported; the exponent must be a number")
-        return Value(self.data ** k, (self,), (k * self.data ** (k - 1),))
+        return Value(self.data**k, (self,), (k * self.data ** (k - 1),))
 
     def log(self):
         return Value(math.log(self.data), (self,), (1.0 / self.data,))
@@ -64,10 +65,10 @@ class Value:
         return self * other
 
     def __truediv__(self, other):
-        return self * other ** -1.0
+        return self * other**-1.0
 
     def __rtruediv__(self, other):
-        return other * self ** -1.0
+        return other * self**-1.0
 
     def backward(self) -> None:
         """Reverse-mode sweep: topological order (iterative DFS), then chain rule from the root."""
@@ -117,8 +118,9 @@ class Gpt:
         if "wte" not in params or "wpe" not in params or "lm_head" not in params:
             raise DataError("scalar Gpt params need wte, wpe and lm_head")
         self.n_layer, self.n_head = int(n_layer), int(n_head)
-        self.state = {k: [[Value(x) for x in row] for row in np.asarray(v, np.float64).tolist()]
-                      for k, v in params.items()}
+        self.state = {
+            k: [[Value(x) for x in row] for row in np.asarray(v, np.float64).tolist()] for k, v in params.items()
+        }
         self.vocab_size = len(self.state["wte"])
         self.n_embd = len(self.state["wte"][0])
         self.block_size = len(self.state["wpe"])
@@ -153,11 +155,10 @@ class Gpt:
             x_attn = []
             for h in range(self.n_head):
                 hs = h * hd
-                q_h = q[hs:hs + hd]
-                k_h = [ki[hs:hs + hd] for ki in keys[li]]
-                v_h = [vi[hs:hs + hd] for vi in values[li]]
-                logits = [sum(q_h[j] * k_h[t][j] for j in range(hd)) / hd ** 0.5
-                          for t in range(len(k_h))]
+                q_h = q[hs : hs + hd]
+                k_h = [ki[hs : hs + hd] for ki in keys[li]]
+                v_h = [vi[hs : hs + hd] for vi in values[li]]
+                logits = [sum(q_h[j] * k_h[t][j] for j in range(hd)) / hd**0.5 for t in range(len(k_h))]
                 w = _softmax(logits)
                 x_attn.extend(sum(w[t] * v_h[t][j] for t in range(len(v_h))) for j in range(hd))
             x = _linear(x_attn, st[p + "attn_wo"])
@@ -179,16 +180,16 @@ class Gpt:
 
     def logits_numpy(self, tokens_BxT) -> np.ndarray:
         """[B, T, V] float64 logits (data only)."""
-        return np.array([[[v.data for v in row] for row in self.sequence_logits(seq)]
-                         for seq in np.asarray(tokens_BxT).tolist()])
+        return np.array(
+            [[[v.data for v in row] for row in self.sequence_logits(seq)] for seq in np.asarray(tokens_BxT).tolist()]
+        )
 
     def loss(self, tokens_BxT, targets_BxT, mask_BxT=None) -> Value:
         """Mean over unmasked positions of -log softmax(logits)[target]."""
         tokens = np.asarray(tokens_BxT)
         targets = np.asarray(targets_BxT)
         if tokens.ndim != 2 or targets.shape != tokens.shape:
-            raise ShapeError(f"tokens/targets must both be [B, T], got {tokens.shape} and "
-                             f"{targets.shape}")
+            raise ShapeError(f"tokens/targets must both be [B, T], got {tokens.shape} and {targets.shape}")
         mask = np.ones(tokens.shape) if mask_BxT is None else np.asarray(mask_BxT, np.float64)
         terms = []
         for b in range(tokens.shape[0]):
@@ -219,8 +220,9 @@ class Gpt:
     def params_numpy(self) -> dict[str, np.ndarray]:
         return {k: np.array([[p.data for p in row] for row in mat]) for k, mat in self.state.items()}
 
-    def adam_step(self, step: int, num_steps: int, lr: float = 0.01, beta1: float = 0.85,
-                  beta2: float = 0.99, eps: float = 1e-8) -> None:
+    def adam_step(
+        self, step: int, num_steps: int, lr: float = 0.01, beta1: float = 0.85, beta2: float = 0.99, eps: float = 1e-8
+    ) -> None:
         """microgpt's Adam on the current .grad values, with linear decay lr_t = lr (1 - step/num_steps):
 
         m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  m^ = m / (1 - b1^(step+1));
@@ -236,4 +238,4 @@ class Gpt:
                     v[i, j] = beta2 * v[i, j] + (1 - beta2) * g * g
                     m_hat = m[i, j] / (1 - beta1 ** (step + 1))
                     v_hat = v[i, j] / (1 - beta2 ** (step + 1))
-                    p.data -= lr_t * m_hat / (v_hat ** 0.5 + eps)
+                    p.data -= lr_t * m_hat / (v_hat**0.5 + eps)

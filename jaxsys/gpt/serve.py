@@ -10,6 +10,7 @@ slots of a fixed-size decode batch (`ServeConfig.max_batch`); the batch advances
 decode steps at a time in a worker thread, and between chunks finished rows are answered and queued
 requests join. Requests that arrive together are thus decoded in the same jitted steps.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,9 +35,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt import chat as chatlib
 from jaxsys.gpt.config import GPTConfig
-from jaxsys.gpt.generate import (HostState, advance, attn_bucket, attn_buckets, default_uniforms,
-                                 finish_reason, init_kv, prefill, prefill_buckets, prefill_row, room,
-                                 to_device_params)
+from jaxsys.gpt.generate import (
+    HostState,
+    advance,
+    attn_bucket,
+    attn_buckets,
+    default_uniforms,
+    finish_reason,
+    init_kv,
+    prefill,
+    prefill_buckets,
+    prefill_row,
+    room,
+    to_device_params,
+)
 from jaxsys.gpt.tokenizer import Tokenizer
 
 log = logging.getLogger("jaxsys.gpt.serve")
@@ -52,7 +64,7 @@ class ServeConfig:
     max_body_bytes: int = 256 * 1024  # larger request bodies get 413
     max_queue: int = 4096  # queued rows beyond this get 503
 
-    def validate(self) -> "ServeConfig":
+    def validate(self) -> ServeConfig:
         for name in ("max_batch", "chunk_steps", "max_num_samples", "max_body_bytes", "max_queue"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -61,8 +73,7 @@ class ServeConfig:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None,
-                 type_: str = "invalid_request_error"):
+    def __init__(self, status: int, message: str, param: str | None = None, type_: str = "invalid_request_error"):
         super().__init__(message)
         self.status, self.message, self.param, self.type = status, message, param, type_
 
@@ -112,8 +123,7 @@ class Batcher:
         for a in attn_buckets(self.cfg):
             self._run_chunk(a)
         for n in prefill_buckets(self.cfg):
-            self.kv = prefill(self.params, self.kv, jnp.zeros(n, jnp.int32), jnp.int32(0), cfg=self.cfg,
-                              length=n)
+            self.kv = prefill(self.params, self.kv, jnp.zeros(n, jnp.int32), jnp.int32(0), cfg=self.cfg, length=n)
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -136,8 +146,9 @@ class Batcher:
 
     def submit(self, prompt, max_new, temperature, seed, stop_ids) -> _Row:
         if self.queued() >= self.scfg.max_queue:
-            raise ApiError(503, "the server is overloaded (too many queued generations); retry later",
-                           type_="server_error")
+            raise ApiError(
+                503, "the server is overloaded (too many queued generations); retry later", type_="server_error"
+            )
         row = _Row(prompt, max_new, temperature, seed, stop_ids)
         self.queue.put_nowait(row)
         return row
@@ -153,8 +164,9 @@ class Batcher:
             attn_len = attn_bucket(self.cfg, need)
         st = self.hs.to_device() if self.dirty or self.dev_state is None else self.dev_state
         self.dirty = False
-        self.kv, self.dev_state = advance(self.params, self.kv, st, jnp.int32(self.scfg.chunk_steps),
-                                          cfg=self.cfg, attn_len=attn_len)
+        self.kv, self.dev_state = advance(
+            self.params, self.kv, st, jnp.int32(self.scfg.chunk_steps), cfg=self.cfg, attn_len=attn_len
+        )
         self.hs.update_from(self.dev_state)
         self.chunk_seconds += time.perf_counter() - t0
 
@@ -181,11 +193,11 @@ class Batcher:
             if self.hs.done[b]:
                 g = finish_reason(gen, row.stop_ids)
                 if len(g.tokens) > row.emitted:
-                    row.events.put_nowait(("tokens", g.tokens[row.emitted:]))
+                    row.events.put_nowait(("tokens", g.tokens[row.emitted :]))
                 row.events.put_nowait(("done", g.finish_reason))
                 self.slots[b] = None
             elif len(gen) > row.emitted:
-                row.events.put_nowait(("tokens", gen[row.emitted:]))
+                row.events.put_nowait(("tokens", gen[row.emitted :]))
                 row.emitted = len(gen)
 
     async def _loop(self) -> None:
@@ -228,7 +240,7 @@ async def _collect(row: _Row) -> tuple[list[int], str]:
             return tokens, val
 
 
-MAX_STOP_SEQUENCES = 4   # as in the OpenAI API
+MAX_STOP_SEQUENCES = 4  # as in the OpenAI API
 MAX_STOP_CHARS = 64
 
 
@@ -247,7 +259,7 @@ class StopText:
         found = [i for i in (self.buf.find(s) for s in self.stops) if i >= 0]
         if found:
             self.hit = True
-            out, self.buf = self.buf[:min(found)], ""
+            out, self.buf = self.buf[: min(found)], ""
             return out
         cut = len(self.buf) - self._held_tail()
         out, self.buf = self.buf[:cut], self.buf[cut:]
@@ -357,10 +369,8 @@ def _openai_messages(raw) -> list[dict]:
         if isinstance(content, list):
             parts = []
             for j, part in enumerate(content):
-                if not (isinstance(part, dict) and part.get("type") == "text"
-                        and isinstance(part.get("text"), str)):
-                    raise ApiError(400, f"messages[{i}].content[{j}]: only text parts are supported",
-                                   "messages")
+                if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                    raise ApiError(400, f"messages[{i}].content[{j}]: only text parts are supported", "messages")
                 parts.append(part["text"])
             content = "".join(parts)
         out.append({"role": m.get("role"), "content": content})
@@ -371,8 +381,9 @@ def _openai_messages(raw) -> list[dict]:
 # app
 
 
-def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None = None,
-               dtype=jnp.float32, warmup: bool = True):
+def create_app(
+    params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None = None, dtype=jnp.float32, warmup: bool = True
+):
     """The FastAPI app serving one model; its batcher starts with the app (lifespan)."""
     cfg.validate()
     scfg = (scfg or ServeConfig()).validate()
@@ -408,8 +419,7 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
     @app.exception_handler(Exception)
     async def _internal(request, exc):
         log.exception("unhandled error")
-        return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}", None,
-                                       "server_error"), 500)
+        return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}", None, "server_error"), 500)
 
     def sampling(body, default_temperature, default_seed):
         temperature = float(_get(body, "temperature", (int, float), default_temperature, 0, 100))
@@ -420,8 +430,9 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
 
     def chat_prompt(messages) -> list[int]:
         if not tok.chat:
-            raise ApiError(400, "this model has no chat tokens (trained without --chat); "
-                                "use /microgpt/v1/generate", "messages")
+            raise ApiError(
+                400, "this model has no chat tokens (trained without --chat); use /microgpt/v1/generate", "messages"
+            )
         try:
             return chatlib.build_chat_prompt(tok, messages, cfg.block_size).ids
         except DataError as e:
@@ -441,11 +452,19 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "model": scfg.model_name, "chat": tok.chat,
-                "block_size": cfg.block_size, "max_batch": scfg.max_batch,
-                "active": batcher.active(), "queued": batcher.queued(), "chunks": batcher.steps,
-                "max_active": batcher.max_active, "rows_decoded": batcher.rows_decoded,
-                "chunk_seconds": batcher.chunk_seconds}
+        return {
+            "status": "ok",
+            "model": scfg.model_name,
+            "chat": tok.chat,
+            "block_size": cfg.block_size,
+            "max_batch": scfg.max_batch,
+            "active": batcher.active(),
+            "queued": batcher.queued(),
+            "chunks": batcher.steps,
+            "max_active": batcher.max_active,
+            "rows_decoded": batcher.rows_decoded,
+            "chunk_seconds": batcher.chunk_seconds,
+        }
 
     @app.post("/microgpt/v1/generate")
     async def generate(request: Request):
@@ -455,8 +474,7 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
         text = _get(body, "prompt", str, "")
         prompt = [tok.bos, *tok.encode(text)]
         if len(prompt) > cfg.block_size:
-            raise ApiError(400, f"prompt of {len(prompt)} tokens does not fit in block_size "
-                                f"{cfg.block_size}", "prompt")
+            raise ApiError(400, f"prompt of {len(prompt)} tokens does not fit in block_size {cfg.block_size}", "prompt")
         max_new = budget(body, "max_tokens", len(prompt))
         stop = [tok.bos] + ([tok.end_turn] if tok.chat else [])
         outs = await run_rows(prompt, n, max_new, temperature, seed, stop)
@@ -470,22 +488,27 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
         temperature, seed = sampling(body, 0.5, 42)
         prompt = chat_prompt(body["messages"])
         max_new = budget(body, "max_tokens", len(prompt))
-        [(ids, reason)] = await run_rows(prompt, 1, max_new, temperature, seed,
-                                         chatlib.chat_stop_ids(tok))
+        [(ids, reason)] = await run_rows(prompt, 1, max_new, temperature, seed, chatlib.chat_stop_ids(tok))
         return {"role": "assistant", "content": tok.decode(ids), "finish_reason": reason}
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": scfg.model_name, "object": "model",
-                                            "created": created, "owned_by": "jaxsys"}]}
+        return {
+            "object": "list",
+            "data": [{"id": scfg.model_name, "object": "model", "created": created, "owned_by": "jaxsys"}],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await read_json(request, scfg.max_body_bytes)
         model = _get(body, "model", str, scfg.model_name)
         if model != scfg.model_name:
-            raise ApiError(404, f"the model {model!r} does not exist; this server has "
-                                f"{scfg.model_name!r}", "model", "model_not_found")
+            raise ApiError(
+                404,
+                f"the model {model!r} does not exist; this server has {scfg.model_name!r}",
+                "model",
+                "model_not_found",
+            )
         if "messages" not in body:
             raise ApiError(400, "missing 'messages'", "messages")
         stops = _stop_sequences(body)
@@ -500,23 +523,39 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         now = int(time.time())
         if not stream:
-            outs = await run_rows(prompt, n, max_new, temperature, seed, stop,
-                                  collect=lambda r: _collect_text(r, tok, stops))
+            outs = await run_rows(
+                prompt, n, max_new, temperature, seed, stop, collect=lambda r: _collect_text(r, tok, stops)
+            )
             completion = sum(u for _, u, _ in outs)
-            return {"id": cid, "object": "chat.completion", "created": now, "model": scfg.model_name,
-                    "system_fingerprint": None,
-                    "choices": [{"index": i, "message": {"role": "assistant", "content": t},
-                                 "logprobs": None, "finish_reason": r} for i, (t, _, r) in enumerate(outs)],
-                    "usage": {"prompt_tokens": len(prompt), "completion_tokens": completion,
-                              "total_tokens": len(prompt) * n + completion}}
+            return {
+                "id": cid,
+                "object": "chat.completion",
+                "created": now,
+                "model": scfg.model_name,
+                "system_fingerprint": None,
+                "choices": [
+                    {"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None, "finish_reason": r}
+                    for i, (t, _, r) in enumerate(outs)
+                ],
+                "usage": {
+                    "prompt_tokens": len(prompt),
+                    "completion_tokens": completion,
+                    "total_tokens": len(prompt) * n + completion,
+                },
+            }
         if n != 1:
             raise ApiError(400, "streaming supports n = 1 only", "n")
         row = batcher.submit(prompt, max_new, temperature, seed, stop)
 
         def chunk(delta: dict, finish=None) -> str:
-            obj = {"id": cid, "object": "chat.completion.chunk", "created": now,
-                   "model": scfg.model_name, "system_fingerprint": None,
-                   "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            obj = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": now,
+                "model": scfg.model_name,
+                "system_fingerprint": None,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
             return f"data: {json.dumps(obj)}\n\n"
 
         async def events():
@@ -545,8 +584,7 @@ def create_app(params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig | None 
             finally:
                 row.cancelled = True
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     return app
 
@@ -558,15 +596,14 @@ def _stop_sequences(body) -> tuple[str, ...]:
         return ()
     seqs = [v] if isinstance(v, str) else v
     if not isinstance(seqs, list) or not all(isinstance(x, str) for x in seqs):
-        raise ApiError(400, f"'stop' must be a string or a list of strings, got {type(v).__name__}",
-                       "stop")
+        raise ApiError(400, f"'stop' must be a string or a list of strings, got {type(v).__name__}", "stop")
     if len(seqs) > MAX_STOP_SEQUENCES:
-        raise ApiError(400, f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences, got {len(seqs)}",
-                       "stop")
+        raise ApiError(400, f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences, got {len(seqs)}", "stop")
     for x in seqs:
         if not x or len(x) > MAX_STOP_CHARS:
-            raise ApiError(400, f"every 'stop' sequence must have 1 to {MAX_STOP_CHARS} characters, "
-                                f"got {len(x)}", "stop")
+            raise ApiError(
+                400, f"every 'stop' sequence must have 1 to {MAX_STOP_CHARS} characters, got {len(x)}", "stop"
+            )
     return tuple(seqs)
 
 
@@ -597,18 +634,17 @@ class ServerThread:
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
         import uvicorn
+
         self.sock = loopback_socket(host, port)
         self.host, self.port = host, self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                                    timeout_keep_alive=30))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=30))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         t0 = time.time()
         while not self.server.started:
@@ -623,10 +659,9 @@ class ServerThread:
         self.sock.close()
 
 
-def serve(params, cfg: GPTConfig, tok: Tokenizer, host: str, port: int,
-          scfg: ServeConfig | None = None) -> None:
+def serve(params, cfg: GPTConfig, tok: Tokenizer, host: str, port: int, scfg: ServeConfig | None = None) -> None:
     """Serve until interrupted (uvicorn.run)."""
     import uvicorn
+
     app = create_app(params, cfg, tok, scfg)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=30)
-

@@ -11,24 +11,36 @@ The step is `jaxsys.gpt.train._train_step` unchanged; only the jit carries shard
 `train_sharded` is the training loop of `jaxsys gpt train --mesh ...` (one or several processes);
 its checkpoints hold the same TrainState as `jaxsys.gpt.train.train`, so either resumes the other.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.data import Batch, GPTData
-from jaxsys.gpt.train import (TrainConfig, TrainResult, TrainState, _eval_sums, _train_step,
-                              check_configs, export_model, init_state, open_checkpoints,
-                              save_checkpoint)
+from jaxsys.gpt.train import (
+    TrainConfig,
+    TrainResult,
+    TrainState,
+    _eval_sums,
+    _train_step,
+    check_configs,
+    export_model,
+    init_state,
+    open_checkpoints,
+    save_checkpoint,
+)
 from jaxsys.train import MetricsWriter, Progress, atomic_write_json
 from jaxsys.train import sharding as sh
 
@@ -37,10 +49,10 @@ RULES = sh.GPT_TENSOR_PARALLEL_RULES
 
 class ShardedGPT(NamedTuple):
     mesh: Mesh
-    state_shardings: Any   # a TrainState of NamedShardings
-    batch_sharding: Any    # NamedSharding of tokens/targets/mask (rows over 'data')
-    step: Callable         # (state, tokens, targets, mask) -> (state, loss); state donated
-    eval_sums: Callable    # (params, tokens, targets, mask) -> (loss * n, n), replicated
+    state_shardings: Any  # a TrainState of NamedShardings
+    batch_sharding: Any  # NamedSharding of tokens/targets/mask (rows over 'data')
+    step: Callable  # (state, tokens, targets, mask) -> (state, loss); state donated
+    eval_sums: Callable  # (params, tokens, targets, mask) -> (loss * n, n), replicated
 
     def put_state(self, state: TrainState) -> TrainState:
         return sh.put_tree(state, self.state_shardings)
@@ -54,15 +66,17 @@ class ShardedGPT(NamedTuple):
         return Batch(*sh.shard_batch(tuple(np.asarray(a) for a in b), self.mesh, global_batch))
 
 
-def state_pspecs(cfg: GPTConfig, tcfg: TrainConfig, mesh_shape: dict, *, fsdp: bool = False,
-                 fsdp_min_size: int = 2 ** 16) -> TrainState:
+def state_pspecs(
+    cfg: GPTConfig, tcfg: TrainConfig, mesh_shape: dict, *, fsdp: bool = False, fsdp_min_size: int = 2**16
+) -> TrainState:
     """PartitionSpecs of the whole train state (pure: no devices)."""
     like = jax.eval_shape(lambda: init_state(cfg, tcfg))
     return sh.tree_pspecs(like, mesh_shape, rules=RULES, fsdp=fsdp, fsdp_min_size=fsdp_min_size)
 
 
-def make_sharded_train_step(mesh: Mesh, cfg: GPTConfig, tcfg: TrainConfig, *, fsdp: bool = False,
-                            fsdp_min_size: int = 2 ** 16) -> ShardedGPT:
+def make_sharded_train_step(
+    mesh: Mesh, cfg: GPTConfig, tcfg: TrainConfig, *, fsdp: bool = False, fsdp_min_size: int = 2**16
+) -> ShardedGPT:
     """Shardings of the GPT train state on `mesh` and the jitted sharded step / eval sums.
     Raises ConfigError when n_embd (or 4 n_embd) is not divisible by the 'model' axis."""
     cfg.validate()
@@ -71,10 +85,15 @@ def make_sharded_train_step(mesh: Mesh, cfg: GPTConfig, tcfg: TrainConfig, *, fs
     state_sh = sh.tree_shardings(like, mesh, rules=RULES, fsdp=fsdp, fsdp_min_size=fsdp_min_size)
     rep = sh.replicated(mesh)
     batch_sh = NamedSharding(mesh, P("data") if mesh.shape["data"] > 1 else P())
-    step = sh.jit_sharded(functools.partial(_train_step, cfg=cfg, tcfg=tcfg),
-                          (state_sh, batch_sh, batch_sh, batch_sh), (state_sh, rep), donate_argnums=0)
-    sums = sh.jit_sharded(functools.partial(_eval_sums, cfg=cfg),
-                          (state_sh.params, batch_sh, batch_sh, batch_sh), (rep, rep))
+    step = sh.jit_sharded(
+        functools.partial(_train_step, cfg=cfg, tcfg=tcfg),
+        (state_sh, batch_sh, batch_sh, batch_sh),
+        (state_sh, rep),
+        donate_argnums=0,
+    )
+    sums = sh.jit_sharded(
+        functools.partial(_eval_sums, cfg=cfg), (state_sh.params, batch_sh, batch_sh, batch_sh), (rep, rep)
+    )
     return ShardedGPT(mesh, state_sh, batch_sh, step, sums)
 
 
@@ -83,10 +102,20 @@ def _local(split, step: int, batch_size: int, seed: int, rows: slice) -> Batch:
     return split._gather(split.indices(step, batch_size, seed)[rows])
 
 
-def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path | None,
-                  mesh: Mesh, *, resume: bool = False, fsdp: bool = False, log: Callable | None = print,
-                  progress: bool = True, export: bool = True,
-                  on_step: Callable[[int, TrainState], None] | None = None) -> TrainResult:
+def train_sharded(
+    data: GPTData,
+    cfg: GPTConfig,
+    tcfg: TrainConfig,
+    out_dir: str | Path | None,
+    mesh: Mesh,
+    *,
+    resume: bool = False,
+    fsdp: bool = False,
+    log: Callable | None = print,
+    progress: bool = True,
+    export: bool = True,
+    on_step: Callable[[int, TrainState], None] | None = None,
+) -> TrainResult:
     """`jaxsys.gpt.train.train` on a mesh: the same batches (pure in (seed, step)), metrics,
     checkpoints, export and summary; process 0 writes the files, every process joins the
     checkpoint writes. Validation uses the first `eval_batches` batches (padded rows masked).
@@ -114,14 +143,15 @@ def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str
             log(f"resumed from step {start} of {tcfg.steps} onto mesh {mesh_cfg}")
         if lead:
             metrics = MetricsWriter(out / "metrics.jsonl")
-            metrics.write(event="resume" if start else "start", step=start, mesh=str(mesh_cfg),
-                          processes=jax.process_count())
+            metrics.write(
+                event="resume" if start else "start", step=start, mesh=str(mesh_cfg), processes=jax.process_count()
+            )
     elif resume:
         raise ConfigError("resume needs an output folder with checkpoints")
     if start == 0:
         state = sg.put_state(state)
 
-    eval_batches = (data.val.eval_batches(B, tcfg.eval_batches) if data.val is not None else [])
+    eval_batches = data.val.eval_batches(B, tcfg.eval_batches) if data.val is not None else []
     eval_batches = [sg.batch(Batch(*(np.asarray(a)[rows] for a in b)), B) for b in eval_batches]
 
     def evaluate() -> float:
@@ -131,8 +161,7 @@ def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str
             raise DataError("validation batches contain no target positions")
         return tot / cnt
 
-    bar = Progress(total=tcfg.steps, initial=start, desc=f"gpt train [{mesh_cfg}]",
-                   disable=not (progress and lead))
+    bar = Progress(total=tcfg.steps, initial=start, desc=f"gpt train [{mesh_cfg}]", disable=not (progress and lead))
     t0 = time.perf_counter()
     history: list = []
     last_loss, val_loss, compile_seconds = float("nan"), None, 0.0
@@ -154,10 +183,15 @@ def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str
                 bar.set(val=val_loss)
                 if metrics is not None:
                     metrics.write(step=step, val_loss=val_loss)
-                history.append({"step": step, "wall_seconds": time.perf_counter() - t0,
-                                "train_loss": last_loss, "val_loss": val_loss})
-            if ckpt is not None and tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 \
-                    and step != tcfg.steps:
+                history.append(
+                    {
+                        "step": step,
+                        "wall_seconds": time.perf_counter() - t0,
+                        "train_loss": last_loss,
+                        "val_loss": val_loss,
+                    }
+                )
+            if ckpt is not None and tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step != tcfg.steps:
                 save_checkpoint(ckpt, step, state, cfg, tcfg)
             bar.update()
             if on_step is not None:
@@ -171,8 +205,10 @@ def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str
                     save_checkpoint(ckpt, done, state, cfg, tcfg)
                     log(f"interrupted: checkpoint saved at step {done}")
                 elif done > start:
-                    log(f"interrupted at step {done}: no checkpoint saved on Ctrl-C with "
-                        f"{jax.process_count()} processes; the last periodic one stands")
+                    log(
+                        f"interrupted at step {done}: no checkpoint saved on Ctrl-C with "
+                        f"{jax.process_count()} processes; the last periodic one stands"
+                    )
             ckpt.close()
         raise
     finally:
@@ -182,12 +218,21 @@ def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str
     seconds = time.perf_counter() - t0
     run_steps = tcfg.steps - start
     summary = {
-        "steps": tcfg.steps, "start_step": start, "engine": tcfg.engine, "dtype": tcfg.dtype,
-        "mesh": str(mesh_cfg), "fsdp": fsdp, "processes": jax.process_count(),
-        "train_loss": last_loss, "val_loss": val_loss, "train_seconds": seconds,
-        "compile_seconds": compile_seconds, "tokens_per_step": B * T,
+        "steps": tcfg.steps,
+        "start_step": start,
+        "engine": tcfg.engine,
+        "dtype": tcfg.dtype,
+        "mesh": str(mesh_cfg),
+        "fsdp": fsdp,
+        "processes": jax.process_count(),
+        "train_loss": last_loss,
+        "val_loss": val_loss,
+        "train_seconds": seconds,
+        "compile_seconds": compile_seconds,
+        "tokens_per_step": B * T,
         "tokens_per_s": (run_steps - 1) * B * T / max(seconds - compile_seconds, 1e-9)
-        if run_steps > 1 else float("nan"),
+        if run_steps > 1
+        else float("nan"),
         "n_params": int(sum(np.prod(p.shape) for p in state.params.values())),
     }
     if ckpt is not None:
@@ -198,9 +243,18 @@ def train_sharded(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str
     if out is not None and lead:
         if export:
             export_model(out, params, cfg, data.tokenizer)
-        atomic_write_json(out / "train_summary.json", {**summary, "model": dataclasses.asdict(cfg),
-                                                       "train": dataclasses.asdict(tcfg),
-                                                       "data": data.info, "history": history})
-    log(f"trained {tcfg.steps} steps on mesh {mesh_cfg}: train loss {last_loss:.4f}"
-        + (f", val loss {val_loss:.4f}" if val_loss is not None else ""))
+        atomic_write_json(
+            out / "train_summary.json",
+            {
+                **summary,
+                "model": dataclasses.asdict(cfg),
+                "train": dataclasses.asdict(tcfg),
+                "data": data.info,
+                "history": history,
+            },
+        )
+    log(
+        f"trained {tcfg.steps} steps on mesh {mesh_cfg}: train loss {last_loss:.4f}"
+        + (f", val loss {val_loss:.4f}" if val_loss is not None else "")
+    )
     return TrainResult(state, history, summary)

@@ -4,8 +4,9 @@ The sorted unique characters of the corpus get ids 0..n-1. Plain mode: BOS = n, 
 Chat mode: user = n, assistant = n + 1, end_turn = n + 2, BOS = n + 3, vocab n + 4.
 A document is [BOS, chars..., BOS]; a conversation is [BOS, (role, text..., end_turn)*, BOS].
 """
+
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from jaxsys.errors import ConfigError, DataError
 
@@ -66,8 +67,7 @@ class Tokenizer:
                 ids.append(i)
         if unknown:
             shown = "".join(sorted(set(unknown)))
-            warnings.warn(f"dropped {len(unknown)} unknown character(s) not in the vocabulary: "
-                          f"{shown!r}", stacklevel=2)
+            warnings.warn(f"dropped {len(unknown)} unknown character(s) not in the vocabulary: {shown!r}", stacklevel=2)
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -108,11 +108,17 @@ class Tokenizer:
     def to_meta(self, cfg) -> dict:
         """meta.json contents for a model config `cfg` (a GPTConfig)."""
         if cfg.vocab_size != self.vocab_size:
-            raise ConfigError(f"config vocab_size={cfg.vocab_size} does not match the tokenizer's "
-                              f"vocab_size={self.vocab_size}")
-        meta = {"vocab_size": int(cfg.vocab_size), "n_embd": int(cfg.n_embd),
-                "n_head": int(cfg.n_head), "n_layer": int(cfg.n_layer),
-                "block_size": int(cfg.block_size), "chars": list(self.chars)}
+            raise ConfigError(
+                f"config vocab_size={cfg.vocab_size} does not match the tokenizer's vocab_size={self.vocab_size}"
+            )
+        meta = {
+            "vocab_size": int(cfg.vocab_size),
+            "n_embd": int(cfg.n_embd),
+            "n_head": int(cfg.n_head),
+            "n_layer": int(cfg.n_layer),
+            "block_size": int(cfg.block_size),
+            "chars": list(self.chars),
+        }
         if self.chat:
             meta["special_tokens"] = list(SPECIAL_TOKENS)
         return meta
@@ -126,8 +132,7 @@ class Tokenizer:
             raise DataError("meta.json has no 'chars' field")
         chars = meta["chars"]
         if not isinstance(chars, list):
-            raise DataError(f"meta.json 'chars' must be a list of single-character strings, "
-                            f"got {type(chars).__name__}")
+            raise DataError(f"meta.json 'chars' must be a list of single-character strings, got {type(chars).__name__}")
         special = meta.get("special_tokens")
         chat = False
         if special is not None:
@@ -136,7 +141,9 @@ class Tokenizer:
             chat = True
         tok = cls(chars, chat=chat)
         if "vocab_size" in meta and meta["vocab_size"] != tok.vocab_size:
-            raise DataError(f"meta.json vocab_size={meta['vocab_size']} does not match "
-                            f"{len(chars)} chars + {tok.vocab_size - len(chars)} special tokens "
-                            f"= {tok.vocab_size}")
+            raise DataError(
+                f"meta.json vocab_size={meta['vocab_size']} does not match "
+                f"{len(chars)} chars + {tok.vocab_size - len(chars)} special tokens "
+                f"= {tok.vocab_size}"
+            )
         return tok

@@ -10,12 +10,14 @@ Resume: the state (params, Adam moments, step) is checkpointed every `checkpoint
 batch of step s is a pure function of (seed, s) (see `jaxsys.gpt.data`), so `train(..., resume=True)`
 from the latest checkpoint continues exactly as the uninterrupted run would, bit for bit.
 """
+
 import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,29 +39,37 @@ DTYPES = ("float32", "float64")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000          # optimizer steps in the whole run (the linear decay reaches 0 here)
-    batch_size: int = 32       # sequences per step (B)
-    lr: float = 0.01           # peak Adam learning rate
-    beta1: float = 0.85        # Adam first-moment decay
-    beta2: float = 0.99        # Adam second-moment decay
-    eps: float = 1e-8          # Adam denominator epsilon
-    schedule: str = "linear"   # "linear": lr (1 - step/steps); "cosine": warmup then cosine to min_lr; "constant"
-    warmup_steps: int = 0      # linear warm-up steps of the cosine schedule
-    min_lr: float = 0.0        # final learning rate of the cosine schedule
-    grad_clip: float = 0.0     # clip the global gradient norm to this (0: off)
-    engine: str = "hand"       # "hand": hand-derived backward; "autodiff": jax.grad of the same forward
-    optimizer: str = "optax"   # "optax": optax.adam; "hand": the hand-written jaxsys.nn.optim.adam
-    dtype: str = "float32"     # parameter/compute dtype ("float64" needs jax_enable_x64)
+    steps: int = 1000  # optimizer steps in the whole run (the linear decay reaches 0 here)
+    batch_size: int = 32  # sequences per step (B)
+    lr: float = 0.01  # peak Adam learning rate
+    beta1: float = 0.85  # Adam first-moment decay
+    beta2: float = 0.99  # Adam second-moment decay
+    eps: float = 1e-8  # Adam denominator epsilon
+    schedule: str = "linear"  # "linear": lr (1 - step/steps); "cosine": warmup then cosine to min_lr; "constant"
+    warmup_steps: int = 0  # linear warm-up steps of the cosine schedule
+    min_lr: float = 0.0  # final learning rate of the cosine schedule
+    grad_clip: float = 0.0  # clip the global gradient norm to this (0: off)
+    engine: str = "hand"  # "hand": hand-derived backward; "autodiff": jax.grad of the same forward
+    optimizer: str = "optax"  # "optax": optax.adam; "hand": the hand-written jaxsys.nn.optim.adam
+    dtype: str = "float32"  # parameter/compute dtype ("float64" needs jax_enable_x64)
     matmul_dtype: str = "float32"  # "bfloat16": parameter matmuls on bf16 operands, accumulated in dtype
-    seed: int = 0              # initialisation and data order
-    eval_every: int = 100      # validation loss every N steps (0: only at the end)
-    eval_batches: int = 20     # validation batches per evaluation (at most)
+    seed: int = 0  # initialisation and data order
+    eval_every: int = 100  # validation loss every N steps (0: only at the end)
+    eval_batches: int = 20  # validation batches per evaluation (at most)
     checkpoint_every: int = 0  # orbax checkpoint every N steps (0: only at the end); needs out_dir
-    log_every: int = 10        # metrics record + progress refresh every N steps
+    log_every: int = 10  # metrics record + progress refresh every N steps
 
     def validate(self) -> "TrainConfig":
-        for name in ("steps", "batch_size", "warmup_steps", "eval_every", "eval_batches",
-                     "checkpoint_every", "log_every", "seed"):
+        for name in (
+            "steps",
+            "batch_size",
+            "warmup_steps",
+            "eval_every",
+            "eval_batches",
+            "checkpoint_every",
+            "log_every",
+            "seed",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"TrainConfig.{name} must be an int, got {v!r}")
@@ -72,11 +82,12 @@ class TrainConfig:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"TrainConfig.lr must be a positive number, got {self.lr}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ConfigError(f"Adam decays must lie in [0, 1), got beta1={self.beta1}, "
-                              f"beta2={self.beta2}")
+            raise ConfigError(f"Adam decays must lie in [0, 1), got beta1={self.beta1}, beta2={self.beta2}")
         if not self.eps > 0 or self.min_lr < 0 or self.grad_clip < 0:
-            raise ConfigError(f"need eps > 0, min_lr >= 0, grad_clip >= 0; got eps={self.eps}, "
-                              f"min_lr={self.min_lr}, grad_clip={self.grad_clip}")
+            raise ConfigError(
+                f"need eps > 0, min_lr >= 0, grad_clip >= 0; got eps={self.eps}, "
+                f"min_lr={self.min_lr}, grad_clip={self.grad_clip}"
+            )
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown engine {self.engine!r}; expected one of {ENGINES}")
         if self.optimizer not in OPTIMIZERS:
@@ -86,11 +97,11 @@ class TrainConfig:
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; expected one of {DTYPES}")
         if self.matmul_dtype not in model.MATMUL_DTYPES:
-            raise ConfigError(f"unknown matmul_dtype {self.matmul_dtype!r}; expected one of "
-                              f"{model.MATMUL_DTYPES}")
+            raise ConfigError(f"unknown matmul_dtype {self.matmul_dtype!r}; expected one of {model.MATMUL_DTYPES}")
         if self.dtype == "float64" and not jax.config.read("jax_enable_x64"):
-            raise ConfigError("dtype float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 or "
-                              "jax.config.update('jax_enable_x64', True)")
+            raise ConfigError(
+                "dtype float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 or jax.config.update('jax_enable_x64', True)"
+            )
         return self
 
 
@@ -102,11 +113,12 @@ def learning_rate_schedule(tcfg: TrainConfig) -> optax.Schedule:
 
         def linear(count):
             return tcfg.lr * jnp.maximum(1.0 - jnp.asarray(count, dt) / tcfg.steps, 0.0)
+
         return linear
     if tcfg.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, tcfg.lr, tcfg.warmup_steps,
-                                                  max(tcfg.steps, tcfg.warmup_steps + 1),
-                                                  end_value=tcfg.min_lr)
+        return optax.warmup_cosine_decay_schedule(
+            0.0, tcfg.lr, tcfg.warmup_steps, max(tcfg.steps, tcfg.warmup_steps + 1), end_value=tcfg.min_lr
+        )
     return optax.constant_schedule(tcfg.lr)
 
 
@@ -121,9 +133,9 @@ def make_optimizer(tcfg: TrainConfig) -> optax.GradientTransformation:
 
 
 class TrainState(NamedTuple):
-    step: jax.Array    # int32 scalar: updates applied so far
-    params: dict       # name -> array (see jaxsys.gpt.model)
-    opt_state: Any     # optax state of make_optimizer(tcfg)
+    step: jax.Array  # int32 scalar: updates applied so far
+    params: dict  # name -> array (see jaxsys.gpt.model)
+    opt_state: Any  # optax state of make_optimizer(tcfg)
 
 
 def init_state(cfg: GPTConfig, tcfg: TrainConfig) -> TrainState:
@@ -131,8 +143,9 @@ def init_state(cfg: GPTConfig, tcfg: TrainConfig) -> TrainState:
     return TrainState(jnp.zeros([], jnp.int32), params, make_optimizer(tcfg).init(params))
 
 
-def _train_step(state: TrainState, tokens_BxT, targets_BxT, mask_BxT, cfg: GPTConfig,
-                tcfg: TrainConfig) -> tuple[TrainState, jax.Array]:
+def _train_step(
+    state: TrainState, tokens_BxT, targets_BxT, mask_BxT, cfg: GPTConfig, tcfg: TrainConfig
+) -> tuple[TrainState, jax.Array]:
     mask = mask_BxT.astype(state.params["wte"].dtype)
     grad_fn = model.loss_and_grads_fn(tcfg.engine, tcfg.matmul_dtype)
     loss, grads = grad_fn(state.params, tokens_BxT, targets_BxT, mask, cfg)
@@ -176,8 +189,8 @@ def evaluate(params: dict, batches: list[Batch], cfg: GPTConfig) -> float:
 
 class TrainResult(NamedTuple):
     state: TrainState
-    history: list      # [{"step", "train_seconds", "wall_seconds", "train_loss", "val_loss"}]
-    summary: dict      # headline numbers (JSON-able)
+    history: list  # [{"step", "train_seconds", "wall_seconds", "train_loss", "val_loss"}]
+    summary: dict  # headline numbers (JSON-able)
 
 
 # Fields that may change between an interrupted run and its resumption (they do not change the maths).
@@ -193,11 +206,14 @@ def check_configs(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig) -> None:
     cfg.validate()
     tcfg.validate()
     if cfg.vocab_size != data.tokenizer.vocab_size:
-        raise ConfigError(f"model vocab_size={cfg.vocab_size} does not match the data's tokenizer "
-                          f"vocab_size={data.tokenizer.vocab_size}")
+        raise ConfigError(
+            f"model vocab_size={cfg.vocab_size} does not match the data's tokenizer "
+            f"vocab_size={data.tokenizer.vocab_size}"
+        )
     if data.train.seq_len > cfg.block_size:
-        raise ConfigError(f"data sequences of length {data.train.seq_len} exceed the model's "
-                          f"block_size={cfg.block_size}")
+        raise ConfigError(
+            f"data sequences of length {data.train.seq_len} exceed the model's block_size={cfg.block_size}"
+        )
     if len(data.train) < 1:
         raise DataError("the training split is empty")
     b = data.train.batch(0, 1, tcfg.seed)
@@ -205,8 +221,7 @@ def check_configs(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig) -> None:
     model.validate_batch(params, b.tokens, b.targets, b.mask, cfg)
 
 
-def open_checkpoints(out: Path, cfg: GPTConfig, tcfg: TrainConfig, like: Any, resume: bool
-                     ) -> tuple[Checkpointer, Any]:
+def open_checkpoints(out: Path, cfg: GPTConfig, tcfg: TrainConfig, like: Any, resume: bool) -> tuple[Checkpointer, Any]:
     """(Checkpointer of out/ckpt, the latest checkpointed state restored into `like` or None when
     there is none) for `train` and `jaxsys.gpt.sharded.train_sharded`. Raises ConfigError (after
     closing the checkpointer) when checkpoints exist without `resume`, so that two runs never mix,
@@ -218,26 +233,36 @@ def open_checkpoints(out: Path, cfg: GPTConfig, tcfg: TrainConfig, like: Any, re
         return ckpt, None
     if not resume:
         ckpt.close()
-        raise ConfigError(f"{out} already holds checkpoints (latest step {latest}); pass "
-                          f"resume=True (--resume) to continue, or use a fresh output folder")
+        raise ConfigError(
+            f"{out} already holds checkpoints (latest step {latest}); pass "
+            f"resume=True (--resume) to continue, or use a fresh output folder"
+        )
     state, meta = ckpt.restore(like=like)
     want = _config_meta(cfg, tcfg)
     if meta.get("config") != json.loads(json.dumps(want)):
         ckpt.close()
-        raise ConfigError(f"checkpoint in {out / 'ckpt'} was written with a different "
-                          f"configuration: {meta.get('config')} != {want}")
+        raise ConfigError(
+            f"checkpoint in {out / 'ckpt'} was written with a different configuration: {meta.get('config')} != {want}"
+        )
     return ckpt, state
 
 
-def save_checkpoint(ckpt: Checkpointer, step: int, state: TrainState, cfg: GPTConfig,
-                    tcfg: TrainConfig) -> None:
+def save_checkpoint(ckpt: Checkpointer, step: int, state: TrainState, cfg: GPTConfig, tcfg: TrainConfig) -> None:
     ckpt.save(step, state, meta={"config": _config_meta(cfg, tcfg), "step": step})
 
 
-def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path | None = None, *,
-          resume: bool = False, log: Callable[[str], None] | None = print, progress: bool = True,
-          on_step: Callable[[int, TrainState], None] | None = None, export: bool = True
-          ) -> TrainResult:
+def train(
+    data: GPTData,
+    cfg: GPTConfig,
+    tcfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] | None = print,
+    progress: bool = True,
+    on_step: Callable[[int, TrainState], None] | None = None,
+    export: bool = True,
+) -> TrainResult:
     """Train `cfg` on `data` for `tcfg.steps` steps.
 
     With `out_dir`: metrics.jsonl, orbax checkpoints under ckpt/, and at the end weights.json +
@@ -266,19 +291,17 @@ def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path 
     elif resume:
         raise ConfigError("resume needs an output folder with checkpoints")
 
-    eval_batches = (data.val.eval_batches(tcfg.batch_size, tcfg.eval_batches)
-                    if data.val is not None else [])
+    eval_batches = data.val.eval_batches(tcfg.batch_size, tcfg.eval_batches) if data.val is not None else []
     eval_batches = [Batch(*(jnp.asarray(a) for a in b)) for b in eval_batches]
     B, T = tcfg.batch_size, data.train.seq_len
     step_tcfg = step_config(tcfg)
     schedule = learning_rate_schedule(tcfg)
     history: list = []
-    bar = Progress(total=tcfg.steps, initial=start, desc="gpt train",
-                   disable=not progress)
+    bar = Progress(total=tcfg.steps, initial=start, desc="gpt train", disable=not progress)
     t_wall0 = time.perf_counter()
-    train_seconds = 0.0   # time in train steps only (no eval, no checkpoint), incl. the first compile
+    train_seconds = 0.0  # time in train steps only (no eval, no checkpoint), incl. the first compile
     compile_seconds = 0.0
-    pending: list = []    # losses not yet fetched from the device
+    pending: list = []  # losses not yet fetched from the device
     last_loss = float("nan")
     val_loss = None
     t_mark = time.perf_counter()
@@ -301,8 +324,9 @@ def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path 
         t_mark, steps_in_mark = now, 0
         bar.set(loss=last_loss, tok_s=round(tps) if math.isfinite(tps) else tps)
         if metrics is not None:
-            metrics.write(step=step, loss=last_loss, lr=float(schedule(step - 1)),
-                          tokens_per_s=tps, train_seconds=train_seconds)
+            metrics.write(
+                step=step, loss=last_loss, lr=float(schedule(step - 1)), tokens_per_s=tps, train_seconds=train_seconds
+            )
 
     step = start
     try:
@@ -318,8 +342,7 @@ def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path 
             elif step % tcfg.log_every == 0 or step == tcfg.steps:
                 _flush(step)
             bar.update()
-            do_eval = eval_batches and ((tcfg.eval_every and step % tcfg.eval_every == 0)
-                                        or step == tcfg.steps)
+            do_eval = eval_batches and ((tcfg.eval_every and step % tcfg.eval_every == 0) or step == tcfg.steps)
             if do_eval:
                 if pending or steps_in_mark:
                     _flush(step)
@@ -327,9 +350,15 @@ def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path 
                 bar.set(val=val_loss)
                 if metrics is not None:
                     metrics.write(step=step, val_loss=val_loss, train_seconds=train_seconds)
-                history.append({"step": step, "train_seconds": train_seconds,
-                                "wall_seconds": time.perf_counter() - t_wall0,
-                                "train_loss": last_loss, "val_loss": val_loss})
+                history.append(
+                    {
+                        "step": step,
+                        "train_seconds": train_seconds,
+                        "wall_seconds": time.perf_counter() - t_wall0,
+                        "train_loss": last_loss,
+                        "val_loss": val_loss,
+                    }
+                )
                 t_mark = time.perf_counter()
             if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step != tcfg.steps:
                 if pending or steps_in_mark:
@@ -361,9 +390,15 @@ def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path 
     run_steps = tcfg.steps - start
     steady = max(train_seconds - compile_seconds, 1e-9)
     summary = {
-        "steps": tcfg.steps, "start_step": start, "engine": tcfg.engine, "dtype": tcfg.dtype, "matmul_dtype": tcfg.matmul_dtype,
-        "train_loss": last_loss, "val_loss": val_loss,
-        "train_seconds": train_seconds, "compile_seconds": compile_seconds,
+        "steps": tcfg.steps,
+        "start_step": start,
+        "engine": tcfg.engine,
+        "dtype": tcfg.dtype,
+        "matmul_dtype": tcfg.matmul_dtype,
+        "train_loss": last_loss,
+        "val_loss": val_loss,
+        "train_seconds": train_seconds,
+        "compile_seconds": compile_seconds,
         "wall_seconds": time.perf_counter() - t_wall0,
         "tokens_per_step": B * T,
         "tokens_per_s": (run_steps - 1) * B * T / steady if run_steps > 1 else float("nan"),
@@ -376,19 +411,28 @@ def train(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig, out_dir: str | Path 
         metrics.close()
         if export:
             export_model(out, state.params, cfg, data.tokenizer)
-        atomic_write_json(out / "train_summary.json",
-                          {**summary, "model": dataclasses.asdict(cfg),
-                           "train": dataclasses.asdict(tcfg), "data": data.info,
-                           "history": history})
-    log(f"trained {tcfg.steps} steps: train loss {last_loss:.4f}"
+        atomic_write_json(
+            out / "train_summary.json",
+            {
+                **summary,
+                "model": dataclasses.asdict(cfg),
+                "train": dataclasses.asdict(tcfg),
+                "data": data.info,
+                "history": history,
+            },
+        )
+    log(
+        f"trained {tcfg.steps} steps: train loss {last_loss:.4f}"
         + (f", val loss {val_loss:.4f}" if val_loss is not None else "")
-        + f", {summary['tokens_per_s']:.0f} tokens/s")
+        + f", {summary['tokens_per_s']:.0f} tokens/s"
+    )
     return TrainResult(state, history, summary)
 
 
 def export_model(out_dir: str | Path, params: dict, cfg: GPTConfig, tokenizer) -> None:
     """weights.json + meta.json (atomic) and model.safetensors in `out_dir`."""
     from jaxsys.gpt import weights_io
+
     host = {k: np.asarray(v) for k, v in params.items()}
     weights_io.save_model(out_dir, host, cfg, tokenizer)
     weights_io.save_safetensors(Path(out_dir) / "model.safetensors", host)

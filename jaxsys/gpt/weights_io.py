@@ -5,6 +5,7 @@ meta.json: {"vocab_size", "n_embd", "n_head", "n_layer", "block_size", "chars": 
 weights.json: {parameter name: [[row], ...]} with rows = out, cols = in.
 Both are written atomically; loading validates everything and raises DataError naming the problem.
 """
+
 import json
 import math
 from pathlib import Path
@@ -26,8 +27,14 @@ def expected_shapes(cfg: GPTConfig) -> dict[str, tuple[int, int]]:
     e, v = cfg.n_embd, cfg.vocab_size
     shapes = {"wte": (v, e), "wpe": (cfg.block_size, e), "lm_head": (v, e)}
     for i in range(cfg.n_layer):
-        for m, s in (("attn_wq", (e, e)), ("attn_wk", (e, e)), ("attn_wv", (e, e)),
-                     ("attn_wo", (e, e)), ("mlp_fc1", (4 * e, e)), ("mlp_fc2", (e, 4 * e))):
+        for m, s in (
+            ("attn_wq", (e, e)),
+            ("attn_wk", (e, e)),
+            ("attn_wv", (e, e)),
+            ("attn_wo", (e, e)),
+            ("mlp_fc1", (4 * e, e)),
+            ("mlp_fc2", (e, 4 * e)),
+        ):
             shapes[f"layer{i}.{m}"] = s
     return shapes
 
@@ -40,15 +47,18 @@ def _check_params(params: dict, cfg: GPTConfig, where: str) -> dict[str, np.ndar
             raise DataError(f"{where}: matrix {name!r} is missing (config n_layer={cfg.n_layer})")
         a = np.asarray(params[name], np.float64)
         if a.shape != shape:
-            raise DataError(f"{where}: matrix {name!r} has shape {list(a.shape)}, expected "
-                            f"{list(shape)} from the config ({_cfg_str(cfg)})")
+            raise DataError(
+                f"{where}: matrix {name!r} has shape {list(a.shape)}, expected "
+                f"{list(shape)} from the config ({_cfg_str(cfg)})"
+            )
         if not np.all(np.isfinite(a)):
             raise DataError(f"{where}: matrix {name!r} contains non-finite values")
         out[name] = a
     extra = sorted(set(params) - set(shapes))
     if extra:
-        raise DataError(f"{where}: unexpected matrices {extra[:5]} not in the config "
-                        f"({_cfg_str(cfg)}): meta/weights mismatch")
+        raise DataError(
+            f"{where}: unexpected matrices {extra[:5]} not in the config ({_cfg_str(cfg)}): meta/weights mismatch"
+        )
     return out
 
 
@@ -107,12 +117,10 @@ def _matrix(name: str, rows, where: str) -> np.ndarray:
     n = len(rows[0])
     for i, r in enumerate(rows):
         if len(r) != n:
-            raise DataError(f"{where}: matrix {name!r} is ragged: row {i} has {len(r)} values, "
-                            f"row 0 has {n}")
+            raise DataError(f"{where}: matrix {name!r} is ragged: row {i} has {len(r)} values, row 0 has {n}")
         for j, x in enumerate(r):
             if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-                raise DataError(f"{where}: matrix {name!r} entry [{i}][{j}] is not a finite "
-                                f"number: {x!r}")
+                raise DataError(f"{where}: matrix {name!r} entry [{i}][{j}] is not a finite number: {x!r}")
     return np.array(rows, dtype=np.float64).reshape(len(rows), n)
 
 
@@ -127,33 +135,35 @@ def load_model(model_dir) -> tuple[dict[str, np.ndarray], GPTConfig, Tokenizer]:
     except DataError as e:
         raise DataError(f"{mpath}: {e}") from None
     if tok.vocab_size != cfg.vocab_size:
-        raise DataError(f"{mpath}: vocab_size={cfg.vocab_size} does not match chars/special tokens "
-                        f"({tok.vocab_size})")
+        raise DataError(f"{mpath}: vocab_size={cfg.vocab_size} does not match chars/special tokens ({tok.vocab_size})")
     weights = _read_json(wpath)
     if not isinstance(weights, dict):
-        raise DataError(f"{wpath}: must hold an object from parameter name to rows, got "
-                        f"{type(weights).__name__}")
+        raise DataError(f"{wpath}: must hold an object from parameter name to rows, got {type(weights).__name__}")
     shapes = expected_shapes(cfg)
     params = {}
     for name, shape in shapes.items():
         if name not in weights:
-            raise DataError(f"{wpath}: matrix {name!r} is missing (meta.json says "
-                            f"n_layer={cfg.n_layer})")
+            raise DataError(f"{wpath}: matrix {name!r} is missing (meta.json says n_layer={cfg.n_layer})")
         a = _matrix(name, weights[name], str(wpath))
         if a.shape != shape:
-            raise DataError(f"{wpath}: matrix {name!r} has shape {list(a.shape)}, expected "
-                            f"{list(shape)} from meta.json ({_cfg_str(cfg)}): meta/weights mismatch")
+            raise DataError(
+                f"{wpath}: matrix {name!r} has shape {list(a.shape)}, expected "
+                f"{list(shape)} from meta.json ({_cfg_str(cfg)}): meta/weights mismatch"
+            )
         params[name] = a
     extra = sorted(set(weights) - set(shapes))
     if extra:
-        raise DataError(f"{wpath}: unexpected matrices {extra[:5]} not described by meta.json "
-                        f"({_cfg_str(cfg)}): meta/weights mismatch")
+        raise DataError(
+            f"{wpath}: unexpected matrices {extra[:5]} not described by meta.json "
+            f"({_cfg_str(cfg)}): meta/weights mismatch"
+        )
     return params, cfg, tok
 
 
 def save_safetensors(path, params: dict, metadata: dict | None = None) -> Path:
     """params (name -> 2-D array) as a safetensors file, written atomically; dtype kept."""
     from safetensors.numpy import save
+
     tensors = {k: np.ascontiguousarray(np.asarray(v)) for k, v in params.items()}
     meta = None if metadata is None else {str(k): str(v) for k, v in metadata.items()}
     return atomic_write_bytes(path, save(tensors, metadata=meta))
@@ -161,6 +171,7 @@ def save_safetensors(path, params: dict, metadata: dict | None = None) -> Path:
 
 def load_safetensors(path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")

@@ -10,6 +10,7 @@ optimization", with g the gradient at step t = 1, 2, ...:
     v^_t = v_t / (1 - b2^t)
     update = -lr m^_t / (sqrt(v^_t) + eps)          (params_t = params_{t-1} + update)
 """
+
 import dataclasses
 
 import optax
@@ -22,11 +23,11 @@ OPTIMIZERS = ("hand", "optax")
 
 @dataclasses.dataclass(frozen=True)
 class AdamConfig:
-    kind: str = "hand"          # "hand" (this file's adam) or "optax" (optax.adam, production path)
+    kind: str = "hand"  # "hand" (this file's adam) or "optax" (optax.adam, production path)
     learning_rate: float = 1e-3  # lr
-    b1: float = 0.9             # first-moment decay
-    b2: float = 0.999           # second-moment decay
-    eps: float = 1e-8           # denominator epsilon
+    b1: float = 0.9  # first-moment decay
+    b2: float = 0.999  # second-moment decay
+    eps: float = 1e-8  # denominator epsilon
 
     def __post_init__(self):
         if self.kind not in OPTIMIZERS:

@@ -1,4 +1,5 @@
 """`jaxsys mlp train` and `jaxsys mlp gradcheck`."""
+
 import json
 from pathlib import Path
 
@@ -19,12 +20,23 @@ def _train(args) -> int:
     from jaxsys.mlp.train import TrainConfig, train
     from jaxsys.train import make_run_dir
     from jaxsys.train.sharding import mesh_from_args
+
     mesh = mesh_from_args(args)  # joins a multi-process run first; None: plain one-device run
-    cfg = TrainConfig(task=args.task, hidden=_int_list(args.hidden), activation=args.activation,
-                      steps=args.steps, batch=args.batch, optimizer=args.optimizer, grad=args.grad,
-                      learning_rate=args.lr, matmul=args.matmul, seed=args.seed,
-                      log_every=args.log_every, eval_every=args.eval_every,
-                      ckpt_every=args.ckpt_every)
+    cfg = TrainConfig(
+        task=args.task,
+        hidden=_int_list(args.hidden),
+        activation=args.activation,
+        steps=args.steps,
+        batch=args.batch,
+        optimizer=args.optimizer,
+        grad=args.grad,
+        learning_rate=args.lr,
+        matmul=args.matmul,
+        seed=args.seed,
+        log_every=args.log_every,
+        eval_every=args.eval_every,
+        ckpt_every=args.ckpt_every,
+    )
     if args.resume and not args.run_dir:
         raise ConfigError("--resume needs --run-dir (the run to continue)")
     if mesh is not None and mesh.devices.size > len(mesh.local_devices) and not args.run_dir:
@@ -35,21 +47,28 @@ def _train(args) -> int:
         s = train(cfg, run_dir, resume=args.resume, log=lambda m: None, progress=not args.no_progress)
     else:
         from jaxsys.mlp.sharded import train_sharded
-        s = train_sharded(cfg, run_dir, mesh, resume=args.resume, fsdp=args.fsdp, log=lambda m: None,
-                          progress=not args.no_progress)
+
+        s = train_sharded(
+            cfg, run_dir, mesh, resume=args.resume, fsdp=args.fsdp, log=lambda m: None, progress=not args.no_progress
+        )
         print(f"mesh {s['mesh']} on {s['processes']} process(es)")
     if args.task == "classify":
-        print(f"test accuracy {s['test_accuracy']:.4f} (train {s['train_accuracy']:.4f}) after "
-              f"{s['steps']} steps on {s['data']}")
+        print(
+            f"test accuracy {s['test_accuracy']:.4f} (train {s['train_accuracy']:.4f}) after "
+            f"{s['steps']} steps on {s['data']}"
+        )
     else:
-        print(f"test RMSE {s['test_rmse']:.2f} (target units), test loss {s['test_loss']:.4f} after "
-              f"{s['steps']} steps on {s['data']}")
+        print(
+            f"test RMSE {s['test_rmse']:.2f} (target units), test loss {s['test_loss']:.4f} after "
+            f"{s['steps']} steps on {s['data']}"
+        )
     return 0
 
 
 def _gradcheck(args) -> int:
     from jaxsys.mlp.checks import check_mlp_gradients
-    for task in (["classify", "regress"] if args.task == "both" else [args.task]):
+
+    for task in ["classify", "regress"] if args.task == "both" else [args.task]:
         r = check_mlp_gradients(task, hidden=_int_list(args.hidden), batch=args.batch)
         print(json.dumps(r))
     print("gradients ok")
@@ -67,11 +86,13 @@ def register(sub) -> None:
     t.add_argument("--hidden", default="64,64", help="hidden widths, comma-separated")
     t.add_argument("--activation", default="relu", help="hidden activation (relu, tanh)")
     t.add_argument("--optimizer", choices=["hand", "optax"], default="hand", help="Adam implementation")
-    t.add_argument("--grad", choices=["hand", "autodiff"], default="hand",
-                   help="hand-derived backward or jax.value_and_grad")
+    t.add_argument(
+        "--grad", choices=["hand", "autodiff"], default="hand", help="hand-derived backward or jax.value_and_grad"
+    )
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    t.add_argument("--matmul", choices=["xla", "pallas"], default="xla",
-                   help="pallas: tiled kernel (interpreted on CPU, slow)")
+    t.add_argument(
+        "--matmul", choices=["xla", "pallas"], default="xla", help="pallas: tiled kernel (interpreted on CPU, slow)"
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--log-every", type=int, default=50)
     t.add_argument("--eval-every", type=int, default=500)
@@ -81,6 +102,7 @@ def register(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --run-dir")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     from jaxsys.train.sharding import add_distributed_args
+
     add_distributed_args(t)  # --mesh, --fsdp, --coordinator, --num-processes, --process-id
     t.set_defaults(func=_train)
 

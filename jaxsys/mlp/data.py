@@ -8,6 +8,7 @@
 
 Both use a fixed, seeded 80/20 train/test split; features are standardised with training statistics.
 """
+
 from typing import NamedTuple
 
 import numpy as np
@@ -20,12 +21,12 @@ TEST_FRACTION = 0.2
 
 class Dataset(NamedTuple):
     name: str
-    x_train: np.ndarray   # [N_train x D] float32
-    y_train: np.ndarray   # [N_train] int32 labels, or [N_train x 1] float32 targets
+    x_train: np.ndarray  # [N_train x D] float32
+    y_train: np.ndarray  # [N_train] int32 labels, or [N_train x 1] float32 targets
     x_test: np.ndarray
     y_test: np.ndarray
-    num_outputs: int      # classes (classify) or target dims (regress)
-    y_mean: float = 0.0   # regression: the standardisation of the target (for reporting in units)
+    num_outputs: int  # classes (classify) or target dims (regress)
+    y_mean: float = 0.0  # regression: the standardisation of the target (for reporting in units)
     y_std: float = 1.0
 
 
@@ -44,6 +45,7 @@ def _standardise(x_tr: np.ndarray, x_te: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def load_digits() -> Dataset:
     from sklearn.datasets import load_digits as _load
+
     d = _load()
     x, y = d.data.astype(np.float64), d.target.astype(np.int32)
     tr, te = _split(len(x))
@@ -53,6 +55,7 @@ def load_digits() -> Dataset:
 
 def load_diabetes() -> Dataset:
     from sklearn.datasets import load_diabetes as _load
+
     d = _load()
     x, y = d.data.astype(np.float64), d.target.astype(np.float64)
     tr, te = _split(len(x))

@@ -9,6 +9,7 @@ C[i, j] once at the end. Ragged shapes are zero-padded up to whole tiles and the
 On CPU the kernel runs through Pallas' interpreter (`interpret=True`, automatic), which checks the
 tiling logic against `jnp.dot` in tests; on GPU it is compiled (Triton lowering).
 """
+
 import functools
 
 import jax
@@ -54,16 +55,16 @@ def _matmul(a, b, bm, bn, bk, interpret):
         functools.partial(_kernel, bk=bk, nk=Kp // bk, acc_dtype=acc_dtype),
         out_shape=jax.ShapeDtypeStruct((Mp, Np), out_dtype),
         grid=(Mp // bm, Np // bn),
-        in_specs=[pl.BlockSpec((bm, Kp), lambda i, j: (i, 0)),
-                  pl.BlockSpec((Kp, bn), lambda i, j: (0, j))],
+        in_specs=[pl.BlockSpec((bm, Kp), lambda i, j: (i, 0)), pl.BlockSpec((Kp, bn), lambda i, j: (0, j))],
         out_specs=pl.BlockSpec((bm, bn), lambda i, j: (i, j)),
         interpret=interpret,
     )(a, b)
     return c[:M, :N]
 
 
-def matmul(a: jax.Array, b: jax.Array, *, bm: int = 64, bn: int = 64, bk: int = 32,
-           interpret: bool | None = None) -> jax.Array:
+def matmul(
+    a: jax.Array, b: jax.Array, *, bm: int = 64, bn: int = 64, bk: int = 32, interpret: bool | None = None
+) -> jax.Array:
     """C = A B for A [M x K], B [K x N] with the tiled Pallas kernel.
 
     Args:

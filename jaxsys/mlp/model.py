@@ -20,6 +20,7 @@ Layer sizes h1 -> h2 -> ... -> hL. Layer l stores W_l [h_{l+1} x h_l] (rows = ou
 `forward_2hidden`/`backward_2hidden` spell out the 2-hidden-layer case symbol for symbol and are
 checked against the general pair in the tests.
 """
+
 import dataclasses
 from typing import NamedTuple
 
@@ -37,9 +38,9 @@ MATMULS = ("xla", "pallas")
 @dataclasses.dataclass(frozen=True)
 class MLPConfig:
     sizes: tuple[int, ...] = (64, 64, 64, 10)  # h1 (input) ... hL (output); >= 2 entries
-    task: str = "classify"                     # "classify" (softmax CE) or "regress" (MSE, linear out)
-    activation: str = "relu"                   # hidden activation, a name in jaxsys.nn.ACTIVATIONS
-    matmul: str = "xla"                        # "xla" (jnp) or "pallas" (tiled kernel, jaxsys.mlp.matmul)
+    task: str = "classify"  # "classify" (softmax CE) or "regress" (MSE, linear out)
+    activation: str = "relu"  # hidden activation, a name in jaxsys.nn.ACTIVATIONS
+    matmul: str = "xla"  # "xla" (jnp) or "pallas" (tiled kernel, jaxsys.mlp.matmul)
 
     def __post_init__(self):
         object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
@@ -61,16 +62,17 @@ class MLPConfig:
 def init(key: jax.Array, cfg: MLPConfig, dtype=jnp.float32) -> list[dict]:
     """He-initialised params: a list of {"w": [h_{l+1}, h_l], "b": [h_{l+1}]}, one per layer."""
     keys = jax.random.split(key, cfg.num_layers)
-    return [nn.linear_init(k, i, o, dtype=dtype)
-            for k, i, o in zip(keys, cfg.sizes[:-1], cfg.sizes[1:])]
+    return [nn.linear_init(k, i, o, dtype=dtype) for k, i, o in zip(keys, cfg.sizes[:-1], cfg.sizes[1:])]
 
 
 # ---- affine layer, with the optional Pallas matmul -------------------------------------------------
+
 
 def _linear_forward(p: dict, x: jax.Array, cfg: MLPConfig):
     if cfg.matmul == "xla":
         return nn.linear_forward(p, x)
     from jaxsys.mlp.matmul import matmul
+
     return matmul(x, p["w"].T) + p["b"][None, :], nn.linear.LinearCache(x)
 
 
@@ -78,15 +80,17 @@ def _linear_backward(p: dict, cache, dz: jax.Array, cfg: MLPConfig, need_dx: boo
     if cfg.matmul == "xla":
         return nn.linear_backward(p, cache, dz)
     from jaxsys.mlp.matmul import matmul
+
     grads = {"w": matmul(dz.T, cache.x), "b": dz.sum(axis=0)}
     return grads, (matmul(dz, p["w"]) if need_dx else None)
 
 
 # ---- general depth ------------------------------------------------------------------------------
 
+
 class MLPCache(NamedTuple):
     linear: tuple  # per layer: LinearCache (holds that layer's input, X or A_{l-1})
-    act: tuple     # per hidden layer: the activation's cache (Z_l for ReLU)
+    act: tuple  # per hidden layer: the activation's cache (Z_l for ReLU)
 
 
 def forward(params: list[dict], x_BxI: jax.Array, cfg: MLPConfig) -> tuple[jax.Array, MLPCache]:
@@ -104,8 +108,9 @@ def forward(params: list[dict], x_BxI: jax.Array, cfg: MLPConfig) -> tuple[jax.A
     return a, MLPCache(tuple(lin_caches), tuple(act_caches))
 
 
-def backward(params: list[dict], cache: MLPCache, d_out: jax.Array, cfg: MLPConfig,
-             need_dx: bool = False) -> tuple[list[dict], jax.Array | None]:
+def backward(
+    params: list[dict], cache: MLPCache, d_out: jax.Array, cfg: MLPConfig, need_dx: bool = False
+) -> tuple[list[dict], jax.Array | None]:
     """From dZ_L: dW_l = dZ_l^T A_{l-1}, db_l = sum_b dZ_l, dA_{l-1} = dZ_l W_l,
     dZ_{l-1} = act'(dA_{l-1}). Returns (d_params, dX or None)."""
     _, act_bwd = nn.get_activation(cfg.activation)
@@ -141,8 +146,9 @@ def loss_fn(params: list[dict], x: jax.Array, y: jax.Array, cfg: MLPConfig) -> j
     return loss_forward(out, y, cfg)[0]
 
 
-def loss_and_grad(params: list[dict], x: jax.Array, y: jax.Array, cfg: MLPConfig
-                  ) -> tuple[tuple[jax.Array, jax.Array], list[dict]]:
+def loss_and_grad(
+    params: list[dict], x: jax.Array, y: jax.Array, cfg: MLPConfig
+) -> tuple[tuple[jax.Array, jax.Array], list[dict]]:
     """((loss, output), d loss / d params) with the hand-derived backward."""
     out, cache = forward(params, x, cfg)
     loss, lcache = loss_forward(out, y, cfg)
@@ -161,6 +167,7 @@ def predict(params: list[dict], x: jax.Array, cfg: MLPConfig) -> jax.Array:
 
 
 # ---- the derivation's 2-hidden-layer network, symbol for symbol ---------------------------------
+
 
 class Cache2(NamedTuple):
     X: jax.Array
@@ -200,16 +207,21 @@ def backward_2hidden(params: list[dict], c: Cache2, dZ3: jax.Array) -> list[dict
 
 # ---- validation (host side, before any trace) ----------------------------------------------------
 
+
 def validate_params(params, cfg: MLPConfig) -> None:
     if not isinstance(params, (list, tuple)) or len(params) != cfg.num_layers:
-        raise ShapeError(f"params must be a list of {cfg.num_layers} layers for sizes {cfg.sizes}, "
-                         f"got {type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}")
+        raise ShapeError(
+            f"params must be a list of {cfg.num_layers} layers for sizes {cfg.sizes}, "
+            f"got {type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}"
+        )
     for l, (p, i, o) in enumerate(zip(params, cfg.sizes[:-1], cfg.sizes[1:])):
         if set(p) != {"w", "b"}:
             raise ShapeError(f"params[{l}] must have keys 'w' and 'b', got {sorted(p)}")
         if tuple(p["w"].shape) != (o, i) or tuple(p["b"].shape) != (o,):
-            raise ShapeError(f"params[{l}]: expected w [{o} x {i}] and b [{o}], got w "
-                             f"{list(p['w'].shape)} and b {list(p['b'].shape)}")
+            raise ShapeError(
+                f"params[{l}]: expected w [{o} x {i}] and b [{o}], got w "
+                f"{list(p['w'].shape)} and b {list(p['b'].shape)}"
+            )
 
 
 def validate_batch(x, y, cfg: MLPConfig, where: str = "batch") -> None:
@@ -230,12 +242,13 @@ def validate_batch(x, y, cfg: MLPConfig, where: str = "batch") -> None:
                 raise DataError(f"{where}: labels contain NaN or inf")
             raise DataError(f"{where}: class labels must be integers, got dtype {ya.dtype}")
         if ya.size and (ya.min() < 0 or ya.max() >= cfg.sizes[-1]):
-            raise DataError(f"{where}: labels must lie in [0, {cfg.sizes[-1]}), got range "
-                            f"[{ya.min()}, {ya.max()}]")
+            raise DataError(f"{where}: labels must lie in [0, {cfg.sizes[-1]}), got range [{ya.min()}, {ya.max()}]")
     else:
         if ys != (xs[0], cfg.sizes[-1]):
-            raise ShapeError(f"{where}: regression targets must be [B x {cfg.sizes[-1]}] = "
-                             f"[{xs[0]} x {cfg.sizes[-1]}], got {list(ys)}")
+            raise ShapeError(
+                f"{where}: regression targets must be [B x {cfg.sizes[-1]}] = "
+                f"[{xs[0]} x {cfg.sizes[-1]}], got {list(ys)}"
+            )
         if not np.all(np.isfinite(np.asarray(y))):
             bad = int(np.sum(~np.isfinite(np.asarray(y))))
             raise DataError(f"{where}: regression targets contain {bad} NaN/inf value(s)")
@@ -250,4 +263,3 @@ def flops_per_step(cfg: MLPConfig, batch: int) -> int:
     fwd = sum(2 * batch * i * o for i, o in zip(cfg.sizes[:-1], cfg.sizes[1:]))
     dx = sum(2 * batch * i * o for i, o in zip(cfg.sizes[1:-1], cfg.sizes[2:]))
     return 2 * fwd + dx
-

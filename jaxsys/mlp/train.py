@@ -7,6 +7,7 @@
 `StepConfig.grad` picks the hand-derived backward ("hand") or `jax.value_and_grad` ("autodiff");
 `StepConfig.adam.kind` picks the hand Adam ("hand") or optax.adam ("optax").
 """
+
 import dataclasses
 import json
 import time
@@ -30,8 +31,8 @@ GRADS = ("hand", "autodiff")
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
     model: mlp_model.MLPConfig = mlp_model.MLPConfig()  # network shape, task, activation, matmul
-    adam: AdamConfig = AdamConfig()             # optimizer kind and hyper-parameters
-    grad: str = "hand"                          # "hand" (derived backward) or "autodiff" (jax.grad)
+    adam: AdamConfig = AdamConfig()  # optimizer kind and hyper-parameters
+    grad: str = "hand"  # "hand" (derived backward) or "autodiff" (jax.grad)
 
     def __post_init__(self):
         if self.grad not in GRADS:
@@ -39,9 +40,9 @@ class StepConfig:
 
 
 class TrainState(NamedTuple):
-    step: jax.Array    # int32 scalar, optimizer steps taken
-    params: list       # model params (list of {"w", "b"})
-    opt_state: Any     # Adam state (hand AdamState or optax's)
+    step: jax.Array  # int32 scalar, optimizer steps taken
+    params: list  # model params (list of {"w", "b"})
+    opt_state: Any  # Adam state (hand AdamState or optax's)
 
 
 def init_state(key: jax.Array, cfg: StepConfig, dtype=jnp.float32) -> TrainState:
@@ -56,14 +57,15 @@ def _metrics(loss, out, y, cfg: mlp_model.MLPConfig) -> dict:
     return m
 
 
-def _train_step(state: TrainState, x: jax.Array, y: jax.Array, cfg: StepConfig
-                ) -> tuple[TrainState, dict]:
+def _train_step(state: TrainState, x: jax.Array, y: jax.Array, cfg: StepConfig) -> tuple[TrainState, dict]:
     if cfg.grad == "hand":
         (loss, out), grads = mlp_model.loss_and_grad(state.params, x, y, cfg.model)
     else:
+
         def f(p):
             out, _ = mlp_model.forward(p, x, cfg.model)
             return mlp_model.loss_forward(out, y, cfg.model)[0], out
+
         (loss, out), grads = jax.value_and_grad(f, has_aux=True)(state.params)
     updates, opt_state = make_optimizer(cfg.adam).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -73,10 +75,10 @@ def _train_step(state: TrainState, x: jax.Array, y: jax.Array, cfg: StepConfig
 train_step = jax.jit(_train_step, static_argnames=("cfg",), donate_argnames=("state",))
 
 
-def _train_steps(state: TrainState, xs_KxBxI: jax.Array, ys_KxB: jax.Array, cfg: StepConfig
-                 ) -> tuple[TrainState, dict]:
+def _train_steps(state: TrainState, xs_KxBxI: jax.Array, ys_KxB: jax.Array, cfg: StepConfig) -> tuple[TrainState, dict]:
     def body(s, xy):
         return _train_step(s, *xy, cfg=cfg)
+
     return jax.lax.scan(body, state, (xs_KxBxI, ys_KxB))
 
 
@@ -95,19 +97,19 @@ evaluate = jax.jit(_evaluate, static_argnames=("cfg",))
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    task: str = "classify"              # "classify" (digits) or "regress" (diabetes)
+    task: str = "classify"  # "classify" (digits) or "regress" (diabetes)
     hidden: tuple[int, ...] = (64, 64)  # hidden layer widths h2, h3, ...
-    activation: str = "relu"            # hidden activation
-    steps: int = 3000                   # optimizer steps in total (a resumed run continues to this)
-    batch: int = 64                     # minibatch size B (sampled without replacement per step)
-    optimizer: str = "hand"             # "hand" Adam or "optax" Adam
-    grad: str = "hand"                  # "hand" backward or "autodiff" (jax.value_and_grad)
-    learning_rate: float = 1e-3         # Adam lr
-    matmul: str = "xla"                 # "xla" or "pallas" (tiled kernel; interpreted on CPU: slow)
-    seed: int = 0                       # init and minibatch seed
-    log_every: int = 50                 # steps between metrics records
-    eval_every: int = 500               # steps between test-set evaluations
-    ckpt_every: int = 1000              # steps between checkpoints (and one at the end)
+    activation: str = "relu"  # hidden activation
+    steps: int = 3000  # optimizer steps in total (a resumed run continues to this)
+    batch: int = 64  # minibatch size B (sampled without replacement per step)
+    optimizer: str = "hand"  # "hand" Adam or "optax" Adam
+    grad: str = "hand"  # "hand" backward or "autodiff" (jax.value_and_grad)
+    learning_rate: float = 1e-3  # Adam lr
+    matmul: str = "xla"  # "xla" or "pallas" (tiled kernel; interpreted on CPU: slow)
+    seed: int = 0  # init and minibatch seed
+    log_every: int = 50  # steps between metrics records
+    eval_every: int = 500  # steps between test-set evaluations
+    ckpt_every: int = 1000  # steps between checkpoints (and one at the end)
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -116,13 +118,19 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
         # model, optimizer and gradient settings, checked here (placeholder input/output widths) so that
         # a bad value fails before the CLI makes a run directory or loads data
-        StepConfig(mlp_model.MLPConfig((2, *self.hidden, 2), self.task, self.activation, self.matmul),
-                   AdamConfig(self.optimizer, self.learning_rate), self.grad)
+        StepConfig(
+            mlp_model.MLPConfig((2, *self.hidden, 2), self.task, self.activation, self.matmul),
+            AdamConfig(self.optimizer, self.learning_rate),
+            self.grad,
+        )
 
     def step_config(self, data: Dataset) -> StepConfig:
         sizes = (data.x_train.shape[1], *self.hidden, data.num_outputs)
-        return StepConfig(mlp_model.MLPConfig(sizes, self.task, self.activation, self.matmul),
-                          AdamConfig(self.optimizer, self.learning_rate), self.grad)
+        return StepConfig(
+            mlp_model.MLPConfig(sizes, self.task, self.activation, self.matmul),
+            AdamConfig(self.optimizer, self.learning_rate),
+            self.grad,
+        )
 
 
 def _batch_indices(n: int, batch: int, seed: int, step: int) -> np.ndarray:
@@ -130,8 +138,15 @@ def _batch_indices(n: int, batch: int, seed: int, step: int) -> np.ndarray:
     return np.random.default_rng([seed, step]).choice(n, batch, replace=False)
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, *, data: Dataset | None = None,
-          resume: bool = False, log=print, progress: bool = True) -> dict:
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    data: Dataset | None = None,
+    resume: bool = False,
+    log=print,
+    progress: bool = True,
+) -> dict:
     """Train on `data` (default: the task's real data set); writes config.json, metrics.jsonl,
     ckpt/ (orbax) and summary.json under run_dir; returns the summary."""
     run_dir = Path(run_dir)
@@ -141,8 +156,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, data: Dataset | None = None,
         raise ConfigError(f"batch {cfg.batch} exceeds the {len(data.x_train)} training examples")
     mlp_model.validate_batch(data.x_train, data.y_train, scfg.model, where=f"{data.name} train set")
     mlp_model.validate_batch(data.x_test, data.y_test, scfg.model, where=f"{data.name} test set")
-    config_record = {"train": dataclasses.asdict(cfg), "sizes": list(scfg.model.sizes),
-                     "data": data.name}
+    config_record = {"train": dataclasses.asdict(cfg), "sizes": list(scfg.model.sizes), "data": data.name}
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", config_record)
 
@@ -151,12 +165,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, data: Dataset | None = None,
     start = 0
     if resume and ckpt.latest_step() is not None:
         saved = ckpt.read_meta().get("config", {})  # compare configs before reading arrays
-        if saved and (saved.get("sizes") != config_record["sizes"]
-                      or saved["train"].get("optimizer") != cfg.optimizer):
+        if saved and (saved.get("sizes") != config_record["sizes"] or saved["train"].get("optimizer") != cfg.optimizer):
             ckpt.close()
-            raise ConfigError(f"cannot resume {run_dir}: checkpoint was written for "
-                              f"{saved.get('sizes')} / {saved['train'].get('optimizer')}, this run is "
-                              f"{config_record['sizes']} / {cfg.optimizer}")
+            raise ConfigError(
+                f"cannot resume {run_dir}: checkpoint was written for "
+                f"{saved.get('sizes')} / {saved['train'].get('optimizer')}, this run is "
+                f"{config_record['sizes']} / {cfg.optimizer}"
+            )
         state, _ = ckpt.restore(like=state)
         start = int(state.step)
         log(f"resumed from step {start} in {ckpt.directory}")
@@ -191,10 +206,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, data: Dataset | None = None,
 
     ev = {k: float(v) for k, v in evaluate(state.params, x_test, y_test, cfg=scfg.model).items()}
     tr = {k: float(v) for k, v in evaluate(state.params, x_train, y_train, cfg=scfg.model).items()}
-    summary = {"data": data.name, "task": cfg.task, "sizes": list(scfg.model.sizes),
-               "steps": int(state.step), "resumed_from": start,
-               "seconds": round(time.perf_counter() - t0, 2),
-               **{f"train_{k}": v for k, v in tr.items()}, **{f"test_{k}": v for k, v in ev.items()}}
+    summary = {
+        "data": data.name,
+        "task": cfg.task,
+        "sizes": list(scfg.model.sizes),
+        "steps": int(state.step),
+        "resumed_from": start,
+        "seconds": round(time.perf_counter() - t0, 2),
+        **{f"train_{k}": v for k, v in tr.items()},
+        **{f"test_{k}": v for k, v in ev.items()},
+    }
     if cfg.task == "regress":  # MSE loss is (1/2) mean sq. error in standardised units
         summary["test_rmse"] = float(np.sqrt(2 * ev["loss"]) * data.y_std)
     atomic_write_json(run_dir / "summary.json", summary)

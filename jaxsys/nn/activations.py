@@ -1,4 +1,5 @@
 """Element-wise activations. Cache holds what the backward needs (input for ReLU, output for tanh)."""
+
 import jax
 import jax.numpy as jnp
 

@@ -21,6 +21,7 @@ the inputs' dtype; e itself is rounded to bfloat16 once (the row sums l are take
 e, so that P = e / l sums to one as used), and dS = c e (dP - g.o) is the product of the rounded e
 and the rounded c (dP - g.o).
 """
+
 from typing import NamedTuple
 
 import jax
@@ -34,8 +35,8 @@ class AttentionCache(NamedTuple):
     q: jax.Array  # [B, T, H, Dh]
     k: jax.Array  # [B, T, H, Dh]
     v: jax.Array  # [B, T, H, Dh]
-    e: tuple      # per query block [a, b): [B, H, b - a, b] unnormalised exp(S - rowmax), 0 above diag
-    inv: tuple    # per query block: [B, b - a, H, 1] 1 / (row sum of e)
+    e: tuple  # per query block [a, b): [B, H, b - a, b] unnormalised exp(S - rowmax), 0 above diag
+    inv: tuple  # per query block: [B, b - a, H, 1] 1 / (row sum of e)
     o: jax.Array  # [B, T, H, Dh] the output
 
 
@@ -65,15 +66,19 @@ class HeadMajorCache(NamedTuple):
     q: jax.Array  # [B, H, T, Dh] queries (unscaled)
     k: jax.Array  # [B, H, T, Dh]
     v: jax.Array  # [B, H, T, Dh]
-    e: tuple      # per query block [a, b): [B, H, b - a, b] unnormalised exp(S - rowmax), 0 above
-                  # diag (in the matmul dtype: bfloat16 with matmul_dtype="bfloat16")
-    inv: tuple    # per query block: [B, H, b - a, 1] 1 / (row sum of e)
+    e: tuple  # per query block [a, b): [B, H, b - a, b] unnormalised exp(S - rowmax), 0 above
+    # diag (in the matmul dtype: bfloat16 with matmul_dtype="bfloat16")
+    inv: tuple  # per query block: [B, H, b - a, 1] 1 / (row sum of e)
     o: jax.Array  # [B, H, T, Dh] the output
 
 
-def attention_forward_hm(q_BxHxTxD: jax.Array, k_BxHxTxD: jax.Array, v_BxHxTxD: jax.Array,
-                         q_block: int | None = DEFAULT_Q_BLOCK, matmul_dtype: str | None = None
-                         ) -> tuple[jax.Array, HeadMajorCache]:
+def attention_forward_hm(
+    q_BxHxTxD: jax.Array,
+    k_BxHxTxD: jax.Array,
+    v_BxHxTxD: jax.Array,
+    q_block: int | None = DEFAULT_Q_BLOCK,
+    matmul_dtype: str | None = None,
+) -> tuple[jax.Array, HeadMajorCache]:
     """Causal attention in head-major layout [B, H, T, Dh] (see `attention_forward` for the maths).
 
     Every product is a plain batched [M, K] x [K, N] matmul over the (B, H) batch: the scores use
@@ -85,9 +90,9 @@ def attention_forward_hm(q_BxHxTxD: jax.Array, k_BxHxTxD: jax.Array, v_BxHxTxD: 
     """
     t, dh = q_BxHxTxD.shape[2], q_BxHxTxD.shape[-1]
     dt, md = _acc_dtype(q_BxHxTxD), matmul_dtype
-    c = jnp.asarray(1.0 / dh ** 0.5, dt)
+    c = jnp.asarray(1.0 / dh**0.5, dt)
     qm = _cast(q_BxHxTxD, md)
-    kt = _transposed(k_BxHxTxD, md)   # [B, H, Dh, T]
+    kt = _transposed(k_BxHxTxD, md)  # [B, H, Dh, T]
     vm = _cast(v_BxHxTxD, md)
     es, invs, os = [], [], []
     for a, b in query_blocks(t, q_block):
@@ -96,7 +101,7 @@ def attention_forward_hm(q_BxHxTxD: jax.Array, k_BxHxTxD: jax.Array, v_BxHxTxD: 
         # the diagonal is present, so the row max is finite; with bf16 matmuls e is rounded once
         # here and the rounded e is used everywhere (row sums, e V, cache): half the traffic
         e = _cast(jnp.exp(s - jnp.max(s, axis=-1, keepdims=True)), md)
-        inv = 1.0 / jnp.sum(e, axis=-1, keepdims=True, dtype=dt)   # [B, H, Tq, 1]
+        inv = 1.0 / jnp.sum(e, axis=-1, keepdims=True, dtype=dt)  # [B, H, Tq, 1]
         es.append(e)
         invs.append(inv)
         os.append(_nn("bhts,bhsd->bhtd", e, vm[:, :, :b], dt) * inv)
@@ -104,9 +109,9 @@ def attention_forward_hm(q_BxHxTxD: jax.Array, k_BxHxTxD: jax.Array, v_BxHxTxD: 
     return o, HeadMajorCache(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD, tuple(es), tuple(invs), o)
 
 
-def attention_backward_hm(cache: HeadMajorCache, do_BxHxTxD: jax.Array,
-                          matmul_dtype: str | None = None
-                          ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def attention_backward_hm(
+    cache: HeadMajorCache, do_BxHxTxD: jax.Array, matmul_dtype: str | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Backward of `attention_forward_hm` (maths in `attention_backward`), head-major layout.
 
     Per query block [a, b), with g = do / l:  dP = g V^T,  dS = c e (dP - g . o),
@@ -117,17 +122,17 @@ def attention_backward_hm(cache: HeadMajorCache, do_BxHxTxD: jax.Array,
     q, k, v, es, invs, o = cache
     t, dh = q.shape[2], q.shape[-1]
     dt, md = _acc_dtype(q), matmul_dtype
-    c = jnp.asarray(1.0 / dh ** 0.5, dt)
-    qt = _transposed(q, md)   # [B, H, Dh, T]
-    vt = _transposed(v, md)   # [B, H, Dh, T]
+    c = jnp.asarray(1.0 / dh**0.5, dt)
+    qt = _transposed(q, md)  # [B, H, Dh, T]
+    vt = _transposed(v, md)  # [B, H, Dh, T]
     km = _cast(k, md)
-    dot_t = jnp.swapaxes(do_BxHxTxD, 2, 3)   # [B, H, Dh, T]
+    dot_t = jnp.swapaxes(do_BxHxTxD, 2, 3)  # [B, H, Dh, T]
     dqs, dkt, dvt = [], None, None
     a = 0
     for e, inv in zip(es, invs):
         b = a + e.shape[2]
-        g = do_BxHxTxD[:, :, a:b] * inv                                  # do_t / l_t
-        row = jnp.sum(g * o[:, :, a:b], axis=-1, keepdims=True)           # g_t . o_t
+        g = do_BxHxTxD[:, :, a:b] * inv  # do_t / l_t
+        row = jnp.sum(g * o[:, :, a:b], axis=-1, keepdims=True)  # g_t . o_t
         gm = _cast(g, md)
         dp = _nn("bhtd,bhds->bhts", gm, vt[..., :b], dt)
         # dS = c e (dP - g . o); with bf16 matmuls the product is taken on the rounded operands
@@ -161,16 +166,20 @@ def _transposed(x: jax.Array, md: str | None) -> jax.Array:
 def _mask_bias(a: int, b: int, dtype) -> jax.Array:
     """[1, 1, b - a, b] constant: 0 where key s <= query t (t = a.., s = 0..b-1), -inf above."""
     keep = np.arange(b)[None, :] <= np.arange(a, b)[:, None]
-    return jnp.asarray(np.where(keep, 0.0, -np.inf)[None, None], dtype)   # [1, 1, b - a, b]
+    return jnp.asarray(np.where(keep, 0.0, -np.inf)[None, None], dtype)  # [1, 1, b - a, b]
 
 
 def _to_hm(x: jax.Array) -> jax.Array:
-    return jnp.swapaxes(x, 1, 2)   # [B, T, H, D] <-> [B, H, T, D]
+    return jnp.swapaxes(x, 1, 2)  # [B, T, H, D] <-> [B, H, T, D]
 
 
-def attention_forward(q_BxTxHxD: jax.Array, k_BxTxHxD: jax.Array, v_BxTxHxD: jax.Array,
-                      q_block: int | None = DEFAULT_Q_BLOCK, matmul_dtype: str | None = None
-                      ) -> tuple[jax.Array, AttentionCache]:
+def attention_forward(
+    q_BxTxHxD: jax.Array,
+    k_BxTxHxD: jax.Array,
+    v_BxTxHxD: jax.Array,
+    q_block: int | None = DEFAULT_Q_BLOCK,
+    matmul_dtype: str | None = None,
+) -> tuple[jax.Array, AttentionCache]:
     """o_t = sum_{s<=t} p_ts v_s with p_t = softmax_s(q_t . k_s / sqrt(Dh)) over s <= t, per head.
 
     Computed as e_ts = exp(S_ts - max_s S_ts) (0 for s > t), l_t = sum_s e_ts,
@@ -185,9 +194,8 @@ def attention_forward(q_BxTxHxD: jax.Array, k_BxTxHxD: jax.Array, v_BxTxHxD: jax
     Returns:
       (o [B, T, H, Dh], AttentionCache).
     """
-    o, hc = attention_forward_hm(_to_hm(q_BxTxHxD), _to_hm(k_BxTxHxD), _to_hm(v_BxTxHxD),
-                                 q_block, matmul_dtype)
-    invs = tuple(_to_hm(inv) for inv in hc.inv)   # [B, Tq, H, 1]
+    o, hc = attention_forward_hm(_to_hm(q_BxTxHxD), _to_hm(k_BxTxHxD), _to_hm(v_BxTxHxD), q_block, matmul_dtype)
+    invs = tuple(_to_hm(inv) for inv in hc.inv)  # [B, Tq, H, 1]
     o = _to_hm(o)
     return o, AttentionCache(q_BxTxHxD, k_BxTxHxD, v_BxTxHxD, hc.e, invs, o)
 
@@ -197,8 +205,9 @@ def attention_probs(cache: AttentionCache) -> tuple:
     return tuple(e * jnp.swapaxes(inv[..., 0], 1, 2)[..., None] for e, inv in zip(cache.e, cache.inv))
 
 
-def attention_backward(cache: AttentionCache, do_BxTxHxD: jax.Array,
-                       matmul_dtype: str | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+def attention_backward(
+    cache: AttentionCache, do_BxTxHxD: jax.Array, matmul_dtype: str | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Backward of the causal attention core, per batch b and head h (indices t: query, s: key).
 
     Forward: S_ts = c q_t . k_s (c = 1/sqrt(Dh)), P_t = softmax over s <= t of S_t (P_ts = 0 for
@@ -222,6 +231,5 @@ def attention_backward(cache: AttentionCache, do_BxTxHxD: jax.Array,
       (dq, dk, dv), each [B, T, H, Dh].
     """
     q, k, v, es, invs, o = cache
-    hc = HeadMajorCache(_to_hm(q), _to_hm(k), _to_hm(v), es, tuple(_to_hm(i) for i in invs),
-                        _to_hm(o))
+    hc = HeadMajorCache(_to_hm(q), _to_hm(k), _to_hm(v), es, tuple(_to_hm(i) for i in invs), _to_hm(o))
     return tuple(_to_hm(d) for d in attention_backward_hm(hc, _to_hm(do_BxTxHxD), matmul_dtype))

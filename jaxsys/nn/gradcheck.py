@@ -8,7 +8,9 @@ Three public checks, all meant to run in float64 (`jax.config.update("jax_enable
 - `check_finite_differences(loss_fn, grads, params, *args)`: directional derivatives
   <g, d> vs (L(p + eps d) - L(p - eps d)) / (2 eps) along random directions d.
 """
-from typing import Any, Callable
+
+from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax
@@ -23,17 +25,18 @@ def random_like(key: jax.Array, tree: Any) -> Any:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     keys = jax.random.split(key, max(len(leaves), 1))
     return jax.tree_util.tree_unflatten(
-        treedef, [jax.random.normal(k, jnp.shape(l), jnp.result_type(l)) for k, l in zip(keys, leaves)])
+        treedef, [jax.random.normal(k, jnp.shape(l), jnp.result_type(l)) for k, l in zip(keys, leaves)]
+    )
 
 
 def _require_x64(what: str) -> None:
     if not jax.config.jax_enable_x64:
-        raise JaxsysError(f"{what}: gradient checks need float64; call "
-                          "jax.config.update('jax_enable_x64', True) first")
+        raise JaxsysError(f"{what}: gradient checks need float64; call jax.config.update('jax_enable_x64', True) first")
 
 
-def check_grad(loss_fn: Callable, grad_fn: Callable, params: Any, *args,
-               atol: float = 1e-10, rtol: float = 1e-9) -> Any:
+def check_grad(
+    loss_fn: Callable, grad_fn: Callable, params: Any, *args, atol: float = 1e-10, rtol: float = 1e-9
+) -> Any:
     """Assert grad_fn(params, *args) == jax.grad(loss_fn)(params, *args) leaf by leaf; returns the
     hand gradient."""
     _require_x64("check_grad")
@@ -43,8 +46,16 @@ def check_grad(loss_fn: Callable, grad_fn: Callable, params: Any, *args,
     return hand
 
 
-def check_vjp(forward: Callable, backward: Callable, params: Any, x: jax.Array, *,
-              key: jax.Array | None = None, atol: float = 1e-10, rtol: float = 1e-9) -> None:
+def check_vjp(
+    forward: Callable,
+    backward: Callable,
+    params: Any,
+    x: jax.Array,
+    *,
+    key: jax.Array | None = None,
+    atol: float = 1e-10,
+    rtol: float = 1e-9,
+) -> None:
     """Assert a block's hand backward equals jax.vjp of its forward.
 
     forward(params, x) -> (y, cache) and backward(params, cache, dy) -> (dparams, dx); for a
@@ -70,9 +81,17 @@ def check_vjp(forward: Callable, backward: Callable, params: Any, x: jax.Array, 
         chex.assert_trees_all_close(dx, dx_ref, atol=atol, rtol=rtol)
 
 
-def check_finite_differences(loss_fn: Callable, grads: Any, params: Any, *args,
-                             key: jax.Array | None = None, num_directions: int = 4,
-                             eps: float = 1e-6, rtol: float = 1e-6, atol: float = 1e-9) -> None:
+def check_finite_differences(
+    loss_fn: Callable,
+    grads: Any,
+    params: Any,
+    *args,
+    key: jax.Array | None = None,
+    num_directions: int = 4,
+    eps: float = 1e-6,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+) -> None:
     """Assert <grads, d> matches the central difference of loss_fn along random unit directions d."""
     _require_x64("check_finite_differences")
     key = jax.random.PRNGKey(1) if key is None else key
@@ -84,7 +103,9 @@ def check_finite_differences(loss_fn: Callable, grads: Any, params: Any, *args,
         plus = jax.tree_util.tree_map(lambda p, dd: p + eps * dd, params, d)
         minus = jax.tree_util.tree_map(lambda p, dd: p - eps * dd, params, d)
         fd = (float(loss_fn(plus, *args)) - float(loss_fn(minus, *args))) / (2 * eps)
-        an = float(sum(jnp.sum(g * dd) for g, dd in
-                       zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(d))))
-        np.testing.assert_allclose(an, fd, rtol=rtol, atol=atol,
-                                   err_msg="hand gradient disagrees with finite differences")
+        an = float(
+            sum(jnp.sum(g * dd) for g, dd in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(d)))
+        )
+        np.testing.assert_allclose(
+            an, fd, rtol=rtol, atol=atol, err_msg="hand gradient disagrees with finite differences"
+        )

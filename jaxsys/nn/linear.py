@@ -1,4 +1,5 @@
 """Affine layer y = x W^T + b with W stored rows = out, cols = in (w_OxI)."""
+
 import functools
 from typing import NamedTuple
 
@@ -8,8 +9,9 @@ import jax.numpy as jnp
 from jaxsys.errors import ConfigError
 
 
-def linear_init(key: jax.Array, in_dim: int, out_dim: int, *, scale: float | None = None,
-                bias: bool = True, dtype=jnp.float32) -> dict:
+def linear_init(
+    key: jax.Array, in_dim: int, out_dim: int, *, scale: float | None = None, bias: bool = True, dtype=jnp.float32
+) -> dict:
     """He-style init: W ~ N(0, scale^2) with scale = sqrt(2 / in_dim) unless given; b = 0."""
     scale = (2.0 / in_dim) ** 0.5 if scale is None else scale
     params = {"w": scale * jax.random.normal(key, (out_dim, in_dim), dtype)}

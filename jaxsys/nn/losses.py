@@ -1,4 +1,5 @@
 """Losses with hand-derived backward passes."""
+
 from typing import NamedTuple
 
 import jax
@@ -21,12 +22,11 @@ def mse_backward(cache: MSECache, dloss: jax.Array | float = 1.0) -> jax.Array:
 
 
 class XentCache(NamedTuple):
-    probs: jax.Array   # [B, C] softmax of the logits
+    probs: jax.Array  # [B, C] softmax of the logits
     onehot: jax.Array  # [B, C]
 
 
-def softmax_cross_entropy_forward(logits_BxC: jax.Array, labels_B: jax.Array
-                                  ) -> tuple[jax.Array, XentCache]:
+def softmax_cross_entropy_forward(logits_BxC: jax.Array, labels_B: jax.Array) -> tuple[jax.Array, XentCache]:
     """L = -(1/B) sum_b log softmax(logits_b)[y_b], computed with a max-shifted log-sum-exp."""
     shifted = logits_BxC - jax.lax.stop_gradient(logits_BxC.max(axis=-1, keepdims=True))
     logz = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))

@@ -11,7 +11,9 @@ the gradient at step t = 1, 2, ...:
 
 computed in the paper's reordered form (scalar bias corrections, see `adam`).
 """
-from typing import Any, Callable, NamedTuple
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,12 +22,16 @@ import optax
 
 class AdamState(NamedTuple):
     count: jax.Array  # int32 scalar, number of updates applied so far (t - 1 during an update)
-    mu: Any           # first moment m, a pytree like params
-    nu: Any           # second moment v, a pytree like params
+    mu: Any  # first moment m, a pytree like params
+    nu: Any  # second moment v, a pytree like params
 
 
-def adam(learning_rate: float | Callable[[jax.Array], jax.Array] = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
-         ) -> optax.GradientTransformation:
+def adam(
+    learning_rate: float | Callable[[jax.Array], jax.Array] = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> optax.GradientTransformation:
     """Hand-written Adam as an optax GradientTransformation (init_fn, update_fn).
 
     Args:
@@ -38,20 +44,21 @@ def adam(learning_rate: float | Callable[[jax.Array], jax.Array] = 1e-3, b1: flo
       `optax.GradientTransformation(init_fn, update_fn)` with `init_fn(params) -> AdamState` and
       `update_fn(grads, state, params=None) -> (updates, state)`; apply with `optax.apply_updates`.
     """
+
     def init_fn(params) -> AdamState:
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        return AdamState(count=jnp.zeros([], jnp.int32), mu=zeros,
-                         nu=jax.tree_util.tree_map(jnp.zeros_like, params))
+        return AdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=jax.tree_util.tree_map(jnp.zeros_like, params))
 
     def update_fn(grads, state: AdamState, params=None) -> tuple[Any, AdamState]:
         del params
         t = state.count + 1
         mu = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
         nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * (g * g), state.nu, grads)
-        c1 = 1 - b1 ** t  # bias corrections, in float32/64 from the int count
-        c2 = 1 - b2 ** t
+        c1 = 1 - b1**t  # bias corrections, in float32/64 from the int count
+        c2 = 1 - b2**t
 
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+
         # The paper's reordering (end of its Section 2): the bias corrections fold into two scalars,
         #   -lr m^ / (sqrt(v^) + eps) = alpha_t m / (sqrt(v) + eps_t),
         #   alpha_t = -lr sqrt(c2) / c1,  eps_t = eps sqrt(c2),

@@ -1,4 +1,5 @@
 """RMS normalisation without gain (microgpt): y = x / sqrt(mean(x^2) + eps) over the last axis."""
+
 from typing import NamedTuple
 
 import jax

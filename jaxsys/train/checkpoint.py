@@ -1,9 +1,10 @@
 """Orbax checkpoints: atomic, step-numbered, resumable, restorable onto other shardings.
 
-    ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=3)
-    ckpt.save(step, state, meta={"loss": 0.1})
-    state, meta = ckpt.restore(like=state)          # latest step; `like` gives structure/shardings
+ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=3)
+ckpt.save(step, state, meta={"loss": 0.1})
+state, meta = ckpt.restore(like=state)          # latest step; `like` gives structure/shardings
 """
+
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ def _abstract(like: Any) -> Any:
             return x
         sharding = getattr(x, "sharding", None)
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
     return jax.tree_util.tree_map(f, like)
 
 
@@ -51,11 +53,12 @@ class Checkpointer:
         if step is None:
             raise DataError(f"no checkpoint found in {self.directory}")
         try:
-            out = self.manager.restore(int(step), args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore()))
+            out = self.manager.restore(
+                int(step),
+                args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore()),
+            )
         except (ValueError, KeyError, FileNotFoundError) as e:
-            raise DataError(f"checkpoint step {step} in {self.directory} does not match the "
-                            f"expected state: {e}") from e
+            raise DataError(f"checkpoint step {step} in {self.directory} does not match the expected state: {e}") from e
         return out["state"], dict(out["meta"] or {})
 
     def read_meta(self, step: int | None = None) -> dict:

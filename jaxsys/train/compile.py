@@ -1,5 +1,6 @@
 """jax.jit for one-off computations (parameter / optimizer-state initialisation) that XLA would
 otherwise spend seconds optimising."""
+
 import functools
 
 import jax
@@ -22,4 +23,5 @@ def init_jit(fun, **jit_kwargs):
         if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs))):
             return fun(*args, **kwargs)
         return jitted(*args, **kwargs)
+
     return call

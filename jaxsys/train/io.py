@@ -1,4 +1,5 @@
 """Atomic file writes (temp file in the same folder, fsync, rename) and run directories."""
+
 import json
 import os
 import tempfile
@@ -36,6 +37,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
 def save_figure(fig, path: str | os.PathLike, **kwargs) -> Path:
     """Save a matplotlib figure atomically as PNG (rendered to memory, then renamed into place)."""
     import io as _io
+
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", **kwargs)
     return atomic_write_bytes(path, buf.getvalue())

@@ -1,4 +1,5 @@
 """Metrics as JSON lines: one object per record, flushed at once so a killed run keeps its log."""
+
 import json
 import math
 import os

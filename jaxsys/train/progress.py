@@ -1,9 +1,10 @@
 """A dependency-free progress bar for long loops: `for i in Progress(range(n), desc="train")`,
 `bar.set(loss=0.1)` to show live values. Redraws at most every `interval` seconds; on a non-TTY
 (CI, pipes) it prints a line every `interval_non_tty` seconds instead."""
+
 import sys
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def _fmt(v) -> str:
@@ -15,9 +16,17 @@ def _fmt(v) -> str:
 
 
 class Progress:
-    def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "",
-                 interval: float = 0.2, interval_non_tty: float = 10.0, file=None, disable: bool = False,
-                 initial: int = 0):
+    def __init__(
+        self,
+        iterable: Iterable | None = None,
+        total: int | None = None,
+        desc: str = "",
+        interval: float = 0.2,
+        interval_non_tty: float = 10.0,
+        file=None,
+        disable: bool = False,
+        initial: int = 0,
+    ):
         self.iterable = iterable
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.desc = desc
@@ -48,8 +57,7 @@ class Progress:
             frac = min(self.n / self.total, 1.0)
             bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
             eta = (self.total - self.n) / rate if rate > 0 else float("nan")
-            return (f"{self.desc} [{bar}] {self.n}/{self.total} {rate:.1f}it/s "
-                    f"{el:.0f}s<{eta:.0f}s {vals}")
+            return f"{self.desc} [{bar}] {self.n}/{self.total} {rate:.1f}it/s {el:.0f}s<{eta:.0f}s {vals}"
         return f"{self.desc} {self.n} {rate:.1f}it/s {el:.0f}s {vals}"
 
     def _draw(self) -> None:

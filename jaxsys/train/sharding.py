@@ -22,17 +22,20 @@ so this module imports no jaxsys system:
     the gradient; optimizer moments follow their parameter (their paths end the same way);
   * everything else is replicated.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
 import re
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxsys.errors import ConfigError, DataError, ShapeError
 
@@ -43,17 +46,17 @@ Rule = tuple[str, P]  # (regex searched in a leaf's '/'-joined path, spec of the
 # The GPT's attention/MLP matrices, stored w_OxI (rows = outputs). Leading axes (e.g. a stacked layer
 # axis) stay unsharded: a rule's spec covers the trailing dims only.
 GPT_TENSOR_PARALLEL_RULES: tuple[Rule, ...] = (
-    (r"(^|[/.])(attn_w[qkv]|attn_qkv|mlp_fc1)(/w)?$", P("model", None)),   # column-parallel: split outputs
-    (r"(^|[/.])(attn_w[qkv]|attn_qkv|mlp_fc1)/b$", P("model")),            # its bias follows the outputs
+    (r"(^|[/.])(attn_w[qkv]|attn_qkv|mlp_fc1)(/w)?$", P("model", None)),  # column-parallel: split outputs
+    (r"(^|[/.])(attn_w[qkv]|attn_qkv|mlp_fc1)/b$", P("model")),  # its bias follows the outputs
     (r"(^|[/.])(attn_b[qkv]|mlp_b1)$", P("model")),
-    (r"(^|[/.])(attn_wo|mlp_fc2)(/w)?$", P(None, "model")),                # row-parallel: split inputs
+    (r"(^|[/.])(attn_wo|mlp_fc2)(/w)?$", P(None, "model")),  # row-parallel: split inputs
 )
 
 
 # ----------------------------------------------------------------------------------------- meshes
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    data: int   # devices along 'data': the batch is split here (and FSDP parameter shards)
+    data: int  # devices along 'data': the batch is split here (and FSDP parameter shards)
     model: int  # devices along 'model': tensor-parallel split of the big matrices
 
     @property
@@ -89,8 +92,7 @@ def parse_mesh(spec: str | MeshConfig | None, num_devices: int | None = None) ->
             name, eq, val = part.partition("=")
             name = name.strip()
             if not eq:
-                raise ConfigError(f"--mesh {text!r}: expected axis=size items like 'data=4,model=2', "
-                                  f"got {part!r}")
+                raise ConfigError(f"--mesh {text!r}: expected axis=size items like 'data=4,model=2', got {part!r}")
             if name not in MESH_AXES:
                 raise ConfigError(f"--mesh {text!r}: unknown axis {name!r} (axes: {', '.join(MESH_AXES)})")
             if name in sizes:
@@ -98,8 +100,9 @@ def parse_mesh(spec: str | MeshConfig | None, num_devices: int | None = None) ->
             try:
                 n = int(val.strip())
             except ValueError:
-                raise ConfigError(f"--mesh {text!r}: size of {name!r} must be an integer, got "
-                                  f"{val.strip()!r}") from None
+                raise ConfigError(
+                    f"--mesh {text!r}: size of {name!r} must be an integer, got {val.strip()!r}"
+                ) from None
             if n < 1 and n != -1:
                 raise ConfigError(f"--mesh {text!r}: size of {name!r} must be >= 1 (or -1 to fill), got {n}")
             sizes[name] = n
@@ -115,9 +118,11 @@ def parse_mesh(spec: str | MeshConfig | None, num_devices: int | None = None) ->
         sizes[free[0]] = num_devices // fixed
     cfg = MeshConfig(data=sizes["data"], model=sizes["model"])
     if cfg.size != num_devices:
-        raise ConfigError(f"--mesh {text!r}: data*model = {cfg.data}*{cfg.model} = {cfg.size} but "
-                          f"{num_devices} devices are visible (pick sizes whose product is the device "
-                          f"count, or restrict devices with CUDA_VISIBLE_DEVICES)")
+        raise ConfigError(
+            f"--mesh {text!r}: data*model = {cfg.data}*{cfg.model} = {cfg.size} but "
+            f"{num_devices} devices are visible (pick sizes whose product is the device "
+            f"count, or restrict devices with CUDA_VISIBLE_DEVICES)"
+        )
     return cfg
 
 
@@ -169,8 +174,15 @@ def path_str(path: Sequence[Any]) -> str:
     return "/".join(parts)
 
 
-def leaf_spec(path: str, shape: Sequence[int], mesh_shape: Mapping[str, int], *,
-              rules: Iterable[Rule] = (), fsdp: bool = False, fsdp_min_size: int = 2 ** 16) -> P:
+def leaf_spec(
+    path: str,
+    shape: Sequence[int],
+    mesh_shape: Mapping[str, int],
+    *,
+    rules: Iterable[Rule] = (),
+    fsdp: bool = False,
+    fsdp_min_size: int = 2**16,
+) -> P:
     """The PartitionSpec of one leaf (pure: no devices needed).
 
     The first rule whose regex is found in `path` gives the spec of the trailing dims; then, with
@@ -183,16 +195,19 @@ def leaf_spec(path: str, shape: Sequence[int], mesh_shape: Mapping[str, int], *,
         if re.search(pattern, path):
             spec = tuple(spec)
             if len(spec) > len(shape):
-                raise ConfigError(f"sharding rule {pattern!r} -> {P(*spec)} has rank {len(spec)} but "
-                                  f"parameter {path!r} has shape {shape}")
-            entries[len(shape) - len(spec):] = list(spec)
+                raise ConfigError(
+                    f"sharding rule {pattern!r} -> {P(*spec)} has rank {len(spec)} but "
+                    f"parameter {path!r} has shape {shape}"
+                )
+            entries[len(shape) - len(spec) :] = list(spec)
             break
     for i, e in enumerate(entries):
         axes = (e,) if isinstance(e, str) else tuple(e or ())
         n = math.prod(int(mesh_shape.get(a, 1)) for a in axes)
         if shape[i] % n:
-            raise ConfigError(f"parameter {path!r} dim {i} of size {shape[i]} is not divisible by the "
-                              f"mesh axis {e!r} of size {n}")
+            raise ConfigError(
+                f"parameter {path!r} dim {i} of size {shape[i]} is not divisible by the mesh axis {e!r} of size {n}"
+            )
         if n == 1:
             entries[i] = None  # size-1 axes shard nothing; a plain spec keeps shardings comparable
     data = int(mesh_shape.get("data", 1))
@@ -205,46 +220,52 @@ def leaf_spec(path: str, shape: Sequence[int], mesh_shape: Mapping[str, int], *,
     return P(*entries)
 
 
-def tree_pspecs(tree: Any, mesh_shape: Mapping[str, int], *, rules: Iterable[Rule] = (),
-                fsdp: bool = False, fsdp_min_size: int = 2 ** 16) -> Any:
+def tree_pspecs(
+    tree: Any,
+    mesh_shape: Mapping[str, int],
+    *,
+    rules: Iterable[Rule] = (),
+    fsdp: bool = False,
+    fsdp_min_size: int = 2**16,
+) -> Any:
     """PartitionSpecs for every array leaf of `tree` (params, optimizer state, a whole train state)."""
     rules = tuple(rules)
 
     def f(path, x):
         shape = getattr(x, "shape", ())
-        return leaf_spec(path_str(path), shape, mesh_shape, rules=rules, fsdp=fsdp,
-                         fsdp_min_size=fsdp_min_size)
+        return leaf_spec(path_str(path), shape, mesh_shape, rules=rules, fsdp=fsdp, fsdp_min_size=fsdp_min_size)
+
     return jax.tree_util.tree_map_with_path(f, tree)
 
 
-def tree_shardings(tree: Any, mesh: Mesh, *, rules: Iterable[Rule] = (), fsdp: bool = False,
-                   fsdp_min_size: int = 2 ** 16) -> Any:
+def tree_shardings(
+    tree: Any, mesh: Mesh, *, rules: Iterable[Rule] = (), fsdp: bool = False, fsdp_min_size: int = 2**16
+) -> Any:
     """NamedShardings on `mesh` for every leaf of `tree` (see `leaf_spec`)."""
     specs = tree_pspecs(tree, dict(mesh.shape), rules=rules, fsdp=fsdp, fsdp_min_size=fsdp_min_size)
-    return jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), specs,
-                                  is_leaf=lambda s: isinstance(s, P))
+    return jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda s: isinstance(s, P))
 
 
 def batch_shardings(batch: Any, mesh: Mesh) -> Any:
     """Split every batch leaf along its leading axis over 'data' (scalars, and every leaf on a
     1-device 'data' axis, are replicated)."""
     split = int(mesh.shape["data"]) > 1
-    return jax.tree_util.tree_map(
-        lambda x: NamedSharding(mesh, P("data") if split and np.ndim(x) >= 1 else P()), batch)
+    return jax.tree_util.tree_map(lambda x: NamedSharding(mesh, P("data") if split and np.ndim(x) >= 1 else P()), batch)
 
 
 def abstract_tree(tree: Any, shardings: Any) -> Any:
     """ShapeDtypeStructs carrying `shardings`: the `like=` of `Checkpointer.restore` for restoring a
     checkpoint straight onto a (possibly different) mesh, and the input of `jit(...).lower`."""
     return jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(np.shape(x), jax.numpy.result_type(x), sharding=s),
-        tree, shardings)
+        lambda x, s: jax.ShapeDtypeStruct(np.shape(x), jax.numpy.result_type(x), sharding=s), tree, shardings
+    )
 
 
 # ------------------------------------------------------------------------------ placing arrays
 def put_tree(tree: Any, shardings: Any) -> Any:
     """Place a host/device pytree onto `shardings`. With several processes every process must pass
     the same values (e.g. params initialised from the same seed); each keeps only its shards."""
+
     def f(x, s):
         if s.is_fully_addressable:
             return jax.device_put(x, s)
@@ -252,6 +273,7 @@ def put_tree(tree: Any, shardings: Any) -> Any:
             return x
         host = np.asarray(x)
         return jax.make_array_from_callback(host.shape, s, lambda idx: host[idx])
+
     return jax.tree_util.tree_map(f, tree, shardings)
 
 
@@ -260,15 +282,15 @@ def local_rows(mesh: Mesh, global_batch: int) -> slice:
     'data': with several processes each one loads only these rows (`data[indices[local_rows]]`)."""
     data = int(mesh.shape["data"])
     if global_batch % data:
-        raise DataError(f"global batch size {global_batch} is not divisible by the mesh data axis "
-                        f"({data} devices)")
+        raise DataError(f"global batch size {global_batch} is not divisible by the mesh data axis ({data} devices)")
     idx = NamedSharding(mesh, P("data")).addressable_devices_indices_map((global_batch,))
-    starts = sorted({(s[0].start or 0, global_batch if s[0].stop is None else s[0].stop)
-                     for s in idx.values()})
+    starts = sorted({(s[0].start or 0, global_batch if s[0].stop is None else s[0].stop) for s in idx.values()})
     lo, hi = starts[0][0], starts[-1][1]
     if sum(b - a for a, b in starts) != hi - lo:
-        raise ConfigError(f"this process's devices hold non-contiguous rows of the batch on mesh "
-                          f"{mesh_config(mesh)}; put each process's devices together along 'data'")
+        raise ConfigError(
+            f"this process's devices hold non-contiguous rows of the batch on mesh "
+            f"{mesh_config(mesh)}; put each process's devices together along 'data'"
+        )
     return slice(lo, hi)
 
 
@@ -289,11 +311,14 @@ def shard_batch(batch: Any, mesh: Mesh, global_batch: int | None = None) -> Any:
         if np.ndim(x) == 0:
             return put_tree(x, s)
         if np.shape(x)[0] != rows.stop - rows.start:
-            raise DataError(f"batch leaf {path_str(path) or '<root>'} has {np.shape(x)[0]} rows but this "
-                            f"process holds rows {rows.start}:{rows.stop} of a global batch of {global_batch}")
+            raise DataError(
+                f"batch leaf {path_str(path) or '<root>'} has {np.shape(x)[0]} rows but this "
+                f"process holds rows {rows.start}:{rows.stop} of a global batch of {global_batch}"
+            )
         if nproc == 1:
             return jax.device_put(x, s)
         return jax.make_array_from_process_local_data(s, np.asarray(x), (global_batch, *np.shape(x)[1:]))
+
     return jax.tree_util.tree_map_with_path(f, batch, shardings)
 
 
@@ -307,16 +332,28 @@ def to_host(tree: Any) -> Any:
                 return np.asarray(x.addressable_data(0))
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
         return np.asarray(x)
+
     return jax.tree_util.tree_map(f, tree)
 
 
 # ------------------------------------------------------------------------------------ the step
-def jit_sharded(fn: Callable, in_shardings: Any, out_shardings: Any, *,
-                donate_argnums: int | Sequence[int] = (), static_argnums: int | Sequence[int] = ()):
+def jit_sharded(
+    fn: Callable,
+    in_shardings: Any,
+    out_shardings: Any,
+    *,
+    donate_argnums: int | Sequence[int] = (),
+    static_argnums: int | Sequence[int] = (),
+):
     """`jax.jit(fn)` with explicit shardings: arguments are laid out as `in_shardings` (a tuple with
     one pytree prefix per positional argument) and results come back as `out_shardings`."""
-    return jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
-                   donate_argnums=donate_argnums, static_argnums=static_argnums)
+    return jax.jit(
+        fn,
+        in_shardings=in_shardings,
+        out_shardings=out_shardings,
+        donate_argnums=donate_argnums,
+        static_argnums=static_argnums,
+    )
 
 
 def compiled_input_specs(fn: Any, *args: Any) -> list[tuple[str, P]]:
@@ -341,17 +378,21 @@ def compiled_input_specs(fn: Any, *args: Any) -> list[tuple[str, P]]:
 def normalize_spec(spec: P, ndim: int) -> P:
     """A spec without trailing Nones (P('data', None) == P('data')) for comparisons."""
     entries = list(tuple(spec))[:ndim]
-    entries = [None if e in ((), None) else (e[0] if isinstance(e, tuple) and len(e) == 1 else e)
-               for e in entries]
+    entries = [None if e in ((), None) else (e[0] if isinstance(e, tuple) and len(e) == 1 else e) for e in entries]
     while entries and entries[-1] is None:
         entries.pop()
     return P(*entries)
 
 
 # --------------------------------------------------------------------------- several processes
-def maybe_initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                                 process_id: int | None = None, *, env: Mapping[str, str] | None = None,
-                                 timeout_s: int = 300) -> bool:
+def maybe_initialize_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout_s: int = 300,
+) -> bool:
     """Join a multi-process run with `jax.distributed.initialize` when asked to; True if joined.
 
     Arguments come from the CLI (`--coordinator host:port --num-processes N --process-id I`) or else
@@ -370,14 +411,18 @@ def maybe_initialize_distributed(coordinator: str | None = None, num_processes: 
             raise ConfigError(f"{name} must be an integer, got {v!r}") from None
 
     coordinator = coordinator or env.get("JAX_COORDINATOR_ADDRESS") or None
-    num_processes = _int("--num-processes/JAX_NUM_PROCESSES",
-                         num_processes if num_processes is not None else env.get("JAX_NUM_PROCESSES"))
-    process_id = _int("--process-id/JAX_PROCESS_ID",
-                      process_id if process_id is not None else env.get("JAX_PROCESS_ID"))
+    num_processes = _int(
+        "--num-processes/JAX_NUM_PROCESSES",
+        num_processes if num_processes is not None else env.get("JAX_NUM_PROCESSES"),
+    )
+    process_id = _int(
+        "--process-id/JAX_PROCESS_ID", process_id if process_id is not None else env.get("JAX_PROCESS_ID")
+    )
     if jax.distributed.is_initialized():
         return True
-    cluster = (("SLURM_JOB_ID" in env and _int("SLURM_NTASKS", env.get("SLURM_NTASKS", "1")) > 1)
-               or _int("OMPI_COMM_WORLD_SIZE", env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
+    cluster = ("SLURM_JOB_ID" in env and _int("SLURM_NTASKS", env.get("SLURM_NTASKS", "1")) > 1) or _int(
+        "OMPI_COMM_WORLD_SIZE", env.get("OMPI_COMM_WORLD_SIZE", "1")
+    ) > 1
     given = {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
     if all(v is None for v in given.values()) and not cluster:
         return False
@@ -388,9 +433,11 @@ def maybe_initialize_distributed(coordinator: str | None = None, num_processes: 
     if not cluster:
         missing = [k for k, v in given.items() if v is None]
         if missing:
-            raise ConfigError(f"multi-process run needs --coordinator, --num-processes and --process-id "
-                              f"(or JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID); "
-                              f"missing: {', '.join(missing)}")
+            raise ConfigError(
+                f"multi-process run needs --coordinator, --num-processes and --process-id "
+                f"(or JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID); "
+                f"missing: {', '.join(missing)}"
+            )
     if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
         raise ConfigError(f"--process-id {process_id} must be in [0, {num_processes})")
     if coordinator is not None:
@@ -398,27 +445,41 @@ def maybe_initialize_distributed(coordinator: str | None = None, num_processes: 
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"--coordinator {coordinator!r} must be host:port (e.g. 10.0.0.1:1234)")
     from jax._src import xla_bridge
+
     if xla_bridge.backends_are_initialized():
-        raise ConfigError("jax.distributed.initialize must run before any JAX computation; call "
-                          "maybe_initialize_distributed first thing in the entrypoint")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id, initialization_timeout=timeout_s)
+        raise ConfigError(
+            "jax.distributed.initialize must run before any JAX computation; call "
+            "maybe_initialize_distributed first thing in the entrypoint"
+        )
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        initialization_timeout=timeout_s,
+    )
     return True
 
 
 def add_distributed_args(parser: Any, *, mesh_default: str = "") -> None:
     """Add `--mesh`, `--fsdp`, `--coordinator`, `--num-processes`, `--process-id` to an argparse
     parser (read back with `mesh_from_args`)."""
-    parser.add_argument("--mesh", default=mesh_default,
-                        help="device mesh, e.g. 'data=4,model=2' (default: all devices on data)")
-    parser.add_argument("--fsdp", action="store_true",
-                        help="also shard large parameters and optimizer moments over 'data'")
-    parser.add_argument("--coordinator", default=None,
-                        help="host:port of process 0 for a multi-process run (or JAX_COORDINATOR_ADDRESS)")
-    parser.add_argument("--num-processes", type=int, default=None,
-                        help="processes in a multi-process run (or JAX_NUM_PROCESSES)")
-    parser.add_argument("--process-id", type=int, default=None,
-                        help="this process's index in [0, num-processes) (or JAX_PROCESS_ID)")
+    parser.add_argument(
+        "--mesh", default=mesh_default, help="device mesh, e.g. 'data=4,model=2' (default: all devices on data)"
+    )
+    parser.add_argument(
+        "--fsdp", action="store_true", help="also shard large parameters and optimizer moments over 'data'"
+    )
+    parser.add_argument(
+        "--coordinator",
+        default=None,
+        help="host:port of process 0 for a multi-process run (or JAX_COORDINATOR_ADDRESS)",
+    )
+    parser.add_argument(
+        "--num-processes", type=int, default=None, help="processes in a multi-process run (or JAX_NUM_PROCESSES)"
+    )
+    parser.add_argument(
+        "--process-id", type=int, default=None, help="this process's index in [0, num-processes) (or JAX_PROCESS_ID)"
+    )
 
 
 def cpu_devices_env(n: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -435,9 +496,9 @@ def mesh_from_args(args: Any) -> Mesh | None:
     """Join a multi-process run when asked (`--coordinator/--num-processes/--process-id` or the
     JAX_* variables), then build the mesh of `--mesh` (default: every device on 'data').
     None means a plain run: no --mesh, one process and one device."""
-    joined = maybe_initialize_distributed(getattr(args, "coordinator", None),
-                                          getattr(args, "num_processes", None),
-                                          getattr(args, "process_id", None))
+    joined = maybe_initialize_distributed(
+        getattr(args, "coordinator", None), getattr(args, "num_processes", None), getattr(args, "process_id", None)
+    )
     spec = getattr(args, "mesh", "") or ""
     if not spec and not joined and jax.device_count() == 1:
         return None

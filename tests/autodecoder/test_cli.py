@@ -1,4 +1,5 @@
 """CLI smoke tests through jaxsys.cli.main, and the tour stage (quick)."""
+
 import json
 
 import matplotlib
@@ -8,31 +9,57 @@ matplotlib.use("Agg")
 from jaxsys.cli import main  # noqa: E402
 
 # the same model / batch / burst length as conftest.TINY, so the jitted burst is shared
-TINY_ARGS = ["--latent-dim", "4", "--freqs", "2", "--hidden", "16,16", "--batch", "32",
-             "--steps-per-call", "4", "--eval-res", "24"]
+TINY_ARGS = [
+    "--latent-dim",
+    "4",
+    "--freqs",
+    "2",
+    "--hidden",
+    "16,16",
+    "--batch",
+    "32",
+    "--steps-per-call",
+    "4",
+    "--eval-res",
+    "24",
+]
 
 
 def test_train_view_infer(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["autodecoder", "train", *TINY_ARGS, "--steps", "4", "--out", str(out), "--quiet",
-               "--infer-shape", ""])
+    rc = main(["autodecoder", "train", *TINY_ARGS, "--steps", "4", "--out", str(out), "--quiet", "--infer-shape", ""])
     assert rc == 0
-    for f in ("summary.json", "metrics.jsonl", "config.json", "reconstructions.png",
-              "interpolation.png", "curves.png"):
+    for f in ("summary.json", "metrics.jsonl", "config.json", "reconstructions.png", "interpolation.png", "curves.png"):
         assert (out / f).exists(), f
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 4 and s["schedule"] == "microbatch"
     png = tmp_path / "view.png"
-    assert main(["autodecoder", "view", "--run", str(out), "--burst", "4", "--res", "16",
-                 "--keys", "TMS]", "--save", str(png)]) == 0
+    assert (
+        main(
+            [
+                "autodecoder",
+                "view",
+                "--run",
+                str(out),
+                "--burst",
+                "4",
+                "--res",
+                "16",
+                "--keys",
+                "TMS]",
+                "--save",
+                str(png),
+            ]
+        )
+        == 0
+    )
     assert png.exists()
     assert main(["autodecoder", "infer", "--run", str(out), "--shape", "circle", "--steps", "5"]) == 0
-    assert "\"iou\"" in capsys.readouterr().out
+    assert '"iou"' in capsys.readouterr().out
 
 
 def test_bad_input(tmp_path, capsys):
-    assert main(["autodecoder", "train", *TINY_ARGS, "--shapes", "circle,blob", "--out",
-                 str(tmp_path / "x")]) == 2
+    assert main(["autodecoder", "train", *TINY_ARGS, "--shapes", "circle,blob", "--out", str(tmp_path / "x")]) == 2
     assert "unknown shape 'blob'" in capsys.readouterr().err
     assert main(["autodecoder", "train", "--batch", "0", "--out", str(tmp_path / "y")]) == 2
     assert "batch_size must be >= 1" in capsys.readouterr().err
@@ -44,6 +71,7 @@ def test_bad_input(tmp_path, capsys):
 
 def test_tour_stage_quick(tmp_path):
     from jaxsys.autodecoder.tour import run_stage
+
     r = run_stage(tmp_path / "ad", quick=True)
     assert r["samples"] == 200 * 256 and 0 <= r["min_iou"] <= 1 and 0 <= r["inferred_iou"] <= 1
     assert (tmp_path / "ad" / "reconstructions.png").exists()

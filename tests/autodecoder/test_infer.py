@@ -1,4 +1,5 @@
 """Latent inference with a frozen decoder; interpolation."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,17 +20,16 @@ def test_infer_latent_fits_and_keeps_decoder(tiny):
     before = jax.tree_util.tree_map(np.array, params)
     z_star = 2.0 * jax.random.normal(jax.random.PRNGKey(7), (tiny.model.latent_dim,), jnp.float32)
     beta = tiny.sampler.beta
-    register_shape("decoder_made", lambda p: beta * M.predict(params, z_star, M.encode(p, tiny.model)),
-                   overwrite=True)
+    register_shape("decoder_made", lambda p: beta * M.predict(params, z_star, M.encode(p, tiny.model)), overwrite=True)
     field = np.asarray(recon.render_rows(params, z_star, tiny.model, 16))
-    assert np.max(np.abs(field)) < 1          # not clipped, so the target equals the decoder output
+    assert np.max(np.abs(field)) < 1  # not clipped, so the target equals the decoder output
     icfg = infer.InferConfig(steps=150, batch_size=128, lr=5e-2, lambda_z=0.0)
     z, losses = infer.infer_latent(params, tiny.model, "decoder_made", icfg, tiny.sampler)
     assert z.shape == (tiny.model.latent_dim,)
     losses = np.asarray(losses)
     assert np.all(np.isfinite(losses)) and losses[-5:].mean() < 0.05 * losses[:3].mean()
     fit = np.asarray(recon.render_rows(params, z, tiny.model, 16))
-    assert np.sqrt(np.mean((fit - field) ** 2)) < 0.25 * np.sqrt(np.mean(field ** 2))
+    assert np.sqrt(np.mean((fit - field) ** 2)) < 0.25 * np.sqrt(np.mean(field**2))
     for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(st["params"])):
         np.testing.assert_array_equal(a, np.asarray(b))
 

@@ -1,4 +1,5 @@
 """Per-sample hand gradient vs jax.grad and finite differences; batched backward vs jax.vjp."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +32,8 @@ def test_sample_grad_matches_jax_grad():
     def hand(tree):
         dP, dz, du, _ = M.sample_grad(tree["p"], tree["z"], tree["u"], t, lam_z, lambda_w)
         # d/d enc is du[d:]; d/dz adds lambda_z z to du[:d]
-        return {"p": dP, "z": dz, "u": du[CFG.latent_dim:]}
+        return {"p": dP, "z": dz, "u": du[CFG.latent_dim :]}
+
     tree = {"p": params, "z": z, "u": enc}
     loss, hand = jax.jit(loss), jax.jit(hand)
     check_grad(loss, hand, tree, atol=1e-12, rtol=1e-10)
@@ -60,8 +62,9 @@ def test_init_scales_and_layout():
     assert Z.shape == (3, 16) and float(jnp.std(Z)) < 0.02
     # encoding layout [x, y, sin 2pi x, cos 2pi x, sin 2pi y, cos 2pi y, sin 4pi x, ...]
     e = np.asarray(M.encode(jnp.array([0.1, 0.3]), cfg))
-    np.testing.assert_allclose(e[:6], [0.1, 0.3, np.sin(0.2 * np.pi), np.cos(0.2 * np.pi),
-                                       np.sin(0.6 * np.pi), np.cos(0.6 * np.pi)], atol=1e-6)
+    np.testing.assert_allclose(
+        e[:6], [0.1, 0.3, np.sin(0.2 * np.pi), np.cos(0.2 * np.pi), np.sin(0.6 * np.pi), np.cos(0.6 * np.pi)], atol=1e-6
+    )
     np.testing.assert_allclose(e[6], np.sin(0.4 * np.pi), atol=1e-6)
 
 
@@ -69,8 +72,7 @@ def test_bad_inputs():
     params = M.init_params(jax.random.PRNGKey(0), CFG)
     with pytest.raises(ShapeError, match="latent dim mismatch"):
         M.check_params(params, jnp.zeros((3, CFG.latent_dim + 1)), CFG)
-    other = M.init_params(jax.random.PRNGKey(0), M.ModelConfig(latent_dim=5, num_freqs=3,
-                                                               hidden=(9, 8, 6)))
+    other = M.init_params(jax.random.PRNGKey(0), M.ModelConfig(latent_dim=5, num_freqs=3, hidden=(9, 8, 6)))
     with pytest.raises(ShapeError, match="layer 1"):
         M.check_params(other, jnp.zeros((3, 5)), CFG)
     with pytest.raises(ConfigError, match="hidden"):

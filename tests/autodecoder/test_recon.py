@@ -1,4 +1,5 @@
 """Row-batched / whole-image vs per-pixel reconstruction; masks and metrics."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +11,7 @@ from jaxsys.errors import ConfigError, ShapeError
 
 
 def test_row_batched_matches_per_pixel_float32():
-    cfg = M.ModelConfig()            # the default 64x64x64 net, float32
+    cfg = M.ModelConfig()  # the default 64x64x64 net, float32
     params = M.init_params(jax.random.PRNGKey(0), cfg)
     z = 0.5 * jax.random.normal(jax.random.PRNGKey(1), (cfg.latent_dim,), jnp.float32)
     rows = np.asarray(recon.render_rows(params, z, cfg, 32))
@@ -24,10 +25,9 @@ def test_row_batched_matches_per_pixel_float32():
     X, Y = np.meshgrid(a, a, indexing="xy")
     enc = [X, Y]
     for k in range(cfg.num_freqs):
-        w = 2.0 ** k * 2 * np.pi
+        w = 2.0**k * 2 * np.pi
         enc += [np.sin(w * X), np.cos(w * X), np.sin(w * Y), np.cos(w * Y)]
-    u = np.concatenate([np.broadcast_to(np.asarray(z, np.float64), (32, 32, cfg.latent_dim)),
-                        np.stack(enc, -1)], -1)
+    u = np.concatenate([np.broadcast_to(np.asarray(z, np.float64), (32, 32, cfg.latent_dim)), np.stack(enc, -1)], -1)
     h = u
     for l, (W, b) in enumerate(zip(params["W"], params["b"])):
         h = h @ np.asarray(W, np.float64).T + np.asarray(b, np.float64)
@@ -39,7 +39,7 @@ def test_row_batched_matches_per_pixel_float32():
 def test_metrics_on_analytic_fields():
     true = np.asarray(recon.analytic("circle", 128, jnp.float64))
     assert recon.iou(true, true) == 1.0
-    assert recon.contour_abs_sdf(true, "circle") < 1e-3          # linear interpolation error only
+    assert recon.contour_abs_sdf(true, "circle") < 1e-3  # linear interpolation error only
     # circle of radius 0.5 vs 0.6: IoU = 0.25 / 0.36 (up to pixelisation)
     smaller = true + 0.1
     assert recon.iou(smaller, true) == pytest.approx(0.25 / 0.36, abs=0.02)

@@ -1,4 +1,5 @@
 """Sampler: category fractions within binomial bounds, band / corner radius, shape balance."""
+
 import dataclasses
 
 import jax
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxsys.autodecoder import shapes as SH
-from jaxsys.autodecoder.sampler import (BOUNDARY, CORNER, UNIFORM, SamplerConfig, sample_jit)
+from jaxsys.autodecoder.sampler import BOUNDARY, CORNER, UNIFORM, SamplerConfig, sample_jit
 from jaxsys.errors import ConfigError
 
 N = 40_000
@@ -52,7 +53,7 @@ def test_geometry(drawn):
             which = np.argmin(np.linalg.norm(b.p[sel][:, None] - corners[None], axis=-1), axis=1)
             for c in range(len(corners)):
                 assert _within((which == c).sum(), sel.sum(), 1 / len(corners))
-        else:   # circle: no corners -> near-boundary points instead
+        else:  # circle: no corners -> near-boundary points instead
             assert np.all(np.abs(d[sel]) < cfg.band + 1e-9)
     uni = b.cat == UNIFORM
     # uniform points: each quadrant holds about a quarter
@@ -69,13 +70,16 @@ def test_deterministic_and_keyed(drawn):
     assert not np.allclose(np.asarray(a.p), np.asarray(c.p))
 
 
-@pytest.mark.parametrize("kw,msg", [
-    (dict(boundary_frac=0.9, corner_frac=0.2), "must be <= 1"),
-    (dict(band=0.0), "band"),
-    (dict(beta=-1.0), "beta"),
-    (dict(shapes=("circle", "blob")), "unknown shape 'blob'"),
-    (dict(shapes=()), "at least one shape"),
-])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(boundary_frac=0.9, corner_frac=0.2), "must be <= 1"),
+        (dict(band=0.0), "band"),
+        (dict(beta=-1.0), "beta"),
+        (dict(shapes=("circle", "blob")), "unknown shape 'blob'"),
+        (dict(shapes=()), "at least one shape"),
+    ],
+)
 def test_bad_config(kw, msg):
     with pytest.raises(ConfigError, match=msg):
         dataclasses.replace(SamplerConfig(), **kw).validate()

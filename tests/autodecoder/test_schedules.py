@@ -1,4 +1,5 @@
 """strict / microbatch / batched vs plain numpy per-sample loops written here independently."""
+
 import dataclasses
 import math
 
@@ -10,7 +11,7 @@ import pytest
 
 from jaxsys.autodecoder import model as M
 from jaxsys.autodecoder import schedules as S
-from jaxsys.autodecoder.sampler import Batch, SamplerConfig, sample_jit
+from jaxsys.autodecoder.sampler import SamplerConfig, sample_jit
 
 jax.config.update("jax_enable_x64", True)
 
@@ -23,7 +24,7 @@ NUM_MB = 3
 def np_encode(p, K):
     cols = [p[:, 0], p[:, 1]]
     for k in range(K):
-        w = (2.0 ** k) * 2 * math.pi
+        w = (2.0**k) * 2 * math.pi
         cols += [np.sin(w * p[:, 0]), np.cos(w * p[:, 0]), np.sin(w * p[:, 1]), np.cos(w * p[:, 1])]
     return np.stack(cols, axis=1)
 
@@ -59,7 +60,7 @@ def np_microbatch(Ws, bs, Z, p, t, s, hp):
             g = Ws[l].T @ delta
             delta = g * (1 - acts[l] ** 2) if l > 0 else g
         z = Z[s[j]]
-        Z[s[j]] = z - hp.lr_z * (delta[:MCFG.latent_dim] + hp.lambda_z * z)
+        Z[s[j]] = z - hp.lr_z * (delta[: MCFG.latent_dim] + hp.lambda_z * z)
     return Ws, bs, Z
 
 
@@ -80,7 +81,7 @@ def np_strict(Ws, bs, Z, p, t, s, hp):
         for l, gW, gb in grads:
             Ws[l] = Ws[l] - hp.lr_w * gW
             bs[l] = bs[l] - hp.lr_w * gb
-        Z[s[j]] = z - hp.lr_z * (delta[:MCFG.latent_dim] + hp.lambda_z * z)
+        Z[s[j]] = z - hp.lr_z * (delta[: MCFG.latent_dim] + hp.lambda_z * z)
     return Ws, bs, Z
 
 
@@ -98,9 +99,17 @@ def _setup(seed=0):
 HP = dict(lr_w=0.05, lr_z=0.1, lambda_z=0.3, lambda_w=0.02)
 
 
-@pytest.mark.parametrize("name,chunk,lambda_w", [
-    ("microbatch", 1, 0.02), ("microbatch", 4, 0.02), ("microbatch", 16, 0.0),
-    ("microbatch", 8, 0.02), ("strict", 1, 0.02), ("strict", 1, 0.0)])
+@pytest.mark.parametrize(
+    "name,chunk,lambda_w",
+    [
+        ("microbatch", 1, 0.02),
+        ("microbatch", 4, 0.02),
+        ("microbatch", 16, 0.0),
+        ("microbatch", 8, 0.02),
+        ("strict", 1, 0.02),
+        ("strict", 1, 0.0),
+    ],
+)
 def test_schedule_matches_numpy_loop(name, chunk, lambda_w):
     hp = S.ScheduleConfig(name=name, chunk=chunk, unroll=2, **{**HP, "lambda_w": lambda_w}).validate()
     params, Z, batches = _setup()
@@ -116,8 +125,10 @@ def test_schedule_matches_numpy_loop(name, chunk, lambda_w):
     chex.assert_trees_all_close(P, {"W": Ws, "b": bs}, atol=1e-10, rtol=0)
     np.testing.assert_allclose(np.asarray(Z), Zn, atol=1e-10, rtol=0)
     # the comparison is meaningful: parameters moved far more than the tolerance
-    moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                for a, b in zip(jax.tree_util.tree_leaves(P), jax.tree_util.tree_leaves(params)))
+    moved = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(jax.tree_util.tree_leaves(P), jax.tree_util.tree_leaves(params))
+    )
     assert moved > 1e-3
 
 
@@ -133,8 +144,9 @@ def test_microbatch_differs_from_strict_and_from_wrong_order():
     # backprop with the pre-update weights (the order the rule does NOT use) gives another result
     Ws = [np.asarray(W) for W in params["W"]]
     bs = [np.asarray(x) for x in params["b"]]
-    _, _, Zn = np_microbatch(Ws, bs, np.asarray(Z), np.asarray(b.p), np.asarray(b.t),
-                             np.asarray(b.s), dataclasses.replace(hp, lr_w=1e-12))
+    _, _, Zn = np_microbatch(
+        Ws, bs, np.asarray(Z), np.asarray(b.p), np.asarray(b.t), np.asarray(b.s), dataclasses.replace(hp, lr_w=1e-12)
+    )
     assert float(np.max(np.abs(np.asarray(Zm) - Zn))) > 1e-6
 
 
@@ -144,6 +156,7 @@ def test_batched_grad_matches_jax_grad_and_loss_drops():
 
     def loss_fn(tree):
         return S.batch_loss_and_grads(tree["params"], tree["Z"], b, MCFG, 0.3, 0.02)[0]
+
     _, (dP, dZ), _ = jax.jit(lambda P, Z: S.batch_loss_and_grads(P, Z, b, MCFG, 0.3, 0.02))(params, Z)
     ref = jax.jit(jax.grad(loss_fn))({"params": params, "Z": Z})
     chex.assert_trees_all_close({"params": dP, "Z": dZ}, ref, atol=1e-12, rtol=1e-10)
@@ -160,6 +173,7 @@ def test_batched_grad_matches_jax_grad_and_loss_drops():
 
 def test_bad_schedule_config():
     from jaxsys.errors import ConfigError
+
     with pytest.raises(ConfigError, match="unknown schedule"):
         S.ScheduleConfig(name="adamw").validate()
     with pytest.raises(ConfigError, match="lr_w"):

@@ -1,4 +1,5 @@
 """Analytic SDFs: signs, zero sets, true Euclidean distance (vs brute force), registry."""
+
 import math
 
 import jax
@@ -24,8 +25,7 @@ def boundary_points(name, n=2000):
         h = s * math.sqrt(3) / 2
         verts = np.array([[-s / 2, -h / 2], [s / 2, -h / 2], [0, h / 2]])
     elif name == "hexagon":
-        verts = np.array([[0.6 * math.cos(math.pi / 3 * k), 0.6 * math.sin(math.pi / 3 * k)]
-                          for k in range(6)])
+        verts = np.array([[0.6 * math.cos(math.pi / 3 * k), 0.6 * math.sin(math.pi / 3 * k)] for k in range(6)])
     else:
         raise AssertionError(name)
     pts = []
@@ -48,13 +48,16 @@ def test_zero_set_and_true_distance(name):
     assert np.all(np.abs(d) <= brute + 1e-12)
 
 
-@pytest.mark.parametrize("name,inside,outside", [
-    ("circle", [(0, 0), (0.59, 0)], [(0.61, 0), (1.1, 1.1)]),
-    ("box", [(0.54, 0.54), (0, -0.5)], [(0.56, 0), (0.6, 0.6)]),
-    ("triangle", [(0, 0), (0, 0.5)], [(0.6, 0.5), (0, -0.6)]),
-    ("rounded_box", [(0, 0), (0.4, 0.4)], [(0.49, 0.49), (0.51, 0)]),
-    ("ellipse", [(0.74, 0), (0, 0.44)], [(0.76, 0), (0, 0.46)]),
-])
+@pytest.mark.parametrize(
+    "name,inside,outside",
+    [
+        ("circle", [(0, 0), (0.59, 0)], [(0.61, 0), (1.1, 1.1)]),
+        ("box", [(0.54, 0.54), (0, -0.5)], [(0.56, 0), (0.6, 0.6)]),
+        ("triangle", [(0, 0), (0, 0.5)], [(0.6, 0.5), (0, -0.6)]),
+        ("rounded_box", [(0, 0), (0.4, 0.4)], [(0.49, 0.49), (0.51, 0)]),
+        ("ellipse", [(0.74, 0), (0, 0.44)], [(0.76, 0), (0, 0.46)]),
+    ],
+)
 def test_signs(name, inside, outside):
     d_in = np.asarray(SH.eval_sdf([name], jnp.asarray(inside, jnp.float64))[0])
     d_out = np.asarray(SH.eval_sdf([name], jnp.asarray(outside, jnp.float64))[0])
@@ -65,7 +68,7 @@ def test_known_values():
     circ = float(SH.eval_sdf(["circle"], jnp.array([[1.0, 0.0]]))[0, 0])
     assert abs(circ - 0.4) < 1e-15
     corner = float(SH.eval_sdf(["box"], jnp.array([[0.85, 0.95]]))[0, 0])
-    assert abs(corner - 0.5) < 1e-15                      # 3-4-5 from the corner (0.55, 0.55)
+    assert abs(corner - 0.5) < 1e-15  # 3-4-5 from the corner (0.55, 0.55)
     # triangle: distance from the centroid-ish origin to the slanted edge, computed by hand
     s, h = 1.3, 1.3 * math.sqrt(3) / 2
     # slanted right edge from (s/2, -h/2) to (0, h/2); distance of the origin to that line

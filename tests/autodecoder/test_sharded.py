@@ -1,4 +1,5 @@
 """jaxsys/autodecoder/sharded.py: vmapped seeds split over 4 simulated CPU devices (child process)."""
+
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from tests.sharding_util import run_worker
 
 def test_seed_mesh_validation(tiny):
     import dataclasses
+
     check_seed_mesh(sh.make_mesh(), tiny)  # one device, one seed: fine
     with pytest.raises(ConfigError, match="not divisible"):
         check_seed_mesh(_FakeMesh(2), dataclasses.replace(tiny, num_seeds=3))
@@ -33,5 +35,6 @@ def test_seeds_on_4_devices_match_vmap_on_one(tmp_path):
     # the CLI with --mesh data=4 trains the same 4 seeds as the one-device vmapped burst
     assert r["cli_rc"] == 0 and len(r["cli_losses"]) == 2 and len(r["cli_losses"][0]) == 4
     import numpy as np
+
     np.testing.assert_allclose(r["cli_losses"][0], r["single_first_burst"], rtol=1e-5, atol=1e-5)
     assert r["bad_seeds_error"].startswith("ConfigError: num_seeds=6 is not divisible")

@@ -1,4 +1,5 @@
 """Training driver: resume reproduces an uninterrupted run, vmap over seeds, no recompiles."""
+
 import dataclasses
 import json
 
@@ -57,12 +58,13 @@ def test_other_schedules_train(tiny, name):
     st, loss, _ = T.train_burst(st, T.data_keys(cfg), cfg=cfg, n_steps=4)
     n = T.burst_jit._cache_size()
     st, loss, _ = T.train_burst(st, T.data_keys(cfg), cfg=cfg, n_steps=4)
-    assert T.burst_jit._cache_size() == n          # no recompilation on the second call
+    assert T.burst_jit._cache_size() == n  # no recompilation on the second call
     assert int(st["step"]) == 8 and np.all(np.isfinite(np.asarray(loss)))
 
 
-@pytest.mark.parametrize("kw,msg", [
-    (dict(batch_size=0), "batch_size"), (dict(steps=0), "steps"), (dict(num_seeds=0), "num_seeds")])
+@pytest.mark.parametrize(
+    "kw,msg", [(dict(batch_size=0), "batch_size"), (dict(steps=0), "steps"), (dict(num_seeds=0), "num_seeds")]
+)
 def test_bad_config(tiny, kw, msg):
     with pytest.raises(ConfigError, match=msg):
         dataclasses.replace(tiny, **kw).validate()

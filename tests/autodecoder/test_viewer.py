@@ -1,4 +1,5 @@
 """Viewer key handlers, driven headless on the Agg backend."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -18,13 +19,13 @@ def test_keys(tiny):
     heat0 = [im.copy() for im in v.images]
     assert v.handle_key("T").startswith("step 4 ")
     assert int(v.state["step"]) == 4 and np.isfinite(v.last_loss)
-    assert any(not np.allclose(a, b) for a, b in zip(heat0, v.images))     # the picture moved
+    assert any(not np.allclose(a, b) for a, b in zip(heat0, v.images))  # the picture moved
     v.handle_key("B")
     assert v.batch_size == 64
     v.handle_key("b")
     v.handle_key("b")
     assert v.batch_size == 16
-    v.handle_key("t")                                  # lower case works too; new batch size
+    v.handle_key("t")  # lower case works too; new batch size
     assert int(v.state["step"]) == 8 and "B=16" in v.status
     v.handle_key("M")
     assert v.show_mask and not v.soft
@@ -42,14 +43,14 @@ def test_keys(tiny):
     v.handle_key("m")
     assert not v.show_mask
     before = v.status
-    assert v.handle_key("x") == before               # unknown keys ignored
+    assert v.handle_key("x") == before  # unknown keys ignored
     assert v.handle_key("R") == before
     # a real matplotlib key event reaches the handler through connect()
     v.fig.canvas.callbacks.process("key_press_event", KeyEvent("key_press_event", v.fig.canvas, "M"))
     assert v.show_mask
     for _ in range(20):
         v.handle_key("b")
-    assert v.batch_size == 1                         # clamped, never 0
+    assert v.batch_size == 1  # clamped, never 0
 
 
 def test_bad_viewer_input(tiny):

@@ -1,4 +1,5 @@
 """Fixtures shared by the codec tests."""
+
 import signal
 
 import pytest
@@ -7,8 +8,10 @@ import pytest
 @pytest.fixture
 def watchdog():
     """A SIGALRM after 120 s turns a decoder hang into a test failure."""
+
     def boom(*_):
         raise TimeoutError("decoder did not terminate")
+
     old = signal.signal(signal.SIGALRM, boom)
     signal.alarm(120)
     yield

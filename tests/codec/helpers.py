@@ -1,5 +1,6 @@
 """Test helpers: synthetic symbol sources and a 'reseal' that recomputes a blob's CRCs after a
 mutation, so tests reach the structural checks behind the CRCs (a hostile blob)."""
+
 import struct
 import zlib
 
@@ -19,7 +20,7 @@ def reseal(blob: bytes) -> bytes:
         return bytes(b)
     f[24] = zlib.crc32(bytes(b[p_off:]))
     struct.pack_into("<I", b, fmt.HEADER_SIZE - 8, f[24])
-    meta = zlib.crc32(bytes(b[t_off:p_off]), zlib.crc32(bytes(b[:fmt.HEADER_SIZE - 4])))
+    meta = zlib.crc32(bytes(b[t_off:p_off]), zlib.crc32(bytes(b[: fmt.HEADER_SIZE - 4])))
     struct.pack_into("<I", b, fmt.HEADER_SIZE - 4, meta)
     return bytes(b)
 
@@ -36,9 +37,9 @@ def source(kind: str, shape, rng, dtype=np.int8) -> np.ndarray:
         v = np.arange(n) % 256
     elif kind == "gauss":
         v = np.clip(np.rint(rng.normal(0, 6, n)), -128, 127)
-    elif kind == "heavy":   # Student-t(1.5): heavy tails, most mass near 0, rare extremes
+    elif kind == "heavy":  # Student-t(1.5): heavy tails, most mass near 0, rare extremes
         v = np.clip(np.rint(rng.standard_t(1.5, n) * 2), -128, 127)
-    elif kind == "ramp":    # smooth rows: delta predictor territory
+    elif kind == "ramp":  # smooth rows: delta predictor territory
         v = (np.arange(n) // 3) % 256
     else:
         raise ValueError(kind)
@@ -48,6 +49,7 @@ def source(kind: str, shape, rng, dtype=np.int8) -> np.ndarray:
 def reseal_group(blob: bytes) -> bytes:
     """Recompute a group blob's payload and meta CRCs from its (possibly mutated) section sizes."""
     from jaxsys.codec import group as G
+
     b = bytearray(blob)
     if len(b) < G.HEADER_SIZE:
         return bytes(b)
@@ -56,7 +58,7 @@ def reseal_group(blob: bytes) -> bytes:
     if p0 > len(b):
         return bytes(b)
     struct.pack_into("<I", b, G.HEADER_SIZE - 8, zlib.crc32(bytes(b[p0:])))
-    meta = zlib.crc32(bytes(b[G.HEADER_SIZE:p0]), zlib.crc32(bytes(b[:G.HEADER_SIZE - 4])))
+    meta = zlib.crc32(bytes(b[G.HEADER_SIZE : p0]), zlib.crc32(bytes(b[: G.HEADER_SIZE - 4])))
     struct.pack_into("<I", b, G.HEADER_SIZE - 4, meta)
     return bytes(b)
 
@@ -72,12 +74,12 @@ def mutations(blob: bytes, other: bytes, rng, n: int, reseal_fn):
                 p = rng.integers(0, len(b))
                 b[p] ^= 1 << rng.integers(0, 8)
         elif op == 1:
-            b = b[:rng.integers(0, len(b))]
+            b = b[: rng.integers(0, len(b))]
         elif op == 2:
             p = rng.integers(0, len(b))
             q = rng.integers(0, len(other))
-            b = b[:p] + other[q:q + rng.integers(1, 64)] + b[p:]
+            b = b[:p] + other[q : q + rng.integers(1, 64)] + b[p:]
         else:
             p = rng.integers(0, len(b))
-            b[p:p + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
+            b[p : p + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
         yield bytes(b) if i % 2 == 0 else reseal_fn(bytes(b))

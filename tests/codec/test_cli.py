@@ -7,8 +7,10 @@ from jaxsys.codec import store
 def test_compress_info_decompress_npy(tmp_path, capsys):
     x = np.clip(np.rint(np.random.default_rng(0).normal(0, 8, (64, 48))), -127, 127).astype(np.int8)
     np.save(tmp_path / "w.npy", x)
-    assert main(["codec", "compress", str(tmp_path / "w.npy"), str(tmp_path / "w.jxc"),
-                 "--tile", "32", "--lanes", "8"]) == 0
+    assert (
+        main(["codec", "compress", str(tmp_path / "w.npy"), str(tmp_path / "w.jxc"), "--tile", "32", "--lanes", "8"])
+        == 0
+    )
     assert main(["codec", "info", str(tmp_path / "w.jxc")]) == 0
     out = capsys.readouterr().out
     assert "rans/none" in out and "total:" in out

@@ -1,5 +1,6 @@
 """JAX decoder == numpy reference decoder. Shapes are chosen to share one compiled kernel bucket
 (<= 64 lanes in all, <= 64 steps, <= 4096 payload words)."""
+
 import jax
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ CASES = [  # kind, shape, tile, lanes, prob_bits
     ("ramp", (33, 64), (32, 32), 16, 14),
     ("constant", (9, 7), (64, 64), 32, 13),
     ("all256", (32, 64), (32, 64), 32, 12),
-    ("gauss", (32, 64), (16, 32), 8, 14),   # full tiles, lanes | tile width: one-transpose path
+    ("gauss", (32, 64), (16, 32), 8, 14),  # full tiles, lanes | tile width: one-transpose path
 ]
 
 
@@ -36,7 +37,7 @@ def test_one_compiled_kernel_for_many_layers():
     rng = np.random.default_rng(0)
     D.decode_layer(fmt.encode_layer(source("gauss", (20, 20), rng), (8, 8), 4, 14, allow_raw=False))
     n0 = D._decode_kernel._cache_size()
-    for shape, pb in [((21, 19), 14), ((16, 30), 14), ((40,), 14)]:   # one kernel per prob_bits
+    for shape, pb in [((21, 19), 14), ((16, 30), 14), ((40,), 14)]:  # one kernel per prob_bits
         x = source("heavy", shape, rng)
         y = D.decode_layer(fmt.encode_layer(x, (8, 8), 4, pb, allow_raw=False))
         assert np.array_equal(np.asarray(y), x)
@@ -56,9 +57,9 @@ def test_single_transfer_pack_layout():
     pack, kargs, geom = D.prepare(blob)
     assert pack.dtype == np.uint32 and pack.ndim == 1
     p = fmt.parse_layer(blob)
-    assert np.array_equal(pack[16:16 + 256], p.freq)
+    assert np.array_equal(pack[16 : 16 + 256], p.freq)
     o = 16 + 256 + 3 * kargs["n_lanes"]
-    assert pack.view(np.uint8)[4 * o:4 * o + p.header.payload_size].tobytes() == bytes(p.payload)
+    assert pack.view(np.uint8)[4 * o : 4 * o + p.header.payload_size].tobytes() == bytes(p.payload)
 
 
 def test_device_check_catches_stream_corruption_behind_valid_crcs():
@@ -74,7 +75,7 @@ def test_device_check_catches_stream_corruption_behind_valid_crcs():
         except CodecError:
             caught += 1
             continue
-        assert np.array_equal(np.asarray(y), x)   # never silently wrong
+        assert np.array_equal(np.asarray(y), x)  # never silently wrong
     assert caught >= 10
 
 

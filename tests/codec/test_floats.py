@@ -12,8 +12,21 @@ def _specials(dtype, rng):
     nb = np.dtype(dtype).itemsize
     U = np.uint16 if nb == 2 else np.uint32
     fin = ml_dtypes.finfo(dtype)
-    vals = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, float(fin.max), float(fin.min),
-                     float(fin.smallest_subnormal), -float(fin.smallest_subnormal), 1.0], np.float64)
+    vals = np.array(
+        [
+            0.0,
+            -0.0,
+            np.inf,
+            -np.inf,
+            np.nan,
+            float(fin.max),
+            float(fin.min),
+            float(fin.smallest_subnormal),
+            -float(fin.smallest_subnormal),
+            1.0,
+        ],
+        np.float64,
+    )
     x = vals.astype(dtype)
     # NaNs with payloads and random bit patterns (denormals included)
     bits = rng.integers(0, 2 ** (8 * nb), 200, dtype=np.uint64).astype(U)

@@ -13,12 +13,15 @@ KINDS = ["uniform", "constant", "single", "all256", "gauss", "heavy", "ramp"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("shape,tile,lanes,pb", [
-    ((24, 40), (8, 16), 4, 12),      # exact tiling
-    ((37, 53), (16, 16), 5, 14),     # ragged last tiles, lanes not dividing the tile
-    ((300,), (4, 8), 3, 16),         # 1-D, ragged last tile
-    ((9, 7), (64, 64), 32, 13),      # one tile larger than the array, more lanes than some rows
-])
+@pytest.mark.parametrize(
+    "shape,tile,lanes,pb",
+    [
+        ((24, 40), (8, 16), 4, 12),  # exact tiling
+        ((37, 53), (16, 16), 5, 14),  # ragged last tiles, lanes not dividing the tile
+        ((300,), (4, 8), 3, 16),  # 1-D, ragged last tile
+        ((9, 7), (64, 64), 32, 13),  # one tile larger than the array, more lanes than some rows
+    ],
+)
 def test_roundtrip_host_decoders(kind, shape, tile, lanes, pb):
     rng = np.random.default_rng(hash((kind, shape)) % 2**32)
     for dtype in (np.int8, np.uint8):
@@ -42,7 +45,7 @@ def test_single_symbol_costs_only_overhead():
     x = np.full((64, 64), -3, np.int8)
     blob = fmt.encode_layer(x, (32, 32), 4, 14, predictor="none", allow_raw=False)
     p = fmt.parse_layer(blob)
-    assert p.lane_words.max() == 2     # only the flushed state per lane
+    assert p.lane_words.max() == 2  # only the flushed state per lane
     assert np.array_equal(fmt.decode_layer_numpy(blob), x)
 
 
@@ -99,19 +102,22 @@ def _set(blob, off, fmt_, val, seal=True):
     return reseal(bytes(b)) if seal else bytes(b)
 
 
-@pytest.mark.parametrize("mutate,msg", [
-    (lambda b: b[:50], "shorter than"),
-    (lambda b: b"XXXX" + b[4:], "bad magic"),
-    (lambda b: _set(b, 4, "<H", 9), "version"),
-    (lambda b: b[:-3], "truncated"),
-    (lambda b: b + b"\0", "trailing"),
-    (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "payload CRC"),
-    (lambda b: b[:90] + bytes([b[90] ^ 4]) + b[91:], "CRC"),
-    (lambda b: _set(b, 12, "<B", 11), "prob_bits"),
-    (lambda b: _set(b, 16, "<I", 1 << 20), "tile count"),
-    (lambda b: _set(b, 16 + 4 * 4, "<I", 5), "tile count"),
-    (lambda b: _set(b, 16 + 4 * 9, "<I", 10 ** 6), "offsets do not add up|payload end"),
-])
+@pytest.mark.parametrize(
+    "mutate,msg",
+    [
+        (lambda b: b[:50], "shorter than"),
+        (lambda b: b"XXXX" + b[4:], "bad magic"),
+        (lambda b: _set(b, 4, "<H", 9), "version"),
+        (lambda b: b[:-3], "truncated"),
+        (lambda b: b + b"\0", "trailing"),
+        (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "payload CRC"),
+        (lambda b: b[:90] + bytes([b[90] ^ 4]) + b[91:], "CRC"),
+        (lambda b: _set(b, 12, "<B", 11), "prob_bits"),
+        (lambda b: _set(b, 16, "<I", 1 << 20), "tile count"),
+        (lambda b: _set(b, 16 + 4 * 4, "<I", 5), "tile count"),
+        (lambda b: _set(b, 16 + 4 * 9, "<I", 10**6), "offsets do not add up|payload end"),
+    ],
+)
 def test_header_corruption_raises(mutate, msg):
     _, blob = _blob()
     with pytest.raises(CodecError, match=msg):
@@ -123,11 +129,11 @@ def test_impossible_frequency_table():
     h = fmt.parse_header(blob)
     # bump one frequency: the table no longer sums to 2^prob_bits
     b = bytearray(blob)
-    b[h.table_off + 33] ^= 1     # lowest bit of the first packed frequency
+    b[h.table_off + 33] ^= 1  # lowest bit of the first packed frequency
     with pytest.raises(CodecError, match="sum to"):
         fmt.parse_layer(reseal(bytes(b)))
     b = bytearray(blob)
-    b[h.table_off + 32] = 17     # impossible bit width
+    b[h.table_off + 32] = 17  # impossible bit width
     with pytest.raises(CodecError, match="bit width"):
         fmt.parse_layer(reseal(bytes(b)))
 

@@ -3,7 +3,6 @@ valid CRCs so the structural checks are exercised). Every one must decode to the
 CodecError. A SIGALRM watchdog turns a hang into a failure (the loops are bounded by construction)."""
 
 import numpy as np
-import pytest
 
 from jaxsys.codec import decode as D
 from jaxsys.codec import format as fmt

@@ -4,11 +4,13 @@ Round trips through the vectorised numpy, scalar reference and JAX decoders (one
 subset of tensors); the Rice-coded table against a hand-computed case; the size of a multi-tensor
 group against the order-0 entropy bound of its pooled symbols; structural errors; a fuzz test of
 1,200 mutated group blobs (each decodes to the original or raises CodecError)."""
+
 import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxsys.codec import decode as D
 from jaxsys.codec import format as fmt
@@ -20,14 +22,20 @@ from tests.codec.helpers import mutations, reseal_group, source
 
 
 def _mixed(rng):
-    return [source("gauss", (40, 48), rng), source("heavy", (17, 23), rng),
-            source("ramp", (9, 70), rng, np.uint8), source("gauss", (100,), rng),
-            source("constant", (5, 5), rng), source("uniform", (33, 31), rng, np.uint8),
-            source("all256", (16, 16), rng, np.uint8)]
+    return [
+        source("gauss", (40, 48), rng),
+        source("heavy", (17, 23), rng),
+        source("ramp", (9, 70), rng, np.uint8),
+        source("gauss", (100,), rng),
+        source("constant", (5, 5), rng),
+        source("uniform", (33, 31), rng, np.uint8),
+        source("all256", (16, 16), rng, np.uint8),
+    ]
 
 
-@pytest.mark.parametrize("tile,lanes,pb,mls", [((16, 16), 4, 12, 0), ((8, 32), 3, None, 0),
-                                               ((64, 64), 32, 16, 64), ((32, 16), 1, 14, 0)])
+@pytest.mark.parametrize(
+    "tile,lanes,pb,mls", [((16, 16), 4, 12, 0), ((8, 32), 3, None, 0), ((64, 64), 32, 16, 64), ((32, 16), 1, 14, 0)]
+)
 def test_roundtrip_all_decoders(tile, lanes, pb, mls):
     rng = np.random.default_rng(0)
     xs = _mixed(rng)
@@ -71,8 +79,9 @@ def test_table_hand_computed():
     assert np.array_equal(G.parse_table(G.pack_table(f), 12), f)
     rng = np.random.default_rng(2)
     for pb, n, sigma in ((12, 200000, 40), (14, 200000, 40), (16, 500, 20)):
-        c = np.bincount(np.clip(np.rint(rng.normal(0, sigma, n)), -128, 127).astype(np.int8).view(np.uint8),
-                        minlength=256)
+        c = np.bincount(
+            np.clip(np.rint(rng.normal(0, sigma, n)), -128, 127).astype(np.int8).view(np.uint8), minlength=256
+        )
         f = rans.normalize_freqs(c, pb)
         tb = G.pack_table(f)
         assert np.array_equal(G.parse_table(tb, pb), f)
@@ -88,8 +97,10 @@ def test_pooled_bound_within_half_percent():
     group blob (header, table, directory, lanes, payload) is within 0.5% of the order-0 entropy of
     the pooled symbols; one version-1 blob per tensor is not (own table and header each)."""
     rng = np.random.default_rng(3)
-    xs = [np.clip(np.rint(rng.normal(0, s, (128, 128))), -127, 127).astype(np.int8)
-          for s in (20, 25, 30, 35, 40, 30, 25, 45)]
+    xs = [
+        np.clip(np.rint(rng.normal(0, s, (128, 128))), -127, 127).astype(np.int8)
+        for s in (20, 25, 30, 35, 40, 30, 25, 45)
+    ]
     blob = G.encode_group(xs, min_lane_symbols=4096)
     bound = fmt.entropy_bits(G.group_symbols(blob, xs)) / 8
     pooled = fmt.entropy_bits(sum(np.bincount(x.view(np.uint8).ravel(), minlength=256) for x in xs)) / 8
@@ -115,7 +126,7 @@ def test_errors():
         G.parse_group(bytes(b))
     with pytest.raises(CodecError, match="no tensor 5"):
         G.decode_group_numpy(blob, [5])
-    b = bytearray(blob)   # table: break the frequency sum behind valid CRCs
+    b = bytearray(blob)  # table: break the frequency sum behind valid CRCs
     b[G.HEADER_SIZE + 20] ^= 0x10
     with pytest.raises(CodecError, match="table"):
         G.parse_group(reseal_group(bytes(b)))
@@ -128,9 +139,22 @@ def test_errors():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 30), st.integers(1, 30), st.sampled_from(["gauss", "heavy",
-                "uniform", "single", "ramp"]), st.booleans()), min_size=1, max_size=4),
-       st.integers(1, 9), st.integers(1, 12), st.sampled_from([None, 12, 16]), st.integers(0, 2**31))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 30),
+            st.integers(1, 30),
+            st.sampled_from(["gauss", "heavy", "uniform", "single", "ramp"]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(1, 9),
+    st.integers(1, 12),
+    st.sampled_from([None, 12, 16]),
+    st.integers(0, 2**31),
+)
 def test_property_roundtrip(specs, tr, lanes, pb, seed):
     rng = np.random.default_rng(seed)
     xs = [source(k, (r, c) if two else (r * c,), rng) for r, c, k, two in specs]

@@ -1,5 +1,6 @@
 """Hypothesis: any 1-D/2-D int8/uint8 array round-trips through the host decoders for any tile
 shape, lane count and precision; the vectorised decoder equals the scalar reference."""
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,9 +30,15 @@ def arrays(draw):
 
 
 @settings(max_examples=60, deadline=None)
-@given(x=arrays(), tr=st.integers(1, 24), tc=st.integers(1, 24), lanes=st.integers(1, 40),
-       pb=st.integers(12, 16), pred=st.sampled_from(["auto", "none", "delta"]),
-       allow_raw=st.booleans())
+@given(
+    x=arrays(),
+    tr=st.integers(1, 24),
+    tc=st.integers(1, 24),
+    lanes=st.integers(1, 40),
+    pb=st.integers(12, 16),
+    pred=st.sampled_from(["auto", "none", "delta"]),
+    allow_raw=st.booleans(),
+)
 def test_roundtrip_property(x, tr, tc, lanes, pb, pred, allow_raw):
     blob = fmt.encode_layer(x, (tr, tc), lanes, pb, predictor=pred, allow_raw=allow_raw)
     y = fmt.decode_layer_numpy(blob)

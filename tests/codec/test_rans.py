@@ -32,7 +32,7 @@ def test_normalize_freqs(pb):
     rng = np.random.default_rng(pb)
     counts = np.zeros(256, np.int64)
     counts[rng.choice(256, 40, replace=False)] = rng.integers(1, 10_000, 40)
-    counts[3] = 1   # a very rare symbol still gets f >= 1
+    counts[3] = 1  # a very rare symbol still gets f >= 1
     f = rans.normalize_freqs(counts, pb)
     assert f.sum() == 1 << pb
     assert np.all(f[counts > 0] >= 1) and np.all(f[counts == 0] == 0)
@@ -65,8 +65,8 @@ def test_lanes_roundtrip_vectorised_vs_scalar(pb):
     assert ok.all()
     for n in range(N):
         ref = rans.decode_lane_scalar(words, int(base[n]), int(nw[n]), int(lens[n]), freq, pb)
-        assert ref == sym[:lens[n], n].tolist()
-        assert out[:lens[n], n].tolist() == ref
+        assert ref == sym[: lens[n], n].tolist()
+        assert out[: lens[n], n].tolist() == ref
 
 
 def test_scalar_decoder_rejects_bad_lane():

@@ -28,8 +28,14 @@ def test_lossless_roundtrip_all_kinds(tmp_path):
     st = store.Store.open(path)
     assert st.names == list(t)
     kinds = {n: st.entry(n)["kind"] for n in st.names}
-    assert kinds == {"emb": "float", "blk/0/w": "float", "blk/0/b": "float", "q": "int",
-                     "ids": "bytes", "scalar": "float"}
+    assert kinds == {
+        "emb": "float",
+        "blk/0/w": "float",
+        "blk/0/b": "float",
+        "q": "int",
+        "ids": "bytes",
+        "scalar": "float",
+    }
     for n, x in t.items():
         y = st.decode(n)
         assert y.dtype == x.dtype and y.shape == x.shape
@@ -50,7 +56,7 @@ def test_int8_mode(tmp_path):
 def test_corrupted_tensor_named():
     data = bytearray(store.encode_store(_tensors(), opts=OPTS))
     st = store.Store(bytes(data))
-    p = st.entry("emb")["parts"][3]          # a float plane blob (own part)
+    p = st.entry("emb")["parts"][3]  # a float plane blob (own part)
     start = len(data) - len(st._data)
     data[start + p["offset"] + p["length"] // 2] ^= 0xFF
     bad = store.Store(bytes(data))
@@ -100,7 +106,8 @@ def test_safetensors_io_and_sources(tmp_path):
     back = store.read_safetensors(p)
     for n in t:
         assert back[n].dtype == t[n].dtype and np.array_equal(back[n].view(np.uint8), t[n].view(np.uint8))
-    from safetensors.numpy import load_file   # independent reader (no bfloat16 in numpy: skip it)
+    from safetensors.numpy import load_file  # independent reader (no bfloat16 in numpy: skip it)
+
     ref = load_file(str(store.write_safetensors(tmp_path / "f.safetensors", {"emb": t["emb"]})))
     assert np.array_equal(ref["emb"], t["emb"])
     (tmp_path / "w.json").write_text('{"wte": [[0.5, 1.0], [2.0, 3.0]], "n": {"b": [1.0]}}')
@@ -127,7 +134,8 @@ V1_CONTAINER = (
     "b23a0392a93ab7dd8b3af12fce3a5af8fa3a4a58524c01005000010201000e000200040000000c000000040000000800"
     "000002000000500000000000000050000000000000005000000030000000afcc37e70e15000012180200afcc37e718c0"
     "aadd0502020005fdfe0202fcfc02040105fffe03fbfdfdfffc0304fffb02fc01fc0502050102ff03fcfcfe02000405ff"
-    "ff01")
+    "ff01"
+)
 
 
 def test_version1_container_still_decodes():

@@ -1,7 +1,8 @@
 """Child process for tests/ginr/test_ginr_sharded.py on 4 simulated CPU devices; one RESULT line.
 
-    python tests/ginr/_sharded_worker.py RUN_ROOT
+python tests/ginr/_sharded_worker.py RUN_ROOT
 """
+
 import json
 import sys
 
@@ -14,11 +15,23 @@ from jaxsys.ginr.sharded import make_sharded_train_step, train_sharded
 from jaxsys.ginr.train import TrainConfig, init_state, step_config, train_step
 from jaxsys.train import sharding as sh
 
-MC = GinrConfig(image_size=8, patch_size=4, dim=16, num_lp=2, depth=1, hidden=8, ff_mult=2, hypo_blocks=1,
-                num_freqs=2, d_state=4, expand=1,
-                scan_chunk=0).validate()  # plain sequential scan: the cheapest step to compile (sharding is under test)
-TC = TrainConfig(batch_size=8, num_sample_coords=16, steps=2, lr=1e-3, warmup_steps=0, eval_every=0,
-                 ckpt_every=0, prefetch=1)
+MC = GinrConfig(
+    image_size=8,
+    patch_size=4,
+    dim=16,
+    num_lp=2,
+    depth=1,
+    hidden=8,
+    ff_mult=2,
+    hypo_blocks=1,
+    num_freqs=2,
+    d_state=4,
+    expand=1,
+    scan_chunk=0,
+).validate()  # plain sequential scan: the cheapest step to compile (sharding is under test)
+TC = TrainConfig(
+    batch_size=8, num_sample_coords=16, steps=2, lr=1e-3, warmup_steps=0, eval_every=0, ckpt_every=0, prefetch=1
+)
 IMAGES = np.random.default_rng(0).integers(0, 256, (24, 8, 8, 3)).astype(np.uint8)
 
 
@@ -48,17 +61,30 @@ def main(root):
             state, m = sg.step(state, sg.batch(b))
             losses.append(float(sh.to_host(m["loss"])))
         specs = dict(sh.compiled_input_specs(sg.step, *abstract))  # after the call: a cache hit
-        cases.append({"mesh": spec, "fsdp": fsdp, "losses": losses,
-                      "param_max_diff": max(float(np.max(np.abs(a - r))) for a, r in zip(flat(state), ref_flat)),
-                      "batch_specs": {k: str(v) for k, v in specs.items() if k.startswith("1/")},
-                      "n_sharded_state_leaves": sum(v != sh.P() for k, v in specs.items() if k.startswith("0/"))})
+        cases.append(
+            {
+                "mesh": spec,
+                "fsdp": fsdp,
+                "losses": losses,
+                "param_max_diff": max(float(np.max(np.abs(a - r))) for a, r in zip(flat(state), ref_flat)),
+                "batch_specs": {k: str(v) for k, v in specs.items() if k.startswith("1/")},
+                "n_sharded_state_leaves": sum(v != sh.P() for k, v in specs.items() if k.startswith("0/")),
+            }
+        )
     # the loop of `jaxsys ginr train --mesh`: same batches, same losses, resumable state
-    multi = train_sharded(MC, TC, IMAGES, IMAGES[16:], f"{root}/mesh", sh.make_mesh("data=4"),
-                          log=lambda s: None, progress=False)
+    multi = train_sharded(
+        MC, TC, IMAGES, IMAGES[16:], f"{root}/mesh", sh.make_mesh("data=4"), log=lambda s: None, progress=False
+    )
     from jaxsys.train import read_metrics
+
     loop_losses = [r["loss"] for r in read_metrics(f"{root}/mesh/metrics.jsonl") if "loss" in r]
-    return {"device_count": jax.device_count(), "ref_losses": ref_losses, "cases": cases,
-            "loop_losses": loop_losses, "loop_summary": multi}
+    return {
+        "device_count": jax.device_count(),
+        "ref_losses": ref_losses,
+        "cases": cases,
+        "loop_losses": loop_losses,
+        "loop_summary": multi,
+    }
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """CIFAR-10 loaders (shared JPEG tar, python pickles, class folders, packaged PNGs) and the pipeline."""
+
 import pickle
 
 import numpy as np
@@ -12,7 +13,7 @@ from jaxsys.ginr import data as gd
 def test_shared_jpeg_tar_first_members(shared_data):
     x, y = gd.load_cifar10(shared_data / "cifar10-jpeg", "test", limit=12)
     assert x.shape == (12, 32, 32, 3) and x.dtype == np.uint8
-    assert list(y) == [0] * 12          # the archive starts with test/airplane/
+    assert list(y) == [0] * 12  # the archive starts with test/airplane/
     assert 20 < x.mean() < 235 and x.std() > 10
     x2, _ = gd.load_image_tar(shared_data / "cifar10-jpeg" / "train.tar.gz", limit=3)
     assert x2.shape == (3, 32, 32, 3)
@@ -48,12 +49,14 @@ def test_python_pickle_format(tmp_path):
 
 def test_class_folders_and_tar(tmp_path):
     import tarfile
+
     for split in ("train", "test"):
         for c in ("cat", "ship"):
             (tmp_path / split / c).mkdir(parents=True)
             for i in range(2):
                 Image.fromarray(np.full((32, 32, 3), 40 * i + (100 if c == "ship" else 0), np.uint8)).save(
-                    tmp_path / split / c / f"{i}.png")
+                    tmp_path / split / c / f"{i}.png"
+                )
     x, y = gd.load_cifar10(tmp_path, "train")
     assert x.shape == (4, 32, 32, 3) and sorted(y) == [3, 3, 8, 8]
     with tarfile.open(tmp_path / "arch.tar.gz", "w:gz") as tf:

@@ -1,5 +1,6 @@
 """jaxsys/ginr/sharded.py on 4 simulated CPU devices (a child process: this one has 1 device).
 (Basename unique across tests/, which has no __init__.py per system folder.)"""
+
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +18,25 @@ TOL = 1e-5
 def test_batch_must_divide_data_axis():
     class FakeMesh:
         shape = {"data": 4, "model": 1}
+
     with pytest.raises(ConfigError, match="batch_size 6 is not divisible by the mesh data axis"):
         make_sharded_train_step.__wrapped__(FakeMesh(), GinrConfig(), TrainConfig(batch_size=6))
 
 
-@pytest.mark.parametrize("argv,msg", [
-    (["--mesh", "data=3"], "data\\*model = 3\\*1 = 3 but 1 devices"),
-    (["--mesh", "pipe=1"], "unknown axis 'pipe'"),
-    (["--num-processes", "2"], "missing: coordinator, process_id"),
-])
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["--mesh", "data=3"], "data\\*model = 3\\*1 = 3 but 1 devices"),
+        (["--mesh", "pipe=1"], "unknown axis 'pipe'"),
+        (["--num-processes", "2"], "missing: coordinator, process_id"),
+    ],
+)
 def test_cli_rejects_bad_mesh_and_distributed_flags(argv, msg, capsys):
     from jaxsys.cli import main
+
     assert main(["ginr", "train", "--data", "png20", *argv]) == 2
     import re
+
     assert re.search(msg, capsys.readouterr().err)
 
 

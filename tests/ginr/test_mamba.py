@@ -1,4 +1,5 @@
 """Mamba mixer defaults, causality, BiMamba flip and kwargs, residual block."""
+
 import math
 
 import jax
@@ -20,7 +21,7 @@ def test_mamba_init_defaults():
     assert p["conv_w"].shape == (d_inner, 4) and p["conv_b"].shape == (d_inner,)
     np.testing.assert_allclose(np.exp(p["A_log"][5]), np.arange(1, 17), rtol=1e-6)
     np.testing.assert_array_equal(p["D"], 1.0)
-    dt = np.log1p(np.exp(np.asarray(p["dt_proj"]["b"], np.float64)))   # softplus(bias) = dt0
+    dt = np.log1p(np.exp(np.asarray(p["dt_proj"]["b"], np.float64)))  # softplus(bias) = dt0
     assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 0.1 * 1.001
 
 
@@ -34,8 +35,12 @@ def test_causal_conv_matches_numpy():
             if s >= 0:
                 ref[:, t] += w[:, k] * x[:, s]
     ref += b
-    np.testing.assert_allclose(np.asarray(mb.causal_depthwise_conv(jnp.asarray(x), jnp.asarray(w), jnp.asarray(b))),
-                               ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(mb.causal_depthwise_conv(jnp.asarray(x), jnp.asarray(w), jnp.asarray(b))),
+        ref,
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_mamba_is_causal():
@@ -54,8 +59,11 @@ def test_bimamba_flip_and_kwargs():
     ref = (mamba_apply(p["f"], x, **kw) + mamba_apply(p["r"], x[:, ::-1], **kw)[:, ::-1]) / 2
     keep = np.array([0, 2, 3])
     for fuse in (True, False):
-        f = jax.jit(lambda p, x, fuse=fuse: mb.bimamba_apply(p, x, fuse_directions=fuse, inference_params=None,
-                                                             foo="ignored", **kw))
+        f = jax.jit(
+            lambda p, x, fuse=fuse: mb.bimamba_apply(
+                p, x, fuse_directions=fuse, inference_params=None, foo="ignored", **kw
+            )
+        )
         out = f(p, x)
         np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-12, atol=1e-12)
         # keep: only some output positions (the model's last block), equal to slicing the full output
@@ -63,11 +71,16 @@ def test_bimamba_flip_and_kwargs():
         np.testing.assert_allclose(np.asarray(fk(p, x)), np.asarray(ref)[:, keep], rtol=1e-12, atol=1e-12)
     # with equal weights the layer commutes with reversing the sequence
     ps = {"f": p["f"], "r": p["f"]}
-    np.testing.assert_allclose(np.asarray(bimamba_apply(ps, x[:, ::-1], **kw)),
-                               np.asarray(bimamba_apply(ps, x, **kw)[:, ::-1]), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(bimamba_apply(ps, x[:, ::-1], **kw)),
+        np.asarray(bimamba_apply(ps, x, **kw)[:, ::-1]),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     # distinct weights: the reversed output differs (the backward branch really sees flipped input)
-    assert not np.allclose(np.asarray(bimamba_apply(p, x[:, ::-1], **kw)),
-                           np.asarray(bimamba_apply(p, x, **kw)[:, ::-1]))
+    assert not np.allclose(
+        np.asarray(bimamba_apply(p, x[:, ::-1], **kw)), np.asarray(bimamba_apply(p, x, **kw)[:, ::-1])
+    )
 
 
 def test_block_residual_structure():
@@ -91,7 +104,7 @@ def test_block_residual_structure():
     np.testing.assert_allclose(np.asarray(rk), np.asarray(res)[:, keep], atol=1e-12)
 
 
-def _to_glr(x, G):   # [B, L, C] -> [G, L, R, C] with b = g R + r
+def _to_glr(x, G):  # [B, L, C] -> [G, L, R, C] with b = g R + r
     B, L, C = x.shape
     return jnp.transpose(x.reshape(G, B // G, L, C), (0, 2, 1, 3))
 
@@ -120,11 +133,12 @@ def test_glr_block_equals_reference_block_values_and_gradients():
 
     def ref(p, x, r0):
         h, res = mb.block_apply(p, x, r0, scan_mode="sequential")
-        return jnp.sum(jnp.sin(h)) + jnp.sum(res ** 2), (h, res)
+        return jnp.sum(jnp.sin(h)) + jnp.sum(res**2), (h, res)
 
     def glr(p, x, r0):
         h, res = map(_from_glr, mb.block_apply_glr(p, _to_glr(x, 2), _to_glr(r0, 2), chunk=3))
-        return jnp.sum(jnp.sin(h)) + jnp.sum(res ** 2), (h, res)
+        return jnp.sum(jnp.sin(h)) + jnp.sum(res**2), (h, res)
+
     (lr, outs_r), gr = jax.jit(jax.value_and_grad(ref, argnums=(0, 1), has_aux=True))(p, x, r0)
     (lg, outs_g), gg = jax.jit(jax.value_and_grad(glr, argnums=(0, 1), has_aux=True))(p, x, r0)
     for a, b in zip(outs_g, outs_r):

@@ -1,4 +1,5 @@
 """Model: LP placement round trip, batch independence of decoding, shapes, bad input."""
+
 import dataclasses
 
 import jax
@@ -62,13 +63,13 @@ def test_decoding_is_independent_across_queries(tiny):
 def test_jacobian_across_queries_is_zero(tiny):
     params, imgs, lp = tiny
     c = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 6, 2)))
-    J = jax.jit(jax.jacfwd(lambda cc: gm.decode(params, lp[:1], cc, TINY)))(c)[0, :, :, 0]   # [N, 3, N, 2]
+    J = jax.jit(jax.jacfwd(lambda cc: gm.decode(params, lp[:1], cc, TINY)))(c)[0, :, :, 0]  # [N, 3, N, 2]
     N = c.shape[1]
     for n in range(N):
         for m in range(N):
             blk = np.asarray(J[n, :, m])
             if n == m:
-                assert np.abs(blk).max() > 0      # each output does depend on its own coordinate
+                assert np.abs(blk).max() > 0  # each output does depend on its own coordinate
             else:
                 np.testing.assert_array_equal(blk, 0.0)
 
@@ -77,18 +78,21 @@ def test_encode_equals_full_blocks_then_read_lp(tiny):
     """encode runs its last block on the LP tokens only; the reference runs every block on every token
     and reads the LP positions at the end."""
     from jaxsys.ginr.mamba import block_apply, layernorm
+
     params, imgs, lp = tiny
-    cfg = TINY   # depth 1: the only block is the last one
+    cfg = TINY  # depth 1: the only block is the last one
 
     def reference(p, x):
         e = p["encoder"]
         tok = gm.dense(e["patch_embed"], gm.patchify(x * 2 - 1, cfg.patch_size))
-        tok = tok + gm.dense(e["pos_proj"], gm.fourier_features(gm.pixel_grid(cfg.grid, dtype=tok.dtype),
-                                                                cfg.num_freqs))
+        tok = tok + gm.dense(
+            e["pos_proj"], gm.fourier_features(gm.pixel_grid(cfg.grid, dtype=tok.dtype), cfg.num_freqs)
+        )
         h, res = gm.insert_lp(tok, e["lp"], cfg), None
         for bp in e["blocks"]:
             h, res = block_apply(bp, h, res, scan_mode="associative")
         return gm.read_lp(layernorm(e["norm_f"], h + res), cfg)
+
     np.testing.assert_allclose(np.asarray(lp), np.asarray(jax.jit(reference)(params, imgs)), rtol=1e-10, atol=1e-12)
 
 
@@ -121,8 +125,10 @@ def test_bad_input(tiny):
 
 
 def test_config_sizes():
-    n = {k: gm.num_params(jax.eval_shape(lambda k=k: gm.init(jax.random.PRNGKey(0), gm.CONFIGS[k])))
-         for k in ("fast", "balanced")}
+    n = {
+        k: gm.num_params(jax.eval_shape(lambda k=k: gm.init(jax.random.PRNGKey(0), gm.CONFIGS[k])))
+        for k in ("fast", "balanced")
+    }
     assert 1.0e6 < n["fast"] < 1.3e6 and 5.5e6 < n["balanced"] < 6.5e6
 
 

@@ -1,6 +1,7 @@
 """Selective scan: associative == sequential == chunked (associative inside chunks, or sequential with
 chunked recompute and batch groups) == a plain numpy loop; gradients vs finite differences and vs
 jax.grad of the associative form in float64."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +11,6 @@ from jaxsys.errors import ConfigError, ShapeError
 from jaxsys.ginr import scan as gscan
 from jaxsys.ginr.scan import selective_scan
 from jaxsys.nn.gradcheck import check_finite_differences
-
 
 
 def numpy_scan(u, delta, A, B, C, D, z):
@@ -31,9 +31,15 @@ def numpy_scan(u, delta, A, B, C, D, z):
 
 def inputs(seed, Bn=2, L=7, D=3, N=4, dtype=np.float64):
     r = np.random.default_rng(seed)
-    return dict(u=r.normal(size=(Bn, L, D)), delta=np.log1p(np.exp(r.normal(size=(Bn, L, D)))),
-                A=-np.exp(r.normal(size=(D, N))), B=r.normal(size=(Bn, L, N)), C=r.normal(size=(Bn, L, N)),
-                D=r.normal(size=(D,)), z=r.normal(size=(Bn, L, D)))
+    return dict(
+        u=r.normal(size=(Bn, L, D)),
+        delta=np.log1p(np.exp(r.normal(size=(Bn, L, D)))),
+        A=-np.exp(r.normal(size=(D, N))),
+        B=r.normal(size=(Bn, L, N)),
+        C=r.normal(size=(Bn, L, N)),
+        D=r.normal(size=(D,)),
+        z=r.normal(size=(Bn, L, D)),
+    )
 
 
 @pytest.fixture
@@ -46,11 +52,18 @@ def two_batch_groups(monkeypatch):
 KEYS = ("u", "delta", "A", "B", "C", "D", "z")
 
 
-@pytest.mark.parametrize("kw", [dict(mode="associative"), dict(mode="sequential"),
-                                dict(mode="sequential", checkpoint=True), dict(mode="associative", chunk=3),
-                                dict(mode="associative", chunk=3, checkpoint=True),
-                                dict(mode="sequential", chunk=3),        # 7 = 3 + 3 + 1 (+2 padded steps)
-                                dict(mode="sequential", chunk=7)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(mode="associative"),
+        dict(mode="sequential"),
+        dict(mode="sequential", checkpoint=True),
+        dict(mode="associative", chunk=3),
+        dict(mode="associative", chunk=3, checkpoint=True),
+        dict(mode="sequential", chunk=3),  # 7 = 3 + 3 + 1 (+2 padded steps)
+        dict(mode="sequential", chunk=7),
+    ],
+)
 def test_scan_matches_numpy_loop(kw):
     a = inputs(0)
     ref = numpy_scan(**a)
@@ -69,7 +82,7 @@ def test_batch_groups_rule():
     # per-step state of a group <= GROUP_STATE_ELEMS elements, groups divide the batch
     assert gscan.batch_groups(32, 16, 256) == 8 and gscan.batch_groups(32, 16, 512) == 16
     assert gscan.batch_groups(10, 16, 32) == 1 and gscan.batch_groups(7, 16, 4096) == 7
-    assert gscan.batch_groups(12, 16, 512) == 6      # 2 rows fit, 12 % 2 == 0
+    assert gscan.batch_groups(12, 16, 512) == 6  # 2 rows fit, 12 % 2 == 0
     assert gscan.batch_groups(32, 16, 512, backend="gpu") == 1  # off CPU: one group, fewer launches
     assert gscan.batch_groups(32, 16, 512, backend="cpu") == 16
 
@@ -85,8 +98,7 @@ def test_associative_equals_sequential_float32():
     np.testing.assert_allclose(np.asarray(ya), np.asarray(yc), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kw", [dict(mode="sequential"), dict(mode="associative"),
-                                dict(mode="sequential", chunk=2)])
+@pytest.mark.parametrize("kw", [dict(mode="sequential"), dict(mode="associative"), dict(mode="sequential", chunk=2)])
 def test_scan_gradients_finite_differences(kw, two_batch_groups):
     a = {k: jnp.asarray(v) for k, v in inputs(2, Bn=2, L=5, D=2, N=3).items()}
     w = jnp.asarray(np.random.default_rng(3).normal(size=a["u"].shape))
@@ -94,6 +106,7 @@ def test_scan_gradients_finite_differences(kw, two_batch_groups):
     @jax.jit
     def loss(p):
         return jnp.sum(w * selective_scan(*(p[k] for k in KEYS), **kw))
+
     g = jax.jit(jax.grad(loss))(a)
     check_finite_differences(loss, g, a, num_directions=6, eps=1e-6, rtol=1e-6, atol=1e-9)
 
@@ -102,11 +115,12 @@ def test_sequential_and_associative_gradients_agree(two_batch_groups):
     a = {k: jnp.asarray(v) for k, v in inputs(4).items()}
     f = lambda **kw: jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(selective_scan(*(p[k] for k in KEYS), **kw)))))(a)
     ga = f(mode="associative")
-    for kw in (dict(mode="sequential"), dict(mode="sequential", chunk=3)):   # 7 steps: 3 chunks, padded
+    for kw in (dict(mode="sequential"), dict(mode="sequential", chunk=3)):  # 7 steps: 3 chunks, padded
         gs = f(**kw)
         for k in a:
-            np.testing.assert_allclose(np.asarray(ga[k]), np.asarray(gs[k]), rtol=1e-10, atol=1e-12,
-                                       err_msg=f"{k} {kw}")
+            np.testing.assert_allclose(
+                np.asarray(ga[k]), np.asarray(gs[k]), rtol=1e-10, atol=1e-12, err_msg=f"{k} {kw}"
+            )
 
 
 def test_scan_bad_input():
@@ -126,10 +140,11 @@ def test_grouped_scan_forward_and_reverse_time_match_numpy_loop():
     a = inputs(7, Bn=4, L=7, D=3, N=4)
     glr = lambda t: jnp.transpose(jnp.asarray(t).reshape(2, 2, *t.shape[1:]), (0, 2, 1, 3))
     back = lambda y: np.asarray(jnp.transpose(y, (0, 2, 1, 3)).reshape(4, *y.shape[1:2], y.shape[-1]))
-    ones, zeros = np.ones(3), np.full(a["u"].shape, 30.0)   # D = 1 skip removed below; silu(30) = 30
+    ones, zeros = np.ones(3), np.full(a["u"].shape, 30.0)  # D = 1 skip removed below; silu(30) = 30
     for reverse in (False, True):
         fl = (lambda t: t[:, ::-1]) if reverse else (lambda t: t)
         ref = fl(numpy_scan(fl(a["u"]), fl(a["delta"]), a["A"], fl(a["B"]), fl(a["C"]), 0 * ones, zeros)) / 30.0
-        y = gscan.scan_grouped(glr(a["u"]), glr(a["delta"]), jnp.asarray(a["A"]), glr(a["B"]), glr(a["C"]),
-                               chunk=3, reverse=reverse)
+        y = gscan.scan_grouped(
+            glr(a["u"]), glr(a["delta"]), jnp.asarray(a["A"]), glr(a["B"]), glr(a["C"]), chunk=3, reverse=reverse
+        )
         np.testing.assert_allclose(back(y), ref, rtol=1e-10, atol=1e-11)

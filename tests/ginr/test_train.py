@@ -1,11 +1,11 @@
 """Real train step smoke test, resume, accumulation, bf16, CLI and tour stage."""
+
 import dataclasses
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from jaxsys.cli import main
@@ -13,7 +13,6 @@ from jaxsys.errors import ConfigError, DataError
 from jaxsys.ginr import data as gd
 from jaxsys.ginr import model as gm
 from jaxsys.ginr import train as gt
-
 from jaxsys.ginr.tour import QUICK_MODEL, QUICK_TRAIN
 
 # the tour's quick configuration, shared with the CLI smoke test and the tour test below, so the jitted
@@ -31,11 +30,10 @@ def test_train_smoke_and_resume(tmp_path):
     n_compiled = gt.train_step._cache_size()
     s2 = gt.train(MC, dataclasses.replace(TC, stop_at=4), x, x, tmp_path, progress=False)  # resumes
     assert s2["steps"] == 4
-    assert gt.train_step._cache_size() == n_compiled                  # no recompilation
+    assert gt.train_step._cache_size() == n_compiled  # no recompilation
     # resuming with another model shape is a clear error before orbax sees the checkpoint
     with pytest.raises(ConfigError, match="another model config \\(hidden: 8 -> 16\\)"):
-        gt.train(dataclasses.replace(MC, hidden=16), dataclasses.replace(TC, stop_at=6), x, x, tmp_path,
-                 progress=False)
+        gt.train(dataclasses.replace(MC, hidden=16), dataclasses.replace(TC, stop_at=6), x, x, tmp_path, progress=False)
     recs = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in recs if "loss" in r]
     assert steps == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in recs if "loss" in r)
@@ -43,6 +41,7 @@ def test_train_smoke_and_resume(tmp_path):
         assert (tmp_path / f).is_file()
     # the reported PSNR is the mean over images of -10 log10 MSE on the full grid
     from jaxsys.train import Checkpointer
+
     with Checkpointer(tmp_path / "ckpt") as ck:
         st, _ = ck.restore(like=gt.init_state(jax.random.PRNGKey(0), MC, gt.step_config(TC)))
     ev = gt.evaluate(st["params"], x, MC)
@@ -61,10 +60,13 @@ def test_ctrl_c_saves_the_newest_step_and_resume_matches(tmp_path, monkeypatch):
 
     def interrupted(step_fn, clock, step, *a, **kw):
         if step == 2:  # step 3 is dispatched; the interrupt arrives while waiting for its loss
+
             def fetch(x):
                 raise KeyboardInterrupt
+
             return real(step_fn, clock, step, *a, fetch=fetch)
         return real(step_fn, clock, step, *a, **kw)
+
     monkeypatch.setattr(gt, "timed_step", interrupted)
     logged = []
     with pytest.raises(KeyboardInterrupt):
@@ -74,6 +76,7 @@ def test_ctrl_c_saves_the_newest_step_and_resume_matches(tmp_path, monkeypatch):
     resumed = gt.train(MC, tc, x, x, tmp_path / "cut", progress=False, log=logged.append)
     assert "resumed from step 3" in logged[-1] and resumed["steps"] == full["steps"] == 5
     from jaxsys.train import Checkpointer
+
     like = gt.init_state(jax.random.PRNGKey(0), MC, gt.step_config(tc))
     with Checkpointer(tmp_path / "full" / "ckpt") as a, Checkpointer(tmp_path / "cut" / "ckpt") as b:
         pa, pb = a.restore(like=like)[0]["params"], b.restore(like=like)[0]["params"]
@@ -92,20 +95,20 @@ def test_accumulation_and_bf16():
     tx = gt.make_optimizer(gt.TrainConfig(steps=10, accum_steps=2, warmup_steps=0))
     st = tx.init(p)
     u1, st = tx.update({"w": jnp.ones(3)}, st, p)
-    assert float(jnp.abs(u1["w"]).max()) == 0.0                # first micro-batch: no update yet
+    assert float(jnp.abs(u1["w"]).max()) == 0.0  # first micro-batch: no update yet
     u2, st = tx.update({"w": jnp.ones(3)}, st, p)
     assert float(jnp.abs(u2["w"]).max()) > 0
     # float32 loss from the real (already compiled) step, which reports the loss before its update;
     # bfloat16 loss and gradients from one more compile
     tc = gt.step_config(TC)
     st = jax.tree_util.tree_map(lambda a: jnp.array(np.asarray(a)), gt.init_state(jax.random.PRNGKey(0), MC, tc))
-    params = jax.tree_util.tree_map(jnp.copy, st["params"])   # (the step donates st)
+    params = jax.tree_util.tree_map(jnp.copy, st["params"])  # (the step donates st)
     b = gd.make_batch(gd.load_png20()[0], np.arange(TC.batch_size), TC.num_sample_coords, np.random.default_rng(0))
     _, m = gt.train_step(st, b, MC, tc)
     l32 = float(m["loss"])
     (l16, _), g = jax.jit(jax.value_and_grad(lambda p: gt.loss_fn(p, b, MC, True), has_aux=True))(params)
     assert abs(float(l16) - l32) < 0.02 * l32
-    assert all(l.dtype == jnp.float32 for l in jax.tree_util.tree_leaves(g))   # f32 master gradients
+    assert all(l.dtype == jnp.float32 for l in jax.tree_util.tree_leaves(g))  # f32 master gradients
 
 
 def test_train_rejects_bad_input(tmp_path):
@@ -119,10 +122,41 @@ def test_train_rejects_bad_input(tmp_path):
 
 
 def test_cli_train_and_errors(tmp_path, capsys):
-    rc = main(["ginr", "train", "--data", "png20", "--dim", "16", "--num-lp", "4", "--depth", "1",
-               "--hidden", "8", "--num-freqs", "3", "--batch", "10", "--coords", "256", "--steps", "30",
-               "--lr", "3e-3", "--warmup", "5", "--eval-every", "0", "--ckpt-every", "0",
-               "--run-dir", str(tmp_path / "r"), "--quiet"])
+    rc = main(
+        [
+            "ginr",
+            "train",
+            "--data",
+            "png20",
+            "--dim",
+            "16",
+            "--num-lp",
+            "4",
+            "--depth",
+            "1",
+            "--hidden",
+            "8",
+            "--num-freqs",
+            "3",
+            "--batch",
+            "10",
+            "--coords",
+            "256",
+            "--steps",
+            "30",
+            "--lr",
+            "3e-3",
+            "--warmup",
+            "5",
+            "--eval-every",
+            "0",
+            "--ckpt-every",
+            "0",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 30
     rc = main(["ginr", "train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)])
@@ -131,6 +165,7 @@ def test_cli_train_and_errors(tmp_path, capsys):
     # --matmul-dtype reaches the model config; a bad value is a clear error before anything is traced
     from jaxsys.cli import build_parser
     from jaxsys.ginr.cli import _model_config
+
     args = build_parser().parse_args(["ginr", "profile", "--config", "balanced", "--matmul-dtype", "bfloat16"])
     assert _model_config(args) == gm.get_config("balanced", matmul_dtype="bfloat16")
     assert main(["ginr", "train", "--data", "png20", "--matmul-dtype", "fp8"]) == 2
@@ -142,6 +177,7 @@ def test_cli_render_and_eval(tmp_path, capsys):
     centres are the 1x pixel centres equals the 1x reconstruction (one continuous function), and the
     reported PSNRs equal gt.evaluate of the checkpoint."""
     from PIL import Image
+
     x, _ = gd.load_png20()
     run = tmp_path / "run"
     gt.train(MC, dataclasses.replace(TC, stop_at=2), x, x, run, progress=False, log=lambda m: None)
@@ -173,19 +209,21 @@ def test_cli_render_and_eval(tmp_path, capsys):
 
 def test_tour_stage_quick(tmp_path):
     from jaxsys.ginr.tour import run_stage
+
     r = run_stage(tmp_path / "ginr", quick=True)
     assert r["steps"] == 30 and r["psnr_db"] > 8
-    assert gt.train_step._cache_size() == 1          # tests and tour shared one compiled step
+    assert gt.train_step._cache_size() == 1  # tests and tour shared one compiled step
     assert (tmp_path / "ginr" / "reconstructions.png").is_file()
 
 
 def test_check_resume_config(tmp_path):
-    gt.check_resume_config(tmp_path, MC)                              # no config.json: a fresh run
+    gt.check_resume_config(tmp_path, MC)  # no config.json: a fresh run
     (tmp_path / "config.json").write_text(json.dumps({"model": dataclasses.asdict(MC)}))
     gt.check_resume_config(tmp_path, MC)
     # numerics-only fields may change on resume (same parameters, same maths)
-    gt.check_resume_config(tmp_path, dataclasses.replace(MC, matmul_dtype="bfloat16", scan_chunk=8,
-                                                         scan_mode="associative"))
+    gt.check_resume_config(
+        tmp_path, dataclasses.replace(MC, matmul_dtype="bfloat16", scan_chunk=8, scan_mode="associative")
+    )
     with pytest.raises(ConfigError, match="dim: 16 -> 32, depth: 1 -> 2"):
         gt.check_resume_config(tmp_path, dataclasses.replace(MC, dim=32, depth=2))
     (tmp_path / "config.json").write_text("{not json")

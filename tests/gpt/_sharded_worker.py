@@ -1,7 +1,8 @@
 """Child process for tests/gpt/test_gpt_sharded.py on 4 simulated CPU devices; prints one RESULT line.
 
-    python tests/gpt/_sharded_worker.py RUN_ROOT
+python tests/gpt/_sharded_worker.py RUN_ROOT
 """
+
 import json
 import sys
 
@@ -50,13 +51,21 @@ def scenario_parity():
             losses.append(float(sh.to_host(loss)))
         specs = dict(sh.compiled_input_specs(sg.step, *abstract))  # after the call: a cache hit
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(flat(state), ref_flat))
-        cases.append({"mesh": list(shape), "fsdp": fsdp, "losses": losses, "param_max_diff": diff,
-                      "specs": {k: str(v) for k, v in specs.items()}})
+        cases.append(
+            {
+                "mesh": list(shape),
+                "fsdp": fsdp,
+                "losses": losses,
+                "param_max_diff": diff,
+                "specs": {k: str(v) for k, v in specs.items()},
+            }
+        )
     return {"ref_losses": ref_losses, "cases": cases, "device_count": jax.device_count()}
 
 
 def scenario_train(root):
     from jaxsys.gpt.data import from_text
+
     text = "\n".join(["anna", "bob", "carla", "dave", "eve", "frank", "gina", "hal", "ida", "jo"] * 3)
     data = from_text(text, "docs", 8, seed=0)
     cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, n_embd=16, n_head=4, n_layer=1, block_size=8)
@@ -64,23 +73,55 @@ def scenario_train(root):
     single = train(data, cfg, tcfg, f"{root}/single", log=None, progress=False).summary
     # the same run through `jaxsys gpt train --mesh data=2,model=2` on the 4 devices
     from pathlib import Path
+
     from jaxsys.cli import main
+
     Path(f"{root}/names.txt").write_text(text + "\n")
-    rc = main(["gpt", "train", "--data", f"{root}/names.txt", "--mode", "docs", "--block-size", "8",
-               "--n-embd", "16", "--n-head", "4", "--n-layer", "1", "--batch", "8", "--steps", "4",
-               "--eval-every", "2", "--eval-batches", "2", "--checkpoint-every", "2", "--log-every", "1",
-               "--quiet", "--mesh", "data=2,model=2", "--out", f"{root}/mesh"])
+    rc = main(
+        [
+            "gpt",
+            "train",
+            "--data",
+            f"{root}/names.txt",
+            "--mode",
+            "docs",
+            "--block-size",
+            "8",
+            "--n-embd",
+            "16",
+            "--n-head",
+            "4",
+            "--n-layer",
+            "1",
+            "--batch",
+            "8",
+            "--steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--eval-batches",
+            "2",
+            "--checkpoint-every",
+            "2",
+            "--log-every",
+            "1",
+            "--quiet",
+            "--mesh",
+            "data=2,model=2",
+            "--out",
+            f"{root}/mesh",
+        ]
+    )
     assert rc == 0, rc
     multi = json.loads(Path(f"{root}/mesh/train_summary.json").read_text())
     # the 4-device run's step-2 checkpoint, resumed on 2 devices, ends where the others do
     import shutil
+
     shutil.copytree(f"{root}/mesh/ckpt/2", f"{root}/resume/ckpt/2")
     mesh2 = sh.make_mesh("model=2", devices=jax.devices()[:2])
-    resumed = train_sharded(data, cfg, tcfg, f"{root}/resume", mesh2, resume=True, log=None,
-                            progress=False).summary
+    resumed = train_sharded(data, cfg, tcfg, f"{root}/resume", mesh2, resume=True, log=None, progress=False).summary
     keep = ("train_loss", "val_loss", "start_step", "mesh")
-    return {k: {f: v.get(f) for f in keep} for k, v in
-            (("single", single), ("mesh", multi), ("resumed", resumed))}
+    return {k: {f: v.get(f) for f in keep} for k, v in (("single", single), ("mesh", multi), ("resumed", resumed))}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """bfloat16 parameter matmuls (matmul_dtype="bfloat16"): close to float32, hand == jax.grad."""
+
 import json
 
 import jax
@@ -30,8 +31,7 @@ def results(params32):
     out = {}
     for mode in ("hand", "autodiff"):
         for md in ("float32", "bfloat16"):
-            loss, g = model.loss_and_grads(params32, TOKENS, TARGETS, MASK, CFG, mode=mode,
-                                           matmul_dtype=md)
+            loss, g = model.loss_and_grads(params32, TOKENS, TARGETS, MASK, CFG, mode=mode, matmul_dtype=md)
             out[mode, md] = (float(loss), {k: np.asarray(v) for k, v in g.items()})
     return out
 
@@ -50,10 +50,18 @@ def test_linear_rounds_operands_and_accumulates_in_float32():
     exact = np.einsum("bti,oi->bto", u.astype(np.float64), w.astype(np.float64))
     assert np.max(np.abs(y - exact)) > 1e-3  # the rounding did happen
     dy = RNG.normal(size=(3, 5, 7)).astype(np.float32)
-    np.testing.assert_allclose(model.linear_dx(jnp.asarray(dy), jnp.asarray(w), "bfloat16"),
-                               np.einsum("bto,oi->bti", _bf16(dy), _bf16(w)), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(model.linear_dw(jnp.asarray(dy), jnp.asarray(u), "bfloat16"),
-                               np.einsum("bto,bti->oi", _bf16(dy), _bf16(u)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        model.linear_dx(jnp.asarray(dy), jnp.asarray(w), "bfloat16"),
+        np.einsum("bto,oi->bti", _bf16(dy), _bf16(w)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        model.linear_dw(jnp.asarray(dy), jnp.asarray(u), "bfloat16"),
+        np.einsum("bto,bti->oi", _bf16(dy), _bf16(u)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_bf16_loss_and_grads_close_to_float32(results):
@@ -85,8 +93,7 @@ def test_train_step_bf16_keeps_float32_master_weights():
     tcfg = TrainConfig(steps=3, batch_size=2, matmul_dtype="bfloat16").validate()
     state = init_state(CFG, tcfg)
     w0 = np.asarray(state.params["layer0.mlp_fc1"])
-    state, loss = train_step(state, jnp.asarray(TOKENS), jnp.asarray(TARGETS), jnp.asarray(MASK),
-                             cfg=CFG, tcfg=tcfg)
+    state, loss = train_step(state, jnp.asarray(TOKENS), jnp.asarray(TARGETS), jnp.asarray(MASK), cfg=CFG, tcfg=tcfg)
     assert state.params["layer0.mlp_fc1"].dtype == jnp.float32
     assert np.isfinite(float(loss))
     assert not np.array_equal(np.asarray(state.params["layer0.mlp_fc1"]), w0)
@@ -102,12 +109,36 @@ def test_unknown_matmul_dtype_rejected(params32):
 def test_cli_matmul_dtype(tmp_path):
     from jaxsys.cli import main
     from jaxsys.gpt.weights_io import load_model
+
     data = tmp_path / "names.txt"
     data.write_text("emma\nolivia\nava\nmia\nluna\nzoe\nnora\nlily\n", encoding="utf-8")
     out = tmp_path / "m"
-    assert main(["gpt", "train", "--data", str(data), "--steps", "2", "--out", str(out),
-                 "--n-embd", "8", "--n-head", "2", "--n-layer", "1", "--batch", "4", "--quiet",
-                 "--matmul-dtype", "bfloat16"]) == 0
+    assert (
+        main(
+            [
+                "gpt",
+                "train",
+                "--data",
+                str(data),
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+                "--n-embd",
+                "8",
+                "--n-head",
+                "2",
+                "--n-layer",
+                "1",
+                "--batch",
+                "4",
+                "--quiet",
+                "--matmul-dtype",
+                "bfloat16",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "train_summary.json").read_text())["matmul_dtype"] == "bfloat16"
     params, cfg, _ = load_model(out)  # weights.json/meta.json unchanged: float32 master weights
     assert "matmul_dtype" not in json.loads((out / "meta.json").read_text())
@@ -116,6 +147,7 @@ def test_cli_matmul_dtype(tmp_path):
 
 def test_attention_bf16_close_to_float32():
     from jaxsys.nn.attention import attention_backward, attention_forward
+
     r = np.random.default_rng(5)
     q, k, v, do = (jnp.asarray(r.normal(size=(2, 24, 2, 8)), jnp.float32) for _ in range(4))
     o32, c32 = attention_forward(q, k, v, 8)

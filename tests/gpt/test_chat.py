@@ -1,4 +1,5 @@
 """Chat prompt building (jaxsys/gpt/chat.py) and the `jaxsys gpt chat` REPL (stdin and a pty)."""
+
 import io
 import os
 import pty
@@ -44,10 +45,9 @@ def test_truncation_drops_whole_old_turns(block_size):
     p = chat.build_chat_prompt(TOK, turns, block_size)
     limit = block_size - block_size // 4
     # independent: the largest suffix of whole turns whose conversation encoding fits
-    keep = max(k for k in range(1, len(turns) + 1)
-               if len(TOK.encode_conversation(turns[len(turns) - k:])) <= limit)
+    keep = max(k for k in range(1, len(turns) + 1) if len(TOK.encode_conversation(turns[len(turns) - k :])) <= limit)
     assert p.dropped_turns == len(turns) - keep
-    assert p.ids == TOK.encode_conversation(turns[len(turns) - keep:])[:-1] + [TOK.assistant]
+    assert p.ids == TOK.encode_conversation(turns[len(turns) - keep :])[:-1] + [TOK.assistant]
     assert len(p.ids) <= limit and block_size - len(p.ids) >= block_size // 4
 
 
@@ -88,13 +88,20 @@ def test_repl_through_stdin(model, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n/clear\nhello\n/bogus\n\n/quit\nnot read\n"))
     assert cli.main(["gpt", "chat", "--model", str(d), "--history", ""]) == 0
     out = capsys.readouterr().out
-    replies = [line[len("you> bot> "):] for line in out.splitlines() if line.startswith("you> bot> ")]
+    replies = [line[len("you> bot> ") :] for line in out.splitlines() if line.startswith("you> bot> ")]
     assert len(replies) == 2 and "(conversation cleared)" in out and "unknown command '/bogus'" in out
     # after /clear both turns have the same prompt; turn k samples with seed 42 + k
     prompt = chat.build_chat_prompt(TOK, [("user", "hello")], cfg.block_size).ids
     for k, reply in enumerate(replies):
-        ids = generate(params, cfg, prompt, cfg.block_size + 1 - len(prompt), temperature=0.5,
-                       seed=42 + k, stop_ids=chat.chat_stop_ids(TOK))
+        ids = generate(
+            params,
+            cfg,
+            prompt,
+            cfg.block_size + 1 - len(prompt),
+            temperature=0.5,
+            seed=42 + k,
+            stop_ids=chat.chat_stop_ids(TOK),
+        )
         assert reply == TOK.decode(ids)
     assert replies[0] != replies[1]
 
@@ -133,9 +140,26 @@ def test_repl_in_a_pty_with_readline_history(model, tmp_path):
     hist = tmp_path / "history"
     master, slave = pty.openpty()
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    proc = subprocess.Popen([sys.executable, "-m", "jaxsys.cli", "gpt", "chat", "--model", str(d),
-                             "--history", str(hist), "--temperature", "0"],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jaxsys.cli",
+            "gpt",
+            "chat",
+            "--model",
+            str(d),
+            "--history",
+            str(hist),
+            "--temperature",
+            "0",
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+    )
     os.close(slave)
     buf = bytearray()
     deadline = time.time() + 120  # a guard against hanging, not a timing assertion

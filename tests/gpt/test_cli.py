@@ -1,4 +1,5 @@
 """`jaxsys gpt train|sample` through jaxsys.cli.main on tiny configs, and the tour stage (quick)."""
+
 import json
 
 import numpy as np
@@ -8,19 +9,70 @@ from jaxsys.gpt.inference import InferenceModel
 from jaxsys.gpt.weights_io import load_model
 
 # the names and tiny config of test_train.py, so that the compiled step is shared in one session
-NAMES = "\n".join(["emma", "olivia", "ava", "isabella", "sophia", "mia", "charlotte", "amelia",
-                   "harper", "evelyn", "abigail", "emily", "ella", "elizabeth", "camila", "luna",
-                   "sofia", "avery", "mila", "aria", "scarlett", "nora", "lily", "zoe"])
-TINY = ["--n-embd", "8", "--n-head", "2", "--n-layer", "1", "--batch", "4", "--quiet",
-        "--eval-batches", "2", "--log-every", "1"]
+NAMES = "\n".join(
+    [
+        "emma",
+        "olivia",
+        "ava",
+        "isabella",
+        "sophia",
+        "mia",
+        "charlotte",
+        "amelia",
+        "harper",
+        "evelyn",
+        "abigail",
+        "emily",
+        "ella",
+        "elizabeth",
+        "camila",
+        "luna",
+        "sofia",
+        "avery",
+        "mila",
+        "aria",
+        "scarlett",
+        "nora",
+        "lily",
+        "zoe",
+    ]
+)
+TINY = [
+    "--n-embd",
+    "8",
+    "--n-head",
+    "2",
+    "--n-layer",
+    "1",
+    "--batch",
+    "4",
+    "--quiet",
+    "--eval-batches",
+    "2",
+    "--log-every",
+    "1",
+]
 
 
 def test_train_sample_resume(tmp_path, capsys):
     data = tmp_path / "names.txt"
     data.write_text(NAMES + "\n", encoding="utf-8")
     out = tmp_path / "model"
-    args = ["gpt", "train", "--data", str(data), "--steps", "6", "--checkpoint-every", "3",
-            "--eval-every", "3", "--out", str(out), *TINY]
+    args = [
+        "gpt",
+        "train",
+        "--data",
+        str(data),
+        "--steps",
+        "6",
+        "--checkpoint-every",
+        "3",
+        "--eval-every",
+        "3",
+        "--out",
+        str(out),
+        *TINY,
+    ]
     assert main(args) == 0
     params, cfg, tok = load_model(out)
     assert cfg.n_embd == 8 and cfg.n_layer == 1 and cfg.block_size == len("charlotte") + 1
@@ -39,8 +91,7 @@ def test_train_sample_resume(tmp_path, capsys):
         np.testing.assert_array_equal(params[k], params2[k])
 
     capsys.readouterr()
-    assert main(["gpt", "sample", "--model", str(out), "--num", "3", "--seed", "5",
-                 "--temperature", "0.8"]) == 0
+    assert main(["gpt", "sample", "--model", str(out), "--num", "3", "--seed", "5", "--temperature", "0.8"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3
     # sample i is the float64 inference model's generation with seed 5 + i
@@ -54,11 +105,26 @@ def test_train_sample_resume(tmp_path, capsys):
 def test_cli_bad_input(tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"emma\n\xc3\x28x\n")
-    assert main(["gpt", "train", "--data", str(bad), "--steps", "1", "--out",
-                 str(tmp_path / "o"), *TINY]) == 2
+    assert main(["gpt", "train", "--data", str(bad), "--steps", "1", "--out", str(tmp_path / "o"), *TINY]) == 2
     assert "not valid UTF-8" in capsys.readouterr().err
-    assert main(["gpt", "train", "--mode", "docs", "--chat-categories", "greetings", "--steps",
-                 "1", "--out", str(tmp_path / "o"), *TINY]) == 2
+    assert (
+        main(
+            [
+                "gpt",
+                "train",
+                "--mode",
+                "docs",
+                "--chat-categories",
+                "greetings",
+                "--steps",
+                "1",
+                "--out",
+                str(tmp_path / "o"),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "--chat-categories" in capsys.readouterr().err
     assert main(["gpt", "sample", "--model", str(tmp_path / "nowhere")]) == 2
     assert "jaxsys: error" in capsys.readouterr().err
@@ -66,6 +132,7 @@ def test_cli_bad_input(tmp_path, capsys):
 
 def test_tour_stage_quick(tmp_path):
     from jaxsys.gpt.tour import run_stage
+
     r = run_stage(tmp_path, quick=True)
     assert np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"])
     assert r["val_loss"] < np.log(27)  # better than uniform over the 27 tokens

@@ -1,6 +1,7 @@
 """Compressed GPT inference (jaxsys.gpt.compressed): generation from compressed weights equals
 generation from the same weights uncompressed, token for token; cache eviction and prefetch order;
 lossless float round trips of trained weights; a corrupted tensor blob names the tensor."""
+
 import json
 import subprocess
 import sys
@@ -39,15 +40,25 @@ def test_lossless_trained_weights_bit_exact(trained, dtype):
     st = store.Store(store.encode_store(t, mode="lossless", opts=OPTS))
     for k, v in t.items():
         assert st.decode(k).tobytes() == v.tobytes()
-    if dtype != np.float16:   # f16's top byte mixes 5 exponent and 3 mantissa bits
+    if dtype != np.float16:  # f16's top byte mixes 5 exponent and 3 mantissa bits
         assert st.nbytes < sum(v.nbytes for v in t.values())
 
 
-@pytest.mark.parametrize("mode,configs", [
-    ("int8", (dict(cache_layers=0, prefetch=False), dict(cache_layers=1), dict(cache_layers=0, fused=True),
-              dict(cache_layers=0, prefetch_thread=True, sync=True))),
-    ("lossless", (dict(cache_layers=1, prefetch=False),)),
-])
+@pytest.mark.parametrize(
+    "mode,configs",
+    [
+        (
+            "int8",
+            (
+                dict(cache_layers=0, prefetch=False),
+                dict(cache_layers=1),
+                dict(cache_layers=0, fused=True),
+                dict(cache_layers=0, prefetch_thread=True, sync=True),
+            ),
+        ),
+        ("lossless", (dict(cache_layers=1, prefetch=False),)),
+    ],
+)
 def test_compressed_generation_matches_uncompressed(trained, mode, configs):
     cfg, params = trained
     data = C.compress_gpt(params, mode, OPTS)
@@ -61,8 +72,7 @@ def test_compressed_generation_matches_uncompressed(trained, mode, configs):
         assert got == ref, kw
     if mode == "int8":
         sampled_ref = C.GPTRunner(cfg, params=ref_params).generate([0], 6, temperature=0.8, seed=3)
-        assert C.compressed_runner(data, cfg, cache_layers=1).generate(
-            [0], 6, temperature=0.8, seed=3) == sampled_ref
+        assert C.compressed_runner(data, cfg, cache_layers=1).generate([0], 6, temperature=0.8, seed=3) == sampled_ref
 
 
 def test_batched_rows_and_per_tensor_store(trained):
@@ -130,10 +140,10 @@ def test_run_gpt_cli(trained, tmp_path, capsys):
     from jaxsys.cli import main
     from jaxsys.gpt.data import load_data
     from jaxsys.gpt.weights_io import save_model
+
     cfg, params = trained
     save_model(tmp_path / "m", params, cfg, load_data(None, "docs", 16).tokenizer)
-    assert main(["codec", "run-gpt", "--model", str(tmp_path / "m"), "--cache-layers", "1",
-                 "--max-tokens", "4"]) == 0
+    assert main(["codec", "run-gpt", "--model", str(tmp_path / "m"), "--cache-layers", "1", "--max-tokens", "4"]) == 0
     out = capsys.readouterr().out
     assert "identical_tokens: True" in out and "resident_bytes" in out
 
@@ -167,8 +177,13 @@ def test_decode_on_second_cpu_device(trained, tmp_path):
     cfg, params = trained
     np.savez(tmp_path / "p.npz", cfg=json.dumps(cfg.to_dict()), **params)
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", _TWO_DEVICE_CHILD, str(tmp_path / "p.npz")], cwd=root,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _TWO_DEVICE_CHILD, str(tmp_path / "p.npz")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     assert line, out.stderr[-2000:]
     res = json.loads(line[0][7:])

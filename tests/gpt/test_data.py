@@ -1,4 +1,5 @@
 """jaxsys.gpt.data: parsing, 90/10 splits, batches as a pure function of (seed, step), masking."""
+
 import warnings
 
 import jax
@@ -9,20 +10,47 @@ from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt import data as gd
 from jaxsys.gpt.tokenizer import Tokenizer
 
-NAMES = "\n".join(["emma", "olivia", "ava", "isabella", "sophia", "mia", "charlotte", "amelia",
-                   "harper", "evelyn", "abigail", "emily", "ella", "elizabeth", "camila", "luna",
-                   "sofia", "avery", "mila", "aria", "scarlett"]) + "\n"
-CHAT_TSV = ("category\tprompt\tresponse\n"
-            "greetings\tHello\tHi there!\n"
-            "greetings\tHow are you?\tI am fine.\n"
-            "ai\tWhat is AI?\tA field of study.\n"
-            "conversations\tGood morning\tMorning!\n"
-            "conversations\tBye\tSee you.\n")
+NAMES = (
+    "\n".join(
+        [
+            "emma",
+            "olivia",
+            "ava",
+            "isabella",
+            "sophia",
+            "mia",
+            "charlotte",
+            "amelia",
+            "harper",
+            "evelyn",
+            "abigail",
+            "emily",
+            "ella",
+            "elizabeth",
+            "camila",
+            "luna",
+            "sofia",
+            "avery",
+            "mila",
+            "aria",
+            "scarlett",
+        ]
+    )
+    + "\n"
+)
+CHAT_TSV = (
+    "category\tprompt\tresponse\n"
+    "greetings\tHello\tHi there!\n"
+    "greetings\tHow are you?\tI am fine.\n"
+    "ai\tWhat is AI?\tA field of study.\n"
+    "conversations\tGood morning\tMorning!\n"
+    "conversations\tBye\tSee you.\n"
+)
 
 
 def _docs(split, tok):
     """Documents back from a split's padded rows (independent of the batching code)."""
-    return [tok.decode(split.rows[i, :split.lengths[i]]) for i in range(len(split))]
+    return [tok.decode(split.rows[i, : split.lengths[i]]) for i in range(len(split))]
 
 
 def test_docs_split_is_seeded_disjoint_and_complete():
@@ -33,8 +61,7 @@ def test_docs_split_is_seeded_disjoint_and_complete():
     assert sorted(tr + va) == sorted(names) and not set(tr) & set(va)
     again = gd.from_text(NAMES, "docs", block_size=16, seed=0)
     assert _docs(again.val, again.tokenizer) == va
-    other = [_docs(gd.from_text(NAMES, "docs", block_size=16, seed=s).val, d.tokenizer)
-             for s in range(1, 6)]
+    other = [_docs(gd.from_text(NAMES, "docs", block_size=16, seed=s).val, d.tokenizer) for s in range(1, 6)]
     assert any(o != va for o in other)
     assert d.tokenizer.chars == sorted(set("".join(names)))
     # rows are [BOS, chars..., BOS]
@@ -55,14 +82,14 @@ def test_docs_batches_shift_mask_and_cover_each_epoch_once():
         for row in range(B):
             k = int(b.mask[row].sum())
             assert b.mask[row, :k].all() and not b.mask[row, k:].any()  # a prefix is unmasked
-            text = tok.decode(b.tokens[row, :k + 1])
+            text = tok.decode(b.tokens[row, : k + 1])
             assert b.tokens[row, 0] == tok.bos and b.targets[row, k - 1] == tok.bos
             assert k == len(text) + 1
-            assert (b.tokens[row, k + 1:] == gd.PAD).all()
+            assert (b.tokens[row, k + 1 :] == gd.PAD).all()
             seen.append(text)
     names = sorted(NAMES.split())
-    assert sorted(seen[:n]) == names and sorted(seen[n:2 * n]) == names  # once per epoch
-    assert seen[:n] != seen[n:2 * n]  # a fresh permutation each epoch
+    assert sorted(seen[:n]) == names and sorted(seen[n : 2 * n]) == names  # once per epoch
+    assert seen[:n] != seen[n : 2 * n]  # a fresh permutation each epoch
 
 
 def test_batches_are_a_pure_function_of_seed_and_step():
@@ -90,7 +117,7 @@ def test_corpus_windows_are_contiguous_and_val_is_the_tail():
     assert (b.mask == 1).all()
     for row in range(6):
         seq = np.concatenate([b.tokens[row], b.targets[row, -1:]])
-        starts = [s for s in range(900 - 10) if np.array_equal(ids[s:s + 11], seq)]
+        starts = [s for s in range(900 - 10) if np.array_equal(ids[s : s + 11], seq)]
         assert starts  # a real window of the training text
     ev = c.val.eval_batches(4)
     assert len(ev) == 2 and all(e.tokens.shape == (4, 10) for e in ev)
@@ -103,17 +130,18 @@ def test_eval_batches_cover_the_validation_split_once():
     d = gd.from_text(NAMES, "docs", block_size=16, seed=0, val_fraction=0.5)
     ev = d.val.eval_batches(4)
     assert sum(float(b.mask.sum()) for b in ev) == d.val.n_targets
-    texts = [d.tokenizer.decode(b.tokens[r, :int(b.mask[r].sum()) + 1])
-             for b in ev for r in range(4) if b.mask[r].any()]
+    texts = [
+        d.tokenizer.decode(b.tokens[r, : int(b.mask[r].sum()) + 1]) for b in ev for r in range(4) if b.mask[r].any()
+    ]
     assert sorted(texts) == sorted(_docs(d.val, d.tokenizer))
 
 
 def test_padding_does_not_change_the_loss():
     from jaxsys.gpt import model
     from jaxsys.gpt.config import GPTConfig
+
     d = gd.from_text(NAMES, "docs", block_size=16, seed=0)
-    cfg = GPTConfig(vocab_size=d.tokenizer.vocab_size, n_embd=8, n_head=2, n_layer=1,
-                    block_size=d.train.seq_len)
+    cfg = GPTConfig(vocab_size=d.tokenizer.vocab_size, n_embd=8, n_head=2, n_layer=1, block_size=d.train.seq_len)
     p = model.init_params(jax.random.PRNGKey(0), cfg, dtype=np.float64)
     b = d.train.batch(0, 4, seed=0)
     loss = jax.jit(model.loss_fn, static_argnames="cfg")
@@ -137,11 +165,10 @@ def test_chat_pairs_conversations_and_category_filter():
     d = gd.from_text(CHAT_TSV, "chat", block_size=64, val_fraction=0.0)
     tok = d.tokenizer
     assert tok.chat and len(d.train) == 5
-    rows = [list(d.train.rows[i, :d.train.lengths[i]]) for i in range(5)]
+    rows = [list(d.train.rows[i, : d.train.lengths[i]]) for i in range(5)]
     want = tok.encode_conversation([("user", "Hello"), ("assistant", "Hi there!")])
     assert want in rows
-    f = gd.from_text(CHAT_TSV, "chat", block_size=64, val_fraction=0.0,
-                     chat_categories=["greetings", "conversations"])
+    f = gd.from_text(CHAT_TSV, "chat", block_size=64, val_fraction=0.0, chat_categories=["greetings", "conversations"])
     assert len(f.train) == 4 and "I" in f.tokenizer.chars and "W" not in f.tokenizer.chars
     with pytest.raises(DataError, match="nosuch"):
         gd.from_text(CHAT_TSV, "chat", block_size=64, chat_categories=["nosuch"])

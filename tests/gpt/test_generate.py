@@ -1,5 +1,6 @@
 """Jitted KV-cache generation (jaxsys/gpt/generate.py) against the float64 numpy inference model,
 the tensor-engine forward, and hand-built reference values."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,11 +14,11 @@ from jaxsys.gpt.model import forward
 from jaxsys.gpt.tokenizer import Tokenizer
 
 
-
 @pytest.fixture(autouse=True)
 def _strict_rank_promotion():
     with jax.numpy_rank_promotion("raise"):
         yield
+
 
 TOK = Tokenizer(list("abcdefgh"), chat=True)  # vocab 12: user 8, assistant 9, end_turn 10, BOS 11
 CFG = GPTConfig(vocab_size=TOK.vocab_size, n_embd=16, n_head=2, n_layer=2, block_size=24)
@@ -27,8 +28,11 @@ def random_params(cfg: GPTConfig, seed=0, std=0.4) -> dict:
     """Larger than the 0.08 init so that the distributions are far from uniform (varied outputs)."""
     rng = np.random.default_rng(seed)
     E, V = cfg.n_embd, cfg.vocab_size
-    p = {"wte": rng.normal(0, std, (V, E)), "wpe": rng.normal(0, std, (cfg.block_size, E)),
-         "lm_head": rng.normal(0, std, (V, E))}
+    p = {
+        "wte": rng.normal(0, std, (V, E)),
+        "wpe": rng.normal(0, std, (cfg.block_size, E)),
+        "lm_head": rng.normal(0, std, (V, E)),
+    }
     for i in range(cfg.n_layer):
         for n in ("attn_wq", "attn_wk", "attn_wv", "attn_wo"):
             p[f"layer{i}.{n}"] = rng.normal(0, std, (E, E))
@@ -64,13 +68,15 @@ def test_prefill_equals_token_by_token_feeding(params, n):
         states.append(hs)
     kv_a = G.prefill_row(dev, G.init_kv(CFG, 2, jnp.float64), states[0], 1, CFG)
     assert int(states[0].pos[1]) == max(n - 1, 0)
-    kv_b, st = G.advance(dev, G.init_kv(CFG, 2, jnp.float64), states[1].to_device(), jnp.int32(n - 1),
-                         cfg=CFG, attn_len=CFG.block_size)
+    kv_b, st = G.advance(
+        dev, G.init_kv(CFG, 2, jnp.float64), states[1].to_device(), jnp.int32(n - 1), cfg=CFG, attn_len=CFG.block_size
+    )
     assert int(st.pos[1]) == n - 1
     for (ka, va), (kb, vb) in zip(kv_a, kv_b):
         for a, b in ((ka, kb), (va, vb)):
-            np.testing.assert_allclose(np.asarray(a[1, :, :n - 1]), np.asarray(b[1, :, :n - 1]),
-                                       rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(
+                np.asarray(a[1, :, : n - 1]), np.asarray(b[1, :, : n - 1]), rtol=1e-12, atol=1e-12
+            )
 
 
 def test_decode_step_logits_equal_tensor_forward(params):
@@ -101,25 +107,26 @@ def test_greedy_batch_equals_numpy_inference(params, ref):
 @pytest.mark.parametrize("temperature", [0.6, 1.3])
 def test_seeded_sampling_equals_numpy_inference(params, ref, temperature):
     seeds = [3, 4, 5]
-    outs = G.generate_batch(params, CFG, PROMPTS, 10, temperature=temperature, seeds=seeds,
-                            stop_ids=STOPS, dtype=jnp.float64)
+    outs = G.generate_batch(
+        params, CFG, PROMPTS, 10, temperature=temperature, seeds=seeds, stop_ids=STOPS, dtype=jnp.float64
+    )
     for p, s, g in zip(PROMPTS, seeds, outs):
-        expect = ref.generate_from_prompt(p, 10, temperature=temperature, seed=s,
-                                          stop_ids=list(STOPS))
+        expect = ref.generate_from_prompt(p, 10, temperature=temperature, seed=s, stop_ids=list(STOPS))
         assert g.tokens == list(expect)
     # different seeds give different samples somewhere (the test can fail on a seed mix-up)
-    same = G.generate_batch(params, CFG, [PROMPTS[1]] * 4, 10, temperature=temperature,
-                            seeds=[3, 4, 5, 6], dtype=jnp.float64)
+    same = G.generate_batch(
+        params, CFG, [PROMPTS[1]] * 4, 10, temperature=temperature, seeds=[3, 4, 5, 6], dtype=jnp.float64
+    )
     assert len({tuple(g.tokens) for g in same}) > 1
 
 
 def test_explicit_uniforms_equal_numpy_inference(params, ref):
     u = np.random.default_rng(99).random((3, 20))
-    outs = G.generate_batch(params, CFG, PROMPTS, 9, temperature=1.0, uniforms=list(u),
-                            stop_ids=STOPS, dtype=jnp.float64)
+    outs = G.generate_batch(
+        params, CFG, PROMPTS, 9, temperature=1.0, uniforms=list(u), stop_ids=STOPS, dtype=jnp.float64
+    )
     for p, uu, g in zip(PROMPTS, u, outs):
-        assert g.tokens == list(ref.generate_from_prompt(p, 9, temperature=1.0, uniforms=uu,
-                                                         stop_ids=list(STOPS)))
+        assert g.tokens == list(ref.generate_from_prompt(p, 9, temperature=1.0, uniforms=uu, stop_ids=list(STOPS)))
 
 
 def counting_params(V=6, E=6, T=10):
@@ -137,14 +144,12 @@ def counting_params(V=6, E=6, T=10):
 
 def test_counting_model_reference_values():
     p, cfg = counting_params()
-    outs = G.generate_batch(p, cfg, [[0], [2, 3], [4]], 7, greedy=True, stop_ids=[5],
-                            dtype=jnp.float64)
+    outs = G.generate_batch(p, cfg, [[0], [2, 3], [4]], 7, greedy=True, stop_ids=[5], dtype=jnp.float64)
     assert outs[0] == G.Generation([1, 2, 3, 4], "stop")  # 5 is the stop token (not returned)
     assert outs[1] == G.Generation([4], "stop")
     assert outs[2] == G.Generation([], "stop")
     # no stop token: max_new_tokens, then the end of the block (10 positions) ends a row
-    outs = G.generate_batch(p, cfg, [[0], [1, 2, 3, 4, 5], [3], [5] * 9], 7, greedy=True,
-                            dtype=jnp.float64)
+    outs = G.generate_batch(p, cfg, [[0], [1, 2, 3, 4, 5], [3], [5] * 9], 7, greedy=True, dtype=jnp.float64)
     assert outs[0] == G.Generation([1, 2, 3, 4, 5, 0, 1], "length")
     # the block holds 10 positions; the token sampled after the last one is still emitted
     assert outs[1] == G.Generation([0, 1, 2, 3, 4, 5], "length")
@@ -155,19 +160,29 @@ def test_counting_model_reference_values():
     s = np.sqrt(6.0 / (1 + 6e-5)) / 0.5  # rmsnorm: x / sqrt(mean(x^2) + 1e-5), mean = 1/6
     p1 = np.exp(s) / (np.exp(s) + 5)
     p0 = 1 / (np.exp(s) + 5)
-    cases = [(p0 - 1e-9, 0), (p0 + 1e-9, 1), (p0 + p1 - 1e-9, 1), (p0 + p1 + 1e-9, 2), (1 - 1e-12, 5),
-             (0.0, 0), (0.5, 1), (p0 + p1 + 3 * p0 + 1e-9, 5)]
+    cases = [
+        (p0 - 1e-9, 0),
+        (p0 + 1e-9, 1),
+        (p0 + p1 - 1e-9, 1),
+        (p0 + p1 + 1e-9, 2),
+        (1 - 1e-12, 5),
+        (0.0, 0),
+        (0.5, 1),
+        (p0 + p1 + 3 * p0 + 1e-9, 5),
+    ]
     for i in range(0, len(cases), 4):  # four rows per call: the batch shape compiled above
-        got = G.generate_batch(p, cfg, [[0]] * 4, 1, temperature=0.5,
-                               uniforms=[[u] for u, _ in cases[i:i + 4]], dtype=jnp.float64)
-        assert [g.tokens for g in got] == [[w] for _, w in cases[i:i + 4]]
+        got = G.generate_batch(
+            p, cfg, [[0]] * 4, 1, temperature=0.5, uniforms=[[u] for u, _ in cases[i : i + 4]], dtype=jnp.float64
+        )
+        assert [g.tokens for g in got] == [[w] for _, w in cases[i : i + 4]]
 
 
 def test_no_recompilation_for_same_batch_bucket(params):
     G.generate_batch(params, CFG, PROMPTS, 4, greedy=True, dtype=jnp.float64)
     n = G.advance._cache_size()
-    G.generate_batch(params, CFG, [[11, 0], [11, 1, 2, 3], [11]], 6, temperature=0.9,
-                     seeds=[1, 2, 3], dtype=jnp.float64)
+    G.generate_batch(
+        params, CFG, [[11, 0], [11, 1, 2, 3], [11]], 6, temperature=0.9, seeds=[1, 2, 3], dtype=jnp.float64
+    )
     assert G.advance._cache_size() == n
 
 

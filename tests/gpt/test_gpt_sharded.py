@@ -1,4 +1,5 @@
 """jaxsys/gpt/sharded.py (basename unique across tests/: no __init__.py here) on 4 simulated CPU devices (a child process: this one has 1 device)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,11 @@ def test_state_pspecs_megatron_layout():
         assert p[f"layer0.{name}"] == P(None, "model") and mu[f"layer0.{name}"] == P(None, "model")
     assert p["wte"] == p["wpe"] == p["lm_head"] == P()
     with pytest.raises(ConfigError, match="attn_w.*not divisible"):
-        state_pspecs(GPTConfig(vocab_size=10, n_embd=6, n_head=2, n_layer=1, block_size=4), TrainConfig(),
-                     {"data": 1, "model": 4})
+        state_pspecs(
+            GPTConfig(vocab_size=10, n_embd=6, n_head=2, n_layer=1, block_size=4),
+            TrainConfig(),
+            {"data": 1, "model": 4},
+        )
 
 
 def _expected(name, d, m, fsdp):
@@ -85,12 +89,14 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_the_uninterrupted_run_d
     from jaxsys.gpt.sharded import train_sharded
     from jaxsys.gpt.train import train
     from jaxsys.train import Checkpointer
+
     data = from_text("\n".join(["anna", "bob", "carla", "dave", "eve", "frank"] * 3), "docs", 8, seed=0)
     cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, n_embd=8, n_head=2, n_layer=1, block_size=8)
     tcfg = TrainConfig(steps=5, batch_size=4, eval_every=0, eval_batches=1, checkpoint_every=0)
     if loop == "single":
         run = train
     else:
+
         def run(*args, **kw):
             return train_sharded(*args, sh.make_mesh("data=1,model=1"), **kw)
 
@@ -108,5 +114,4 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_the_uninterrupted_run_d
     assert resumed.summary["start_step"] == 3 and int(np.asarray(resumed.state.step)) == 5
     full = train(data, cfg, tcfg, None, log=None, progress=False).state.params
     for k, v in full.items():
-        np.testing.assert_allclose(np.asarray(resumed.state.params[k]), np.asarray(v), rtol=TOL, atol=TOL,
-                                   err_msg=k)
+        np.testing.assert_allclose(np.asarray(resumed.state.params[k]), np.asarray(v), rtol=TOL, atol=TOL, err_msg=k)

@@ -16,8 +16,7 @@ CFG = GPTConfig(vocab_size=TOK.vocab_size, n_embd=8, n_head=4, n_layer=2, block_
 
 @pytest.fixture(scope="module")
 def params():
-    return {k: np.asarray(v) for k, v in
-            model.init_params(jax.random.PRNGKey(5), CFG, jnp.float64).items()}
+    return {k: np.asarray(v) for k, v in model.init_params(jax.random.PRNGKey(5), CFG, jnp.float64).items()}
 
 
 def test_kv_cache_logits_match_tensor_forward(params):

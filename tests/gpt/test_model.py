@@ -62,8 +62,7 @@ def test_forward_tensor_scalar_inference_agree(params, scalar_result):
 
 
 def _jit_loss(cfg=CFG, tokens=TOKENS, targets=TARGETS, mask=MASK):
-    return jax.jit(lambda p: model.loss_fn(p, jnp.asarray(tokens), jnp.asarray(targets),
-                                           jnp.asarray(mask), cfg))
+    return jax.jit(lambda p: model.loss_fn(p, jnp.asarray(tokens), jnp.asarray(targets), jnp.asarray(mask), cfg))
 
 
 def _hand_grads_blocked(p):
@@ -182,5 +181,6 @@ def test_flops_per_token_computed_counts_causal_blocks():
     assert model.flops_per_token(cfg, t) == 3.0 * (matmul + full_attn)
     assert model.flops_per_token_computed(cfg, t, q_block=None) == model.flops_per_token(cfg, t)
     # q_block 128: query block i (of 4) sees (i + 1) * 128 keys -> 10/16 of the T x T products
-    np.testing.assert_allclose(model.flops_per_token_computed(cfg, t, q_block=128),
-                               3.0 * (matmul + full_attn * 10 / 16), rtol=1e-15)
+    np.testing.assert_allclose(
+        model.flops_per_token_computed(cfg, t, q_block=128), 3.0 * (matmul + full_attn * 10 / 16), rtol=1e-15
+    )

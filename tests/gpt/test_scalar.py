@@ -9,7 +9,7 @@ from jaxsys.gpt.scalar import Gpt, Value
 
 def test_value_ops_and_grads():
     a, b = Value(2.0), Value(-3.0)
-    y = (a * b + a ** 2 - b / a + (a - 1.0).exp() + (a * 3).log() + b.relu() + a.relu()) * 2
+    y = (a * b + a**2 - b / a + (a - 1.0).exp() + (a * 3).log() + b.relu() + a.relu()) * 2
     y.backward()
     # dy/da = 2 (b + 2a + b/a^2 + e^(a-1) + 1/a + 1), dy/db = 2 (a - 1/a + 0)
     np.testing.assert_allclose(a.grad, 2 * (-3 + 4 - 3 / 4 + math.e + 0.5 + 1), rtol=1e-14)
@@ -22,7 +22,7 @@ def test_shared_node_accumulates_and_deep_graph():
     x = Value(1.5)
     y = x * x * x  # 3 x^2
     y.backward()
-    assert abs(x.grad - 3 * 1.5 ** 2) < 1e-12
+    assert abs(x.grad - 3 * 1.5**2) < 1e-12
     z = Value(0.0)
     s = z
     for _ in range(20000):  # far beyond the recursion limit: the topological sort is iterative
@@ -35,6 +35,7 @@ def test_value_finite_differences():
     def f(u):
         v = Value(u)
         return ((v * v + 1.0).log() * v.exp() - 1.0 / (v + 3.0)), v
+
     out, v = f(0.7)
     out.backward()
     h = 1e-6
@@ -43,11 +44,20 @@ def test_value_finite_differences():
 
 
 def _tiny_params(rng, v=5, e=4, layers=1, block=4):
-    p = {"wte": rng.normal(0, 0.5, (v, e)), "wpe": rng.normal(0, 0.5, (block, e)),
-         "lm_head": rng.normal(0, 0.5, (v, e))}
+    p = {
+        "wte": rng.normal(0, 0.5, (v, e)),
+        "wpe": rng.normal(0, 0.5, (block, e)),
+        "lm_head": rng.normal(0, 0.5, (v, e)),
+    }
     for i in range(layers):
-        for m, s in (("attn_wq", (e, e)), ("attn_wk", (e, e)), ("attn_wv", (e, e)),
-                     ("attn_wo", (e, e)), ("mlp_fc1", (4 * e, e)), ("mlp_fc2", (e, 4 * e))):
+        for m, s in (
+            ("attn_wq", (e, e)),
+            ("attn_wk", (e, e)),
+            ("attn_wv", (e, e)),
+            ("attn_wo", (e, e)),
+            ("mlp_fc1", (4 * e, e)),
+            ("mlp_fc2", (e, 4 * e)),
+        ):
             p[f"layer{i}.{m}"] = rng.normal(0, 0.5, s)
     return p
 
@@ -83,8 +93,7 @@ def test_scalar_loss_mask_and_grads_finite_difference():
     pp, pm = {k: v.copy() for k, v in p.items()}, {k: v.copy() for k, v in p.items()}
     pp["layer0.attn_wq"][1, 2] += h
     pm["layer0.attn_wq"][1, 2] -= h
-    fd = (Gpt(pp, 1, 2).loss(tokens, targets, mask).data
-          - Gpt(pm, 1, 2).loss(tokens, targets, mask).data) / (2 * h)
+    fd = (Gpt(pp, 1, 2).loss(tokens, targets, mask).data - Gpt(pm, 1, 2).loss(tokens, targets, mask).data) / (2 * h)
     np.testing.assert_allclose(grads["layer0.attn_wq"][1, 2], fd, rtol=1e-6, atol=1e-10)
 
 

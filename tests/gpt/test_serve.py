@@ -1,5 +1,6 @@
 """HTTP API (jaxsys/gpt/serve.py): every endpoint with valid and invalid input, batching of concurrent
 requests, and the official `openai` client against `jaxsys gpt serve` started on a loopback port."""
+
 import concurrent.futures
 import json
 import os
@@ -63,36 +64,45 @@ def test_generate_equals_numpy_inference(plain_server):
     assert r.status_code == 200
     samples = r.json()["samples"]
     max_new = CFG.block_size  # the most a [BOS] prompt can get
-    expect = [PLAIN_TOK.decode(ref.generate_from_prompt([PLAIN_TOK.bos], max_new, temperature=0.5,
-                                                        seed=7 + i)) for i in range(3)]
+    expect = [
+        PLAIN_TOK.decode(ref.generate_from_prompt([PLAIN_TOK.bos], max_new, temperature=0.5, seed=7 + i))
+        for i in range(3)
+    ]
     assert samples == expect and len(set(samples)) > 1
     # defaults: one sample, temperature 0.5, seed 42; a prompt prefix is continued
     assert httpx.post(srv.url + "/microgpt/v1/generate", json={}).json()["samples"] == [
-        PLAIN_TOK.decode(ref.generate_from_prompt([PLAIN_TOK.bos], max_new, temperature=0.5, seed=42))]
-    out = httpx.post(srv.url + "/microgpt/v1/generate", json={"prompt": "abc", "max_tokens": 3,
-                                                               "temperature": 0}).json()["samples"][0]
+        PLAIN_TOK.decode(ref.generate_from_prompt([PLAIN_TOK.bos], max_new, temperature=0.5, seed=42))
+    ]
+    out = httpx.post(
+        srv.url + "/microgpt/v1/generate", json={"prompt": "abc", "max_tokens": 3, "temperature": 0}
+    ).json()["samples"][0]
     ids = ref.generate_from_prompt([PLAIN_TOK.bos, 0, 1, 2], 3, greedy=True)
     assert out == "abc" + PLAIN_TOK.decode(ids)
 
 
 def test_chat_equals_numpy_inference_under_concurrency(chat_server):
     srv, ref = chat_server
-    convs = [[{"role": "user", "content": "hello"}],
-             [{"role": "user", "content": "how are you?"}, {"role": "assistant", "content": "fine"},
-              {"role": "user", "content": "hello world"}]]
+    convs = [
+        [{"role": "user", "content": "hello"}],
+        [
+            {"role": "user", "content": "how are you?"},
+            {"role": "assistant", "content": "fine"},
+            {"role": "user", "content": "hello world"},
+        ],
+    ]
     jobs = [(convs[i % 2], 100 + i) for i in range(10)]  # more than max_batch: rows queue and join
 
     def call(job):
         msgs, seed = job
-        return httpx.post(srv.url + "/microgpt/v1/chat", json={"messages": msgs, "seed": seed},
-                          timeout=60).json()
+        return httpx.post(srv.url + "/microgpt/v1/chat", json={"messages": msgs, "seed": seed}, timeout=60).json()
 
     with concurrent.futures.ThreadPoolExecutor(10) as ex:
         outs = list(ex.map(call, jobs))
     for (msgs, seed), out in zip(jobs, outs):
         prompt = build_chat_prompt(CHAT_TOK, msgs, CFG.block_size).ids
-        ids = ref.generate_from_prompt(prompt, CFG.block_size + 1 - len(prompt), temperature=0.5,
-                                       seed=seed, stop_ids=chat_stop_ids(CHAT_TOK))
+        ids = ref.generate_from_prompt(
+            prompt, CFG.block_size + 1 - len(prompt), temperature=0.5, seed=seed, stop_ids=chat_stop_ids(CHAT_TOK)
+        )
         assert out["role"] == "assistant" and out["content"] == CHAT_TOK.decode(ids)
     assert httpx.get(srv.url + "/healthz").json()["max_active"] > 1  # decoded together
 
@@ -104,11 +114,19 @@ BAD = [
     ("/microgpt/v1/chat", {"messages": "hello"}, 400, "non-empty list"),
     ("/microgpt/v1/chat", {}, 400, "missing 'messages'"),
     ("/microgpt/v1/chat", {"messages": [{"role": "user", "content": "hello " * 9}]}, 400, "last message"),
-    ("/microgpt/v1/chat", {"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400,
-     "'temperature' must be of type"),
+    (
+        "/microgpt/v1/chat",
+        {"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"},
+        400,
+        "'temperature' must be of type",
+    ),
     ("/microgpt/v1/chat", {"messages": [{"role": "user", "content": "hi"}], "seed": -1}, 400, ">= 0"),
-    ("/microgpt/v1/chat", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**6}, 400,
-     "'max_tokens' must be <="),
+    (
+        "/microgpt/v1/chat",
+        {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**6},
+        400,
+        "'max_tokens' must be <=",
+    ),
     ("/microgpt/v1/generate", {"num_samples": 51}, 400, "<= 50"),
     ("/microgpt/v1/generate", {"num_samples": 0}, 400, ">= 1"),
     ("/microgpt/v1/generate", {"num_samples": True}, 400, "must be of type int"),
@@ -120,28 +138,57 @@ BAD = [
     ("/microgpt/v1/generate", b"\xff\xfe", 400, "UTF-8"),
     ("/microgpt/v1/generate", b"[" * 100000, 413, "exceeds the limit"),
     ("/microgpt/v1/chat", {"messages": [{"role": "user", "content": "a" * 5000}]}, 413, "limit"),
-    ("/v1/chat/completions", {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}, 404,
-     "does not exist"),
+    (
+        "/v1/chat/completions",
+        {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]},
+        404,
+        "does not exist",
+    ),
     ("/v1/chat/completions", {"messages": [{"role": "system", "content": "hi"}]}, 400, "unknown role"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, 400,
-     "boolean"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stream": True, "n": 2},
-     400, "n = 1"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": 5}, 400,
-     "'stop' must be a string or a list of strings"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": ["a", 1]}, 400,
-     "'stop' must be a string or a list of strings"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": list("abcde")},
-     400, "at most 4 sequences, got 5"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": ["a", ""]}, 400,
-     "1 to 64 characters, got 0"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stop": "x" * 65}, 400,
-     "1 to 64 characters, got 65"),
-    ("/v1/chat/completions", {"messages": [{"role": "user",
-                                            "content": [{"type": "image_url", "image_url": {}}]}]},
-     400, "only text parts"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
-                              "max_completion_tokens": 0}, 400, ">= 1"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, 400, "boolean"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stream": True, "n": 2}, 400, "n = 1"),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "stop": 5},
+        400,
+        "'stop' must be a string or a list of strings",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "stop": ["a", 1]},
+        400,
+        "'stop' must be a string or a list of strings",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "stop": list("abcde")},
+        400,
+        "at most 4 sequences, got 5",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "stop": ["a", ""]},
+        400,
+        "1 to 64 characters, got 0",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "stop": "x" * 65},
+        400,
+        "1 to 64 characters, got 65",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+        400,
+        "only text parts",
+    ),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 0},
+        400,
+        ">= 1",
+    ),
 ]
 
 
@@ -176,14 +223,18 @@ def test_openai_stop_sequences(chat_server):
     msgs = [{"role": "user", "content": "hello"}]
     prompt = build_chat_prompt(CHAT_TOK, msgs, CFG.block_size).ids
     max_new = CFG.block_size + 1 - len(prompt)
-    full = CHAT_TOK.decode(ref.generate_from_prompt(prompt, max_new, greedy=True,
-                                                    stop_ids=chat_stop_ids(CHAT_TOK)))
+    full = CHAT_TOK.decode(ref.generate_from_prompt(prompt, max_new, greedy=True, stop_ids=chat_stop_ids(CHAT_TOK)))
     assert len(full) >= 12, full  # the test needs a reply with some text in it
     url = srv.url + "/v1/chat/completions"
     plain = httpx.post(url, json={"messages": msgs, "temperature": 0}, timeout=60).json()
     assert plain["choices"][0]["message"]["content"] == full
-    for stops in ([full[8:11]], full[8:11], [full[9:12], full[8:11]], [full[5:7], full[2:6]],
-                  ["\u2603"]):  # the last is never generated
+    for stops in (
+        [full[8:11]],
+        full[8:11],
+        [full[9:12], full[8:11]],
+        [full[5:7], full[2:6]],
+        ["\u2603"],
+    ):  # the last is never generated
         seqs = [stops] if isinstance(stops, str) else stops
         spans = [(full.find(x), full.find(x) + len(x)) for x in seqs if x in full]  # first occurrences
         body = {"messages": msgs, "temperature": 0, "stop": stops}
@@ -193,7 +244,7 @@ def test_openai_stop_sequences(chat_server):
             # generation stops at the token that completes the first sequence to end; the reply is
             # cut before the earliest start among the sequences complete by then
             end = min(e for _, e in spans)
-            expect = full[:min(b for b, e in spans if e <= end)]
+            expect = full[: min(b for b, e in spans if e <= end)]
             assert choice["message"]["content"] == expect and choice["finish_reason"] == "stop"
             assert r["usage"]["completion_tokens"] == end  # tokens through the one that completed it
         else:
@@ -202,8 +253,11 @@ def test_openai_stop_sequences(chat_server):
             expect = full
         reason = choice["finish_reason"]
         raw = httpx.post(url, json={**body, "stream": True}, timeout=60)
-        events = [json.loads(line[6:]) for line in raw.text.splitlines()
-                  if line.startswith("data: ") and line != "data: [DONE]"]
+        events = [
+            json.loads(line[6:])
+            for line in raw.text.splitlines()
+            if line.startswith("data: ") and line != "data: [DONE]"
+        ]
         assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events) == expect
         assert events[-1]["choices"][0]["finish_reason"] == reason
     deadline = time.time() + 30  # the stopped rows' slots are freed (guards a hang, not timing)
@@ -236,8 +290,7 @@ def test_plain_model_has_no_chat(plain_server):
 
 def test_unknown_characters_are_dropped_not_fatal(chat_server):
     srv, _ = chat_server
-    r = httpx.post(srv.url + "/microgpt/v1/chat",
-                   json={"messages": [{"role": "user", "content": "hello \u2603 QZ"}]})
+    r = httpx.post(srv.url + "/microgpt/v1/chat", json={"messages": [{"role": "user", "content": "hello \u2603 QZ"}]})
     assert r.status_code == 200 and r.json()["role"] == "assistant"
 
 
@@ -255,9 +308,26 @@ def cli_server(tmp_path_factory):
     save_model(d, params, CFG, CHAT_TOK)
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    proc = subprocess.Popen([sys.executable, "-m", "jaxsys.cli", "gpt", "serve", "--model", str(d),
-                             "--host", "127.0.0.1", "--port", str(port), "--max-batch", "4"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jaxsys.cli",
+            "gpt",
+            "serve",
+            "--model",
+            str(d),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-batch",
+            "4",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120  # guard against a hang, not a timing assertion
     try:
@@ -281,33 +351,32 @@ def test_openai_client_plain_and_streaming(cli_server):
     assert [m.id for m in client.models.list()] == ["microgpt"]
     msgs = [{"role": "user", "content": "hello"}]
     prompt = build_chat_prompt(CHAT_TOK, msgs, CFG.block_size).ids
-    greedy = CHAT_TOK.decode(ref.generate_from_prompt(prompt, 10, greedy=True,
-                                                      stop_ids=chat_stop_ids(CHAT_TOK)))
+    greedy = CHAT_TOK.decode(ref.generate_from_prompt(prompt, 10, greedy=True, stop_ids=chat_stop_ids(CHAT_TOK)))
     r = client.chat.completions.create(model="microgpt", messages=msgs, temperature=0, max_tokens=10)
     assert r.choices[0].message.content == greedy and r.choices[0].message.role == "assistant"
     assert r.usage.prompt_tokens == len(prompt)
     assert r.choices[0].finish_reason in ("stop", "length")
-    stream = client.chat.completions.create(model="microgpt", messages=msgs, temperature=0,
-                                            max_tokens=10, stream=True)
+    stream = client.chat.completions.create(model="microgpt", messages=msgs, temperature=0, max_tokens=10, stream=True)
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == greedy
     assert chunks[-1].choices[0].finish_reason == r.choices[0].finish_reason
     assert len(greedy) >= 4, greedy  # stop sequences through the client: the reply ends before one
-    cut = client.chat.completions.create(model="microgpt", messages=msgs, temperature=0, max_tokens=10,
-                                         stop=[greedy[2:4]])
-    assert cut.choices[0].message.content == greedy[:greedy.index(greedy[2:4])]
+    cut = client.chat.completions.create(
+        model="microgpt", messages=msgs, temperature=0, max_tokens=10, stop=[greedy[2:4]]
+    )
+    assert cut.choices[0].message.content == greedy[: greedy.index(greedy[2:4])]
     assert cut.choices[0].finish_reason == "stop"
     # seeded sampling is reproducible; n choices use seeds seed, seed+1, ...
     a = client.chat.completions.create(model="microgpt", messages=msgs, seed=5, n=3)
     b = client.chat.completions.create(model="microgpt", messages=msgs, seed=5, n=3)
     assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
     with pytest.raises(openai.BadRequestError, match="unknown role"):
-        client.chat.completions.create(model="microgpt",
-                                       messages=[{"role": "tool", "content": "x"}])
+        client.chat.completions.create(model="microgpt", messages=[{"role": "tool", "content": "x"}])
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="other", messages=msgs)
-    raw = httpx.post(url + "/v1/chat/completions",
-                     json={"messages": msgs, "stream": True, "temperature": 0, "max_tokens": 10})
+    raw = httpx.post(
+        url + "/v1/chat/completions", json={"messages": msgs, "stream": True, "temperature": 0, "max_tokens": 10}
+    )
     events = [line[6:] for line in raw.text.splitlines() if line.startswith("data: ")]
     assert raw.headers["content-type"].startswith("text/event-stream") and events[-1] == "[DONE]"
     assert json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant"
@@ -319,12 +388,12 @@ def test_batcher_rows_cross_attention_buckets():
     import asyncio
 
     from jaxsys.gpt.serve import Batcher, _collect
+
     cfg = GPTConfig(vocab_size=CHAT_TOK.vocab_size, n_embd=8, n_head=2, n_layer=1, block_size=80)
     rng = np.random.default_rng(5)
     params = {k: rng.normal(0, 0.3, s) for k, s in param_shapes(cfg).items()}
     ref = InferenceModel(params, cfg, CHAT_TOK)
-    jobs = [([CHAT_TOK.bos], 80, 0.0, 0), ([CHAT_TOK.bos, 0, 1], 70, 0.8, 11),
-            ([CHAT_TOK.bos, 2], 20, 1.0, 12)]
+    jobs = [([CHAT_TOK.bos], 80, 0.0, 0), ([CHAT_TOK.bos, 0, 1], 70, 0.8, 11), ([CHAT_TOK.bos, 2], 20, 1.0, 12)]
 
     async def run():
         b = Batcher(params, cfg, ServeConfig(max_batch=2, chunk_steps=3), dtype=jnp.float64)
@@ -336,6 +405,5 @@ def test_batcher_rows_cross_attention_buckets():
             await b.stop()
 
     for (p, n, t, s), (ids, reason) in zip(jobs, asyncio.run(run())):
-        assert ids == ref.generate_from_prompt(p, n, temperature=t or 1.0, seed=s, greedy=t == 0,
-                                               stop_ids=[])
+        assert ids == ref.generate_from_prompt(p, n, temperature=t or 1.0, seed=s, greedy=t == 0, stop_ids=[])
         assert reason == "length" and len(ids) == min(n, cfg.block_size + 1 - len(p))

@@ -41,7 +41,8 @@ def test_round_trip_conversation():
     texts, cur = [], []
     for t in ids[1:-1]:
         if t == tok.end_turn:
-            texts.append(tok.decode(cur)); cur = []
+            texts.append(tok.decode(cur))
+            cur = []
         elif t not in (tok.user, tok.assistant):
             cur.append(t)
     assert texts == ["hi", "how are you?"]
@@ -61,7 +62,7 @@ def test_non_utf8_bytes_rejected():
     tok = Tokenizer.from_corpus("abc")
     with pytest.raises(DataError, match="UTF-8"):
         tok.encode(b"\xff\xfeab")
-    assert tok.encode("ab".encode()) == [0, 1]
+    assert tok.encode(b"ab") == [0, 1]
 
 
 def test_decode_out_of_range():

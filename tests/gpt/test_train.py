@@ -1,5 +1,6 @@
 """jaxsys.gpt.train: the jitted step (Adam + linear decay vs a numpy Adam), engines agree, resume
 is bit-identical, export round-trips, bad configs are refused."""
+
 import dataclasses
 
 import jax
@@ -13,16 +14,41 @@ from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.data import from_text
 
 
-
 @pytest.fixture(autouse=True)
 def _strict_rank_promotion():
     # scoped to this module's tests: a global config update would leak into every later test module
     with jax.numpy_rank_promotion("raise"):
         yield
 
-NAMES = "\n".join(["emma", "olivia", "ava", "isabella", "sophia", "mia", "charlotte", "amelia",
-                   "harper", "evelyn", "abigail", "emily", "ella", "elizabeth", "camila", "luna",
-                   "sofia", "avery", "mila", "aria", "scarlett", "nora", "lily", "zoe"])
+
+NAMES = "\n".join(
+    [
+        "emma",
+        "olivia",
+        "ava",
+        "isabella",
+        "sophia",
+        "mia",
+        "charlotte",
+        "amelia",
+        "harper",
+        "evelyn",
+        "abigail",
+        "emily",
+        "ella",
+        "elizabeth",
+        "camila",
+        "luna",
+        "sofia",
+        "avery",
+        "mila",
+        "aria",
+        "scarlett",
+        "nora",
+        "lily",
+        "zoe",
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +122,7 @@ def test_train_step_smoke_no_recompilation(data):
 
 def test_resume_after_interruption_is_bit_identical(data, tmp_path):
     cfg = _cfg(data)
-    tcfg = gt.TrainConfig(steps=6, batch_size=4, eval_every=3, eval_batches=2,
-                          checkpoint_every=2, log_every=1)
+    tcfg = gt.TrainConfig(steps=6, batch_size=4, eval_every=3, eval_batches=2, checkpoint_every=2, log_every=1)
     full = gt.train(data, cfg, tcfg, tmp_path / "full", log=None, progress=False, export=False)
 
     class Killed(Exception):
@@ -108,15 +133,30 @@ def test_resume_after_interruption_is_bit_identical(data, tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        gt.train(data, cfg, tcfg, tmp_path / "cut", log=None, progress=False, export=False,
-                 on_step=kill_at_5)
+        gt.train(data, cfg, tcfg, tmp_path / "cut", log=None, progress=False, export=False, on_step=kill_at_5)
     with pytest.raises(ConfigError, match="resume"):  # never silently mix two runs
         gt.train(data, cfg, tcfg, tmp_path / "cut", log=None, progress=False, export=False)
     with pytest.raises(ConfigError, match="different configuration"):
-        gt.train(data, cfg, dataclasses.replace(tcfg, lr=0.02), tmp_path / "cut", resume=True,
-                 log=None, progress=False, export=False)
-    res = gt.train(data, cfg, dataclasses.replace(tcfg, log_every=2), tmp_path / "cut",
-                   resume=True, log=None, progress=False, export=False)
+        gt.train(
+            data,
+            cfg,
+            dataclasses.replace(tcfg, lr=0.02),
+            tmp_path / "cut",
+            resume=True,
+            log=None,
+            progress=False,
+            export=False,
+        )
+    res = gt.train(
+        data,
+        cfg,
+        dataclasses.replace(tcfg, log_every=2),
+        tmp_path / "cut",
+        resume=True,
+        log=None,
+        progress=False,
+        export=False,
+    )
     assert res.summary["start_step"] == 4 and int(res.state.step) == 6
     a, b = _np(full.state.params), _np(res.state.params)
     for k in a:
@@ -126,6 +166,7 @@ def test_resume_after_interruption_is_bit_identical(data, tmp_path):
 
 def test_export_round_trips_through_weights_io(data, tmp_path):
     from jaxsys.gpt.weights_io import load_model, load_safetensors
+
     cfg = _cfg(data)
     tcfg = gt.TrainConfig(steps=6, batch_size=4, eval_every=0, eval_batches=2)
     res = gt.train(data, cfg, tcfg, tmp_path, log=None, progress=False)
@@ -144,8 +185,14 @@ def test_bad_configs_are_refused_before_tracing(data):
         gt.train(data, dataclasses.replace(cfg, vocab_size=5), gt.TrainConfig(), log=None)
     with pytest.raises(ConfigError, match="block_size"):
         gt.train(data, dataclasses.replace(cfg, block_size=4), gt.TrainConfig(), log=None)
-    for bad in (dict(engine="numpy"), dict(lr=-1.0), dict(steps=0), dict(beta2=1.0),
-                dict(schedule="step"), dict(dtype="float16")):
+    for bad in (
+        dict(engine="numpy"),
+        dict(lr=-1.0),
+        dict(steps=0),
+        dict(beta2=1.0),
+        dict(schedule="step"),
+        dict(dtype="float16"),
+    ):
         with pytest.raises(ConfigError):
             gt.TrainConfig(**bad).validate()
 
@@ -153,8 +200,7 @@ def test_bad_configs_are_refused_before_tracing(data):
 def test_schedules():
     lin = gt.learning_rate_schedule(gt.TrainConfig(steps=10, lr=0.5))
     assert [float(lin(t)) for t in (0, 5, 10)] == pytest.approx([0.5, 0.25, 0.0])
-    cos = gt.learning_rate_schedule(gt.TrainConfig(steps=10, lr=1.0, schedule="cosine",
-                                                   warmup_steps=2, min_lr=0.1))
+    cos = gt.learning_rate_schedule(gt.TrainConfig(steps=10, lr=1.0, schedule="cosine", warmup_steps=2, min_lr=0.1))
     assert float(cos(1)) == pytest.approx(0.5) and float(cos(2)) == pytest.approx(1.0)
     assert float(cos(10)) == pytest.approx(0.1)
 

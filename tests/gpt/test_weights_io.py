@@ -7,8 +7,7 @@ from jaxsys.errors import DataError
 from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.inference import InferenceModel
 from jaxsys.gpt.tokenizer import Tokenizer
-from jaxsys.gpt.weights_io import (expected_shapes, load_model, load_safetensors, save_model,
-                                   save_safetensors)
+from jaxsys.gpt.weights_io import expected_shapes, load_model, load_safetensors, save_model, save_safetensors
 
 
 def _model(chat=False, seed=0):
@@ -40,14 +39,15 @@ def test_round_trip_exact(tmp_path, chat):
 
 def test_load_hand_written_files(tmp_path):
     # V = 2 chars + BOS = 3, E = 2, one head, one layer, block 2; written by hand in the format.
-    meta = {"vocab_size": 3, "n_embd": 2, "n_head": 1, "n_layer": 1, "block_size": 2,
-            "chars": ["x", "y"]}
+    meta = {"vocab_size": 3, "n_embd": 2, "n_head": 1, "n_layer": 1, "block_size": 2, "chars": ["x", "y"]}
     eye = [[1.0, 0.0], [0.0, 1.0]]
     weights = {
         "wte": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
         "wpe": [[0.0, 0.0], [0.0, 0.0]],
         "lm_head": [[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]],
-        "layer0.attn_wq": eye, "layer0.attn_wk": eye, "layer0.attn_wv": eye,
+        "layer0.attn_wq": eye,
+        "layer0.attn_wk": eye,
+        "layer0.attn_wv": eye,
         "layer0.attn_wo": [[0.0, 0.0], [0.0, 0.0]],
         "layer0.mlp_fc1": [[0.0, 0.0]] * 8,
         "layer0.mlp_fc2": [[0.0] * 8, [0.0] * 8],
@@ -76,19 +76,22 @@ def _write(tmp_path, params, cfg, tok, edit_weights=None, edit_meta=None):
         (tmp_path / "meta.json").write_text(json.dumps(m))
 
 
-@pytest.mark.parametrize("edit_w,edit_m,pattern", [
-    (lambda w: w.pop("layer1.attn_wk"), None, r"'layer1.attn_wk' is missing"),
-    (lambda w: w.__setitem__("wte", w["wte"][:-1]), None, r"'wte' has shape \[4, 4\], expected \[5, 4\]"),
-    (lambda w: w["layer0.mlp_fc2"][1].pop(), None, r"'layer0.mlp_fc2' is ragged: row 1"),
-    (lambda w: w["wpe"][0].__setitem__(1, "nan"), None, r"'wpe' entry \[0\]\[1\] is not a finite"),
-    (None, lambda m: m.__setitem__("n_layer", 1), r"unexpected matrices \['layer1.attn_wk'.*mismatch"),
-    (None, lambda m: m.__setitem__("n_layer", 3), r"'layer2.attn_wq' is missing"),
-    (None, lambda m: m.__setitem__("n_embd", 6), r"'wte' has shape \[5, 4\], expected \[5, 6\]"),
-    (None, lambda m: m.__setitem__("vocab_size", 6), r"vocab_size=6 does not match"),
-    (None, lambda m: m.pop("block_size"), r"'block_size' is missing"),
-    (None, lambda m: m.__setitem__("n_head", 3), r"not divisible"),
-    (lambda w: w.__setitem__("wte", 3), None, r"'wte' must be a non-empty list of rows"),
-])
+@pytest.mark.parametrize(
+    "edit_w,edit_m,pattern",
+    [
+        (lambda w: w.pop("layer1.attn_wk"), None, r"'layer1.attn_wk' is missing"),
+        (lambda w: w.__setitem__("wte", w["wte"][:-1]), None, r"'wte' has shape \[4, 4\], expected \[5, 4\]"),
+        (lambda w: w["layer0.mlp_fc2"][1].pop(), None, r"'layer0.mlp_fc2' is ragged: row 1"),
+        (lambda w: w["wpe"][0].__setitem__(1, "nan"), None, r"'wpe' entry \[0\]\[1\] is not a finite"),
+        (None, lambda m: m.__setitem__("n_layer", 1), r"unexpected matrices \['layer1.attn_wk'.*mismatch"),
+        (None, lambda m: m.__setitem__("n_layer", 3), r"'layer2.attn_wq' is missing"),
+        (None, lambda m: m.__setitem__("n_embd", 6), r"'wte' has shape \[5, 4\], expected \[5, 6\]"),
+        (None, lambda m: m.__setitem__("vocab_size", 6), r"vocab_size=6 does not match"),
+        (None, lambda m: m.pop("block_size"), r"'block_size' is missing"),
+        (None, lambda m: m.__setitem__("n_head", 3), r"not divisible"),
+        (lambda w: w.__setitem__("wte", 3), None, r"'wte' must be a non-empty list of rows"),
+    ],
+)
 def test_bad_files(tmp_path, edit_w, edit_m, pattern):
     params, cfg, tok = _model()
     _write(tmp_path, params, cfg, tok, edit_w, edit_m)
@@ -103,7 +106,7 @@ def test_non_utf8_and_bad_json_and_missing(tmp_path):
     (tmp_path / "meta.json").write_bytes(raw)
     with pytest.raises(DataError, match="meta.json: not valid UTF-8"):
         load_model(tmp_path)
-    (tmp_path / "meta.json").write_text("{\"vocab_size\": 5,")
+    (tmp_path / "meta.json").write_text('{"vocab_size": 5,')
     with pytest.raises(DataError, match="meta.json: invalid JSON"):
         load_model(tmp_path)
     with pytest.raises(DataError, match="file not found"):

@@ -1,7 +1,8 @@
 """Child process for tests/mlp/test_mlp_sharded.py on simulated CPU devices; prints one RESULT line.
 
-    python tests/mlp/_sharded_worker.py RUN_ROOT     (both scenarios: one JAX start-up)
+python tests/mlp/_sharded_worker.py RUN_ROOT     (both scenarios: one JAX start-up)
 """
+
 import json
 import sys
 
@@ -17,8 +18,21 @@ from jaxsys.train import sharding as sh
 B, SIZES = 8, (12, 16, 8, 4)
 # `jaxsys mlp train` flags of TrainConfig(hidden=(16, 16), steps=6, batch=16, log_every=2, eval_every=3,
 # ckpt_every=3); the test's two-process run uses them too
-CLI_ARGS = ["--hidden", "16,16", "--steps", "6", "--batch", "16", "--log-every", "2", "--eval-every", "3",
-            "--ckpt-every", "3", "--no-progress"]
+CLI_ARGS = [
+    "--hidden",
+    "16,16",
+    "--steps",
+    "6",
+    "--batch",
+    "16",
+    "--log-every",
+    "2",
+    "--eval-every",
+    "3",
+    "--ckpt-every",
+    "3",
+    "--no-progress",
+]
 
 
 def batch(step):
@@ -51,28 +65,37 @@ def scenario_parity():
             losses.append(float(sh.to_host(m["loss"])))
         specs = dict(sh.compiled_input_specs(sm.step, *abstract))  # after the call: a cache hit
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(flat(state), ref_flat))
-        cases.append({"mesh": list(shape), "fsdp": fsdp, "losses": losses, "param_max_diff": diff,
-                      "specs": {k: str(v) for k, v in specs.items()},
-                      "n_devices": len(state.params[0]["w"].sharding.device_set)})
+        cases.append(
+            {
+                "mesh": list(shape),
+                "fsdp": fsdp,
+                "losses": losses,
+                "param_max_diff": diff,
+                "specs": {k: str(v) for k, v in specs.items()},
+                "n_devices": len(state.params[0]["w"].sharding.device_set),
+            }
+        )
     return {"ref_losses": ref_losses, "cases": cases, "device_count": jax.device_count()}
 
 
 def scenario_train(root):
     from jaxsys.mlp.data import load
+
     data = load("classify")
     cfg = TrainConfig(hidden=(16, 16), steps=6, batch=16, log_every=2, eval_every=3, ckpt_every=3)
     single = train(cfg, f"{root}/single", data=data, log=lambda m: None, progress=False)
     # the same run through the CLI on a (2, 2) mesh of the 4 devices
     from jaxsys.cli import main
+
     rc = main(["mlp", "train", *CLI_ARGS, "--mesh", "data=2,model=2", "--run-dir", f"{root}/mesh"])
     assert rc == 0, rc
     multi = json.loads(open(f"{root}/mesh/summary.json").read())
     # resume the 4-device run's step-3 checkpoint on a 2-device mesh and finish: same end point
     import shutil
+
     shutil.copytree(f"{root}/mesh/ckpt/3", f"{root}/resume/ckpt/3")
     mesh2 = sh.make_mesh("data=2", devices=jax.devices()[:2])
-    resumed = train_sharded(cfg, f"{root}/resume", mesh2, data=data, resume=True, log=lambda m: None,
-                            progress=False)
+    resumed = train_sharded(cfg, f"{root}/resume", mesh2, data=data, resume=True, log=lambda m: None, progress=False)
     return {"single": single, "mesh": multi, "resumed": resumed}
 
 

@@ -1,5 +1,6 @@
 """Hand Adam: against a literal scalar computation of the paper's rule, and against optax.adam over
 100 training steps of the MLP in float64."""
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ def test_hand_adam_scalar_reference():
     for t, g in enumerate(grads, start=1):  # Kingma & Ba, Algorithm 1, written out with numpy
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        x = x - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        x = x - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
         if t == 1:  # first step: m^ = g, v^ = g^2, so each coordinate moves by lr against sign(g)
             np.testing.assert_allclose(x, [1.0 - lr, -2.0 + lr], rtol=1e-7)
         u, state = opt.update({"x": jnp.asarray(g)}, state, p)
@@ -42,8 +43,7 @@ def test_hand_adam_matches_optax_over_100_mlp_steps(task):
     mcfg = model.MLPConfig(sizes, task)
     params = model.init(jax.random.PRNGKey(0), mcfg, jnp.float64)
     xs = rng.normal(size=(100, 16, sizes[0]))
-    ys = (rng.integers(0, sizes[-1], size=(100, 16)) if task == "classify"
-          else rng.normal(size=(100, 16, sizes[-1])))
+    ys = rng.integers(0, sizes[-1], size=(100, 16)) if task == "classify" else rng.normal(size=(100, 16, sizes[-1]))
     finals = {}
     for kind in ("hand", "optax"):
         cfg = StepConfig(mcfg, AdamConfig(kind, learning_rate=3e-3), "hand")
@@ -55,13 +55,13 @@ def test_hand_adam_matches_optax_over_100_mlp_steps(task):
     assert int(finals["hand"].step) == int(finals["optax"].step) == 100
     assert int(finals["hand"].opt_state.count) == int(finals["optax"].opt_state[0].count) == 100
     chex.assert_trees_all_close(finals["hand"].params, finals["optax"].params, atol=1e-12, rtol=0)
-    chex.assert_trees_all_close(finals["hand"].opt_state.mu, finals["optax"].opt_state[0].mu,
-                                atol=1e-12, rtol=0)
-    chex.assert_trees_all_close(finals["hand"].opt_state.nu, finals["optax"].opt_state[0].nu,
-                                atol=1e-12, rtol=0)
+    chex.assert_trees_all_close(finals["hand"].opt_state.mu, finals["optax"].opt_state[0].mu, atol=1e-12, rtol=0)
+    chex.assert_trees_all_close(finals["hand"].opt_state.nu, finals["optax"].opt_state[0].nu, atol=1e-12, rtol=0)
     # the trajectory really moved (a test that cannot pass on a no-op optimizer)
-    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
-        jax.tree_util.tree_leaves(finals["hand"].params), jax.tree_util.tree_leaves(params)))
+    moved = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree_util.tree_leaves(finals["hand"].params), jax.tree_util.tree_leaves(params))
+    )
     assert moved > 0.05
 
 

@@ -17,6 +17,7 @@ def test_check_catches_a_wrong_gradient(monkeypatch):
         g = model.hand_grad(params, x, y, cfg)
         g[0] = {"w": g[0]["w"], "b": g[0]["b"] * x.shape[0]}
         return g
+
     monkeypatch.setattr(checks, "_hand_grad", jax.jit(wrong, static_argnames="cfg"))
     with pytest.raises(JaxsysError, match="rel_err_vs_jax_grad"):
         checks.check_mlp_gradients("regress", hidden=(4, 3), batch=6)

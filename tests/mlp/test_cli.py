@@ -1,4 +1,5 @@
 """`jaxsys mlp ...` through jaxsys.cli.main, and the tour stage in quick mode."""
+
 import json
 
 from jaxsys.cli import main
@@ -6,8 +7,25 @@ from jaxsys.mlp import tour
 
 
 def test_cli_train_and_resume(tmp_path, capsys):
-    args = ["mlp", "train", "--steps", "4", "--batch", "16", "--hidden", "8", "--log-every", "1",
-            "--eval-every", "2", "--ckpt-every", "2", "--run-dir", str(tmp_path), "--no-progress"]
+    args = [
+        "mlp",
+        "train",
+        "--steps",
+        "4",
+        "--batch",
+        "16",
+        "--hidden",
+        "8",
+        "--log-every",
+        "1",
+        "--eval-every",
+        "2",
+        "--ckpt-every",
+        "2",
+        "--run-dir",
+        str(tmp_path),
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "test accuracy" in capsys.readouterr().out
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 4
@@ -27,9 +45,11 @@ def test_cli_bad_input(tmp_path, capsys):
     assert "--resume needs --run-dir" in capsys.readouterr().err
     # settings are checked before a fresh run directory is made (none is left behind)
     out = tmp_path / "fresh"
-    for bad, msg in ((["--lr", "nan"], "learning_rate must be > 0, got nan"),
-                     (["--activation", "gelu"], "unknown activation 'gelu'"),
-                     (["--lr", "-1"], "learning_rate must be > 0, got -1")):
+    for bad, msg in (
+        (["--lr", "nan"], "learning_rate must be > 0, got nan"),
+        (["--activation", "gelu"], "unknown activation 'gelu'"),
+        (["--lr", "-1"], "learning_rate must be > 0, got -1"),
+    ):
         assert main(["mlp", "train", "--steps", "2", "--out", str(out), "--no-progress"] + bad) == 2
         assert msg in capsys.readouterr().err
     assert not out.exists()

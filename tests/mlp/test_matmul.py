@@ -1,4 +1,5 @@
 """Pallas tiled matmul (interpret mode on CPU) vs jnp.dot and a numpy reference, on ragged shapes."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,8 +9,7 @@ from jaxsys.errors import ShapeError
 from jaxsys.mlp.matmul import matmul
 
 # (M, K, N, bm, bn, bk): ragged against the tiles in every dimension, one exact fit, one tiny
-SHAPES = [(37, 50, 19, 16, 16, 16), (64, 32, 48, 32, 16, 16), (1, 3, 2, 64, 64, 32),
-          (70, 33, 130, 32, 64, 16)]
+SHAPES = [(37, 50, 19, 16, 16, 16), (64, 32, 48, 32, 16, 16), (1, 3, 2, 64, 64, 32), (70, 33, 130, 32, 64, 16)]
 
 
 @pytest.mark.parametrize("M,K,N,bm,bn,bk", SHAPES)

@@ -1,4 +1,5 @@
 """jaxsys/mlp/sharded.py (basename unique across tests/: no __init__.py here) on 4 simulated CPU devices (a child process: this one has 1 device)."""
+
 import json
 import sys
 from pathlib import Path
@@ -16,8 +17,9 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    return run_worker(Path(__file__).with_name("_sharded_worker.py"), tmp_path_factory.mktemp("mlp_sharded"),
-                      timeout=240)
+    return run_worker(
+        Path(__file__).with_name("_sharded_worker.py"), tmp_path_factory.mktemp("mlp_sharded"), timeout=240
+    )
 
 
 def test_tensor_parallel_rules_pair_layers():
@@ -26,18 +28,29 @@ def test_tensor_parallel_rules_pair_layers():
     assert sh.leaf_spec("params/0/w", (16, 12), mesh, rules=rules) == sh.P("model")
     assert sh.leaf_spec("opt_state/mu/0/b", (16,), mesh, rules=rules) == sh.P("model")
     assert sh.leaf_spec("opt_state/nu/1/w", (8, 16), mesh, rules=rules) == sh.P(None, "model")
-    assert sh.leaf_spec("params/2/w", (5, 8), mesh, rules=rules) == sh.P()       # unpaired last layer
-    assert sh.leaf_spec("params/10/w", (5, 8), mesh, rules=rules) == sh.P()      # not layer 0
+    assert sh.leaf_spec("params/2/w", (5, 8), mesh, rules=rules) == sh.P()  # unpaired last layer
+    assert sh.leaf_spec("params/10/w", (5, 8), mesh, rules=rules) == sh.P()  # not layer 0
     with pytest.raises(ConfigError, match="params/0/w.*dim 0 of size 15"):
         sh.leaf_spec("params/0/w", (15, 12), mesh, rules=rules)
 
 
 # hand-written intended layouts of the compiled step's inputs (state leaves, then x and y)
 EXPECTED = {
-    (2, 2, False): {"params/0/w": "P('model',)", "params/0/b": "P('model',)", "params/1/w": "P(None, 'model')",
-                    "params/1/b": "P()", "params/2/w": "P()", "params/2/b": "P()"},
-    (2, 2, True): {"params/0/w": "P('model', 'data')", "params/0/b": "P('model',)",
-                   "params/1/w": "P('data', 'model')", "params/1/b": "P()", "params/2/w": "P()"},
+    (2, 2, False): {
+        "params/0/w": "P('model',)",
+        "params/0/b": "P('model',)",
+        "params/1/w": "P(None, 'model')",
+        "params/1/b": "P()",
+        "params/2/w": "P()",
+        "params/2/b": "P()",
+    },
+    (2, 2, True): {
+        "params/0/w": "P('model', 'data')",
+        "params/0/b": "P('model',)",
+        "params/1/w": "P('data', 'model')",
+        "params/1/b": "P()",
+        "params/2/w": "P()",
+    },
     (4, 1, False): {"params/0/w": "P()", "params/1/w": "P()", "params/2/w": "P()"},
     (1, 1, False): {"params/0/w": "P()", "params/1/w": "P()", "params/2/w": "P()"},
 }
@@ -78,10 +91,33 @@ def test_cli_two_processes_on_loopback(result, tmp_path):
     devices each (mesh data=2,model=2 across both) ends where the 4-device single-process run does."""
     sys.path.insert(0, str(Path(__file__).parent))
     from _sharded_worker import CLI_ARGS
+
     port = free_port()
-    outs = run_processes([[sys.executable, "-m", "jaxsys.cli", "mlp", "train", *CLI_ARGS, "--mesh", "data=2,model=2",
-                           "--run-dir", tmp_path / "mp", "--coordinator", f"127.0.0.1:{port}",
-                           "--num-processes", "2", "--process-id", i] for i in (0, 1)], n_devices=2, timeout=240)
+    outs = run_processes(
+        [
+            [
+                sys.executable,
+                "-m",
+                "jaxsys.cli",
+                "mlp",
+                "train",
+                *CLI_ARGS,
+                "--mesh",
+                "data=2,model=2",
+                "--run-dir",
+                tmp_path / "mp",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                i,
+            ]
+            for i in (0, 1)
+        ],
+        n_devices=2,
+        timeout=240,
+    )
     for rc, out, err in outs:
         assert rc == 0, err[-3000:]
         assert "mesh data=2,model=2 on 2 process(es)" in out

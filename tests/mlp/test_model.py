@@ -1,5 +1,6 @@
 """MLP forward/backward: jax.grad, finite differences, the derivation's 2-hidden version, a separately
 written per-sample numpy loop, and literal hand-computed values."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,8 +15,10 @@ def _problem(sizes, task, batch=5, seed=0):
     """float64 params with non-zero biases, inputs and targets, drawn with numpy (no per-op compiles)."""
     cfg = model.MLPConfig(sizes, task)
     rng = np.random.default_rng(seed)
-    params = [{"w": jnp.asarray(rng.normal(size=(o, i)) * np.sqrt(2.0 / i)),
-               "b": jnp.asarray(0.3 * rng.normal(size=o))} for i, o in zip(sizes[:-1], sizes[1:])]
+    params = [
+        {"w": jnp.asarray(rng.normal(size=(o, i)) * np.sqrt(2.0 / i)), "b": jnp.asarray(0.3 * rng.normal(size=o))}
+        for i, o in zip(sizes[:-1], sizes[1:])
+    ]
     x = jnp.asarray(rng.normal(size=(batch, sizes[0])))
     if task == "classify":
         y = jnp.asarray(rng.integers(0, sizes[-1], size=batch))
@@ -24,16 +27,14 @@ def _problem(sizes, task, batch=5, seed=0):
     return cfg, params, x, y
 
 
-CASES = [((4, 5, 3, 3), "classify"), ((4, 5, 3, 2), "regress"), ((3, 2), "classify"),
-         ((6, 5, 4, 4, 3), "regress")]
+CASES = [((4, 5, 3, 3), "classify"), ((4, 5, 3, 2), "regress"), ((3, 2), "classify"), ((6, 5, 4, 4, 3), "regress")]
 
 
 @pytest.mark.parametrize("sizes,task", CASES)
 def test_hand_grad_vs_jax_grad_and_finite_differences(sizes, task):
     cfg, params, x, y = _problem(sizes, task)
     loss = jax.jit(lambda p: model.loss_fn(p, x, y, cfg))
-    hand = gradcheck.check_grad(loss, jax.jit(lambda p: model.hand_grad(p, x, y, cfg)), params,
-                                atol=1e-13, rtol=1e-11)
+    hand = gradcheck.check_grad(loss, jax.jit(lambda p: model.hand_grad(p, x, y, cfg)), params, atol=1e-13, rtol=1e-11)
     if len(sizes) == 4:  # the derivation's 2-hidden-layer case (the harness is slowish eagerly)
         gradcheck.check_finite_differences(loss, hand, params, num_directions=2)
 
@@ -41,9 +42,14 @@ def test_hand_grad_vs_jax_grad_and_finite_differences(sizes, task):
 @pytest.mark.parametrize("task", ["classify", "regress"])
 def test_backward_returns_dx_like_vjp(task):
     cfg, params, x, _ = _problem((4, 5, 3, 3), task)
-    gradcheck.check_vjp(lambda p, x_: model.forward(p, x_, cfg),
-                        lambda p, c, d: model.backward(p, c, d, cfg, need_dx=True), params, x,
-                        atol=1e-13, rtol=1e-11)
+    gradcheck.check_vjp(
+        lambda p, x_: model.forward(p, x_, cfg),
+        lambda p, c, d: model.backward(p, c, d, cfg, need_dx=True),
+        params,
+        x,
+        atol=1e-13,
+        rtol=1e-11,
+    )
 
 
 @pytest.mark.parametrize("task", ["classify", "regress"])
@@ -96,8 +102,7 @@ def _numpy_loop_reference(W, b, X, Y, task):
                 for i in range(W[l].shape[1]):
                     gW[l][o, i] += delta[o] * acts[l][i]
             if l > 0:
-                da = np.array([sum(W[l][o, i] * delta[o] for o in range(W[l].shape[0]))
-                               for i in range(W[l].shape[1])])
+                da = np.array([sum(W[l][o, i] * delta[o] for o in range(W[l].shape[0])) for i in range(W[l].shape[1])])
                 delta = np.array([d if z > 0 else 0.0 for d, z in zip(da, zs[l - 1])])
     return loss / B, gW, gb
 
@@ -130,9 +135,11 @@ def test_scalar_chain_literal_values():
     # L = 0.5 (2.5 - 1)^2 = 1.125; dZ3 = 1.5; dW3 = 1.5*0.5 = 0.75; db3 = 1.5; dA2 = 4.5 = dZ2;
     # dW2 = 4.5*1.5 = 6.75; db2 = 4.5; dA1 = 4.5*(-1) = -4.5 = dZ1; dW1 = -4.5*1; db1 = -4.5
     cfg = model.MLPConfig((1, 1, 1, 1), "regress")
-    params = [{"w": jnp.array([[2.0]]), "b": jnp.array([-0.5])},
-              {"w": jnp.array([[-1.0]]), "b": jnp.array([2.0])},
-              {"w": jnp.array([[3.0]]), "b": jnp.array([1.0])}]
+    params = [
+        {"w": jnp.array([[2.0]]), "b": jnp.array([-0.5])},
+        {"w": jnp.array([[-1.0]]), "b": jnp.array([2.0])},
+        {"w": jnp.array([[3.0]]), "b": jnp.array([1.0])},
+    ]
     (loss, out), g = model.loss_and_grad(params, jnp.array([[1.0]]), jnp.array([[1.0]]), cfg)
     assert float(out[0, 0]) == 2.5 and float(loss) == 1.125
     got = [(float(p["w"][0, 0]), float(p["b"][0])) for p in g]
@@ -162,6 +169,7 @@ def test_predict_and_counts():
 
 
 # ---- bad input ---------------------------------------------------------------------------------
+
 
 def test_config_errors():
     with pytest.raises(ConfigError, match="unknown activation 'swish'"):

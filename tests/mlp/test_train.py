@@ -1,4 +1,5 @@
 """The real jitted train step and the training loop (checkpoint, resume, bad data)."""
+
 import json
 
 import jax
@@ -27,8 +28,7 @@ def test_train_step_smoke_no_recompile(digits):
     x, y = jnp.asarray(digits.x_train[:16]), jnp.asarray(digits.y_train[:16])
     state, m1 = train_step(state, x, y, cfg=cfg)
     n_compiled = train_step._cache_size()
-    state, m2 = train_step(state, jnp.asarray(digits.x_train[16:32]), jnp.asarray(digits.y_train[16:32]),
-                           cfg=cfg)
+    state, m2 = train_step(state, jnp.asarray(digits.x_train[16:32]), jnp.asarray(digits.y_train[16:32]), cfg=cfg)
     assert train_step._cache_size() == n_compiled  # second call reuses the executable
     assert int(state.step) == 2 and int(state.opt_state.count) == 2
     assert np.isfinite(float(m1["loss"])) and np.isfinite(float(m2["loss"]))
@@ -69,14 +69,13 @@ def test_train_steps_scan_equals_repeated_train_step():
 
 
 def test_train_checkpoint_and_resume_equals_uninterrupted(tmp_path, digits):
-    full = train(TrainConfig(steps=6, **TINY), tmp_path / "full", data=digits, progress=False,
-                 log=lambda m: None)
-    part = train(TrainConfig(steps=4, **TINY), tmp_path / "part", data=digits, progress=False,
-                 log=lambda m: None)
+    full = train(TrainConfig(steps=6, **TINY), tmp_path / "full", data=digits, progress=False, log=lambda m: None)
+    part = train(TrainConfig(steps=4, **TINY), tmp_path / "part", data=digits, progress=False, log=lambda m: None)
     assert part["steps"] == 4
     msgs = []
-    res = train(TrainConfig(steps=6, **TINY), tmp_path / "part", data=digits, resume=True,
-                progress=False, log=msgs.append)
+    res = train(
+        TrainConfig(steps=6, **TINY), tmp_path / "part", data=digits, resume=True, progress=False, log=msgs.append
+    )
     assert res["resumed_from"] == 4 and res["steps"] == 6
     assert any("resumed from step 4" in m for m in msgs)
     assert res["test_loss"] == full["test_loss"] and res["train_loss"] == full["train_loss"]
@@ -91,8 +90,7 @@ def test_resume_with_other_shape_is_refused(tmp_path, digits):
     train(TrainConfig(steps=2, **TINY), tmp_path, data=digits, progress=False, log=lambda m: None)
     other = {**TINY, "hidden": (4,)}
     with pytest.raises((ConfigError, DataError)):
-        train(TrainConfig(steps=4, **other), tmp_path, data=digits, resume=True, progress=False,
-              log=lambda m: None)
+        train(TrainConfig(steps=4, **other), tmp_path, data=digits, resume=True, progress=False, log=lambda m: None)
 
 
 def _regress_data(n=40, d=3):
@@ -107,17 +105,25 @@ def test_train_rejects_bad_data_before_tracing(tmp_path):
     y_nan = good.y_train.copy()
     y_nan[5, 0] = np.nan
     with pytest.raises(DataError, match="toy train set: regression targets contain 1 NaN"):
-        train(TrainConfig(task="regress", steps=2, **TINY), tmp_path / "a",
-              data=good._replace(y_train=y_nan), progress=False)
+        train(
+            TrainConfig(task="regress", steps=2, **TINY),
+            tmp_path / "a",
+            data=good._replace(y_train=y_nan),
+            progress=False,
+        )
     with pytest.raises(ShapeError, match=r"toy test set: inputs must be \[B x 3\], got \[10, 4\]"):
-        train(TrainConfig(task="regress", steps=2, **TINY), tmp_path / "b",
-              data=good._replace(x_test=np.zeros((10, 4), np.float32)), progress=False)
+        train(
+            TrainConfig(task="regress", steps=2, **TINY),
+            tmp_path / "b",
+            data=good._replace(x_test=np.zeros((10, 4), np.float32)),
+            progress=False,
+        )
     with pytest.raises(ConfigError, match="unknown activation 'gelu'"):
-        train(TrainConfig(task="regress", activation="gelu", steps=2, **TINY), tmp_path / "c",
-              data=good, progress=False)
+        train(
+            TrainConfig(task="regress", activation="gelu", steps=2, **TINY), tmp_path / "c", data=good, progress=False
+        )
     with pytest.raises(ConfigError, match="batch 64 exceeds the 30 training examples"):
-        train(TrainConfig(task="regress", steps=2, **{**TINY, "batch": 64}), tmp_path / "d",
-              data=good, progress=False)
+        train(TrainConfig(task="regress", steps=2, **{**TINY, "batch": 64}), tmp_path / "d", data=good, progress=False)
     with pytest.raises(ConfigError, match="steps must be > 0"):
         TrainConfig(steps=0)
     with pytest.raises(ConfigError, match="grad must be one of"):
@@ -125,9 +131,22 @@ def test_train_rejects_bad_data_before_tracing(tmp_path):
 
 
 def test_regression_training_reduces_loss(tmp_path):
-    s = train(TrainConfig(task="regress", hidden=(8,), steps=60, batch=16, learning_rate=1e-2,
-                          log_every=20, eval_every=60, ckpt_every=60),
-              tmp_path, data=_regress_data(), progress=False, log=lambda m: None)
+    s = train(
+        TrainConfig(
+            task="regress",
+            hidden=(8,),
+            steps=60,
+            batch=16,
+            learning_rate=1e-2,
+            log_every=20,
+            eval_every=60,
+            ckpt_every=60,
+        ),
+        tmp_path,
+        data=_regress_data(),
+        progress=False,
+        log=lambda m: None,
+    )
     y = _regress_data().y_test
     baseline = 0.5 * float(np.mean((y - y.mean()) ** 2))  # predicting the mean
     assert s["test_loss"] < 0.5 * baseline and "test_rmse" in s

@@ -52,8 +52,7 @@ def test_attention_matches_numpy_loop(q_block):
 
 
 def test_blocked_attention_vjp():
-    gradcheck.check_vjp(jax.jit(lambda x: attention_forward(*x, q_block=3)), bwd,
-                        None, _qkv(2, 7, 2, 3, seed=6))
+    gradcheck.check_vjp(jax.jit(lambda x: attention_forward(*x, q_block=3)), bwd, None, _qkv(2, 7, 2, 3, seed=6))
 
 
 def test_attention_causal_and_first_position():

@@ -92,8 +92,8 @@ def test_fourier(include_input):
     ref = [pn] if include_input else []
     for k in range(K):
         for c in range(2):
-            w = 2.0 ** k * 2 * np.pi
-            ref += [np.sin(w * pn[:, c:c + 1]), np.cos(w * pn[:, c:c + 1])]
+            w = 2.0**k * 2 * np.pi
+            ref += [np.sin(w * pn[:, c : c + 1]), np.cos(w * pn[:, c : c + 1])]
     np.testing.assert_allclose(enc, np.concatenate(ref, axis=1), rtol=1e-12, atol=1e-12)
     fwd = lambda q: (nn.fourier_features(q, K, include_input), q)
     bwd = lambda q, d: nn.fourier_features_backward(q, d, K, include_input)

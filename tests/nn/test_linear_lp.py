@@ -1,5 +1,6 @@
 """jaxsys.nn.linear's optional bfloat16 matmul operands: dense/project values and their VJP equal a
 float64 numpy computation on the bf16-rounded operands; md None is exactly linear_forward."""
+
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -45,17 +46,17 @@ def test_dense_bf16_values_and_vjp_match_numpy_on_rounded_operands():
     ref = np.einsum("bti,oi->bto", _bf16(x), _bf16(w)) + b
     np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-5, atol=1e-5)
     exact = np.einsum("bti,oi->bto", x.astype(np.float64), w.astype(np.float64)) + b
-    assert np.max(np.abs(np.asarray(y) - exact)) > 1e-3       # the operands were rounded
+    assert np.max(np.abs(np.asarray(y) - exact)) > 1e-3  # the operands were rounded
     gp, gx = vjp(jnp.asarray(dy))
     assert gx.dtype == jnp.float32 and gp["w"].dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(gx), np.einsum("bto,oi->bti", _bf16(dy), _bf16(w)), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(gp["w"]), np.einsum("bto,bti->oi", _bf16(dy), _bf16(x)),
-                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(gp["w"]), np.einsum("bto,bti->oi", _bf16(dy), _bf16(x)), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(np.asarray(gp["b"]), dy.astype(np.float64).sum((0, 1)), rtol=1e-5, atol=1e-5)
     # the hand-derived pieces give the same numbers as the custom VJP
     np.testing.assert_array_equal(np.asarray(gx), np.asarray(nl.linear_dx(jnp.asarray(dy), p["w"], "bfloat16")))
-    np.testing.assert_array_equal(np.asarray(gp["w"]),
-                                  np.asarray(nl.linear_dw(jnp.asarray(dy), jnp.asarray(x), "bfloat16")))
+    np.testing.assert_array_equal(
+        np.asarray(gp["w"]), np.asarray(nl.linear_dw(jnp.asarray(dy), jnp.asarray(x), "bfloat16"))
+    )
 
 
 def test_project_bf16_close_to_float32_jax_grad():

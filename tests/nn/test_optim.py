@@ -1,9 +1,10 @@
 """jaxsys.nn.optim.adam: equals optax.adam to 1e-12 in float64, with a constant lr and a schedule."""
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import chex
 import pytest
 
 from jaxsys.nn.optim import adam

@@ -7,6 +7,7 @@
     python tests/train/_sharding_worker.py single OUT.npz
     python tests/train/_sharding_worker.py multiproc OUT.npz PORT NPROC PID
 """
+
 import json
 import sys
 
@@ -14,8 +15,8 @@ import numpy as np
 
 if sys.argv[1] == "multiproc":  # must join before any JAX computation
     from jaxsys.train import sharding as _sh
-    _sh.maybe_initialize_distributed(f"127.0.0.1:{sys.argv[3]}", int(sys.argv[4]), int(sys.argv[5]),
-                                     timeout_s=60)
+
+    _sh.maybe_initialize_distributed(f"127.0.0.1:{sys.argv[3]}", int(sys.argv[4]), int(sys.argv[5]), timeout_s=60)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -33,8 +34,10 @@ OPT = optax.adam(1e-2)
 
 def init_state():
     k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(0), 4)
-    params = {"mlp_fc1": {"w": jax.random.normal(k1, (H, D)) / D ** 0.5, "b": 0.1 * jax.random.normal(k2, (H,))},
-              "mlp_fc2": {"w": jax.random.normal(k3, (O, H)) / H ** 0.5, "b": 0.1 * jax.random.normal(k4, (O,))}}
+    params = {
+        "mlp_fc1": {"w": jax.random.normal(k1, (H, D)) / D**0.5, "b": 0.1 * jax.random.normal(k2, (H,))},
+        "mlp_fc2": {"w": jax.random.normal(k3, (O, H)) / H**0.5, "b": 0.1 * jax.random.normal(k4, (O,))},
+    }
     return params, OPT.init(params)
 
 
@@ -89,8 +92,10 @@ def run_sharded(mesh, state_sh, step, state, steps, start=0):
 
 
 def max_diff(a, b):
-    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-               for x, y in zip(jax.tree_util.tree_leaves(sh.to_host(a)), jax.tree_util.tree_leaves(sh.to_host(b))))
+    return max(
+        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+        for x, y in zip(jax.tree_util.tree_leaves(sh.to_host(a)), jax.tree_util.tree_leaves(sh.to_host(b)))
+    )
 
 
 def specs_of(tree):
@@ -111,17 +116,28 @@ def scenario_parity():
             compiled = dict(sh.compiled_input_specs(step, *abstract))  # after the call: a cache hit
             intended = {}
             for prefix, tree in (("0", state), ("1", batch_at(0))):
-                specs = (sh.tree_pspecs(tree, dict(mesh.shape), rules=RULES, fsdp=fsdp, fsdp_min_size=FSDP_MIN)
-                         if prefix == "0" else jax.tree_util.tree_map(lambda x: P("data") if shape[0] > 1 else P(), tree))
+                specs = (
+                    sh.tree_pspecs(tree, dict(mesh.shape), rules=RULES, fsdp=fsdp, fsdp_min_size=FSDP_MIN)
+                    if prefix == "0"
+                    else jax.tree_util.tree_map(lambda x: P("data") if shape[0] > 1 else P(), tree)
+                )
                 for p, s in jax.tree_util.tree_flatten_with_path(specs, is_leaf=lambda s: isinstance(s, P))[0]:
                     intended[f"{prefix}/{sh.path_str(p)}"] = str(s)
-            out["cases"].append({
-                "mesh": list(shape), "fsdp": fsdp, "losses": losses, "ref_losses": ref_losses,
-                "param_max_diff": max_diff(new_state, ref_state),
-                "compiled": {k: str(v) for k, v in compiled.items()}, "intended": intended,
-                "out_specs": specs_of(new_state[0]),
-                "devices_used": sorted({d.id for x in jax.tree_util.tree_leaves(new_state) for d in x.sharding.device_set}),
-            })
+            out["cases"].append(
+                {
+                    "mesh": list(shape),
+                    "fsdp": fsdp,
+                    "losses": losses,
+                    "ref_losses": ref_losses,
+                    "param_max_diff": max_diff(new_state, ref_state),
+                    "compiled": {k: str(v) for k, v in compiled.items()},
+                    "intended": intended,
+                    "out_specs": specs_of(new_state[0]),
+                    "devices_used": sorted(
+                        {d.id for x in jax.tree_util.tree_leaves(new_state) for d in x.sharding.device_set}
+                    ),
+                }
+            )
     return out
 
 
@@ -140,18 +156,31 @@ def scenario_ckpt_restore(directory):
     saved = np.load(f"{directory}/continued.npz")
     saved = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     out = {"device_count": jax.device_count(), "runs": []}
-    for spec, devices in (("data=2,model=1", jax.devices()), ("data=1,model=2", jax.devices()),
-                          ("data=1,model=1", jax.devices()[:1])):
+    for spec, devices in (
+        ("data=2,model=1", jax.devices()),
+        ("data=1,model=2", jax.devices()),
+        ("data=1,model=1", jax.devices()[:1]),
+    ):
         mesh = sh.make_mesh(spec, devices=devices)
         like_state, state_sh, _, step = sharded(mesh, fsdp=True)
         with Checkpointer(directory) as ck:
             restored, meta = ck.restore(like=sh.abstract_tree(like_state, state_sh))
         restored_specs = specs_of(restored[0])
-        ok_sh = all(x.sharding == s for x, s in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state_sh)))
+        ok_sh = all(
+            x.sharding == s for x, s in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state_sh))
+        )
         state, losses = run_sharded(mesh, state_sh, step, restored, 2, start=2)
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree_util.tree_leaves(sh.to_host(state)), saved))
-        out["runs"].append({"mesh": spec, "meta": meta, "losses": losses, "restored_specs": restored_specs,
-                            "shardings_match": ok_sh, "param_max_diff_vs_4dev": diff})
+        out["runs"].append(
+            {
+                "mesh": spec,
+                "meta": meta,
+                "losses": losses,
+                "restored_specs": restored_specs,
+                "shardings_match": ok_sh,
+                "param_max_diff_vs_4dev": diff,
+            }
+        )
     return out
 
 
@@ -174,9 +203,15 @@ def scenario_multiproc(path, mesh_spec):
     host = sh.to_host(state)  # a collective: every process takes part
     if jax.process_index() == 0:
         save_result(path, host, losses)
-    return {"process_index": jax.process_index(), "process_count": jax.process_count(),
-            "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
-            "rows": [rows.start, rows.stop], "losses": losses, "specs": specs_of(state[0])}
+    return {
+        "process_index": jax.process_index(),
+        "process_count": jax.process_count(),
+        "device_count": jax.device_count(),
+        "local_device_count": jax.local_device_count(),
+        "rows": [rows.start, rows.stop],
+        "losses": losses,
+        "specs": specs_of(state[0]),
+    }
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """jaxsys/train/sharding.py: mesh parsing and placement rules in-process; the multi-device behaviour
 in child processes on simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N),
 because this pytest process has already initialised JAX with one device."""
+
 import sys
 from pathlib import Path
 
@@ -21,20 +22,38 @@ def run_worker(n_devices: int, *args: str, timeout: float = 120) -> dict:
 
 
 # ------------------------------------------------------------------------------- in-process
-@pytest.mark.parametrize("spec,n,expected", [
-    (None, 4, (4, 1)), ("", 8, (8, 1)), ("data=4,model=1", 4, (4, 1)), ("data=2,model=2", 4, (2, 2)),
-    ("model=2", 8, (4, 2)), ("data=-1,model=4", 8, (2, 4)), (" data = 1 , model = 1 ", 1, (1, 1)),
-    ("data=2", 2, (2, 1)), ("data=-1", 3, (3, 1)),
-])
+@pytest.mark.parametrize(
+    "spec,n,expected",
+    [
+        (None, 4, (4, 1)),
+        ("", 8, (8, 1)),
+        ("data=4,model=1", 4, (4, 1)),
+        ("data=2,model=2", 4, (2, 2)),
+        ("model=2", 8, (4, 2)),
+        ("data=-1,model=4", 8, (2, 4)),
+        (" data = 1 , model = 1 ", 1, (1, 1)),
+        ("data=2", 2, (2, 1)),
+        ("data=-1", 3, (3, 1)),
+    ],
+)
 def test_parse_mesh(spec, n, expected):
     assert sh.parse_mesh(spec, num_devices=n).shape == expected
 
 
-@pytest.mark.parametrize("spec,n,msg", [
-    ("data=3", 4, "= 3 but 4 devices"), ("data=2,model=3", 4, "6 but 4 devices"),
-    ("pipe=2", 2, "unknown axis 'pipe'"), ("data=2,data=2", 4, "given twice"), ("data=x", 4, "integer"),
-    ("data=0", 4, ">= 1"), ("data4", 4, "axis=size"), ("model=3", 4, "3 does not divide the 4 devices"), ("data=-1,model=-1", 4, "at most one"),
-])
+@pytest.mark.parametrize(
+    "spec,n,msg",
+    [
+        ("data=3", 4, "= 3 but 4 devices"),
+        ("data=2,model=3", 4, "6 but 4 devices"),
+        ("pipe=2", 2, "unknown axis 'pipe'"),
+        ("data=2,data=2", 4, "given twice"),
+        ("data=x", 4, "integer"),
+        ("data=0", 4, ">= 1"),
+        ("data4", 4, "axis=size"),
+        ("model=3", 4, "3 does not divide the 4 devices"),
+        ("data=-1,model=-1", 4, "at most one"),
+    ],
+)
 def test_parse_mesh_rejects(spec, n, msg):
     with pytest.raises(ConfigError, match=msg):
         sh.parse_mesh(spec, num_devices=n)
@@ -71,7 +90,7 @@ def test_leaf_spec_rules_and_fsdp():
     assert sh.leaf_spec("opt/0/mu/blocks/mlp_fc2", (4, 16), m22, rules=rules) == P(None, "model")
     assert sh.leaf_spec("mlp_fc1/b", (16,), m22, rules=rules) == P("model")
     assert sh.leaf_spec("mlp_fc2/b", (4,), m22, rules=rules) == P()
-    assert sh.leaf_spec("not_attn_wq", (8, 4), m22, rules=rules) == P()          # names match whole
+    assert sh.leaf_spec("not_attn_wq", (8, 4), m22, rules=rules) == P()  # names match whole
     # FSDP: the largest free divisible axis goes to 'data', small leaves stay replicated
     assert sh.leaf_spec("mlp_fc1", (16, 8), m22, rules=rules, fsdp=True, fsdp_min_size=1) == P("model", "data")
     assert sh.leaf_spec("embed", (6, 10), m22, fsdp=True, fsdp_min_size=1) == P(None, "data")
@@ -88,6 +107,7 @@ def test_leaf_spec_rules_and_fsdp():
 def test_tree_pspecs_covers_optimizer_state():
     import jax.numpy as jnp
     import optax
+
     params = {"attn_wq": jnp.zeros((8, 4)), "attn_wo": jnp.zeros((4, 8))}
     state = (params, optax.adam(1e-3).init(params))
     specs = sh.tree_pspecs(state, {"data": 1, "model": 2}, rules=sh.GPT_TENSOR_PARALLEL_RULES)
@@ -124,6 +144,7 @@ def test_maybe_initialize_distributed_validation():
 
 def test_cli_args_give_no_mesh_on_one_device_unless_asked():
     import argparse
+
     p = argparse.ArgumentParser()
     sh.add_distributed_args(p)
     assert sh.mesh_from_args(p.parse_args([])) is None
@@ -136,13 +157,17 @@ def test_cli_args_give_no_mesh_on_one_device_unless_asked():
 
 
 @pytest.mark.parametrize("system", ["mlp", "gpt"])
-@pytest.mark.parametrize("argv,msg", [
-    (["--mesh", "data=1,model=2"], "= 2 but 1 devices"),
-    (["--mesh", "data=2,data=2"], "given twice"),
-    (["--coordinator", "127.0.0.1:1", "--num-processes", "2"], "missing: process_id"),
-])
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["--mesh", "data=1,model=2"], "= 2 but 1 devices"),
+        (["--mesh", "data=2,data=2"], "given twice"),
+        (["--coordinator", "127.0.0.1:1", "--num-processes", "2"], "missing: process_id"),
+    ],
+)
 def test_cli_rejects_bad_mesh_and_distributed_flags(system, argv, msg, capsys):
     from jaxsys.cli import main
+
     assert main([system, "train", *argv]) == 2
     assert msg in capsys.readouterr().err
 
@@ -158,10 +183,18 @@ def test_cpu_devices_env_replaces_count():
 EXPECTED = {
     (4, 1, False): {"mlp_fc1/w": "P()", "mlp_fc1/b": "P()", "mlp_fc2/w": "P()", "mlp_fc2/b": "P()"},
     (4, 1, True): {"mlp_fc1/w": "P('data',)", "mlp_fc1/b": "P()", "mlp_fc2/w": "P(None, 'data')", "mlp_fc2/b": "P()"},
-    (2, 2, False): {"mlp_fc1/w": "P('model',)", "mlp_fc1/b": "P('model',)", "mlp_fc2/w": "P(None, 'model')",
-                    "mlp_fc2/b": "P()"},
-    (2, 2, True): {"mlp_fc1/w": "P('model', 'data')", "mlp_fc1/b": "P('model',)",
-                   "mlp_fc2/w": "P('data', 'model')", "mlp_fc2/b": "P()"},
+    (2, 2, False): {
+        "mlp_fc1/w": "P('model',)",
+        "mlp_fc1/b": "P('model',)",
+        "mlp_fc2/w": "P(None, 'model')",
+        "mlp_fc2/b": "P()",
+    },
+    (2, 2, True): {
+        "mlp_fc1/w": "P('model', 'data')",
+        "mlp_fc1/b": "P('model',)",
+        "mlp_fc2/w": "P('data', 'model')",
+        "mlp_fc2/b": "P()",
+    },
     (1, 1, False): {"mlp_fc1/w": "P()", "mlp_fc1/b": "P()", "mlp_fc2/w": "P()", "mlp_fc2/b": "P()"},
     (1, 1, True): {"mlp_fc1/w": "P()", "mlp_fc1/b": "P()", "mlp_fc2/w": "P()", "mlp_fc2/b": "P()"},
 }
@@ -211,8 +244,11 @@ def test_two_processes_on_loopback_agree_with_one(tmp_path):
     ref = run_worker(1, "single", str(tmp_path / "single.npz"))
     port = str(sharding_util.free_port())
     out = tmp_path / "multi.npz"
-    outs = sharding_util.run_processes([[sys.executable, WORKER, "multiproc", out, port, "2", pid, "data=2,model=2"]
-                                        for pid in (0, 1)], n_devices=2, timeout=120)
+    outs = sharding_util.run_processes(
+        [[sys.executable, WORKER, "multiproc", out, port, "2", pid, "data=2,model=2"] for pid in (0, 1)],
+        n_devices=2,
+        timeout=120,
+    )
     results = []
     for rc, stdout, stderr in outs:
         assert rc == 0, f"process failed:\n{stdout[-2000:]}\n{stderr[-3000:]}"

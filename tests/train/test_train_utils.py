@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from jaxsys.errors import DataError
-from jaxsys.train import (Checkpointer, MetricsWriter, Progress, atomic_write_json,
-                          atomic_write_bytes, read_metrics)
+from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_bytes, atomic_write_json, read_metrics
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
