@@ -3,10 +3,13 @@
 import json
 
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 
 from jaxsys.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
 # the same model / batch / burst length as conftest.TINY, so the jitted burst is shared
 TINY_ARGS = [

@@ -9,6 +9,8 @@ from jaxsys.autodecoder import model as M
 from jaxsys.autodecoder import recon
 from jaxsys.errors import ConfigError, ShapeError
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 
 def test_row_batched_matches_per_pixel_float32():
     cfg = M.ModelConfig()  # the default 64x64x64 net, float32

@@ -13,6 +13,8 @@ from jaxsys.autodecoder import model as M
 from jaxsys.autodecoder import schedules as S
 from jaxsys.autodecoder.sampler import SamplerConfig, sample_jit
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 jax.config.update("jax_enable_x64", True)
 
 MCFG = M.ModelConfig(latent_dim=4, num_freqs=2, hidden=(12, 10), dtype="float64")

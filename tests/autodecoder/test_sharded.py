@@ -9,6 +9,8 @@ from jaxsys.errors import ConfigError
 from jaxsys.train import sharding as sh
 from tests.sharding_util import run_worker
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 
 def test_seed_mesh_validation(tiny):
     import dataclasses

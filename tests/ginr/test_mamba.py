@@ -5,8 +5,11 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxsys.ginr import mamba as mb
+
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
 mamba_apply = jax.jit(mb.mamba_apply, static_argnames=("scan_mode", "chunk", "checkpoint"))
 bimamba_apply = jax.jit(mb.bimamba_apply, static_argnames=("scan_mode", "chunk", "checkpoint", "fuse_directions"))

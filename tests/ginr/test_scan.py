@@ -12,6 +12,8 @@ from jaxsys.ginr import scan as gscan
 from jaxsys.ginr.scan import selective_scan
 from jaxsys.nn.gradcheck import check_finite_differences
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 
 def numpy_scan(u, delta, A, B, C, D, z):
     """Independent reference: a loop over batch, time, channel and state."""

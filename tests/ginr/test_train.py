@@ -15,6 +15,8 @@ from jaxsys.ginr import model as gm
 from jaxsys.ginr import train as gt
 from jaxsys.ginr.tour import QUICK_MODEL, QUICK_TRAIN
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 # the tour's quick configuration, shared with the CLI smoke test and the tour test below, so the jitted
 # step compiles once for the whole module
 # (evaluation on all 20 packaged images and 8-image PNGs, as in the tour, so those compile once too)

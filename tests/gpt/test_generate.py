@@ -13,6 +13,8 @@ from jaxsys.gpt.inference import InferenceModel
 from jaxsys.gpt.model import forward
 from jaxsys.gpt.tokenizer import Tokenizer
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 
 @pytest.fixture(autouse=True)
 def _strict_rank_promotion():

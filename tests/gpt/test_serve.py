@@ -24,6 +24,8 @@ from jaxsys.gpt.serve import ServeConfig, ServerThread, StopText, create_app
 from jaxsys.gpt.tokenizer import Tokenizer
 from jaxsys.gpt.weights_io import save_model
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 CHAT_TOK = Tokenizer.from_corpus("hello world, how are you? fine.", chat=True)
 PLAIN_TOK = Tokenizer(list("abcdefghijklmnopqrst"))  # same vocab size as CHAT_TOK: one compiled step
 assert PLAIN_TOK.vocab_size == CHAT_TOK.vocab_size

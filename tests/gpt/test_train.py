@@ -13,6 +13,8 @@ from jaxsys.gpt import train as gt
 from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.data import from_text
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 
 @pytest.fixture(autouse=True)
 def _strict_rank_promotion():

@@ -10,6 +10,8 @@ from jaxsys.errors import ConfigError, DataError, ShapeError
 from jaxsys.mlp import model
 from jaxsys.nn import gradcheck
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 
 def _problem(sizes, task, batch=5, seed=0):
     """float64 params with non-zero biases, inputs and targets, drawn with numpy (no per-op compiles)."""

@@ -14,6 +14,8 @@ from jaxsys.mlp.data import Dataset, load_digits
 from jaxsys.mlp.train import StepConfig, TrainConfig, init_state, train, train_step, train_steps
 from jaxsys.train import read_metrics
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 TINY = dict(hidden=(8,), batch=16, log_every=1, eval_every=2, ckpt_every=2)
 
 

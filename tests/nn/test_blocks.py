@@ -7,6 +7,8 @@ from jaxsys import nn
 from jaxsys.errors import ConfigError
 from jaxsys.nn import gradcheck
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 
 @pytest.fixture
 def x():

@@ -10,6 +10,8 @@ import pytest
 from jaxsys.errors import ConfigError
 from jaxsys.nn import linear as nl
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 RNG = np.random.default_rng(11)
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from jaxsys.nn.optim import adam
 
+pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+
 
 def _run(opt, params, grads_seq):
     state = opt.init(params)
