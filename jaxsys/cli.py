@@ -14,8 +14,18 @@ from jaxsys.errors import JaxsysError
 SYSTEMS = ["mlp", "autodecoder", "gpt", "codec", "ginr"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one `jaxsys: error: <command>: <message>` line and exit 2
+    (the same shape as every other error of the command); `--help` still prints the usage."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("jaxsys").strip()
+        print(f"jaxsys: error: {where + ': ' if where else ''}{message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxsys", description=__doc__.splitlines()[0])
+    p = _Parser(prog="jaxsys", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="group", metavar="{tour," + ",".join(SYSTEMS) + "}")
     from jaxsys import tour
 

@@ -71,3 +71,37 @@ def test_checkpoint_missing(tmp_path):
         Checkpointer(tmp_path / "none").restore(like={"a": jnp.zeros(2)})
     with pytest.raises(DataError, match="no checkpoint"):
         Checkpointer(tmp_path / "none2").read_meta()
+
+
+def test_load_json_bounds(tmp_path):
+    from jaxsys.errors import DataError
+    from jaxsys.train.io import load_json
+
+    p = tmp_path / "m.json"
+    p.write_text('{"a": [1, 2.5, "x"]}')
+    assert load_json(p, "m.json") == {"a": [1, 2.5, "x"]}
+    for bad, msg in [
+        ("[" * 200_000, "nested"),
+        ('{"n": ' + "9" * 5000 + "}", "number literal"),
+        ('{"a": NaN}', "NaN"),
+        (b"\xff\xfe", "UTF-8"),
+        ("{", "invalid JSON"),
+    ]:
+        with pytest.raises(DataError, match=msg):
+            load_json(bad, "m.json")
+    with pytest.raises(DataError, match="cannot read"):
+        load_json(tmp_path / "missing.json", "m.json")
+
+
+def test_atomic_write_follows_umask(tmp_path):
+    import os
+    import stat
+
+    from jaxsys.train.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        p = atomic_write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
