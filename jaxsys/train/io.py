@@ -112,7 +112,8 @@ def load_json(
     max_depth: int = JSON_MAX_DEPTH,
     max_number_chars: int = JSON_MAX_NUMBER_CHARS,
 ) -> Any:
-    """Parse JSON from a file (a Path) or from text (str/bytes) within bounds, raising DataError naming `what` for anything
+    """Parse JSON from a file (a Path) or from text (str/bytes) within bounds, raising DataError naming
+    `what` for anything
     that is not valid, bounded JSON: too large, nested deeper than `max_depth`, a number literal longer
     than `max_number_chars`, NaN/Infinity, invalid UTF-8 or syntax. Never a RecursionError or a
     5,000-digit int."""
@@ -152,4 +153,3 @@ def load_json(
         raise DataError(f"{what}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except RecursionError:
         raise DataError(f"{what}: JSON nested too deep") from None
-
