@@ -105,3 +105,39 @@ def test_atomic_write_follows_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, s):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def isatty(self):
+        return True
+
+
+def test_progress_broken_output_never_raises():
+    """A bar on a closed pipe (Ctrl-C of `... | tee log`) turns itself off instead of raising, so the
+    checkpoint after the loop still happens."""
+    for f in (_ClosedPipe(), io.StringIO()):
+        bar = Progress(total=5, desc="t", file=f, interval=0.0, interval_non_tty=0.0)
+        if not isinstance(f, _ClosedPipe):
+            f.close()  # a closed non-tty stream: ValueError on write
+        for _ in range(5):
+            bar.set(loss=1.0)
+            bar.update()
+        bar.close()
+        assert bar.disable
+
+
+def test_progress_tty_uses_tqdm():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    buf = Tty()
+    bar = Progress(total=4, desc="t", file=buf, interval=0.0)
+    for _ in range(4):
+        bar.set(loss=0.5)
+        bar.update()
+    bar.close()
+    assert "4/4" in buf.getvalue() and "loss=0.5" in buf.getvalue()
