@@ -1,7 +1,7 @@
 """Adam update pass alone on the MLP 784-512-512-10 params (float32): hand Adam vs optax.adam vs a
 plain p + c*g pass (2 reads, 1 write), 20 updates per call, 7 interleaved rounds, medians in us/update.
 
-    python experiments/bench_adam_pass.py [OUT.json]   (default experiments/results/adam_pass.json)
+    python experiments/bench_adam_pass.py [OUT.json]   (default runs/bench/adam_pass.json)
 """
 
 import sys
@@ -78,7 +78,12 @@ for k, v in res.items():
 import json
 import os
 
-out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "results", "adam_pass.json")
+out = (
+    sys.argv[1]
+    if len(sys.argv) > 1
+    else os.path.join(os.path.dirname(__file__), "..", "runs", "bench", "adam_pass.json")
+)
+os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 with open(out + ".tmp", "w") as f:
     json.dump({k: {"median_us": float(np.median(v)), "rounds_us": v} for k, v in res.items()}, f, indent=1)
 os.replace(out + ".tmp", out)

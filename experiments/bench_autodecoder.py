@@ -72,7 +72,7 @@ def check_baselines(cfg: TrainConfig) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", default=str(ROOT / "experiments/results/autodecoder.json"))
+    ap.add_argument("--out", default=str(ROOT / "runs/bench/autodecoder.json"))
     args = ap.parse_args()
     import torch
 

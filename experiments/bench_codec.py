@@ -257,7 +257,7 @@ def main(argv=None):
     )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--lanes", default="32,64,128")
-    ap.add_argument("--out", default="experiments/results/codec.json")
+    ap.add_argument("--out", default="runs/bench/codec.json")
     a = ap.parse_args(argv)
     lanes = [int(v) for v in a.lanes.split(",")]
     results = {

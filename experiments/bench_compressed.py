@@ -194,7 +194,7 @@ def main(argv=None):
     ap.add_argument("--rows", default="1,16", help="generation rows decoded in lock-step")
     ap.add_argument("--tokens", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", default="experiments/results/codec_compressed.json")
+    ap.add_argument("--out", default="runs/bench/codec_compressed.json")
     a = ap.parse_args(argv)
     params, cfg, _ = load_model(a.model)
     params = {k: np.asarray(v, np.float32) for k, v in params.items()}

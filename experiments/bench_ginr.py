@@ -15,11 +15,11 @@ scan storing all states and the fused-directions BiMamba. Per config a roofline 
 Then one selective scan per variant (forward and gradient, wall and CPU time, the SSD-style blocked
 form included as a measured alternative). Memory: XLA's compiled temp-buffer size for the gradient of
 one selective scan at the `fast` shapes, and for the whole train step, per scan mode. Writes
-experiments/results/ginr.json (or --out).
+runs/bench/ginr.json (or --out).
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_ginr.py --configs fast,balanced --rounds 3 \
-        --steps 2 --torch-threads 1,2 --no-fused --no-old-scan --no-session2 --no-scan-bench --no-memory \
-        --out experiments/results/ginr_s8_amd.json          # session 8 (BUILD_NOTES, GINR "Session 8")
+        --steps 2 --torch-threads 2 --no-fused --no-old-scan --no-session2 --no-scan-bench --no-memory \
+        --no-bf16mm --out experiments/results/ginr.json    # the current result (experiments/results/README.md)
 
 Since session 8 the PyTorch port's scan reads its steps with torch.unbind (see torch_ginr.py); before,
 its backward was O(L^2) and the port ~10x slower, so ratios to the port in older result files are not
@@ -479,7 +479,7 @@ def main(argv=None):
         action="store_true",
         help="also time the associative / SSD-style scans (memory-heavy; they slow the others)",
     )
-    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "ginr.json"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "ginr.json"))
     a = ap.parse_args(argv)
     import torch
 

@@ -8,7 +8,7 @@ and XLA CPU flag variants (each in its own process, interleaved with a baseline 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_gpt.py            # ~5 min
     python experiments/bench_gpt.py --quick                                 # smoke run
 
-Writes experiments/results/gpt_bench.json and prints a table with ratios. Variants are measured
+Writes runs/bench/gpt_bench.json (or --out) and prints a table with ratios. Variants are measured
 in interleaved rounds (round r runs every variant once), and medians are reported, because the
 machine is shared and timings drift.
 """
@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-RESULTS = HERE / "results" / "gpt_bench.json"
+RESULTS = HERE.parent / "runs" / "bench" / "gpt_bench.json"
 
 BENCH = dict(vocab_size=66, n_embd=128, n_head=4, n_layer=6, block_size=512)
 B, T = 4, 512

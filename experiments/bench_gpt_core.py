@@ -2,7 +2,7 @@
 variants (full T x T vs causal query blocks), float32, B=4, T=512, E=128, H=4, L=6.
 
 Interleaved rounds; reports the median wall time and the median process CPU time (all threads),
-which is steadier than wall time on a shared machine. Writes experiments/results/gpt_core.json.
+which is steadier than wall time on a shared machine. Writes runs/bench/gpt_core.json (or --out).
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_gpt_core.py --rounds 5
 """
@@ -43,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--out", default="experiments/results/gpt_core.json")
+    ap.add_argument("--out", default="runs/bench/gpt_core.json")
     args = ap.parse_args()
     b, t = args.batch, CFG.block_size
     params = model.init_params(jax.random.PRNGKey(0), CFG)

@@ -13,7 +13,7 @@ sweep of XLA CPU flags (each in a fresh worker process, with torch re-measured b
 1024^3 matmul per library (the practical float32 peak) and the hand Adam update alone, which give
 the bound no float32 step can beat here: all matmul FLOPs at the best GFLOP/s seen + the Adam pass.
 
-    flock /tmp/jaxsys-heavy.lock python experiments/bench_mlp.py            # full run -> results/mlp.json
+    flock /tmp/jaxsys-heavy.lock python experiments/bench_mlp.py            # full run -> runs/bench/mlp.json
     python experiments/bench_mlp.py --rounds 2 --seconds 0.2 --no-sweep    # quick look
 """
 
@@ -309,7 +309,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sweep", action="store_true", help="skip the XLA flag sweep")
     ap.add_argument("--sweep-rounds", type=int, default=2, help="interleaved rounds per flag set")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--out", default=str(HERE / "results" / "mlp.json"))
+    ap.add_argument("--out", default=str(HERE.parent / "runs" / "bench" / "mlp.json"))
     args = ap.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
     if args.worker:

@@ -6,14 +6,14 @@ are not enough. This script alternates the two steps in adjacent 0.4 s blocks (b
 the order flips every round), takes the per-round ratio (a)/(b), and reports its median and how many rounds (a) was ahead.
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_mlp_ab.py --batches 64,1024 --rounds 25
-    (writes experiments/results/mlp_ab.json, or --out)
+    (writes runs/bench/mlp_ab.json, or --out)
 
 With --vs-torch the pairing is against PyTorch eager instead (same shapes, --threads torch threads):
 (a) one step per call and (a') `train_steps` with 50 steps per call (what `jaxsys mlp train` runs),
 each over the adjacent torch block of the same round; reports the median ratios and the rounds >= 2x.
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_mlp_ab.py --vs-torch --batches 64 --rounds 25 \
-        --out experiments/results/mlp_vs_torch.json
+        --out runs/bench/mlp_vs_torch.json
 """
 
 import argparse
@@ -90,7 +90,7 @@ def main():
         help="pair (a) and (a', 50 steps per call) with torch eager instead of (a) with (b)",
     )
     ap.add_argument("--threads", type=int, default=2, help="torch threads with --vs-torch")
-    ap.add_argument("--out", default=str(HERE / "results" / "mlp_ab.json"))
+    ap.add_argument("--out", default=str(HERE.parent / "runs" / "bench" / "mlp_ab.json"))
     args = ap.parse_args()
     if args.vs_torch:
         import torch

@@ -29,7 +29,7 @@ def main(argv=None):
     ap.add_argument("--lengths", default="16,100,400")
     ap.add_argument("--new-tokens", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "prefill.json"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "prefill.json"))
     a = ap.parse_args(argv)
     cfg = GPTConfig(vocab_size=68, n_embd=128, n_head=4, n_layer=6, block_size=512)
     params = {k: np.asarray(v) for k, v in model.init_params(jax.random.PRNGKey(0), cfg).items()}

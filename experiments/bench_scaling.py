@@ -6,9 +6,9 @@ that every mesh computes the single-device step (loss and parameter differences 
 On a multi-GPU host the same script (with --devices = the GPU count) measures real scaling.
 
     flock /tmp/jaxsys-heavy.lock python experiments/bench_scaling.py            # CPU, 8 simulated
-    python experiments/bench_scaling.py --no-simulate --out experiments/results/scaling_gpu.json
+    python experiments/bench_scaling.py --no-simulate --out runs/bench/scaling_gpu.json
 
-Writes experiments/results/scaling.json and prints a table with ratios to the 1-device mesh.
+Writes runs/bench/scaling.json (or --out) and prints a table with ratios to the 1-device mesh.
 All configurations are timed interleaved (round-robin over repeats) so machine noise hits each alike.
 """
 
@@ -185,7 +185,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per block")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     ap.add_argument("--check-steps", type=int, default=2, help="steps compared with the single-device step")
-    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "scaling.json"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "scaling.json"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not args.child:

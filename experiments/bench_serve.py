@@ -7,7 +7,7 @@ Without --model a random chat model of the chat-capable size (n_embd 128, n_head
 block_size 512) is used, so every request generates exactly max_tokens tokens. The server runs as a
 separate process (`jaxsys gpt serve`, loopback only); the load generator is asyncio + httpx here.
 Concurrency levels are interleaved over rounds; medians are reported. Writes
-experiments/results/serve.json.
+runs/bench/serve.json (or --out).
 """
 
 import argparse
@@ -207,7 +207,7 @@ def main() -> None:
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--size", default="128,4,6,512", help="random model n_embd,n_head,n_layer,block")
-    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "serve.json"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "serve.json"))
     a = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     size = [int(x) for x in a.size.split(",")]

@@ -6,7 +6,7 @@ full 32x32 grid at equal training time.
     flock /tmp/jaxsys-heavy.lock python experiments/ginr_quality.py --jax-seconds 480 --torch-seconds 240
 
 Writes the JAX run under runs/ginr-quality-*/ (metrics.jsonl, psnr_curve.png, reconstructions.png,
-summary.json) and experiments/results/ginr_quality.json.
+summary.json) and runs/bench/ginr_quality.json (or --out).
 """
 
 import argparse
@@ -98,10 +98,11 @@ def main(argv=None):
     ap.add_argument(
         "--plot-only",
         action="store_true",
-        help="only redraw psnr_vs_time.png from experiments/results/ginr_quality.json",
+        help="only redraw psnr_vs_time.png from the --out file",
     )
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "ginr_quality.json"), help="result JSON")
     a = ap.parse_args(argv)
-    res_path = ROOT / "experiments" / "results" / "ginr_quality.json"
+    res_path = Path(a.out)
     if a.plot_only:
         import json
 

@@ -11,7 +11,7 @@ on a shared machine hits both alike; the clock counts training steps only (evalu
     flock /tmp/jaxsys-heavy.lock python experiments/gpt_shakespeare.py
     flock /tmp/jaxsys-heavy.lock python experiments/gpt_shakespeare.py --long-minutes 8 --no-torch
 
-Writes experiments/results/gpt_shakespeare[_long].json (and a PNG under runs/).
+Writes runs/bench/gpt_shakespeare[_long].json or --out (and a PNG under runs/).
 """
 
 import argparse
@@ -244,7 +244,9 @@ def main(argv=None) -> int:
     im = InferenceModel({k: np.asarray(v, np.float64) for k, v in state.params.items()}, cfg, tok)
     ids = im.generate_from_prompt(tok.encode("\n"), args.block - 1, temperature=0.8, seed=0, stop_ids=[])
     res["sample"] = "\n" + tok.decode(ids)
-    out = Path(args.out or HERE / "results" / ("gpt_shakespeare_long.json" if long_run else "gpt_shakespeare.json"))
+    out = Path(
+        args.out or ROOT / "runs" / "bench" / ("gpt_shakespeare_long.json" if long_run else "gpt_shakespeare.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, indent=1) + "\n")

@@ -6,7 +6,7 @@ model, and the HTTP API (/microgpt/v1/chat on a loopback server).
         --chat-categories greetings,conversations --val-fraction 0 ... --out runs/chat-memo
     python experiments/serve_chat_memo.py --model runs/chat-memo
 
-Writes experiments/results/serve_chat_memo.json.
+Writes runs/bench/serve_chat_memo.json (or --out).
 """
 
 import argparse
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "chatterbot_english_pairs.tsv"))
     ap.add_argument("--categories", default="greetings,conversations")
     ap.add_argument("--http-sample", type=int, default=1000, help="prompts also asked over HTTP")
-    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "serve_chat_memo.json"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "serve_chat_memo.json"))
     a = ap.parse_args()
 
     import httpx
