@@ -78,6 +78,6 @@ def test_bad_inputs():
     with pytest.raises(ShapeError, match="layer 1"):
         M.check_params(other, jnp.zeros((3, 5)), CFG)
     with pytest.raises(ConfigError, match="hidden"):
-        M.ModelConfig(hidden=()).validate()
+        M.ModelConfig(hidden=())
     with pytest.raises(ConfigError, match="dtype"):
-        M.ModelConfig(dtype="float16").validate()
+        M.ModelConfig(dtype="float16")

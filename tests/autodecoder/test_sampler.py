@@ -84,4 +84,4 @@ def test_deterministic_and_keyed(drawn):
 )
 def test_bad_config(kw, msg):
     with pytest.raises(ConfigError, match=msg):
-        dataclasses.replace(SamplerConfig(), **kw).validate()
+        dataclasses.replace(SamplerConfig(), **kw)
