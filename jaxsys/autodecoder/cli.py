@@ -113,10 +113,10 @@ def _view(args) -> int:
 
     from jaxsys.autodecoder.viewer import Viewer
 
-    if args.run:
+    if args.run_dir:
         from jaxsys.autodecoder.train import init_state, load_run
 
-        cfg, params, Z = load_run(Path(args.run))
+        cfg, params, Z = load_run(Path(args.run_dir))
         cfg = dataclasses.replace(cfg, num_seeds=1)
         key = jax.random.key(cfg.seed)
         state = init_state(key, cfg).replace(params=params, latents=Z)
@@ -148,11 +148,11 @@ def _infer(args) -> int:
     from jaxsys.autodecoder import infer, plots, recon
     from jaxsys.autodecoder.train import load_run
 
-    cfg, params, Z = load_run(Path(args.run))
+    cfg, params, Z = load_run(Path(args.run_dir))
     icfg = infer.InferConfig(steps=args.steps, lr=args.lr, seed=args.seed, lambda_z=cfg.sched.lambda_z)
     z, losses = infer.infer_latent(params, cfg.model, args.shape, icfg, cfg.sampler)
     m = recon.shape_metrics(params, z, cfg.model, args.shape, cfg.eval_res)
-    out = Path(args.run) / f"inferred-{args.shape}.png"
+    out = Path(args.run_dir) / f"inferred-{args.shape}.png"
     plots.plot_inferred(params, z, args.shape, cfg.model, cfg.sampler.beta, cfg.eval_res, out, m["iou"])
     print(json.dumps({"shape": args.shape, **m, "final_loss": float(losses[-1])}))
     print(f"wrote {out}")
@@ -187,7 +187,7 @@ def register(sub) -> None:
     _add_common(v)
     v.add_argument("--seed", type=int, default=0, help="random seed of a fresh model")
     v.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    v.add_argument("--run", default="", help="start from this run directory's checkpoint")
+    v.add_argument("--run-dir", default="", help="start from this run directory's checkpoint")
     v.add_argument("--burst", type=int, default=200, help="micro-batches per T press")
     v.add_argument("--res", type=int, default=96)
     v.add_argument("--tau", type=float, default=0.02)
@@ -196,7 +196,7 @@ def register(sub) -> None:
     v.set_defaults(func=_view)
 
     i = gsub.add_parser("infer", help="infer the latent of a new shape with the decoder frozen")
-    i.add_argument("--run", required=True, help="trained run directory")
+    i.add_argument("--run-dir", required=True, help="trained run directory")
     i.add_argument("--shape", default="rounded_box", help="registered shape name")
     i.add_argument("--steps", type=int, default=600)
     i.add_argument("--lr", type=float, default=5e-3)

@@ -55,7 +55,7 @@ def test_train_view_infer(tmp_path, capsys):
             [
                 "autodecoder",
                 "view",
-                "--run",
+                "--run-dir",
                 str(out),
                 "--burst",
                 "4",
@@ -70,7 +70,7 @@ def test_train_view_infer(tmp_path, capsys):
         == 0
     )
     assert png.exists()
-    assert main(["autodecoder", "infer", "--run", str(out), "--shape", "circle", "--steps", "5"]) == 0
+    assert main(["autodecoder", "infer", "--run-dir", str(out), "--shape", "circle", "--steps", "5"]) == 0
     assert '"iou"' in capsys.readouterr().out
 
 
@@ -92,7 +92,7 @@ def test_bad_input(tmp_path, capsys):
     assert "--fsdp does not apply" in capsys.readouterr().err
     assert main(["autodecoder", "view", "--tau", "0", "--save", str(tmp_path / "v.png")]) == 2
     assert "tau must be > 0" in capsys.readouterr().err
-    assert main(["autodecoder", "infer", "--run", str(tmp_path / "nothing")]) == 2
+    assert main(["autodecoder", "infer", "--run-dir", str(tmp_path / "nothing")]) == 2
     assert "not an autodecoder run directory" in capsys.readouterr().err
 
 

@@ -10,6 +10,7 @@ import pytest
 from jaxsys.autodecoder import train as T
 from jaxsys.autodecoder.schedules import ScheduleConfig
 from jaxsys.errors import ConfigError
+from jaxsys.train.checkpoint import Checkpointer
 from jaxsys.train.metrics import read_metrics
 
 pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
@@ -35,8 +36,38 @@ def test_resume_matches_uninterrupted(tiny, tmp_path):
     assert all(np.isfinite(r["loss"]) for r in recs)
     s = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert set(s["iou"]) == {"circle", "box", "triangle"}
+    with Checkpointer(tmp_path / "a" / "ckpt") as ck:
+        assert ck.all_steps() == [4, 8]  # checkpoint_every=4 micro-batches
     with pytest.raises(ConfigError, match="different config"):
         T.train(dataclasses.replace(tiny, batch_size=16), tmp_path / "a", progress=False, render=False)
+
+
+def test_ctrl_c_checkpoints_and_resume_matches(tiny, tmp_path, monkeypatch):
+    """Ctrl-C after the first call saves its step; the resumed run (another --checkpoint-every is
+    allowed) ends where an uninterrupted run ends, bit for bit."""
+    import jaxsys.train as jt
+
+    cfg = dataclasses.replace(tiny, checkpoint_every=0)  # no periodic checkpoint before the end
+    update = jt.Progress.update
+
+    def interrupt(self, k=1):
+        update(self, k)
+        if self.n >= 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(jt.Progress, "update", interrupt)
+    logs = []
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, tmp_path / "c", progress=False, render=False, log=logs.append)
+    monkeypatch.undo()
+    assert logs == ["interrupted: checkpoint saved at step 4"]
+    with Checkpointer(tmp_path / "c" / "ckpt") as ck:
+        assert ck.all_steps() == [4]
+    resumed = T.train(dataclasses.replace(cfg, checkpoint_every=2), tmp_path / "c", progress=False, render=False)
+    assert resumed["steps"] == 8
+    T.train(cfg, tmp_path / "u", progress=False, render=False)
+    for a, b in zip(_leaves(T.load_run(tmp_path / "c")[1:]), _leaves(T.load_run(tmp_path / "u")[1:])):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_vmap_seeds_match_single_runs(tiny):
