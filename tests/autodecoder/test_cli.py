@@ -9,8 +9,6 @@ matplotlib.use("Agg")
 
 from jaxsys.cli import main  # noqa: E402
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 # the same model / batch / burst length as conftest.TINY, so the jitted burst is shared
 TINY_ARGS = [
     "--latent-dim",

@@ -11,8 +11,6 @@ from jaxsys.autodecoder.shapes import register_shape
 from jaxsys.autodecoder.train import init_state
 from jaxsys.errors import ConfigError, ShapeError
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def test_infer_latent_fits_and_keeps_decoder(tiny):
     """A 'shape' whose SDF is the decoder's own output at a hidden latent z*: inference must drive

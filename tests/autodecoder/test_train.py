@@ -13,8 +13,6 @@ from jaxsys.errors import ConfigError
 from jaxsys.train.checkpoint import Checkpointer
 from jaxsys.train.metrics import read_metrics
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def _leaves(tree):
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]

@@ -12,8 +12,6 @@ from matplotlib.backend_bases import KeyEvent  # noqa: E402
 from jaxsys.autodecoder.viewer import Viewer  # noqa: E402
 from jaxsys.errors import ConfigError  # noqa: E402
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def test_keys(tiny):
     v = Viewer(tiny, jax.random.key(0), burst_steps=4, res=16, tau=0.02)
