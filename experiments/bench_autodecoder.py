@@ -29,17 +29,17 @@ import torch_autodecoder as base  # noqa: E402
 
 from jaxsys.autodecoder import recon  # noqa: E402
 from jaxsys.autodecoder.sampler import SamplerConfig, sample_jit  # noqa: E402
-from jaxsys.autodecoder.train import TrainConfig, data_keys, init_states, train_burst  # noqa: E402
+from jaxsys.autodecoder.train import TrainConfig, data_keys, init_state, train_step  # noqa: E402
 from jaxsys.train.io import atomic_write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _np_state(cfg: TrainConfig, dtype):
-    st = init_states(cfg)
-    Ws = [np.array(W, dtype) for W in st["params"]["W"]]
-    bs = [np.array(b, dtype) for b in st["params"]["b"]]
-    return Ws, bs, np.array(st["Z"], dtype)
+    st = init_state(jax.random.key(cfg.seed), cfg)
+    Ws = [np.array(W, dtype) for W in st.params["W"]]
+    bs = [np.array(b, dtype) for b in st.params["b"]]
+    return Ws, bs, np.array(st.latents, dtype)
 
 
 def check_baselines(cfg: TrainConfig) -> float:
@@ -49,9 +49,9 @@ def check_baselines(cfg: TrainConfig) -> float:
     hp = cfg.sched
     mcfg = dataclasses.replace(cfg.model, dtype="float64")
     B = 32
-    st = init_states(cfg)
-    P = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), st["params"])
-    Z = jnp.asarray(st["Z"], jnp.float64) + 0.3
+    st = init_state(jax.random.key(cfg.seed), cfg)
+    P = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), st.params)
+    Z = jnp.asarray(st.latents, jnp.float64) + 0.3
     Ws = [np.array(W) for W in P["W"]]
     bs = [np.array(b) for b in P["b"]]
     Zn = np.array(Z)
@@ -96,15 +96,16 @@ def main() -> int:
     runners = {}
     for name, (sched, n) in jax_alts.items():
         cfg = dataclasses.replace(base_cfg, sched=sched)
-        st = {"s": init_states(cfg)}
-        keys = data_keys(cfg)
+        key = jax.random.key(cfg.seed)
+        st = {"s": init_state(key, cfg)}
+        keys = data_keys(key, cfg)
         t0 = time.perf_counter()
-        st["s"], loss, _ = train_burst(st["s"], keys, cfg=cfg, n_steps=n)
+        st["s"], loss, _ = train_step(st["s"], keys, cfg=cfg.step_config(), n_steps=n)
         loss.block_until_ready()
         print(f"compiled {name} in {time.perf_counter() - t0:.1f}s")
 
         def run(cfg=cfg, st=st, keys=keys, n=n):
-            st["s"], loss, _ = train_burst(st["s"], keys, cfg=cfg, n_steps=n)
+            st["s"], loss, _ = train_step(st["s"], keys, cfg=cfg.step_config(), n_steps=n)
             loss.block_until_ready()
             return n * cfg.batch_size
 
@@ -149,18 +150,18 @@ def main() -> int:
 
     # reconstruction of a 256x256 image
     cfg = base_cfg
-    st = init_states(cfg)
-    z = st["Z"][0]
+    st = init_state(jax.random.key(cfg.seed), cfg)
+    z = st.latents[0]
     rec = {}
     for name, fn in [
         ("row-batched (256 forwards of B=256)", recon.render_rows),
         ("whole image (vmapped)", recon.render_image),
     ]:
-        fn(st["params"], z, cfg.model, 256).block_until_ready()
+        fn(st.params, z, cfg.model, 256).block_until_ready()
         ts = []
         for _ in range(7):
             t0 = time.perf_counter()
-            fn(st["params"], z, cfg.model, 256).block_until_ready()
+            fn(st.params, z, cfg.model, 256).block_until_ready()
             ts.append(time.perf_counter() - t0)
         rec[name] = float(np.median(ts)) * 1e3
 

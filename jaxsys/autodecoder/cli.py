@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from jaxsys.errors import ConfigError
+from jaxsys.train.cli_args import add_train_args, positive_int
 
 
 def _add_common(p) -> None:
@@ -15,9 +16,9 @@ def _add_common(p) -> None:
         help="learning rule (default microbatch, the reference's batched rule)",
     )
     p.add_argument("--shapes", default="circle,box,triangle", help="comma-separated registry names")
-    p.add_argument("--batch", type=int, default=256, help="samples per micro-batch")
-    p.add_argument("--latent-dim", type=int, default=16)
-    p.add_argument("--freqs", type=int, default=6, help="Fourier frequencies K")
+    p.add_argument("--batch", type=positive_int("--batch"), default=256, help="samples per micro-batch")
+    p.add_argument("--latent-dim", type=positive_int("--latent-dim"), default=16)
+    p.add_argument("--freqs", type=positive_int("--freqs", allow_zero=True), default=6, help="Fourier frequencies K")
     p.add_argument("--hidden", default="64,64,64", help="hidden widths, comma-separated")
     p.add_argument("--lr-w", type=float, default=3e-4)
     p.add_argument("--lr-z", type=float, default=1e-3)
@@ -25,14 +26,15 @@ def _add_common(p) -> None:
     p.add_argument("--lambda-w", type=float, default=1e-6, help="weight decay (0 disables)")
     p.add_argument("--batched-lr", type=float, default=1e-3, help="Adam lr of --schedule batched")
     p.add_argument(
-        "--chunk", type=int, default=32, help="microbatch GEMM block (1 = literal per-sample scan; same result)"
+        "--chunk",
+        type=positive_int("--chunk"),
+        default=32,
+        help="microbatch GEMM block (1 = literal per-sample scan; same result)",
     )
     p.add_argument("--boundary-frac", type=float, default=0.6)
     p.add_argument("--corner-frac", type=float, default=0.15)
     p.add_argument("--band", type=float, default=0.1)
     p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
 
 
 def config_from_args(args):
@@ -66,30 +68,33 @@ def config_from_args(args):
         ),
         batch_size=args.batch,
         seed=args.seed,
-        **{k: getattr(args, k) for k in ("steps", "steps_per_call", "num_seeds", "eval_res") if hasattr(args, k)},
+        **{
+            k: getattr(args, k)
+            for k in ("steps", "steps_per_call", "num_seeds", "eval_res", "checkpoint_every")
+            if hasattr(args, k)
+        },
     )
-    return cfg.validate()
+    return cfg
 
 
 def _train(args) -> int:
-    from jaxsys.autodecoder.train import train
-    from jaxsys.train.io import make_run_dir
-    from jaxsys.train.sharding import make_mesh
+    import jax
 
+    from jaxsys.autodecoder.train import train
+    from jaxsys.train.cli_args import run_dir_from_args
+    from jaxsys.train.sharding import mesh_from_args
+
+    if args.fsdp:
+        raise ConfigError("--fsdp does not apply to the auto-decoder: its seeds share no parameters to shard")
+    mesh = mesh_from_args(args)  # joins a multi-process run when asked; before any JAX work
+    if not args.mesh and jax.process_count() == 1:
+        mesh = None  # train's default: the seeds over as many devices as divide --num-seeds
     cfg = config_from_args(args)
     if args.steps_per_call > cfg.steps:
         cfg = dataclasses.replace(cfg, steps_per_call=cfg.steps)
-    run_dir = Path(args.out) if args.out else make_run_dir(args.root, f"autodecoder-{args.schedule}")
+    run_dir = run_dir_from_args(args, "autodecoder")
     print(f"run directory: {run_dir}")
-    mesh = make_mesh(args.mesh) if args.mesh else None  # seeds over devices: --mesh data=N
-    summary = train(
-        cfg,
-        run_dir,
-        resume=not args.no_resume,
-        progress=not args.quiet,
-        infer_shape=args.infer_shape or None,
-        mesh=mesh,
-    )
+    summary = train(cfg, run_dir, mesh=mesh, progress=not args.no_progress, infer_shape=args.infer_shape or None)
     print(
         json.dumps(
             {k: summary[k] for k in ("schedule", "samples", "samples_per_s", "iou", "contour_abs_sdf") if k in summary},
@@ -103,25 +108,25 @@ def _train(args) -> int:
 
 
 def _view(args) -> int:
+    import jax
     import matplotlib
 
     from jaxsys.autodecoder.viewer import Viewer
 
-    if args.run:
-        import jax
-
+    if args.run_dir:
         from jaxsys.autodecoder.train import init_state, load_run
 
-        cfg, params, Z = load_run(Path(args.run))
+        cfg, params, Z = load_run(Path(args.run_dir))
         cfg = dataclasses.replace(cfg, num_seeds=1)
-        state = init_state(jax.random.PRNGKey(cfg.seed), cfg)
-        state = {**state, "params": params, "Z": Z}
+        key = jax.random.key(cfg.seed)
+        state = init_state(key, cfg).replace(params=params, latents=Z)
     else:
         cfg = config_from_args(args)
+        key = jax.random.key(cfg.seed)
         state = None
     if args.save:
         matplotlib.use("Agg")
-    v = Viewer(cfg, state=state, burst_steps=args.burst, res=args.res, tau=args.tau)
+    v = Viewer(cfg, key, state=state, burst_steps=args.burst, res=args.res, tau=args.tau)
     for key in args.keys:
         print(v.handle_key(key))
     v.connect()
@@ -143,11 +148,11 @@ def _infer(args) -> int:
     from jaxsys.autodecoder import infer, plots, recon
     from jaxsys.autodecoder.train import load_run
 
-    cfg, params, Z = load_run(Path(args.run))
+    cfg, params, Z = load_run(Path(args.run_dir))
     icfg = infer.InferConfig(steps=args.steps, lr=args.lr, seed=args.seed, lambda_z=cfg.sched.lambda_z)
     z, losses = infer.infer_latent(params, cfg.model, args.shape, icfg, cfg.sampler)
     m = recon.shape_metrics(params, z, cfg.model, args.shape, cfg.eval_res)
-    out = Path(args.run) / f"inferred-{args.shape}.png"
+    out = Path(args.run_dir) / f"inferred-{args.shape}.png"
     plots.plot_inferred(params, z, args.shape, cfg.model, cfg.sampler.beta, cfg.eval_res, out, m["iou"])
     print(json.dumps({"shape": args.shape, **m, "final_loss": float(losses[-1])}))
     print(f"wrote {out}")
@@ -160,25 +165,29 @@ def register(sub) -> None:
 
     t = gsub.add_parser("train", help="train on the analytic shapes; PNGs, metrics, checkpoints")
     _add_common(t)
-    t.add_argument("--steps", type=int, default=120_000, help="micro-batches")
-    t.add_argument("--steps-per-call", type=int, default=500, help="micro-batches per jitted burst")
-    t.add_argument("--num-seeds", type=int, default=1, help="independent seeds trained with vmap")
+    # --steps counts micro-batches; --mesh spreads the seeds over devices, e.g. data=4 with
+    # --num-seeds a multiple of 4 (default: as many devices as divide --num-seeds)
+    add_train_args(t, steps=120_000, checkpoint_every=10_000, dtypes=("float32", "float64"))
     t.add_argument(
-        "--mesh", default="", help="spread the seeds over devices, e.g. data=4 (num-seeds divisible by data)"
+        "--steps-per-call",
+        type=positive_int("--steps-per-call"),
+        default=500,
+        help="micro-batches per jitted call",
     )
-    t.add_argument("--eval-res", type=int, default=128, help="resolution of the IoU evaluation")
+    t.add_argument(
+        "--num-seeds", type=positive_int("--num-seeds"), default=1, help="independent seeds trained with vmap"
+    )
+    t.add_argument("--eval-res", type=positive_int("--eval-res"), default=128, help="resolution of the IoU evaluation")
     t.add_argument(
         "--infer-shape", default="rounded_box", help="after training, infer the latent of this new shape ('' to skip)"
     )
-    t.add_argument("--out", default="", help="run directory (resumes if it holds a checkpoint)")
-    t.add_argument("--root", default="runs", help="parent of a fresh run directory")
-    t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
     v = gsub.add_parser("view", help="interactive viewer (T/B/b/M/S/[/]/R keys)")
     _add_common(v)
-    v.add_argument("--run", default="", help="start from this run directory's checkpoint")
+    v.add_argument("--seed", type=int, default=0, help="random seed of a fresh model")
+    v.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    v.add_argument("--run-dir", default="", help="start from this run directory's checkpoint")
     v.add_argument("--burst", type=int, default=200, help="micro-batches per T press")
     v.add_argument("--res", type=int, default=96)
     v.add_argument("--tau", type=float, default=0.02)
@@ -187,7 +196,7 @@ def register(sub) -> None:
     v.set_defaults(func=_view)
 
     i = gsub.add_parser("infer", help="infer the latent of a new shape with the decoder frozen")
-    i.add_argument("--run", required=True, help="trained run directory")
+    i.add_argument("--run-dir", required=True, help="trained run directory")
     i.add_argument("--shape", default="rounded_box", help="registered shape name")
     i.add_argument("--steps", type=int, default=600)
     i.add_argument("--lr", type=float, default=5e-3)

@@ -28,13 +28,12 @@ class InferConfig:
     init_std: float = 0.01  # z0 ~ N(0, init_std^2)
     seed: int = 0  # sampling / init seed
 
-    def validate(self) -> "InferConfig":
+    def __post_init__(self):
         for f in ("steps", "batch_size"):
             if getattr(self, f) < 1:
                 raise ConfigError(f"InferConfig.{f} must be >= 1, got {getattr(self, f)}")
         if not self.lr > 0:
             raise ConfigError(f"InferConfig.lr must be > 0, got {self.lr}")
-        return self
 
 
 @partial(jax.jit, static_argnames=("mcfg", "scfg", "icfg"))
@@ -63,9 +62,8 @@ def infer_latent(
 ):
     """Fit a latent for registered shape `shape` with the decoder frozen -> (z [d], losses [steps])."""
     get_shape(shape)
-    icfg.validate()
     M.check_params(params, jnp.zeros((1, mcfg.latent_dim)), mcfg)
-    scfg = dataclasses.replace(sampler, shapes=(shape,)).validate()
+    scfg = dataclasses.replace(sampler, shapes=(shape,))
     return _fit(params, jax.random.PRNGKey(icfg.seed), mcfg, scfg, icfg)
 
 

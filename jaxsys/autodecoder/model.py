@@ -34,7 +34,8 @@ class ModelConfig:
     include_input: bool = True  # raw (x, y) in the encoding before the sin/cos features
     dtype: str = "float32"  # parameter / compute dtype ("float32" or "float64")
 
-    def validate(self) -> "ModelConfig":
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(self.hidden))  # a list from config.json: hashable again
         if self.latent_dim < 1:
             raise ConfigError(f"ModelConfig.latent_dim must be >= 1, got {self.latent_dim}")
         if self.num_freqs < 0:
@@ -45,7 +46,6 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.dtype must be float32 or float64, got {self.dtype!r}")
         if self.enc_dim < 1:
             raise ConfigError("ModelConfig: the encoding is empty (num_freqs=0 and no raw input)")
-        return self
 
     @property
     def enc_dim(self) -> int:
@@ -66,7 +66,6 @@ class ModelConfig:
 
 def init_params(key: jax.Array, cfg: ModelConfig) -> dict:
     """Hidden W ~ N(0, 1) / sqrt(fan_in), head W ~ 0.5 N(0, 1) / sqrt(fan_in), b = 0."""
-    cfg.validate()
     w = cfg.widths
     keys = jax.random.split(key, len(w) - 1)
     Ws, bs = [], []

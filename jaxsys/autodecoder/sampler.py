@@ -35,7 +35,8 @@ class SamplerConfig:
     corner_radius: float = 0.1  # near-corner points lie within this radius of a corner
     beta: float = 0.1  # target scale: t = clip(sdf / beta, -1, 1)
 
-    def validate(self) -> "SamplerConfig":
+    def __post_init__(self):
+        object.__setattr__(self, "shapes", tuple(self.shapes))  # a list from config.json: hashable again
         get_shapes(self.shapes)
         for name in ("boundary_frac", "corner_frac"):
             v = getattr(self, name)
@@ -49,7 +50,6 @@ class SamplerConfig:
         for name in ("band", "corner_radius", "beta"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"SamplerConfig.{name} must be > 0, got {getattr(self, name)}")
-        return self
 
 
 class Batch(NamedTuple):

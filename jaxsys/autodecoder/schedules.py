@@ -28,7 +28,7 @@ microbatch  (the reference C++ sketch's batched rule)
        dL/du = g of layer 0 (= W_0^T delta_0, also with the updated W_0), and the latent step
            Z[s_j] <- Z[s_j] - lr_z (dL/du[0:d] + lambda_z Z[s_j])   (current table value)
     The C++ sketch hands back layer 0's output delta as dL/du (a bug that feeds a 64-vector's head
-    into the 16-dim latent step); here dL/du is W_0^T delta_0 as stated, see notes/autodecoder.md.
+    into the 16-dim latent step); here dL/du is W_0^T delta_0 as stated.
 
     Two implementations of exactly this rule (tests check both against a plain numpy loop):
     `chunk == 1`: the literal per-sample `lax.scan` (`microbatch_scan`).
@@ -73,7 +73,7 @@ class ScheduleConfig:
     chunk: int = 32  # microbatch: samples per GEMM block (1 = literal per-sample scan)
     unroll: int = 1  # lax.scan unroll of the per-sample loops (strict, chunk == 1)
 
-    def validate(self) -> "ScheduleConfig":
+    def __post_init__(self):
         if self.name not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.name!r}; choose one of {SCHEDULES}")
         for f in ("lr_w", "lr_z", "batched_lr"):
@@ -84,7 +84,6 @@ class ScheduleConfig:
                 raise ConfigError(f"ScheduleConfig.{f} must be >= 0, got {getattr(self, f)}")
         if self.chunk < 1 or self.unroll < 1:
             raise ConfigError(f"ScheduleConfig.chunk and unroll must be >= 1, got {self.chunk}, {self.unroll}")
-        return self
 
 
 def _batch_inputs(Z, batch: Batch, mcfg: M.ModelConfig):

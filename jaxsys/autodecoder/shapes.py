@@ -10,7 +10,7 @@ box centred on the origin), plus three shapes that are *not* in the default trai
 
 The reference C++ sketch computes its triangle as max over edge half-plane values scaled so that the
 slanted edges report twice the real distance; here every SDF is the exact Euclidean distance
-(min over edges of the point-segment distance for polygons), see notes/autodecoder.md.
+(min over edges of the point-segment distance for polygons).
 
 Add a shape without touching the trainer:
 

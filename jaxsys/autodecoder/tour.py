@@ -16,9 +16,7 @@ def run_stage(run_dir: Path, quick: bool) -> dict:
     else:
         cfg = dataclasses.replace(TrainConfig(), steps=16_000, steps_per_call=1000, eval_res=128)
         icfg = InferConfig(steps=400)
-    s = train(
-        cfg, run_dir, resume=False, progress=not quick, log=lambda *a: None, infer_shape="rounded_box", infer_cfg=icfg
-    )
+    s = train(cfg, run_dir, progress=not quick, log=lambda *a: None, infer_shape="rounded_box", infer_cfg=icfg)
     return {
         "samples": s["samples"],
         "samples_per_s": round(s["samples_per_s"]),

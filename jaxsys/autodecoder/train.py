@@ -1,30 +1,45 @@
-"""Training: config, state, the jitted burst (a `lax.scan` over micro-batches with in-graph sampling),
-the driver loop with progress, metrics JSONL, orbax checkpoints + resume, and several seeds at once
-with `vmap`.
+"""Training: config, state, the jitted `train_step` (a `lax.scan` over micro-batches with in-graph
+sampling), and the one driver loop with progress, metrics JSONL, orbax checkpoints, automatic resume
+and a checkpoint on Ctrl-C. Several independent seeds train together with `vmap`; the loop always runs
+on a mesh whose 'data' axis splits the seeds (one device is a one-device mesh).
 
-State (a pytree of arrays, checkpointed as is):
-    {"params": {"W": [...], "b": [...]}, "Z": [S, d], "opt": optax state or (), "step": int32}
-With `num_seeds > 1` every leaf has a leading seed axis.
-
-Micro-batch `step` draws its samples with `fold_in(PRNGKey(seed), step)`, so a resumed run sees the
-same samples as an uninterrupted one.
+With `num_seeds > 1` every leaf of the TrainState has a leading seed axis; seeds share nothing, so XLA
+partitions the vmapped step over the devices without communication. Seed i draws its keys from
+`fold_in(key, i)`, and its micro-batch `step` from `fold_in(data_key_i, step)`, so a resumed run sees
+the same samples as an uninterrupted one and seed 0 of a several-seed run is the one-seed run.
 """
 
 import dataclasses
-import functools
-import json
+import math
 import time
 from pathlib import Path
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxsys.autodecoder import model as M
 from jaxsys.autodecoder import schedules as S
 from jaxsys.autodecoder.sampler import SamplerConfig, sample
-from jaxsys.errors import ConfigError
+from jaxsys.errors import ConfigError, DataError
+from jaxsys.train import sharding as sh
 from jaxsys.train.compile import init_jit
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """The part of TrainConfig the compiled step depends on (its static argument), so that runs
+    differing only in seed, length or logging share one compilation."""
+
+    model: M.ModelConfig  # network and latent sizes
+    sched: S.ScheduleConfig  # schedule and its learning rates
+    sampler: SamplerConfig  # shapes and sample mixture
+    batch_size: int  # samples per micro-batch
+    num_seeds: int  # independent runs trained together with vmap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,291 +49,313 @@ class TrainConfig:
     sampler: SamplerConfig = SamplerConfig()  # shapes and sample mixture
     batch_size: int = 256  # samples per micro-batch
     steps: int = 120_000  # micro-batches in total
-    steps_per_call: int = 500  # micro-batches per jitted burst
-    seed: int = 0  # base seed (seed i of num_seeds uses seed + i)
+    steps_per_call: int = 500  # micro-batches per jitted train_step call
+    seed: int = 0  # base seed; seed i of num_seeds starts from fold_in(key(seed), i)
     num_seeds: int = 1  # independent runs trained together with vmap
-    ckpt_every: int = 20  # bursts between checkpoints (0: only at the end)
+    checkpoint_every: int = 10_000  # micro-batches between checkpoints (0: only at the end)
     eval_res: int = 128  # resolution of the final IoU evaluation
 
-    def validate(self) -> "TrainConfig":
-        self.model.validate()
-        self.sched.validate()
-        self.sampler.validate()
+    def __post_init__(self):
         for f in ("batch_size", "steps", "steps_per_call", "num_seeds", "eval_res"):
             if getattr(self, f) < 1:
                 raise ConfigError(f"TrainConfig.{f} must be >= 1, got {getattr(self, f)}")
-        if self.ckpt_every < 0:
-            raise ConfigError(f"TrainConfig.ckpt_every must be >= 0, got {self.ckpt_every}")
-        return self
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"TrainConfig.checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+    def step_config(self) -> StepConfig:
+        return StepConfig(self.model, self.sched, self.sampler, self.batch_size, self.num_seeds)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @staticmethod
-    def from_dict(d: dict) -> "TrainConfig":
-        d = dict(d)
-        md = d.pop("model")
-        m = M.ModelConfig(**{**md, "hidden": tuple(md["hidden"])})
-        s = S.ScheduleConfig(**d.pop("sched"))
-        sm = d.pop("sampler")
-        sp = SamplerConfig(**{**sm, "shapes": tuple(sm["shapes"])})
-        return TrainConfig(model=m, sched=s, sampler=sp, **d)
+    def from_dict(d: dict, where: str = "config") -> "TrainConfig":
+        try:
+            d = dict(d)
+            m = M.ModelConfig(**d.pop("model"))
+            s = S.ScheduleConfig(**d.pop("sched"))
+            sp = SamplerConfig(**d.pop("sampler"))
+            return TrainConfig(model=m, sched=s, sampler=sp, **d)
+        except (TypeError, KeyError, AttributeError) as e:
+            raise DataError(f"{where} is not an auto-decoder training config: {e}") from None
 
 
-def init_state(key: jax.Array, cfg: TrainConfig) -> dict:
-    """Fresh state for one seed."""
-    return _init_state_jit(key, StepConfig.of(cfg))
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 micro-batches done
+    params: dict  # {"W": [W_l], "b": [b_l]}
+    opt_state: Any  # optax state of the batched schedule, () for the SGD schedules
+    latents: jax.Array  # Z [num_shapes, d]
 
 
-def _init_state(key, cfg):
-    kp, kz = jax.random.split(key)
-    params = M.init_params(kp, cfg.model)
-    Z = M.init_latents(kz, len(cfg.sampler.shapes), cfg.model)
-    return {"params": params, "Z": Z, "opt": S.init_opt(params, Z, cfg.sched), "step": jnp.zeros((), jnp.int32)}
+def seed_keys(key: jax.Array, num_seeds: int) -> jax.Array:
+    """Key of seed i: fold_in(key, i); [num_seeds] keys, or one key (no seed axis) for one seed."""
+    if num_seeds == 1:
+        return jax.random.fold_in(key, 0)
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_seeds))
 
 
-# compiled at XLA's backend optimisation level 0 (jaxsys.train.compile.init_jit): the vmapped 4-seed
-# init compiles in 1.4 s instead of 8 s, values within 1 float32 ulp of the default level's
+def _init_state(key: jax.Array, cfg: StepConfig) -> TrainState:
+    def one(k):
+        kp, kz = jax.random.split(k)
+        params = M.init_params(kp, cfg.model)
+        Z = M.init_latents(kz, len(cfg.sampler.shapes), cfg.model)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=S.init_opt(params, Z, cfg.sched), latents=Z
+        )
+
+    ks = seed_keys(key, cfg.num_seeds)
+    return one(ks) if cfg.num_seeds == 1 else jax.vmap(one)(ks)
+
+
+# a few random draws: compiled at XLA's backend optimisation level 0 (jaxsys.train.compile.init_jit)
 _init_state_jit = init_jit(_init_state, static_argnames="cfg")
 
 
-def _init_states(keys, cfg):
-    return jax.vmap(lambda k: _init_state(k, cfg))(keys)
+def init_state(key: jax.Array, cfg: TrainConfig) -> TrainState:
+    """Fresh state of every seed (leading seed axis when num_seeds > 1)."""
+    return _init_state_jit(key, cfg.step_config())
 
 
-_init_states_jit = init_jit(_init_states, static_argnames="cfg")
+def data_keys(key: jax.Array, cfg: TrainConfig) -> jax.Array:
+    """The sampling key of every seed ([num_seeds], or one key for one seed)."""
+    ks = seed_keys(key, cfg.num_seeds)
+    return jax.random.fold_in(ks, 1) if cfg.num_seeds == 1 else jax.vmap(lambda k: jax.random.fold_in(k, 1))(ks)
 
 
-def init_states(cfg: TrainConfig) -> dict:
-    """State for all seeds (leading seed axis when num_seeds > 1); seed i starts from
-    PRNGKey(cfg.seed + i). Compiled once per StepConfig."""
-    cfg.validate()
-    if cfg.num_seeds == 1:
-        return init_state(jax.random.PRNGKey(cfg.seed), cfg)
-    keys = jnp.stack([jax.random.PRNGKey(cfg.seed + i) for i in range(cfg.num_seeds)])
-    return _init_states_jit(keys, StepConfig.of(cfg))
+def _micro_batch(state: TrainState, data_key: jax.Array, cfg: StepConfig):
+    batch = sample(jax.random.fold_in(data_key, state.step), cfg.batch_size, cfg.sampler, cfg.model.jdtype)
+    params, Z, opt, loss = S.update(state.params, state.latents, state.opt_state, batch, cfg.model, cfg.sched)
+    new = TrainState(step=state.step + 1, params=params, opt_state=opt, latents=Z)
+    return new, (jnp.mean(loss), jnp.mean(jnp.linalg.norm(Z, axis=-1)))
 
 
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-    """The part of TrainConfig the compiled burst depends on (the jit static argument), so that
-    runs differing only in seed, length or logging share one compilation."""
-
-    model: M.ModelConfig
-    sched: S.ScheduleConfig
-    sampler: SamplerConfig
-    batch_size: int
-    num_seeds: int
-
-    @staticmethod
-    def of(cfg: TrainConfig) -> "StepConfig":
-        return StepConfig(cfg.model, cfg.sched, cfg.sampler, cfg.batch_size, cfg.num_seeds)
-
-
-def _step(state: dict, data_key: jax.Array, cfg: StepConfig):
-    dt = cfg.model.jdtype
-    batch = sample(jax.random.fold_in(data_key, state["step"]), cfg.batch_size, cfg.sampler, dt)
-    params, Z, opt, loss = S.update(state["params"], state["Z"], state["opt"], batch, cfg.model, cfg.sched)
-    new = {"params": params, "Z": Z, "opt": opt, "step": state["step"] + 1}
-    mean_abs_z = jnp.mean(jnp.linalg.norm(Z, axis=-1))
-    return new, (jnp.mean(loss), mean_abs_z)
-
-
-def _burst(state: dict, data_key: jax.Array, cfg: StepConfig, n_steps: int):
-    """`n_steps` micro-batches; returns (state, per-step mean loss [n], per-step mean |z| [n])."""
-    state, (loss, zn) = jax.lax.scan(lambda s, _: _step(s, data_key, cfg), state, None, length=n_steps)
+def _one_seed(state: TrainState, data_key: jax.Array, cfg: StepConfig, n_steps: int):
+    state, (loss, zn) = jax.lax.scan(lambda s, _: _micro_batch(s, data_key, cfg), state, None, length=n_steps)
     return state, loss, zn
 
 
-def _burst_seeds(state, data_keys, cfg: StepConfig, n_steps: int):
+def _train_step(state: TrainState, data_keys: jax.Array, cfg: StepConfig, n_steps: int):
+    """`n_steps` micro-batches of every seed in one call -> (state, per-step mean loss [(seeds,) n],
+    per-step mean |z| [(seeds,) n]). `train_step` is its jit (once per StepConfig and n_steps; the
+    state is donated): `train_step(state, keys, cfg=tcfg.step_config(), n_steps=n)`. On a mesh, place
+    the state and keys with `put_seed_state`: the step runs where they live."""
     if cfg.num_seeds == 1:
-        return _burst(state, data_keys, cfg, n_steps)
-    return jax.vmap(lambda s, k: _burst(s, k, cfg, n_steps))(state, data_keys)
+        return _one_seed(state, data_keys, cfg, n_steps)
+    return jax.vmap(lambda s, k: _one_seed(s, k, cfg, n_steps))(state, data_keys)
 
 
-burst_jit = jax.jit(_burst_seeds, static_argnames=("cfg", "n_steps"), donate_argnums=(0,))
+train_step = jax.jit(_train_step, static_argnames=("cfg", "n_steps"), donate_argnames="state")
 
 
-def train_burst(state: dict, data_keys: jax.Array, cfg: TrainConfig, n_steps: int):
-    """Run `n_steps` micro-batches of every seed (jitted once per StepConfig and n_steps; the
-    state's buffers are donated). Returns (state, loss [(seeds,) n], mean |z| [(seeds,) n])."""
-    return burst_jit(state, data_keys, cfg=StepConfig.of(cfg), n_steps=n_steps)
-
-
-def data_keys(cfg: TrainConfig) -> jax.Array:
+def seed_slice(tree: Any, i: int, cfg: TrainConfig) -> Any:
+    """The state (or any seed-major tree) of seed i (identity when num_seeds == 1)."""
     if cfg.num_seeds == 1:
-        return jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
-    return jnp.stack([jax.random.fold_in(jax.random.PRNGKey(cfg.seed + i), 1) for i in range(cfg.num_seeds)])
+        return tree
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
-def seed_slice(state: dict, i: int, cfg: TrainConfig) -> dict:
-    """The state of seed i (identity when num_seeds == 1)."""
-    if cfg.num_seeds == 1:
-        return state
-    return jax.tree_util.tree_map(lambda x: x[i], state)
+# ------------------------------------------------------------------------------ seeds on a mesh
+def check_seed_mesh(mesh: Mesh, cfg: TrainConfig) -> None:
+    d = int(mesh.shape["data"])
+    if cfg.num_seeds == 1 and d > 1:
+        raise ConfigError(
+            f"one seed cannot be spread over {d} devices; use --num-seeds a multiple of the mesh data axis"
+        )
+    if cfg.num_seeds % d:
+        raise ConfigError(f"num_seeds={cfg.num_seeds} is not divisible by the mesh data axis ({d})")
+
+
+def seed_mesh(cfg: TrainConfig) -> Mesh:
+    """The default mesh: the seeds over as many visible devices as divide num_seeds (all of them
+    when their count divides it; one seed trains on one device). With several processes: every device."""
+    if jax.process_count() > 1:
+        return sh.make_mesh(None)
+    return sh.make_mesh(None, devices=jax.devices()[: math.gcd(cfg.num_seeds, jax.device_count())])
+
+
+def seed_shardings(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf split on its leading (seed) axis over 'data' (replicated when 'data' is 1)."""
+    split = int(mesh.shape["data"]) > 1
+    return jax.tree_util.tree_map(
+        lambda x: NamedSharding(mesh, P("data") if split and len(x.shape) >= 1 else P()), tree
+    )
+
+
+def put_seed_state(tree: Any, mesh: Mesh) -> Any:
+    return sh.put_tree(tree, seed_shardings(tree, mesh))
+
+
+# ------------------------------------------------------------------------------------ the loop
+def _check_resume(run_dir: Path, cfg: TrainConfig) -> None:
+    """A run dir holding a checkpoint must hold this run: only --steps and --checkpoint-every may change."""
+    from jaxsys.train.io import load_json
+
+    old = TrainConfig.from_dict(load_json(run_dir / "config.json", f"{run_dir}/config.json"), f"{run_dir}/config.json")
+    same = dataclasses.replace(cfg, steps=old.steps, checkpoint_every=old.checkpoint_every)
+    if old != same:
+        diff = [f.name for f in dataclasses.fields(cfg) if getattr(old, f.name) != getattr(same, f.name)]
+        raise ConfigError(
+            f"{run_dir} holds a run with a different config ({', '.join(diff)}); use a new --run-dir "
+            "or matching options (only --steps and --checkpoint-every may change on resume)"
+        )
+
+
+def _save_on_interrupt(ckpt, state: TrainState, start: int, log) -> None:
+    """Ctrl-C: checkpoint the newest state unless its buffers went to a step that never returned."""
+    try:
+        if any(a.is_deleted() for a in jax.tree_util.tree_leaves(state)):
+            log("interrupted: the newest state was lost mid-step; the last checkpoint stands")
+            return
+        step = int(np.max(sh.to_host(state.step)))
+        if step > start and ckpt.latest_step() != step:
+            ckpt.save(step, state, meta={"step": step})
+            log(f"interrupted: checkpoint saved at step {step}")
+    except Exception as e:  # noqa: BLE001  never mask the interrupt; the periodic checkpoints remain
+        log(f"interrupted: could not save a checkpoint ({type(e).__name__}: {e})")
 
 
 def train(
     cfg: TrainConfig,
     run_dir: Path,
     *,
-    resume: bool = True,
+    mesh: Mesh | None = None,
     progress: bool = True,
     log=print,
     render: bool = True,
     infer_shape: str | None = None,
     infer_cfg=None,
-    mesh=None,
 ) -> dict:
     """Train, writing run_dir/{config.json, metrics.jsonl, ckpt/, *.png, summary.json}.
 
-    Resumes from the latest checkpoint in run_dir/ckpt when `resume` and one exists (the config
-    stored in run_dir must then match). Returns the summary dict (per-shape IoU etc.)."""
+    Resumes from the latest checkpoint in run_dir/ckpt when there is one (the config stored in
+    run_dir must then match). `mesh=None` is `seed_mesh(cfg)`. Returns the summary dict (per-shape
+    IoU etc.)."""
     from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
 
-    cfg.validate()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / "config.json"
-    if cfg_path.exists() and resume:
-        old = json.loads(cfg_path.read_text())
-        if TrainConfig.from_dict(old) != dataclasses.replace(cfg, steps=TrainConfig.from_dict(old).steps):
-            raise ConfigError(
-                f"{run_dir} holds a run with a different config; use a new --out "
-                "or matching options (only --steps may change on resume)"
-            )
-    atomic_write_json(cfg_path, cfg.to_dict())
-    state = init_states(cfg)
+    mesh = seed_mesh(cfg) if mesh is None else mesh
+    check_seed_mesh(mesh, cfg)
     ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=2)
+    resuming = ckpt.latest_step() is not None
+    if resuming:
+        _check_resume(run_dir, cfg)
+    atomic_write_json(run_dir / "config.json", cfg.to_dict())
+    key = jax.random.key(cfg.seed)
+    state = put_seed_state(init_state(key, cfg), mesh)
+    keys = put_seed_state(data_keys(key, cfg), mesh)
     start = 0
-    if resume and ckpt.latest_step() is not None:
+    if resuming:
         state, meta = ckpt.restore(like=state)
         start = int(meta.get("step", ckpt.latest_step()))
         log(f"resumed from step {start} in {run_dir / 'ckpt'}")
-    keys = data_keys(cfg)
-    burst = functools.partial(train_burst, cfg=cfg)
-    if mesh is not None:  # the seed axis split over the mesh's 'data' devices (jaxsys.autodecoder.sharded)
-        from jaxsys.autodecoder import sharded
-
-        state, keys = sharded.put_seed_state(state, mesh), sharded.put_seed_state(keys, mesh)
-        burst = lambda s, k, n_steps: sharded.make_sharded_burst(mesh, cfg, n_steps)(s, k)  # noqa: E731
+    scfg = cfg.step_config()
     metrics = MetricsWriter(run_dir / "metrics.jsonl")
     step = start
-    total_samples = cfg.steps * cfg.batch_size
     bar = Progress(total=cfg.steps, desc=f"autodecoder/{cfg.sched.name}", initial=start, disable=not progress)
-    t0 = time.perf_counter()
-    n_bursts = 0
-    while step < cfg.steps:
-        n = min(cfg.steps_per_call, cfg.steps - step)
-        state, loss, zn = burst(state, keys, n_steps=n)
-        loss = np.asarray(loss).reshape(-1, n)
-        zn = np.asarray(zn).reshape(-1, n)
-        step += n
-        n_bursts += 1
-        if not np.all(np.isfinite(loss)):
-            raise ConfigError(f"training diverged (non-finite loss) by step {step}; lower the learning rates")
-        elapsed = time.perf_counter() - t0
-        metrics.write(
-            step=step,
-            samples=step * cfg.batch_size,
-            loss=float(loss[:, -1].mean()),
-            loss_burst=float(loss.mean()),
-            mean_abs_z=float(zn[:, -1].mean()),
-            loss_per_seed=[float(v) for v in loss.mean(1)],
-            samples_per_s=(step - start) * cfg.batch_size / max(elapsed, 1e-9),
-        )
-        bar.set(loss=float(loss.mean()), z=float(zn[:, -1].mean()))
-        bar.update(n)
-        if cfg.ckpt_every and n_bursts % cfg.ckpt_every == 0 and step < cfg.steps:
+    newest = state
+    try:
+        t0 = time.perf_counter()
+        while step < cfg.steps:
+            n = min(cfg.steps_per_call, cfg.steps - step)
+            state, loss, zn = train_step(state, keys, cfg=scfg, n_steps=n)
+            newest = state
+            loss = np.asarray(sh.to_host(loss)).reshape(-1, n)
+            zn = np.asarray(sh.to_host(zn)).reshape(-1, n)
+            step += n
+            if not np.all(np.isfinite(loss)):
+                raise ConfigError(f"training diverged (non-finite loss) by step {step}; lower the learning rates")
+            elapsed = time.perf_counter() - t0
+            metrics.write(
+                step=step,
+                samples=step * cfg.batch_size,
+                loss=float(loss[:, -1].mean()),
+                loss_burst=float(loss.mean()),
+                mean_abs_z=float(zn[:, -1].mean()),
+                loss_per_seed=[float(v) for v in loss.mean(1)],
+                samples_per_s=(step - start) * cfg.batch_size / max(elapsed, 1e-9),
+            )
+            bar.set(loss=float(loss.mean()), z=float(zn[:, -1].mean()))
+            bar.update(n)
+            every = cfg.checkpoint_every
+            if every and step // every > (step - n) // every and step < cfg.steps:
+                ckpt.save(step, state, meta={"step": step})
+        bar.close()
+        train_s = time.perf_counter() - t0
+        if ckpt.latest_step() != step:
             ckpt.save(step, state, meta={"step": step})
-    bar.close()
-    train_s = time.perf_counter() - t0
-    ckpt.save(step, state, meta={"step": step})
-    ckpt.close()
-    metrics.close()
+    except KeyboardInterrupt:
+        bar.close()
+        _save_on_interrupt(ckpt, newest, start, log)
+        raise
+    finally:
+        metrics.close()
+        ckpt.close()
     summary = {
         "schedule": cfg.sched.name,
         "steps": step,
         "samples": step * cfg.batch_size,
         "train_seconds": round(train_s, 2),
         "samples_per_s": round((step - start) * cfg.batch_size / max(train_s, 1e-9), 1),
-        "total_samples_planned": total_samples,
+        "total_samples_planned": cfg.steps * cfg.batch_size,
     }
-    from jaxsys.autodecoder import recon
+    summary.update(_evaluate(sh.to_host(state), cfg, run_dir, render, infer_shape, infer_cfg))
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
 
-    summary["seeds"] = []
+
+def _evaluate(state: TrainState, cfg: TrainConfig, run_dir: Path, render: bool, infer_shape, infer_cfg) -> dict:
+    """IoU of every seed, PNGs of seed 0 and (with `infer_shape`) a new shape's inferred latent."""
+    from jaxsys.autodecoder import plots, recon
+
+    out: dict = {"seeds": []}
     for i in range(cfg.num_seeds):
         st = seed_slice(state, i, cfg)
-        summary["seeds"].append(recon.evaluate(st["params"], st["Z"], cfg, res=cfg.eval_res))
-    s0 = summary["seeds"][0]
-    summary["iou"] = s0["iou"]
-    summary["contour_abs_sdf"] = s0["contour_abs_sdf"]
+        out["seeds"].append(recon.evaluate(st.params, st.latents, cfg, res=cfg.eval_res))
+    s0 = out["seeds"][0]
+    out["iou"] = s0["iou"]
+    out["contour_abs_sdf"] = s0["contour_abs_sdf"]
     st = seed_slice(state, 0, cfg)
     if render:
-        from jaxsys.autodecoder import plots
-
-        summary["pngs"] = plots.render_all(
-            run_dir, st["params"], st["Z"], cfg, metrics_path=run_dir / "metrics.jsonl", iou=s0["iou"]
+        out["pngs"] = plots.render_all(
+            run_dir, st.params, st.latents, cfg, metrics_path=run_dir / "metrics.jsonl", iou=s0["iou"]
         )
     if infer_shape:
         from jaxsys.autodecoder import infer
 
         icfg = infer_cfg or infer.InferConfig(lambda_z=cfg.sched.lambda_z)
         t1 = time.perf_counter()
-        z, losses = infer.infer_latent(st["params"], cfg.model, infer_shape, icfg, cfg.sampler)
-        m = recon.shape_metrics(st["params"], z, cfg.model, infer_shape, cfg.eval_res)
-        summary["inferred"] = {
+        z, losses = infer.infer_latent(st.params, cfg.model, infer_shape, icfg, cfg.sampler)
+        m = recon.shape_metrics(st.params, z, cfg.model, infer_shape, cfg.eval_res)
+        out["inferred"] = {
             "shape": infer_shape,
             **m,
             "final_loss": float(losses[-1]),
             "seconds": round(time.perf_counter() - t1, 2),
         }
         if render:
-            from jaxsys.autodecoder import plots
-
             plots.plot_inferred(
-                st["params"],
-                z,
-                infer_shape,
-                cfg.model,
-                cfg.sampler.beta,
-                cfg.eval_res,
-                run_dir / "inferred.png",
-                m["iou"],
+                st.params, z, infer_shape, cfg.model, cfg.sampler.beta, cfg.eval_res, run_dir / "inferred.png", m["iou"]
             )
-            summary["pngs"].append("inferred.png")
-    atomic_write_json(run_dir / "summary.json", summary)
-    return summary
+            out["pngs"].append("inferred.png")
+    return out
 
 
-def load_run(run_dir: Path, seed_index: int = 0):
-    """(cfg, params, Z) of the latest checkpoint in run_dir."""
-    from jaxsys.errors import DataError
+def load_run(run_dir: Path, seed_index: int = 0) -> tuple[TrainConfig, dict, jax.Array]:
+    """(cfg, params, Z) of seed `seed_index` at the latest checkpoint in run_dir."""
     from jaxsys.train import Checkpointer
+    from jaxsys.train.io import load_json
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise DataError(f"{run_dir} is not an autodecoder run directory (no config.json)")
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    like = init_states(cfg)
-    with Checkpointer(run_dir / "ckpt") as ck:
-        state, _ = ck.restore(like=like)
+    where = f"{run_dir}/config.json"
+    cfg = TrainConfig.from_dict(load_json(run_dir / "config.json", where), where)
     if not 0 <= seed_index < cfg.num_seeds:
         raise ConfigError(f"seed index {seed_index} out of range (run has {cfg.num_seeds} seeds)")
+    like = init_state(jax.random.key(0), cfg)  # structure only; the checkpoint's values replace it
+    with Checkpointer(run_dir / "ckpt") as ck:
+        state, _ = ck.restore(like=like)
     st = seed_slice(state, seed_index, cfg)
-    return cfg, st["params"], st["Z"]
-
-
-def samples_per_second(cfg: TrainConfig, n_steps: int, repeats: int = 3) -> float:
-    """Throughput of `train_burst` (compile excluded; median of `repeats`)."""
-    state = init_states(cfg)
-    keys = data_keys(cfg)
-    state, loss, _ = train_burst(state, keys, cfg=cfg, n_steps=n_steps)
-    loss.block_until_ready()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        state, loss, _ = train_burst(state, keys, cfg=cfg, n_steps=n_steps)
-        loss.block_until_ready()
-        ts.append(time.perf_counter() - t)
-    return n_steps * cfg.batch_size * cfg.num_seeds / float(np.median(ts))
+    return cfg, st.params, st.latents

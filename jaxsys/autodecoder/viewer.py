@@ -10,10 +10,11 @@ The key logic lives in `Viewer.handle_key(key)` so it runs (and is tested) headl
 
 import dataclasses
 
+import jax
 import numpy as np
 
 from jaxsys.autodecoder import recon
-from jaxsys.autodecoder.train import TrainConfig, data_keys, init_states, train_burst
+from jaxsys.autodecoder.train import TrainConfig, TrainState, data_keys, init_state, train_step
 from jaxsys.errors import ConfigError
 
 MIN_BATCH, MAX_BATCH = 1, 1 << 16
@@ -22,17 +23,24 @@ TAU_FACTOR = 1.5
 
 class Viewer:
     def __init__(
-        self, cfg: TrainConfig, state: dict | None = None, burst_steps: int = 100, res: int = 96, tau: float = 0.02
+        self,
+        cfg: TrainConfig,
+        key: jax.Array,
+        state: TrainState | None = None,
+        burst_steps: int = 100,
+        res: int = 96,
+        tau: float = 0.02,
     ):
+        """`key` starts a fresh model (unless `state` is given) and draws the training samples."""
         if cfg.num_seeds != 1:
             raise ConfigError("the viewer shows one seed; use num_seeds=1")
         if not tau > 0:
             raise ConfigError(f"tau must be > 0, got {tau}")
         if burst_steps < 1:
             raise ConfigError(f"burst_steps must be >= 1, got {burst_steps}")
-        self.cfg = cfg.validate()
-        self.state = init_states(cfg) if state is None else state
-        self.keys = data_keys(cfg)
+        self.cfg = cfg
+        self.state = init_state(key, cfg) if state is None else state
+        self.keys = data_keys(key, cfg)
         self.burst_steps = burst_steps
         self.res = res
         self.tau = tau
@@ -49,7 +57,7 @@ class Viewer:
 
     # -- actions -------------------------------------------------------------------------------
     def train_burst(self) -> None:
-        self.state, loss, _ = train_burst(self.state, self.keys, cfg=self.cfg, n_steps=self.burst_steps)
+        self.state, loss, _ = train_step(self.state, self.keys, cfg=self.cfg.step_config(), n_steps=self.burst_steps)
         self.last_loss = float(np.asarray(loss)[-1])
 
     def set_batch(self, b: int) -> None:
@@ -61,7 +69,7 @@ class Viewer:
         out = []
         for i in range(len(self.cfg.sampler.shapes)):
             sdf = beta * np.asarray(
-                recon.render_rows(self.state["params"], self.state["Z"][i], self.cfg.model, self.res)
+                recon.render_rows(self.state.params, self.state.latents[i], self.cfg.model, self.res)
             )
             if not self.show_mask:
                 out.append(sdf)
@@ -102,7 +110,7 @@ class Viewer:
     def status_line(self) -> str:
         view = ("soft mask" if self.soft else "hard mask") if self.show_mask else "SDF heatmap"
         return (
-            f"step {int(np.asarray(self.state['step']))}  B={self.batch_size}  "
+            f"step {int(np.asarray(self.state.step))}  B={self.batch_size}  "
             f"{self.cfg.sched.name}  loss={self.last_loss:.3g}  view={view}  tau={self.tau:.3g}  "
             "[T train, B/b batch, M mask, S soft, [ ] tau, R refresh]"
         )

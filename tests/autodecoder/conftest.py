@@ -11,7 +11,7 @@ TINY = TrainConfig(
     steps=8,
     steps_per_call=4,
     eval_res=24,
-    ckpt_every=1,
+    checkpoint_every=4,
 )
 
 

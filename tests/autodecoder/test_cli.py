@@ -9,8 +9,6 @@ matplotlib.use("Agg")
 
 from jaxsys.cli import main  # noqa: E402
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 # the same model / batch / burst length as conftest.TINY, so the jitted burst is shared
 TINY_ARGS = [
     "--latent-dim",
@@ -30,7 +28,20 @@ TINY_ARGS = [
 
 def test_train_view_infer(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["autodecoder", "train", *TINY_ARGS, "--steps", "4", "--out", str(out), "--quiet", "--infer-shape", ""])
+    rc = main(
+        [
+            "autodecoder",
+            "train",
+            *TINY_ARGS,
+            "--steps",
+            "4",
+            "--run-dir",
+            str(out),
+            "--no-progress",
+            "--infer-shape",
+            "",
+        ]
+    )
     assert rc == 0
     for f in ("summary.json", "metrics.jsonl", "config.json", "reconstructions.png", "interpolation.png", "curves.png"):
         assert (out / f).exists(), f
@@ -42,7 +53,7 @@ def test_train_view_infer(tmp_path, capsys):
             [
                 "autodecoder",
                 "view",
-                "--run",
+                "--run-dir",
                 str(out),
                 "--burst",
                 "4",
@@ -57,18 +68,29 @@ def test_train_view_infer(tmp_path, capsys):
         == 0
     )
     assert png.exists()
-    assert main(["autodecoder", "infer", "--run", str(out), "--shape", "circle", "--steps", "5"]) == 0
+    assert main(["autodecoder", "infer", "--run-dir", str(out), "--shape", "circle", "--steps", "5"]) == 0
     assert '"iou"' in capsys.readouterr().out
 
 
 def test_bad_input(tmp_path, capsys):
-    assert main(["autodecoder", "train", *TINY_ARGS, "--shapes", "circle,blob", "--out", str(tmp_path / "x")]) == 2
+    assert main(["autodecoder", "train", *TINY_ARGS, "--shapes", "circle,blob", "--run-dir", str(tmp_path / "x")]) == 2
     assert "unknown shape 'blob'" in capsys.readouterr().err
-    assert main(["autodecoder", "train", "--batch", "0", "--out", str(tmp_path / "y")]) == 2
-    assert "batch_size must be >= 1" in capsys.readouterr().err
+    for argv, msg in [
+        (["--batch", "0"], "--batch must be >= 1, got 0"),
+        (["--num-seeds", "0"], "--num-seeds must be >= 1, got 0"),
+        (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1, got 0"),
+        (["--out", str(tmp_path / "y")], "unrecognized arguments: --out"),  # old spellings are gone
+        (["--quiet"], "unrecognized arguments: --quiet"),
+        (["--no-resume"], "unrecognized arguments: --no-resume"),
+    ]:
+        with pytest.raises(SystemExit) as e:  # argparse: one 'jaxsys: error:' line, exit 2
+            main(["autodecoder", "train", *argv, "--run-dir", str(tmp_path / "y")])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert main(["autodecoder", "train", *TINY_ARGS, "--fsdp", "--run-dir", str(tmp_path / "z")]) == 2
+    assert "--fsdp does not apply" in capsys.readouterr().err
     assert main(["autodecoder", "view", "--tau", "0", "--save", str(tmp_path / "v.png")]) == 2
     assert "tau must be > 0" in capsys.readouterr().err
-    assert main(["autodecoder", "infer", "--run", str(tmp_path / "nothing")]) == 2
+    assert main(["autodecoder", "infer", "--run-dir", str(tmp_path / "nothing")]) == 2
     assert "not an autodecoder run directory" in capsys.readouterr().err
 
 

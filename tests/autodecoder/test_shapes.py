@@ -10,7 +10,7 @@ import pytest
 from jaxsys.autodecoder import shapes as SH
 from jaxsys.errors import ConfigError, ShapeError
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: compared with float64 references at tight tolerances
 
 jax.config.update("jax_enable_x64", True)
 

@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.backend_bases import KeyEvent  # noqa: E402
@@ -11,16 +12,14 @@ from matplotlib.backend_bases import KeyEvent  # noqa: E402
 from jaxsys.autodecoder.viewer import Viewer  # noqa: E402
 from jaxsys.errors import ConfigError  # noqa: E402
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def test_keys(tiny):
-    v = Viewer(tiny, burst_steps=4, res=16, tau=0.02)
+    v = Viewer(tiny, jax.random.key(0), burst_steps=4, res=16, tau=0.02)
     v.connect()
     assert v.fig is not None and len(v.images) == 3
     heat0 = [im.copy() for im in v.images]
     assert v.handle_key("T").startswith("step 4 ")
-    assert int(v.state["step"]) == 4 and np.isfinite(v.last_loss)
+    assert int(v.state.step) == 4 and np.isfinite(v.last_loss)
     assert any(not np.allclose(a, b) for a, b in zip(heat0, v.images))  # the picture moved
     v.handle_key("B")
     assert v.batch_size == 64
@@ -28,7 +27,7 @@ def test_keys(tiny):
     v.handle_key("b")
     assert v.batch_size == 16
     v.handle_key("t")  # lower case works too; new batch size
-    assert int(v.state["step"]) == 8 and "B=16" in v.status
+    assert int(v.state.step) == 8 and "B=16" in v.status
     v.handle_key("M")
     assert v.show_mask and not v.soft
     assert all(set(np.unique(im)) <= {0.0, 1.0} for im in v.images)
@@ -57,6 +56,6 @@ def test_keys(tiny):
 
 def test_bad_viewer_input(tiny):
     with pytest.raises(ConfigError, match="tau"):
-        Viewer(tiny, tau=0.0)
+        Viewer(tiny, jax.random.key(0), tau=0.0)
     with pytest.raises(ConfigError, match="burst_steps"):
-        Viewer(tiny, burst_steps=0)
+        Viewer(tiny, jax.random.key(0), burst_steps=0)
