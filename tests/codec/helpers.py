@@ -83,3 +83,32 @@ def mutations(blob: bytes, other: bytes, rng, n: int, reseal_fn):
             p = rng.integers(0, len(b))
             b[p : p + 8] = rng.integers(0, 256, 8, dtype=np.uint8).tobytes()
         yield bytes(b) if i % 2 == 0 else reseal_fn(bytes(b))
+
+
+CONTAINER_HDR = struct.Struct("<4sHHIIQ")  # magic, version, reserved, index length, index CRC, data length
+
+
+def open_container(data: bytes) -> tuple[int, dict, bytearray]:
+    """(version, index dict, data section) of a container, without validation."""
+    import json
+
+    _, ver, _, ilen, _, _ = CONTAINER_HDR.unpack_from(data, 0)
+    n = CONTAINER_HDR.size
+    return ver, json.loads(data[n : n + ilen]), bytearray(data[n + ilen :])
+
+
+def seal_container(ver: int, index, body: bytes, index_bytes: bytes | None = None) -> bytes:
+    """A container with a valid index CRC around `index` (or raw `index_bytes`) and `body`."""
+    import json
+
+    ib = json.dumps(index).encode() if index_bytes is None else index_bytes
+    return CONTAINER_HDR.pack(b"JXCS", ver, 0, len(ib), zlib.crc32(ib), len(body)) + ib + bytes(body)
+
+
+def replace_blob(body: bytearray, ref: dict, new: bytes) -> None:
+    """Overwrite the blob `ref` ({offset, length, crc}) in the data section with `new` (same length)
+    and fix its CRC in the index."""
+    o, n = ref["offset"], ref["length"]
+    assert len(new) == n
+    body[o : o + n] = new
+    ref["crc"] = zlib.crc32(new)
