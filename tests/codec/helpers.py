@@ -11,17 +11,17 @@ from jaxsys.codec import format as fmt
 
 def reseal(blob: bytes) -> bytes:
     """Recompute payload and meta CRCs from the (possibly mutated) header offsets."""
+    H = fmt.HEADER
     b = bytearray(blob)
-    if len(b) < fmt.HEADER_SIZE:
+    if len(b) < H.size:
         return bytes(b)
-    f = list(fmt._HDR.unpack_from(b, 0))
-    t_off, p_off = f[15], f[19]
-    if not (fmt.HEADER_SIZE <= t_off <= p_off <= len(b)):
+    f = H.unpack(b)
+    t_off, p_off = f["table_off"], f["payload_off"]
+    if not (H.size <= t_off <= p_off <= len(b)):
         return bytes(b)
-    f[24] = zlib.crc32(bytes(b[p_off:]))
-    struct.pack_into("<I", b, fmt.HEADER_SIZE - 8, f[24])
-    meta = zlib.crc32(bytes(b[t_off:p_off]), zlib.crc32(bytes(b[: fmt.HEADER_SIZE - 4])))
-    struct.pack_into("<I", b, fmt.HEADER_SIZE - 4, meta)
+    struct.pack_into("<I", b, H.offset("payload_crc"), zlib.crc32(bytes(b[p_off:])))
+    meta = zlib.crc32(bytes(b[t_off:p_off]), zlib.crc32(bytes(b[: H.offset("meta_crc")])))
+    struct.pack_into("<I", b, H.offset("meta_crc"), meta)
     return bytes(b)
 
 
@@ -50,16 +50,17 @@ def reseal_group(blob: bytes) -> bytes:
     """Recompute a group blob's payload and meta CRCs from its (possibly mutated) section sizes."""
     from jaxsys.codec import group as G
 
+    H = G.HEADER
     b = bytearray(blob)
-    if len(b) < G.HEADER_SIZE:
+    if len(b) < H.size:
         return bytes(b)
-    f = list(G._HDR.unpack_from(b, 0))
-    p0 = G.HEADER_SIZE + f[6] + f[7] + f[8]
+    f = H.unpack(b)
+    p0 = H.size + f["table_size"] + f["directory_size"] + f["index_size"]
     if p0 > len(b):
         return bytes(b)
-    struct.pack_into("<I", b, G.HEADER_SIZE - 8, zlib.crc32(bytes(b[p0:])))
-    meta = zlib.crc32(bytes(b[G.HEADER_SIZE : p0]), zlib.crc32(bytes(b[: G.HEADER_SIZE - 4])))
-    struct.pack_into("<I", b, G.HEADER_SIZE - 4, meta)
+    struct.pack_into("<I", b, H.offset("payload_crc"), zlib.crc32(bytes(b[p0:])))
+    meta = zlib.crc32(bytes(b[H.size : p0]), zlib.crc32(bytes(b[: H.offset("meta_crc")])))
+    struct.pack_into("<I", b, H.offset("meta_crc"), meta)
     return bytes(b)
 
 

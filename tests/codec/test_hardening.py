@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from jaxsys.cli import main
-from jaxsys.codec import rans, store
+from jaxsys.codec import rans, sources, store
 from jaxsys.codec.format import CodecError
+from jaxsys.codec.tables import pack_shared_table
 from jaxsys.errors import DataError, JaxsysError
 from tests.codec.helpers import open_container, replace_blob, reseal, reseal_group, seal_container
 
@@ -28,11 +29,10 @@ def _gauss_i8(rng, shape):
 
 
 def _errors_on_both_paths(data: bytes, name: str, match: str = ""):
-    st = store.Store(data)
-    with pytest.raises(CodecError, match=match):
-        st.decode(name)
-    with pytest.raises(CodecError, match=match):
-        st.decode_jax(name)
+    """Opening the container or decoding `name` raises CodecError, on the host and on the device path."""
+    for decode in ("decode", "decode_jax"):
+        with pytest.raises(CodecError, match=match):
+            getattr(store.Store(data), decode)(name)
 
 
 # -- item 15: no silent narrowing on the device path ---------------------------------------------------
@@ -47,10 +47,13 @@ def test_decode_jax_does_not_narrow_64_bit_values():
     for n, x in t.items():
         with pytest.raises(JaxsysError, match=f"{x.dtype}.*jax_enable_x64"):
             st.decode_jax(n)
-    with jax.experimental.enable_x64():
+    jax.config.update("jax_enable_x64", True)
+    try:
         for n, x in t.items():
             y = st.decode_jax(n)
             assert y.dtype == x.dtype and np.array_equal(np.asarray(y), x)
+    finally:
+        jax.config.update("jax_enable_x64", False)
 
 
 # -- item 16: the device path checks the stored raw CRC ------------------------------------------------
@@ -180,12 +183,14 @@ def _huge_group_container(n_elements: int) -> bytes:
     n_lanes = -(-n_elements // lane_syms)
     freq = np.zeros(256, np.int64)
     freq[0] = 1 << 12
-    table = G.pack_table(freq)
+    table = pack_shared_table(freq)
     directory = b"".join(G.uleb(v) for v in (G.F_INT8 | G.F_1D, 1, n_elements, 1, lane_syms, 1))
     directory += struct.pack("<I", 0)
     index = np.full(n_lanes, 2, "<u2").tobytes()
     words = np.tile(np.array([0, 1], "<u2"), n_lanes).tobytes()
-    hdr = GROUP_HDR.pack(b"JXRG", 2, 40, 1, 12, 0, len(table), len(directory), len(index), len(words), 2 * n_lanes, 0, 0)
+    hdr = GROUP_HDR.pack(
+        b"JXRG", 2, 40, 1, 12, 0, len(table), len(directory), len(index), len(words), 2 * n_lanes, 0, 0
+    )
     blob = reseal_group(hdr + table + directory + index + words)
     import zlib
 
@@ -236,9 +241,9 @@ def test_tokenizer_json_is_not_weights(tmp_path):
     tok = {"version": "1.0", "truncation": None, "model": {"type": "WordPiece", "vocab": {"[PAD]": 0, "a": 1}}}
     (tmp_path / "tokenizer.json").write_text(__import__("json").dumps(tok))
     with pytest.raises(DataError, match="weights"):
-        store.load_tensors(tmp_path / "tokenizer.json")
+        sources.load_tensors(tmp_path / "tokenizer.json")
     (tmp_path / "w.json").write_text('{"wte": [[0.5, 1.0], [2.0, 3.0]], "n": {"b": [1.0]}}')
-    assert set(store.load_tensors(tmp_path / "w.json")) == {"wte", "n/b"}
+    assert set(sources.load_tensors(tmp_path / "w.json")) == {"wte", "n/b"}
 
 
 def test_bfloat16_int8_mode_decodes_as_bfloat16():
