@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from jaxsys.codec import decode as D
 from jaxsys.codec import format as fmt
-from jaxsys.codec import tiles as tl
 from jaxsys.codec import group as G
 from jaxsys.codec import rans, tables
+from jaxsys.codec import tiles as tl
 from jaxsys.codec.format import CodecError
 from jaxsys.errors import ConfigError, ShapeError
 from tests.codec.helpers import mutations, reseal_group, source
