@@ -1,10 +1,7 @@
 import numpy as np
-import pytest
 
 from jaxsys.cli import main
 from jaxsys.codec import sources
-
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
 
 def test_compress_info_decompress_npy(tmp_path, capsys):

@@ -10,8 +10,6 @@ from jaxsys.codec import format as fmt
 from jaxsys.codec.format import CodecError
 from tests.codec.helpers import reseal, source
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 CASES = [  # kind, shape, tile, lanes, prob_bits
     ("gauss", (24, 40), (8, 16), 4, 12),
     ("heavy", (37, 53), (16, 16), 5, 14),

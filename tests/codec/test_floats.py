@@ -5,8 +5,6 @@ import pytest
 
 from jaxsys.codec import floats
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 DTYPES = [np.float32, np.float16, ml_dtypes.bfloat16]
 
 

@@ -10,8 +10,6 @@ from jaxsys.codec.format import CodecError
 from jaxsys.errors import ConfigError, DataError, ShapeError
 from tests.codec.helpers import reseal, source
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 KINDS = ["uniform", "constant", "single", "all256", "gauss", "heavy", "ramp"]
 
 

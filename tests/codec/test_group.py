@@ -21,8 +21,6 @@ from jaxsys.codec.format import CodecError
 from jaxsys.errors import ConfigError, ShapeError
 from tests.codec.helpers import mutations, reseal_group, source
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def _mixed(rng):
     return [

@@ -7,8 +7,6 @@ from jaxsys.codec.format import CodecError
 from jaxsys.codec.quant import dequantize_int8, quantize_int8
 from jaxsys.errors import DataError
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 OPTS = store.LayerOpts(tile_shape=(16, 16), lanes=4)
 
 
