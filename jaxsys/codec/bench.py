@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from jaxsys.codec import format as fmt
+from jaxsys.codec import group as G
 from jaxsys.codec import tiles as tl
 from jaxsys.codec.decode import decode_layer
 
@@ -28,6 +29,22 @@ def coded_entropy_bits(x: np.ndarray, blob: bytes) -> float:
         t = tl.delta_forward(t)
     valid = np.arange(t.shape[1])[None, :] < h.tile_sizes()[:, None]
     return tl.entropy_bits(np.bincount(t[valid], minlength=256))
+
+
+def group_symbols(blob, arrays) -> np.ndarray:
+    """Pooled histogram (256,) of the symbols a group blob codes with its shared table (each rANS
+    tensor's chosen-predictor symbols); its order-0 entropy is the bound a shared table aims at."""
+    pg = G.parse_group(blob, check_crc=False)
+    counts = np.zeros(256, np.int64)
+    for m, x in zip(pg.members, arrays):
+        h = m.header
+        if h.coding == fmt.CODING_RAW:
+            continue
+        t = tl.to_tiles(np.ascontiguousarray(x).view(np.uint8).reshape(h.rows, h.cols), h.tile_rows, h.tile_cols)
+        if h.predictor == tl.PRED_DELTA:
+            t = tl.delta_forward(t)
+        counts += np.bincount(t[np.arange(t.shape[1])[None, :] < h.tile_sizes()[:, None]], minlength=256)
+    return counts
 
 
 def timeit(fn, repeats: int) -> list[float]:

@@ -435,33 +435,3 @@ def damaged_members(blob) -> list[int] | None:
         except CodecError:
             bad.append(k)
     return bad
-
-
-def group_symbols(blob, arrays) -> np.ndarray:
-    """Pooled histogram (256,) of the symbols the blob codes with its shared table (each rANS
-    tensor's chosen-predictor symbols); its order-0 entropy is the bound a shared table aims at."""
-    pg = parse_group(blob, check_crc=False)
-    counts = np.zeros(256, np.int64)
-    for m, x in zip(pg.members, arrays):
-        h = m.header
-        if h.coding == fmt.CODING_RAW:
-            continue
-        t = tl.to_tiles(np.ascontiguousarray(x).view(np.uint8).reshape(h.rows, h.cols), h.tile_rows, h.tile_cols)
-        if h.predictor == tl.PRED_DELTA:
-            t = tl.delta_forward(t)
-        counts += np.bincount(t[np.arange(t.shape[1])[None, :] < h.tile_sizes()[:, None]], minlength=256)
-    return counts
-
-
-def group_info(blob) -> dict:
-    pg = parse_group(blob)
-    raw = sum(m.header.size for m in pg.members)
-    return {
-        "tensors": len(pg.members),
-        "prob_bits": pg.prob_bits,
-        "raw_bytes": raw,
-        "blob_bytes": len(blob),
-        "ratio": raw / len(blob),
-        "lanes": int(sum(m.n_lanes for m in pg.members)),
-        "raw_tensors": sum(m.header.coding == fmt.CODING_RAW for m in pg.members),
-    }

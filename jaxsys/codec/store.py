@@ -186,7 +186,7 @@ class Store:
         self.nbytes = len(mv)
         self.version = h["version"]
         self._parsed_group = None
-        self._checked: set = set()
+        self._checked: dict = {}  # name -> blob headers, after index.check_entry
 
     @classmethod
     def open(cls, path) -> Store:
@@ -241,6 +241,8 @@ class Store:
     def headers(self, name: str) -> list:
         """The blob geometry of `name` (group member header, or one header per layer blob), after the
         entry has been cross-checked against it (index.check_entry), once per tensor."""
+        if name in self._checked:
+            return self._checked[name]
         e = self.entry(name)
         with _named(name):
             if e.member is not None:
@@ -250,9 +252,8 @@ class Store:
                 hs = [pg.members[e.member].header]
             else:
                 hs = [fmt.parse_header(self.part(name, i)) for i in range(len(e.parts))]
-            if name not in self._checked:
-                I.check_entry(e, hs)
-                self._checked.add(name)
+            I.check_entry(e, hs)
+        self._checked[name] = hs
         return hs
 
     def compressed_bytes(self, name: str) -> int:

@@ -17,6 +17,7 @@ from jaxsys.codec import format as fmt
 from jaxsys.codec import group as G
 from jaxsys.codec import rans, tables
 from jaxsys.codec import tiles as tl
+from jaxsys.codec.bench import group_symbols
 from jaxsys.codec.format import CodecError
 from jaxsys.errors import ConfigError, ShapeError
 from tests.codec.helpers import mutations, reseal_group, source
@@ -105,7 +106,7 @@ def test_pooled_bound_within_half_percent():
         for s in (20, 25, 30, 35, 40, 30, 25, 45)
     ]
     blob = G.encode_group(xs, min_lane_symbols=4096)
-    bound = tl.entropy_bits(G.group_symbols(blob, xs)) / 8
+    bound = tl.entropy_bits(group_symbols(blob, xs)) / 8
     pooled = tl.entropy_bits(sum(np.bincount(x.view(np.uint8).ravel(), minlength=256) for x in xs)) / 8
     assert bound == pytest.approx(pooled)
     assert len(blob) < 1.005 * bound
