@@ -113,3 +113,16 @@ def replace_blob(body: bytearray, ref: dict, new: bytes) -> None:
     assert len(new) == n
     body[o : o + n] = new
     ref["crc"] = zlib.crc32(new)
+
+
+def flip_group_flag(data: bytes, bit: int) -> bytes:
+    """A container whose group blob has flag `bit` of its first member flipped, every CRC resealed."""
+    from jaxsys.codec import group as G
+
+    ver, index, body = open_container(data)
+    g = index["group"]
+    blob = bytearray(body[g["offset"] : g["offset"] + g["length"]])
+    t_size = G.HEADER.unpack(blob)["table_size"]
+    blob[G.HEADER.size + t_size] ^= bit  # the first member's flags (a one-byte varint)
+    replace_blob(body, g, reseal_group(bytes(blob)))
+    return seal_container(ver, index, body)

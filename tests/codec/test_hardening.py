@@ -18,7 +18,7 @@ from jaxsys.codec import rans, sources, store
 from jaxsys.codec.format import CodecError
 from jaxsys.codec.tables import pack_shared_table
 from jaxsys.errors import DataError, JaxsysError
-from tests.codec.helpers import open_container, replace_blob, reseal, reseal_group, seal_container
+from tests.codec.helpers import flip_group_flag, open_container, replace_blob, reseal, reseal_group, seal_container
 
 OPTS = store.LayerOpts(tile_shape=(16, 16), lanes=4)
 GROUP_HDR = struct.Struct("<4sHHHBBIIIIIII")
@@ -65,20 +65,10 @@ def _int8_store():
     return t, store.encode_store(t, opts=OPTS)
 
 
-def _flip_group_flag(data: bytes, bit: int) -> bytes:
-    ver, index, body = open_container(data)
-    g = index["group"]
-    blob = bytearray(body[g["offset"] : g["offset"] + g["length"]])
-    t_size = GROUP_HDR.unpack_from(blob, 0)[6]
-    blob[GROUP_HDR.size + t_size] ^= bit  # the first member's flags (a one-byte varint)
-    replace_blob(body, g, reseal_group(bytes(blob)))
-    return seal_container(ver, index, body)
-
-
 @pytest.mark.parametrize("bit,what", [(4, "delta"), (1, "int8")])
 def test_device_path_checks_raw_crc_of_group_members(bit, what):
     _, data = _int8_store()
-    _errors_on_both_paths(_flip_group_flag(data, bit), "a", "tensor 'a'")
+    _errors_on_both_paths(flip_group_flag(data, bit), "a", "tensor 'a'")
 
 
 def _float_store():
