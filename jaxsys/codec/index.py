@@ -4,7 +4,8 @@ the blobs it describes. Both decode paths (numpy and JAX) and the device runtime
 
 Index: {"version": 2, "tensors": [entry, ...], "group": {offset, length, crc, members: [names]}}
 (group only when the store holds int8 symbols). Entry: {name, kind, dtype, shape, parts: [{offset,
-length, crc}], member (int, q8), per_channel (q8)}. Kinds:
+length, crc}], member (int, q8), per_channel (q8), plane_crcs (float: each plane's raw CRC32, so
+planes cannot be swapped unnoticed; files written without it are read trusting the order)}. Kinds:
   int    int8/uint8 tensor, a member of the group blob                       (lossless)
   q8     float tensor quantised with `quantize_int8`: group member + scales   (lossy, int8)
   float  bfloat16/float16/float32 split into byte planes, one layer blob per plane (lossless)
@@ -46,6 +47,7 @@ class Entry:
     parts: tuple  # Part per blob (float planes, bytes blob, or q8 scales)
     member: int | None = None  # index in the group blob (int, q8)
     per_channel: bool = False  # q8: one scale per row of axis 0
+    plane_crcs: tuple | None = None  # float: raw CRC32 of each byte plane, in part order
 
     @property
     def size(self) -> int:
@@ -151,7 +153,12 @@ def _entry(e, data_size: int, k: int) -> Entry:
         member = _int(member, f"tensor {name!r} member", 0, 1 << 16)
     if type(per_channel) is not bool or (per_channel and (kind != "q8" or len(shape) < 2)):
         raise CodecError(f"{where} per_channel {per_channel!r} is not valid for a {kind} tensor of shape {list(shape)}")
-    ent = Entry(name, kind, dtype, shape, parts, member, per_channel)
+    plane_crcs = e.get("plane_crcs")
+    if plane_crcs is not None:
+        if kind != "float" or not isinstance(plane_crcs, list) or len(plane_crcs) != len(parts):
+            raise CodecError(f"{where} plane_crcs must list one CRC per plane of a float tensor")
+        plane_crcs = tuple(_int(c, f"tensor {name!r} plane crc", 0, 0xFFFFFFFF) for c in plane_crcs)
+    ent = Entry(name, kind, dtype, shape, parts, member, per_channel, plane_crcs)
     want = {"int": 0, "q8": 1, "float": dtype.itemsize, "bytes": 1}[kind]
     if len(parts) != want:
         raise CodecError(f"{where} kind {kind} of {dtype.name} needs {want} part(s), the index lists {len(parts)}")
@@ -204,6 +211,8 @@ def check_entry(e: Entry, headers) -> None:
             raise CodecError(f"{where} index shape {list(e.shape)} does not match the stored {list(h.shape)}")
         return
     view = e.view if e.kind == "float" else byte_view(e.shape, e.dtype.itemsize)
+    if e.plane_crcs is not None and tuple(h.raw_crc for h in headers) != e.plane_crcs:
+        raise CodecError(f"{where} the plane blobs do not match plane_crcs (planes swapped or from another tensor)")
     for i, h in enumerate(headers):
         if h.dtype != np.uint8:
             raise CodecError(f"{where} plane {i} holds {h.dtype} symbols, byte planes are uint8")

@@ -232,7 +232,8 @@ class WeightCache:
         out = {}
         if g in self.packed:
             dg = self.packed[g]
-            if self.out_device is not None and all(k == "q8" for k, *_ in dg.meta[1]):
+            flat = all(k == "q8" and dt == "float32" for k, _, _, dt in dg.meta[1])  # one float32 buffer
+            if self.out_device is not None and flat:
                 buf, oks = decode_group_flat(dg.pack, dg.scales, meta=dg.meta)
                 ws = unflatten_group(jax.device_put(buf, self.out_device), meta=dg.meta)
             else:

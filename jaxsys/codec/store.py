@@ -103,7 +103,9 @@ def encode_store(tensors: dict, mode: str = "auto", per_channel: bool = True, op
             ent.update(member=len(members), per_channel=pc, parts=[add(scale.astype("<f4").tobytes())])
             member_arrays.append(q.reshape(view))
         elif kind == "float":
-            ent["parts"] = [add(fmt.encode_layer(p.reshape(view), **layer)) for p in floats.split_planes(x)]
+            planes = [p.reshape(view) for p in floats.split_planes(x)]
+            ent["parts"] = [add(fmt.encode_layer(p, **layer)) for p in planes]
+            ent["plane_crcs"] = [zlib.crc32(p) for p in planes]  # which blob is which plane
         else:
             b = np.ascontiguousarray(x).view(np.uint8).reshape(I.byte_view(x.shape, x.dtype.itemsize))
             ent["parts"] = [add(fmt.encode_layer(b, **layer))]

@@ -262,3 +262,11 @@ def test_hostile_index_json(index_bytes):
     ver, _, body = open_container(data)
     with pytest.raises(CodecError, match="index"):
         store.Store(seal_container(ver, None, body, index_bytes=index_bytes))
+
+
+def test_float_planes_in_the_wrong_order_are_refused():
+    """Two valid uint8 plane blobs of the same shape, swapped in the index (found by the index fuzzer)."""
+    _, data = _float_store()
+    ver, index, body = open_container(data)
+    index["tensors"][0]["parts"].reverse()
+    _errors_on_both_paths(seal_container(ver, index, body), "w", "plane")
