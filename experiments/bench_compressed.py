@@ -50,12 +50,9 @@ def ratios(params: dict) -> list[dict]:
         raw = sum(v.nbytes for v in t.values())
         data = store.encode_store(t, mode="int8" if mode == "int8" else "lossless")
         st = store.Store(data)
-        blobs = sum(
-            len(st.part(n, i))
-            for n in st.names
-            for i in range(len(st.entry(n)["parts"]))
-            if not (st.entry(n)["kind"] == "q8" and i == 1)
-        )
+        blobs = (st.group.length if st.group else 0) + sum(
+            p.length for n in st.names for p in st.entry(n).parts if st.entry(n).kind != "q8"
+        )  # coded blobs: the shared-table group and the float planes, without q8 scales
         row = {
             "mode": mode,
             "raw_bytes": raw,

@@ -1,4 +1,4 @@
-"""`jaxsys codec compress|decompress|info|bench`."""
+"""`jaxsys codec compress|decompress|info|bench` (compressed GPT inference: `jaxsys gpt run-compressed`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxsys.errors import DataError
+from jaxsys.train.io import atomic_write_bytes
 
 
 def _opts(args):
@@ -19,41 +20,46 @@ def _opts(args):
         lanes=args.lanes,
         prob_bits=args.prob_bits,
         predictor=args.predictor,
-        shared_table=not args.no_shared_table,
         shared_lane_symbols=args.lane_symbols,
     )
 
 
 def _compress(args) -> int:
     from jaxsys.codec import store
+    from jaxsys.codec.sources import load_tensors
 
-    tensors = store.load_tensors(args.input)
+    tensors = load_tensors(args.input)
     t0 = time.perf_counter()
     data = store.encode_store(tensors, mode=args.mode, per_channel=not args.per_tensor, opts=_opts(args))
-    store.atomic_write_bytes(args.output, data)
+    atomic_write_bytes(args.output, data)
     raw = sum(np.asarray(v).nbytes for v in tensors.values())
     print(
         f"{args.input} -> {args.output}: {len(tensors)} tensor(s), {raw} -> {len(data)} bytes "
         f"(ratio {raw / len(data):.3f}) in {time.perf_counter() - t0:.2f}s"
     )
+    if args.mode == "int8":
+        lossy = sorted({v.dtype.name for v in tensors.values() if v.dtype.kind == "f"})
+        if lossy:
+            print(f"int8 mode is lossy: {', '.join(lossy)} tensors decompress to their own dtype, quantised")
     return 0
 
 
 def _decompress(args) -> int:
     from jaxsys.codec import store
+    from jaxsys.codec.sources import write_safetensors
 
     st = store.Store.open(args.input)
     tensors = {n: st.decode(n) for n in st.names}
     out = Path(args.output)
     suf = out.suffix.lower()
     if suf == ".safetensors":
-        store.write_safetensors(out, tensors)
+        write_safetensors(out, tensors)
     elif suf == ".npz":
         import io
 
         buf = io.BytesIO()
         np.savez(buf, **tensors)
-        store.atomic_write_bytes(out, buf.getvalue())
+        atomic_write_bytes(out, buf.getvalue())
     elif suf == ".npy":
         if len(tensors) != 1:
             raise DataError(f"{args.input} holds {len(tensors)} tensors; write .safetensors or .npz")
@@ -61,7 +67,7 @@ def _decompress(args) -> int:
 
         buf = io.BytesIO()
         np.save(buf, next(iter(tensors.values())))
-        store.atomic_write_bytes(out, buf.getvalue())
+        atomic_write_bytes(out, buf.getvalue())
     else:
         raise DataError(f"output must be .npy, .npz or .safetensors, got {out.name}")
     print(f"{args.input} -> {out}: {len(tensors)} tensor(s)")
@@ -74,26 +80,25 @@ def info_rows(st) -> list[dict]:
     rows = []
     for n in st.names:
         e = st.entry(n)
-        raw = int(np.prod(e["shape"] or [1])) * np.dtype("uint16" if e["dtype"] == "bfloat16" else e["dtype"]).itemsize
+        hs = st.headers(n)
         parts = []
-        if "member" in e:
-            m = st.parsed_group().members[e["member"]]
-            h = m.header
+        if e.member is not None:
+            h = hs[0]
             coding = "raw" if h.coding == fmt.CODING_RAW else "rans"
-            bits = 8 * st.compressed_bytes(n) / max(h.rows * h.cols, 1) if coding == "rans" else 8.0
+            bits = 8 * st.compressed_bytes(n) / max(h.size, 1) if coding == "rans" else 8.0
             parts.append(f"group/{coding}/{fmt.PREDICTOR_NAMES[h.predictor]}:{bits:.2f}b")
-        for i in range(len(e["parts"])):
-            b = st.part(n, i)
-            if bytes(b[:4]) == fmt.MAGIC:
-                li = fmt.layer_info(b)
+        else:
+            for i in range(len(e.parts)):
+                li = fmt.layer_info(st.part(n, i))
                 parts.append(f"{li['coding']}/{li['predictor']}:{li['bits_per_symbol']:.2f}b")
+        raw = e.size * e.dtype.itemsize
         comp = st.compressed_bytes(n)
         rows.append(
             {
                 "name": n,
-                "kind": e["kind"],
-                "dtype": e["dtype"],
-                "shape": e["shape"],
+                "kind": e.kind,
+                "dtype": e.dtype.name,
+                "shape": list(e.shape),
                 "raw_bytes": raw,
                 "bytes": comp,
                 "ratio": raw / comp,
@@ -135,25 +140,6 @@ def _bench(args) -> int:
     return 0
 
 
-def _run_gpt(args) -> int:
-    # CLI glue only: the codec library never imports a system; the GPT runner lives in jaxsys.gpt
-    from jaxsys.gpt.compressed import run_report
-
-    cache = None if args.cache_layers < 0 else args.cache_layers
-    r = run_report(
-        args.model,
-        cache,
-        prompt=args.prompt,
-        max_new_tokens=args.max_tokens,
-        mode=args.mode,
-        prefetch=not args.no_prefetch,
-        fused=args.fused,
-    )
-    for k, v in r.items():
-        print(f"{k:>26}: {v:.4g}" if isinstance(v, float) else f"{k:>26}: {v}")
-    return 0 if r["identical_tokens"] else 1
-
-
 def _add_layer_opts(p):
     p.add_argument("--tile", type=int, default=256, help="square tile side")
     p.add_argument("--lanes", type=int, default=32, help="interleaved rANS lanes per tile")
@@ -175,9 +161,6 @@ def register(sub) -> None:
     c.add_argument("--per-tensor", action="store_true", help="int8 mode: one scale per tensor")
     c.add_argument("--predictor", default="auto", choices=["auto", "none", "delta"])
     c.add_argument(
-        "--no-shared-table", action="store_true", help="one blob + table per int8 tensor (container version 1)"
-    )
-    c.add_argument(
         "--lane-symbols",
         type=int,
         default=4096,
@@ -198,12 +181,3 @@ def register(sub) -> None:
     b.add_argument("--repeats", type=int, default=3)
     _add_layer_opts(b)
     b.set_defaults(func=_bench)
-    r = gsub.add_parser("run-gpt", help="run a jaxsys GPT from compressed weights and account for it")
-    r.add_argument("--model", required=True, help="folder with weights.json + meta.json")
-    r.add_argument("--cache-layers", type=int, default=1, help="decoded groups kept (-1: all)")
-    r.add_argument("--mode", default="int8", choices=["int8", "lossless"])
-    r.add_argument("--prompt", default="")
-    r.add_argument("--max-tokens", type=int, default=32)
-    r.add_argument("--no-prefetch", action="store_true")
-    r.add_argument("--fused", action="store_true", help="fuse a layer's decode with its compute")
-    r.set_defaults(func=_run_gpt)

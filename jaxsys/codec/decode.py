@@ -16,13 +16,15 @@ the array, undoes the delta predictor, and recomputes the positional checksum of
 from __future__ import annotations
 
 import functools
+import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxsys.codec import format as fmt
-from jaxsys.codec.format import CodecError
+from jaxsys.codec import tiles as tl
+from jaxsys.codec.errors import CodecError
 
 _CTL = 16
 _BLOCK = 4  # steps per scan iteration; measured best of 1, 2, 4, 8, 16 on XLA:CPU
@@ -110,7 +112,7 @@ def decode_lanes(pack, n_lanes: int, steps: int, prob_bits: int, blk: int = _BLO
 
 
 @functools.partial(jax.jit, static_argnames=("n_lanes", "steps", "prob_bits"))
-def _decode_kernel(pack, n_lanes: int, steps: int, prob_bits: int):
+def decode_kernel(pack, n_lanes: int, steps: int, prob_bits: int):
     """pack (uint32) -> (symbols (steps, n_lanes) uint8 in step-major order, all-lanes-ok flag)."""
     syms, ok = decode_lanes(pack, n_lanes, steps, prob_bits)
     return syms, jnp.all(ok)
@@ -120,7 +122,7 @@ def assemble_body(syms_SxN, ok, sums, geom, verify: bool):
     """Lanes -> tiles -> array; undo the predictor; optionally recheck the raw positional checksum."""
     rows, cols, tr, tc, T, L, S, predictor, dtype, shape = geom
     P = min(tr, rows) * min(tc, cols)
-    if predictor == fmt.PRED_NONE and rows % tr == 0 and cols % tc == 0 and tc % L == 0:
+    if predictor == tl.PRED_NONE and rows % tr == 0 and cols % tc == 0 and tc % L == 0:
         # full tiles, lanes dividing the tile width: step k = r * (tc / L) + c // L, lane = c mod L,
         # so one transpose takes (r, c/L, tile row, tile col, lane) straight to the array
         gr, gc = rows // tr, cols // tc
@@ -130,7 +132,7 @@ def assemble_body(syms_SxN, ok, sums, geom, verify: bool):
             ok = ok & _sums_match(u2, sums)
         return jax.lax.bitcast_convert_type(u2, jnp.dtype(dtype)).reshape(shape), ok
     t = _regroup(syms_SxN[:S, : T * L].reshape(S, T, L), (1, 0, 2)).reshape(T, S * L)[:, :P]
-    if predictor == fmt.PRED_DELTA:
+    if predictor == tl.PRED_DELTA:
         t = jnp.cumsum(t, axis=1, dtype=jnp.uint8)  # uint8 arithmetic wraps mod 256
     u2 = _from_tiles(t, rows, cols, tr, tc)
     if verify:
@@ -138,7 +140,7 @@ def assemble_body(syms_SxN, ok, sums, geom, verify: bool):
     return jax.lax.bitcast_convert_type(u2, jnp.dtype(dtype)).reshape(shape), ok
 
 
-_assemble = jax.jit(assemble_body, static_argnames=("geom", "verify"))
+assemble = jax.jit(assemble_body, static_argnames=("geom", "verify"))
 
 
 def _regroup(a, perm):
@@ -161,10 +163,10 @@ def _sums_match(u2, sums):
 
 
 def _from_tiles(t, rows, cols, tr, tc):
-    gc = -(-cols // tc)
+    gc = tl.grid(rows, cols, tr, tc)[1]
     row_blocks = {}
-    for r0, nr, h, c0, nc, w in fmt.tile_groups(rows, cols, tr, tc):
-        ids = ((r0 + np.arange(nr))[:, None] * gc + (c0 + np.arange(nc))[None, :]).reshape(-1)
+    for r0, nr, h, c0, nc, w in tl.tile_groups(rows, cols, tr, tc):
+        ids = tl.group_tile_ids(r0, nr, c0, nc, gc)
         if np.array_equal(ids, np.arange(ids[0], ids[0] + len(ids))):
             sel = t[int(ids[0]) : int(ids[0]) + len(ids), : h * w]
         else:
@@ -176,7 +178,7 @@ def _from_tiles(t, rows, cols, tr, tc):
 
 
 @functools.partial(jax.jit, static_argnames=("geom",))
-def _assemble_raw(pack, geom):
+def assemble_raw(pack, geom):
     rows, cols, dtype, shape, n = geom
     b = pack[_CTL:]
     u = jnp.stack([(b >> s) & 0xFF for s in (0, 8, 16, 24)], axis=-1).reshape(-1)[:n]
@@ -228,29 +230,40 @@ def decode_layer_async(blob, check_crc: bool = True, verify_raw: bool = False):
     """
     pack, kargs, geom = prepare(blob, check_crc)
     if kargs is None:
-        return _assemble_raw(jax.device_put(pack), geom)
+        return assemble_raw(jax.device_put(pack), geom)
     pack[2:4] = kargs["sums"]  # carried in the same buffer (control words 2, 3)
     dev = jax.device_put(pack)
-    syms, ok = _decode_kernel(dev, n_lanes=kargs["n_lanes"], steps=kargs["steps"], prob_bits=kargs["prob_bits"])
-    return _assemble(syms, ok, dev[2:4], geom, verify_raw)
+    syms, ok = decode_kernel(dev, n_lanes=kargs["n_lanes"], steps=kargs["steps"], prob_bits=kargs["prob_bits"])
+    return assemble(syms, ok, dev[2:4], geom, verify_raw)
 
 
 def decode_layer(blob, check: bool = True, verify_raw: bool = False) -> jax.Array:
     """Decode a layer blob on the default JAX device.
 
-    The blob travels to the device once, as one buffer; the result stays there. With `check` (the
-    default) the device-side integrity flag is fetched (one scalar) and a failure raises `CodecError`;
-    header, table, index and payload are CRC-checked on the host before anything is sent, so a
-    corrupted blob cannot reach the device. `verify_raw` also recomputes the positional checksum of
+    The blob travels to the device once, as one buffer; the result stays there. Header, table, index
+    and payload are CRC-checked on the host before anything is sent, so a corrupted blob cannot reach
+    the device. With `check` (the default) the decoded bytes are verified against the stored raw
+    CRC32 (one device-to-host copy of the result): a stream, table or metadata error (a flipped
+    predictor byte, say) raises `CodecError`. `verify_raw` also recomputes the positional checksum of
     the decoded bytes on device (guards against coder bugs; costs ~2 passes over the output).
     """
     out, ok = decode_layer_async(blob, verify_raw=verify_raw)
-    if check and not bool(ok):
-        raise CodecError(
-            "decoded layer failed its integrity check (rANS final state, word counts "
-            "or raw checksum): the blob is corrupted"
-        )
+    if check:
+        if not bool(ok):
+            raise CodecError(
+                "decoded layer failed its integrity check (rANS final state, word counts "
+                "or raw checksum): the blob is corrupted"
+            )
+        check_raw_crc([out], [fmt.parse_header(blob).raw_crc], [""])
     return out
+
+
+def check_raw_crc(values, crcs, wheres) -> None:
+    """Fetch decoded int8/uint8 arrays and compare their CRC32 with the stored raw CRCs: the one check
+    that covers the metadata the device kernels trust (predictor, dtype, tiling)."""
+    for a, crc, where in zip(jax.device_get(list(values)), crcs, wheres):
+        if zlib.crc32(np.ascontiguousarray(a)) != crc:
+            raise CodecError(f"{where}decoded data fails the raw CRC32 (corrupted stream or metadata)")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -263,10 +276,8 @@ def prepare_group(pg, which=None):
 
     Returns (pack, statics); `statics` (hashable) describes every selected tensor for `group_values`.
     """
-    from jaxsys.codec import group as G
-
-    which = G._members(pg, which)
-    words_all = np.frombuffer(pg.payload[: 2 * pg.n_words], "<u2")
+    which = pg.select(which)
+    words_all = pg.words()
     bases, nws, lens, wchunks, raws, geoms = [], [], [], [], [], []
     wo = lo = ro = 0
     steps = 1
@@ -275,11 +286,11 @@ def prepare_group(pg, which=None):
         h = m.header
         if h.coding == fmt.CODING_RAW:
             n = h.rows * h.cols
-            raws.append(np.frombuffer(pg.payload[m.raw_off : m.raw_off + n], np.uint8))
+            raws.append(pg.raw_bytes(k))
             geoms.append(("raw", ro, n, h.rows, h.cols, h.dtype.name, h.shape))
             ro += n
             continue
-        base, nw, ln = G.member_lanes(m)
+        base, nw, ln = m.lanes()
         n_m = int(nw.sum())
         wchunks.append(words_all[m.word_base : m.word_base + n_m])
         bases.append(base - m.word_base + wo)
@@ -336,13 +347,14 @@ def group_values(pack, statics):
     return out
 
 
-_group_values = jax.jit(group_values, static_argnames=("statics",))
+decode_group_values = jax.jit(group_values, static_argnames=("statics",))
 
 
 def decode_group(blob, which=None, check: bool = True) -> list:
     """Decode the selected tensors (default: all) of a group blob on the device, in one transfer
-    and one kernel call. Host CRCs are checked first; with `check` the device integrity flags are
-    fetched and a failure raises `CodecError` naming the tensor's index in the group."""
+    and one kernel call. Host CRCs are checked first; with `check` the device integrity flags and the
+    decoded bytes' raw CRC32 are verified, and a failure raises `CodecError` naming the tensor's index
+    in the group."""
     from jaxsys.codec import group as G
 
     return decode_parsed_group(G.parse_group(blob), which, check)
@@ -350,11 +362,9 @@ def decode_group(blob, which=None, check: bool = True) -> list:
 
 def decode_parsed_group(pg, which=None, check: bool = True) -> list:
     """`decode_group` on an already parsed and validated group."""
-    from jaxsys.codec import group as G
-
-    which = G._members(pg, which)
+    which = pg.select(which)
     pack, st = prepare_group(pg, which)
-    vals = _group_values(jax.device_put(pack), statics=st)
+    vals = decode_group_values(jax.device_put(pack), statics=st)
     if check:
         oks = np.asarray(jnp.stack([ok for _, ok in vals]))
         if not oks.all():
@@ -362,4 +372,6 @@ def decode_parsed_group(pg, which=None, check: bool = True) -> list:
                 f"tensor {which[int(np.argmin(oks))]}: decoded data failed its integrity "
                 "check (rANS final state or word counts): the blob is corrupted"
             )
+        crcs = [pg.members[k].header.raw_crc for k in which]
+        check_raw_crc([a for a, _ in vals], crcs, [f"tensor {k}: " for k in which])
     return [a for a, _ in vals]

@@ -67,7 +67,7 @@ def merge_planes_jax(planes, dtype_name: str):
 
 def exponent_entropy_bits(x: np.ndarray) -> float:
     """Order-0 entropy (bits) of the top (exponent) plane: the bound the exponent coder aims at."""
-    from jaxsys.codec.format import entropy_bits
+    from jaxsys.codec.tiles import entropy_bits
 
     top = split_planes(x)[-1]
     return entropy_bits(np.bincount(top.reshape(-1), minlength=256))

@@ -1,51 +1,74 @@
 """The layer blob: a self-describing, versioned, little-endian container for one int8/uint8 tensor.
 
-    [header | frequency table | tile index | tile data]     (byte layout: notes/codec.md)
+    [header (80 B) | frequency table (bitmap coding) | tile index | tile data]
+
+Header fields are listed once in `HEADER` (name and struct code, in file order). Tile index: per tile
+(offset from the payload start, byte length, symbol count) as u32, then the T x L lane word counts (u16).
+Tile data: the lanes' 16-bit word streams, tile-major, lane order.
 
 Encoding (numpy, two passes): tile the array, apply the predictor per tile, build one global histogram
 (the predictor with the lower order-0 entropy wins), normalise it to 2^prob_bits, then encode all tiles'
-lanes in lock-step with the shared table. Decoding lives in `decode.py` (JAX) and here (host decoders).
+lanes in lock-step with the shared table. A float tensor's byte planes and any other dtype's bytes are
+stored as layer blobs; int8 tensors of a model go to one shared-table group blob (group.py).
 Every structural problem of a blob raises `CodecError` naming what is wrong.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import struct
 import zlib
 
 import numpy as np
 
 from jaxsys.codec import rans
-from jaxsys.errors import ConfigError, DataError, JaxsysError, ShapeError
+from jaxsys.codec import tiles as tl
+from jaxsys.codec.errors import CodecError
+from jaxsys.codec.layout import Layout
+from jaxsys.codec.tables import check_prob_bits, pack_bitmap_table, parse_bitmap_table
+from jaxsys.codec.tiles import DTYPE_CODES, DTYPES, PRED_DELTA, PRED_NONE, PREDICTOR_NAMES, PREDICTORS  # noqa: F401
+from jaxsys.errors import ShapeError
 
-
-class CodecError(JaxsysError):
-    """A compressed blob or container is truncated, corrupted or inconsistent."""
-
+__all__ = ["CodecError", "encode_layer", "parse_header", "parse_layer", "decode_layer_numpy", "layer_info"]
 
 MAGIC = b"JXRL"
 VERSION = 1
-DTYPES = {0: np.dtype(np.uint8), 1: np.dtype(np.int8)}
-DTYPE_CODES = {v: k for k, v in DTYPES.items()}
 CODING_RANS, CODING_RAW = 0, 1
-PRED_NONE, PRED_DELTA = 0, 1
-PREDICTORS = {"none": PRED_NONE, "delta": PRED_DELTA}
-PREDICTOR_NAMES = {v: k for k, v in PREDICTORS.items()}
-
-# magic, version, header_size, dtype, ndim, coding, predictor, prob_bits, reserved, lanes,
-# rows, cols, tile_rows, tile_cols, n_tiles, table_off, table_size, index_off, index_size,
-# payload_off, payload_size, raw_crc, raw_sum1, raw_sum2, payload_crc, meta_crc
-_HDR = struct.Struct("<4sHHBBBBBBH" + "I" * 16)
-HEADER_SIZE = _HDR.size  # 80 bytes
-MAX_ELEMENTS = 1 << 31
-MAX_LANES = 4096
-MAX_LANE_SYMBOLS = 65533  # keeps a lane's word count (<= symbols + 2) in a u16
-TILE_ENTRY = struct.Struct("<III")  # offset (from payload start), byte length, symbol count
+HEADER = Layout(
+    ("magic", "4s"),
+    ("version", "H"),
+    ("header_size", "H"),
+    ("dtype", "B"),
+    ("ndim", "B"),
+    ("coding", "B"),
+    ("predictor", "B"),
+    ("prob_bits", "B"),
+    ("reserved", "B"),
+    ("lanes", "H"),
+    ("rows", "I"),
+    ("cols", "I"),
+    ("tile_rows", "I"),
+    ("tile_cols", "I"),
+    ("n_tiles", "I"),
+    ("table_off", "I"),
+    ("table_size", "I"),
+    ("index_off", "I"),
+    ("index_size", "I"),
+    ("payload_off", "I"),
+    ("payload_size", "I"),
+    ("raw_crc", "I"),  # CRC32 of the raw bytes (row-major)
+    ("raw_sum1", "I"),  # sum of raw bytes mod 2^32 (checkable on device)
+    ("raw_sum2", "I"),  # sum of (i + 1) * byte_i mod 2^32
+    ("payload_crc", "I"),  # CRC32 of the tile data
+    ("meta_crc", "I"),  # CRC32 of the header (without this field), table and index
+)
+HEADER_SIZE = HEADER.size  # 80 bytes
+TILE_ENTRY = 12  # u32 offset (from the payload start), u32 byte length, u32 symbol count
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerHeader:
+    """One tensor's geometry and coding (a layer blob's header; a group member uses the same terms)."""
+
     dtype: np.dtype  # uint8 or int8
     shape: tuple  # original shape (1-D or 2-D)
     rows: int  # 2-D view rows (1 for a 1-D tensor)
@@ -57,21 +80,17 @@ class LayerHeader:
     prob_bits: int  # frequency precision, 12..16
     coding: int  # CODING_RANS or CODING_RAW
     predictor: int  # PRED_NONE or PRED_DELTA
-    table_off: int
-    table_size: int
-    index_off: int
-    index_size: int
-    payload_off: int
-    payload_size: int
-    raw_crc: int  # CRC32 of the raw bytes (row-major)
-    raw_sum1: int  # sum of raw bytes mod 2^32 (checkable on device)
-    raw_sum2: int  # sum of (i + 1) * byte_i mod 2^32
-    payload_crc: int  # CRC32 of the tile data
-    meta_crc: int  # CRC32 of header (without this field), table and index
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return -(-self.rows // self.tile_rows), -(-self.cols // self.tile_cols)
+    raw_crc: int  # CRC32 of the raw bytes
+    table_off: int = 0  # section offsets and sizes (layer blobs only)
+    table_size: int = 0
+    index_off: int = 0
+    index_size: int = 0
+    payload_off: int = 0
+    payload_size: int = 0
+    raw_sum1: int = 0  # positional checksum (layer blobs only)
+    raw_sum2: int = 0
+    payload_crc: int = 0
+    meta_crc: int = 0
 
     @property
     def tile_max(self) -> int:
@@ -80,6 +99,13 @@ class LayerHeader:
     @property
     def steps(self) -> int:
         return -(-self.tile_max // self.lanes)
+
+    @property
+    def size(self) -> int:
+        return self.rows * self.cols
+
+    def tile_sizes(self) -> np.ndarray:
+        return tl.tile_sizes(self.rows, self.cols, self.tile_rows, self.tile_cols)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,126 +119,31 @@ class ParsedLayer:
     payload: memoryview  # tile data bytes
 
 
-def raw_sums(u8: np.ndarray) -> tuple[int, int]:
-    """(sum b_i, sum (i+1) b_i) mod 2^32 over the flat bytes: a cheap positional checksum that the
-    device can recompute with two uint32 reductions."""
-    b = u8.reshape(-1).astype(np.uint64)
-    i = np.arange(1, b.size + 1, dtype=np.uint64)
-    return int(b.sum() & 0xFFFFFFFF), int((b * i).sum() & 0xFFFFFFFF)
+def check_geometry(rows, cols, tr, tc, lanes, one_d: bool, where: str) -> None:
+    """Shape, tile and lane checks shared by layer and group parsers."""
+    if rows < 1 or cols < 1 or rows * cols > tl.MAX_ELEMENTS:
+        raise CodecError(f"{where}shape {rows}x{cols} is empty or exceeds {tl.MAX_ELEMENTS} elements")
+    if one_d and (rows != 1 or tr != 1):
+        raise CodecError(f"{where}1-D tensor must have rows == tile_rows == 1")
+    if tr < 1 or tc < 1:
+        raise CodecError(f"{where}tile shape {tr}x{tc} is not positive")
+    if not (1 <= lanes <= tl.MAX_LANES):
+        raise CodecError(f"{where}lanes {lanes} outside 1..{tl.MAX_LANES}")
 
 
-def entropy_bits(counts: np.ndarray) -> float:
-    """Order-0 entropy bound in bits of a symbol multiset: sum_s c_s log2(n / c_s)."""
-    c = np.asarray(counts, dtype=np.float64)
-    n = c.sum()
-    c = c[c > 0]
-    return float((c * np.log2(n / c)).sum())
-
-
-# ---------------------------------------------------------------------------------------------------
-# tiling (numpy; the JAX assembler in decode.py uses the same groups)
-
-
-def tile_groups(rows: int, cols: int, tr: int, tc: int):
-    """The <= 4 regular groups of tiles (full / ragged rows x full / ragged columns).
-
-    Yields (r0, nr, h, c0, nc, w): tile rows r0..r0+nr-1 of height h, tile cols c0..c0+nc-1 of width w.
-    """
-    rg = [(0, rows // tr, tr)] + ([(rows // tr, 1, rows % tr)] if rows % tr else [])
-    cg = [(0, cols // tc, tc)] + ([(cols // tc, 1, cols % tc)] if cols % tc else [])
-    for r0, nr, h in rg:
-        if nr == 0:
-            continue
-        for c0, nc, w in cg:
-            if nc == 0:
-                continue
-            yield r0, nr, h, c0, nc, w
-
-
-def tile_sizes(rows: int, cols: int, tr: int, tc: int) -> np.ndarray:
-    gr, gc = -(-rows // tr), -(-cols // tc)
-    hs = np.minimum(tr, rows - np.arange(gr) * tr)
-    ws = np.minimum(tc, cols - np.arange(gc) * tc)
-    return (hs[:, None] * ws[None, :]).reshape(-1).astype(np.int64)
-
-
-def to_tiles(u2: np.ndarray, tr: int, tc: int, fill: int = 0) -> np.ndarray:
-    """(rows, cols) -> (T, tile_max) raster-order tile contents, padded with `fill`."""
-    rows, cols = u2.shape
-    gr, gc = -(-rows // tr), -(-cols // tc)
-    P = min(tr, rows) * min(tc, cols)
-    out = np.full((gr * gc, P), fill, dtype=u2.dtype)
-    for r0, nr, h, c0, nc, w in tile_groups(rows, cols, tr, tc):
-        blk = u2[r0 * tr : r0 * tr + nr * h, c0 * tc : c0 * tc + nc * w]
-        blk = blk.reshape(nr, h, nc, w).transpose(0, 2, 1, 3).reshape(nr * nc, h * w)
-        ids = ((r0 + np.arange(nr))[:, None] * gc + (c0 + np.arange(nc))[None, :]).reshape(-1)
-        out[ids, : h * w] = blk
-    return out
-
-
-def from_tiles(t: np.ndarray, rows: int, cols: int, tr: int, tc: int) -> np.ndarray:
-    """Inverse of `to_tiles`."""
-    gc = -(-cols // tc)
-    out = np.empty((rows, cols), dtype=t.dtype)
-    for r0, nr, h, c0, nc, w in tile_groups(rows, cols, tr, tc):
-        ids = ((r0 + np.arange(nr))[:, None] * gc + (c0 + np.arange(nc))[None, :]).reshape(-1)
-        blk = t[ids, : h * w].reshape(nr, nc, h, w).transpose(0, 2, 1, 3).reshape(nr * h, nc * w)
-        out[r0 * tr : r0 * tr + nr * h, c0 * tc : c0 * tc + nc * w] = blk
-    return out
-
-
-def delta_forward(t: np.ndarray) -> np.ndarray:
-    d = t.copy()
-    d[:, 1:] = t[:, 1:] - t[:, :-1]  # uint8 arithmetic wraps mod 256
-    return d
-
-
-def delta_inverse(d: np.ndarray) -> np.ndarray:
-    return (np.cumsum(d.astype(np.uint64), axis=1) & 0xFF).astype(np.uint8)
+def check_lane_words(lw: np.ndarray, sizes: np.ndarray, lanes: int, where: str) -> None:
+    """Each lane holds its 2-word final state and at most one word per symbol."""
+    lane_sym = tl.lane_symbols(sizes, lanes)
+    bad = np.argwhere((lw < 2) | (lw > lane_sym + 2))
+    if len(bad):
+        t, lane = (int(v) for v in bad[0])
+        raise CodecError(
+            f"{where}tile {t} lane {lane}: {lw[t, lane]} words is impossible for {lane_sym[t, lane]} symbols"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
 # encoder
-
-
-def _validate_input(x) -> np.ndarray:
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
-    if x.dtype not in DTYPE_CODES:
-        raise DataError(
-            f"codec encodes int8/uint8 arrays, got dtype {x.dtype} "
-            "(quantize floats with jaxsys.codec.quantize_int8 first)"
-        )
-    if x.ndim not in (1, 2):
-        raise ShapeError(f"codec encodes 1-D or 2-D arrays, got shape {x.shape}")
-    if x.size == 0:
-        raise ShapeError(f"cannot encode an empty array (shape {x.shape})")
-    if x.size > MAX_ELEMENTS:
-        raise ShapeError(f"array of {x.size} elements exceeds the codec limit {MAX_ELEMENTS}")
-    return np.ascontiguousarray(x)
-
-
-def as_rows(x: np.ndarray, tr: int, tc: int) -> tuple[np.ndarray, int, int]:
-    """(uint8 view of x as [rows, cols], tile rows, tile cols): a 1-D tensor is one row whose tiles
-    hold tr * tc symbols."""
-    u = x.view(np.uint8)
-    if x.ndim == 1:
-        return u.reshape(1, -1), 1, tr * tc
-    return u, tr, tc
-
-
-def lane_count(P: int, lanes: int, min_lane_symbols: int) -> int:
-    """Lanes for tiles of P symbols: `lanes`, or fewer so each lane has >= min_lane_symbols (> 0);
-    ConfigError when a lane would exceed MAX_LANE_SYMBOLS."""
-    L = int(lanes)
-    if min_lane_symbols > 0:
-        L = max(1, min(L, P // int(min_lane_symbols)))
-    if -(-P // L) > MAX_LANE_SYMBOLS:
-        raise ConfigError(
-            f"tile of {P} symbols over {L} lanes exceeds {MAX_LANE_SYMBOLS} "
-            "symbols per lane; use more lanes or smaller tiles"
-        )
-    return L
 
 
 def encode_layer(
@@ -236,124 +167,73 @@ def encode_layer(
       min_lane_symbols: use fewer lanes when a tile has fewer than lanes * min_lane_symbols symbols
         (each lane costs ~6 bytes: its flushed state and word count); 0 keeps `lanes`.
     """
-    x = _validate_input(x)
-    if not (rans.MIN_PROB_BITS <= int(prob_bits) <= rans.MAX_PROB_BITS):
-        raise ConfigError(f"prob_bits must be in 12..16, got {prob_bits}")
-    if not (1 <= int(lanes) <= MAX_LANES):
-        raise ConfigError(f"lanes must be in 1..{MAX_LANES}, got {lanes}")
-    if predictor not in ("auto", "none", "delta"):
-        raise ConfigError(f"predictor must be auto, none or delta, got {predictor!r}")
-    tr, tc = (int(v) for v in tile_shape)
-    if tr < 1 or tc < 1:
-        raise ConfigError(f"tile_shape must be positive, got {tile_shape}")
-    u2, tr, tc = as_rows(x, tr, tc)
+    x = tl.check_array(x)
+    prob_bits = check_prob_bits(prob_bits)
+    tr, tc = tl.check_coder_args(lanes, predictor, tile_shape)
+    u2, tr, tc = tl.as_rows(x, tr, tc)
     rows, cols = u2.shape
     P = min(tr, rows) * min(tc, cols)
-    lanes = lane_count(P, lanes, min_lane_symbols)
-    sizes = tile_sizes(rows, cols, tr, tc)
-    T = len(sizes)
-    tiles = to_tiles(u2, tr, tc)
+    L = tl.lane_count(P, lanes, min_lane_symbols)
+    sizes = tl.tile_sizes(rows, cols, tr, tc)
+    tiles = tl.to_tiles(u2, tr, tc)
     valid = np.arange(P)[None, :] < sizes[:, None]
-    cand = {"none": tiles}
-    if predictor in ("auto", "delta"):
-        cand["delta"] = delta_forward(tiles)
-    if predictor == "delta":
-        del cand["none"]
-    best = None
-    for name, t in cand.items():
-        counts = np.bincount(t[valid], minlength=256)
-        h = entropy_bits(counts)
-        if best is None or h < best[2] - 1e-9:
-            best = (name, t, h, counts)
-    pred_name, sym_t, _, counts = best
-    raw_crc = zlib.crc32(u2.tobytes())
-    s1, s2 = raw_sums(u2)
+    pred, sym_t, counts = tl.best_predictor(tiles, valid, predictor)
+    s1, s2 = tl.raw_sums(u2)
     geom = dict(
-        dtype=x.dtype,
-        shape=x.shape,
+        dtype=DTYPE_CODES[x.dtype],
+        ndim=x.ndim,
+        prob_bits=prob_bits,
+        lanes=L,
         rows=rows,
         cols=cols,
         tile_rows=tr,
         tile_cols=tc,
-        n_tiles=T,
-        lanes=int(lanes),
-        prob_bits=int(prob_bits),
-        raw_crc=raw_crc,
+        n_tiles=len(sizes),
+        raw_crc=zlib.crc32(u2.tobytes()),
         raw_sum1=s1,
         raw_sum2=s2,
     )
-
     freq = rans.normalize_freqs(counts, prob_bits)
-    # lanes: tile symbol i -> lane i % L, step i // L; padding gets a present symbol
-    L = int(lanes)
-    S = -(-P // L)
-    fill = int(np.argmax(freq))
-    padded = np.full((T, S * L), fill, dtype=np.uint8)
-    padded[:, :P] = np.where(valid, sym_t, fill)
-    sym_SxN = np.ascontiguousarray(padded.reshape(T, S, L).transpose(1, 0, 2).reshape(S, T * L))
-    len_TxL = np.maximum(0, -(-(sizes[:, None] - np.arange(L)[None, :]) // L))
-    words, nwords = rans.encode_lanes(sym_SxN, len_TxL.reshape(-1), freq, prob_bits)
-    nwords_TxL = nwords.reshape(T, L)
+    sym_SxN = np.ascontiguousarray(tl.interleave(sym_t, sizes, L, -(-P // L), int(np.argmax(freq))))
+    words, nwords = rans.encode_lanes(sym_SxN, tl.lane_symbols(sizes, L).reshape(-1), freq, prob_bits)
+    nwords_TxL = nwords.reshape(len(sizes), L)
     tile_len = 2 * nwords_TxL.sum(axis=1)
     tile_off = np.concatenate([[0], np.cumsum(tile_len)[:-1]])
-    table = _pack_table(freq)
-    index = np.stack([tile_off, tile_len, sizes], axis=1).astype("<u4").tobytes() + nwords_TxL.astype("<u2").tobytes()
+    table = pack_bitmap_table(freq)
+    entries = np.stack([tile_off, tile_len, sizes], axis=1).astype("<u4").tobytes()
+    index = entries + nwords_TxL.astype("<u2").tobytes()
     payload = words.astype("<u2").tobytes()
     if allow_raw and len(table) + len(index) + len(payload) >= u2.size:
         return _assemble(geom, CODING_RAW, PRED_NONE, b"", b"", u2.tobytes())
-    return _assemble(geom, CODING_RANS, PREDICTORS[pred_name], table, index, payload)
-
-
-def _pack_table(freq: np.ndarray) -> bytes:
-    """32-byte presence bitmap, 1 byte bit width w, then (f - 1) of each present symbol in w bits
-    (LSB first, ascending symbol order, zero-padded to a byte)."""
-    present = freq > 0
-    bitmap = np.packbits(present.astype(np.uint8), bitorder="little").tobytes()
-    v = (freq[present] - 1).astype(np.int64)
-    w = int(v.max()).bit_length()
-    bits = ((v[:, None] >> np.arange(w)[None, :]) & 1).astype(np.uint8).reshape(-1)
-    return bitmap + bytes([w]) + np.packbits(bits, bitorder="little").tobytes()
+    return _assemble(geom, CODING_RANS, pred, table, index, payload)
 
 
 def _assemble(geom: dict, coding: int, predictor: int, table: bytes, index: bytes, payload: bytes) -> bytes:
-    shape = geom["shape"]
     t_off = HEADER_SIZE
     i_off = t_off + len(table)
     p_off = i_off + len(index)
     if p_off + len(payload) >= 1 << 32:
         raise ShapeError("layer blob would exceed 4 GiB")
-    fields = [
-        MAGIC,
-        VERSION,
-        HEADER_SIZE,
-        DTYPE_CODES[np.dtype(geom["dtype"])],
-        len(shape),
-        coding,
-        predictor,
-        geom["prob_bits"],
-        0,
-        geom["lanes"],
-        geom["rows"],
-        geom["cols"],
-        geom["tile_rows"],
-        geom["tile_cols"],
-        geom["n_tiles"],
-        t_off,
-        len(table),
-        i_off,
-        len(index),
-        p_off,
-        len(payload),
-        geom["raw_crc"],
-        geom["raw_sum1"],
-        geom["raw_sum2"],
-        zlib.crc32(payload),
-        0,
-    ]
-    hdr = bytearray(_HDR.pack(*fields))
-    meta_crc = zlib.crc32(table + index, zlib.crc32(bytes(hdr[:-4])))
-    struct.pack_into("<I", hdr, HEADER_SIZE - 4, meta_crc)
-    return bytes(hdr) + table + index + payload
+    fields = dict(
+        geom,
+        magic=MAGIC,
+        version=VERSION,
+        header_size=HEADER_SIZE,
+        coding=coding,
+        predictor=predictor,
+        reserved=0,
+        table_off=t_off,
+        table_size=len(table),
+        index_off=i_off,
+        index_size=len(index),
+        payload_off=p_off,
+        payload_size=len(payload),
+        payload_crc=zlib.crc32(payload),
+        meta_crc=0,
+    )
+    hdr = HEADER.pack(**fields)[:-4]
+    meta_crc = zlib.crc32(table + index, zlib.crc32(hdr))
+    return hdr + meta_crc.to_bytes(4, "little") + table + index + payload
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -362,67 +242,35 @@ def _assemble(geom: dict, coding: int, predictor: int, table: bytes, index: byte
 
 def parse_header(blob) -> LayerHeader:
     """Parse and validate the fixed header (not the CRCs of table/index/payload)."""
-    mv = memoryview(blob).cast("B") if not isinstance(blob, bytes) else memoryview(blob)
+    mv = memoryview(blob).cast("B")
     if len(mv) < HEADER_SIZE:
         raise CodecError(f"blob of {len(mv)} bytes is shorter than the {HEADER_SIZE}-byte header")
-    f = _HDR.unpack_from(mv, 0)
-    (
-        magic,
-        version,
-        hsize,
-        dtc,
-        ndim,
-        coding,
-        pred,
-        pb,
-        resv,
-        lanes,
-        rows,
-        cols,
-        tr,
-        tc,
-        T,
-        t_off,
-        t_size,
-        i_off,
-        i_size,
-        p_off,
-        p_size,
-        rcrc,
-        s1,
-        s2,
-        pcrc,
-        mcrc,
-    ) = f
-    if magic != MAGIC:
-        raise CodecError(f"bad magic {magic!r} (expected {MAGIC!r}): not a jaxsys layer blob")
-    if version != VERSION:
-        raise CodecError(f"unsupported layer format version {version} (this build reads {VERSION})")
-    if hsize != HEADER_SIZE:
-        raise CodecError(f"header size field {hsize} != {HEADER_SIZE}")
-    if dtc not in DTYPES:
-        raise CodecError(f"unknown dtype code {dtc}")
-    if ndim not in (1, 2):
-        raise CodecError(f"ndim {ndim} not in (1, 2)")
-    if coding not in (CODING_RANS, CODING_RAW):
-        raise CodecError(f"unknown coding {coding}")
-    if pred not in PREDICTOR_NAMES:
-        raise CodecError(f"unknown predictor code {pred}")
-    if resv != 0:
-        raise CodecError(f"reserved header byte is {resv}, expected 0")
-    if not (rans.MIN_PROB_BITS <= pb <= rans.MAX_PROB_BITS):
-        raise CodecError(f"prob_bits {pb} outside 12..16")
-    if not (1 <= lanes <= MAX_LANES):
-        raise CodecError(f"lanes {lanes} outside 1..{MAX_LANES}")
-    if rows < 1 or cols < 1 or rows * cols > MAX_ELEMENTS:
-        raise CodecError(f"shape {rows}x{cols} is empty or exceeds {MAX_ELEMENTS} elements")
-    if ndim == 1 and (rows != 1 or tr != 1):
-        raise CodecError("1-D tensor must have rows == tile_rows == 1")
-    if tr < 1 or tc < 1:
-        raise CodecError(f"tile shape {tr}x{tc} is not positive")
-    if T != (-(-rows // tr)) * (-(-cols // tc)):
-        raise CodecError(f"tile count {T} does not match shape {rows}x{cols} with tiles {tr}x{tc}")
-    if coding == CODING_RAW and (t_size or i_size or pred != PRED_NONE or p_size != rows * cols):
+    f = HEADER.unpack(mv)
+    if f["magic"] != MAGIC:
+        raise CodecError(f"bad magic {f['magic']!r} (expected {MAGIC!r}): not a jaxsys layer blob")
+    if f["version"] != VERSION:
+        raise CodecError(f"unsupported layer format version {f['version']} (this build reads {VERSION})")
+    if f["header_size"] != HEADER_SIZE:
+        raise CodecError(f"header size field {f['header_size']} != {HEADER_SIZE}")
+    if f["dtype"] not in DTYPES:
+        raise CodecError(f"unknown dtype code {f['dtype']}")
+    if f["ndim"] not in (1, 2):
+        raise CodecError(f"ndim {f['ndim']} not in (1, 2)")
+    if f["coding"] not in (CODING_RANS, CODING_RAW):
+        raise CodecError(f"unknown coding {f['coding']}")
+    if f["predictor"] not in PREDICTOR_NAMES:
+        raise CodecError(f"unknown predictor code {f['predictor']}")
+    if f["reserved"] != 0:
+        raise CodecError(f"reserved header byte is {f['reserved']}, expected 0")
+    if not (rans.MIN_PROB_BITS <= f["prob_bits"] <= rans.MAX_PROB_BITS):
+        raise CodecError(f"prob_bits {f['prob_bits']} outside 12..16")
+    rows, cols, tr, tc = f["rows"], f["cols"], f["tile_rows"], f["tile_cols"]
+    check_geometry(rows, cols, tr, tc, f["lanes"], f["ndim"] == 1, "")
+    if f["n_tiles"] != np.prod(tl.grid(rows, cols, tr, tc)):
+        raise CodecError(f"tile count {f['n_tiles']} does not match shape {rows}x{cols} with tiles {tr}x{tc}")
+    t_off, t_size, i_off, i_size = f["table_off"], f["table_size"], f["index_off"], f["index_size"]
+    p_off, p_size = f["payload_off"], f["payload_size"]
+    if f["coding"] == CODING_RAW and (t_size or i_size or f["predictor"] != PRED_NONE or p_size != rows * cols):
         raise CodecError(
             f"raw-coded layer must have no table/index, predictor none and payload_size == {rows * cols} (got {p_size})"
         )
@@ -432,39 +280,20 @@ def parse_header(blob) -> LayerHeader:
         )
     if p_off + p_size != len(mv):
         raise CodecError(f"blob length {len(mv)} != payload end {p_off + p_size} (truncated or trailing bytes)")
-    shape = (cols,) if ndim == 1 else (rows, cols)
+    drop = ("magic", "version", "header_size", "ndim", "reserved", "dtype")
     h = LayerHeader(
-        DTYPES[dtc],
-        shape,
-        rows,
-        cols,
-        tr,
-        tc,
-        T,
-        lanes,
-        pb,
-        coding,
-        pred,
-        t_off,
-        t_size,
-        i_off,
-        i_size,
-        p_off,
-        p_size,
-        rcrc,
-        s1,
-        s2,
-        pcrc,
-        mcrc,
+        dtype=DTYPES[f["dtype"]],
+        shape=(cols,) if f["ndim"] == 1 else (rows, cols),
+        **{k: v for k, v in f.items() if k not in drop},
     )
-    if coding == CODING_RANS and h.steps > MAX_LANE_SYMBOLS:
-        raise CodecError(f"{h.steps} symbols per lane exceeds {MAX_LANE_SYMBOLS}")
+    if h.coding == CODING_RANS and h.steps > tl.MAX_LANE_SYMBOLS:
+        raise CodecError(f"{h.steps} symbols per lane exceeds {tl.MAX_LANE_SYMBOLS}")
     return h
 
 
 def parse_layer(blob, check_crc: bool = True) -> ParsedLayer:
     """Parse and fully validate a blob: header, CRCs, frequency table and tile index."""
-    mv = memoryview(blob)
+    mv = memoryview(blob).cast("B")
     h = parse_header(mv)
     if check_crc:
         meta = zlib.crc32(mv[h.table_off : h.payload_off], zlib.crc32(mv[: HEADER_SIZE - 4]))
@@ -477,78 +306,58 @@ def parse_layer(blob, check_crc: bool = True) -> ParsedLayer:
     if h.coding == CODING_RAW:
         z = np.zeros(0, np.int64)
         return ParsedLayer(h, np.zeros(256, np.int64), z, z, z, np.zeros((0, h.lanes), np.int64), payload)
-    freq = _parse_table(mv[h.table_off : h.index_off], h.prob_bits)
+    freq = parse_bitmap_table(mv[h.table_off : h.index_off], h.prob_bits)
     T, L = h.n_tiles, h.lanes
-    need = T * TILE_ENTRY.size + T * L * 2
+    need = T * TILE_ENTRY + T * L * 2
     if h.index_size != need:
         raise CodecError(f"tile index is {h.index_size} bytes, expected {need} for {T} tiles x {L} lanes")
     ib = mv[h.index_off : h.payload_off]
-    ent = np.frombuffer(ib[: T * 12], dtype="<u4").reshape(T, 3).astype(np.int64)
-    lw = np.frombuffer(ib[T * 12 :], dtype="<u2").reshape(T, L).astype(np.int64)
+    ent = np.frombuffer(ib[: T * TILE_ENTRY], dtype="<u4").reshape(T, 3).astype(np.int64)
+    lw = np.frombuffer(ib[T * TILE_ENTRY :], dtype="<u2").reshape(T, L).astype(np.int64)
     off, ln, nsym = ent[:, 0], ent[:, 1], ent[:, 2]
-    sizes = tile_sizes(h.rows, h.cols, h.tile_rows, h.tile_cols)
-    bad = np.nonzero(nsym != sizes)[0]
-    if len(bad):
-        t = int(bad[0])
-        raise CodecError(f"tile {t}: symbol count {nsym[t]} != {sizes[t]} implied by the shape")
-    exp_off = np.concatenate([[0], np.cumsum(ln)[:-1]])
-    bad = np.nonzero(off != exp_off)[0]
-    if len(bad):
-        t = int(bad[0])
-        raise CodecError(f"tile {t}: offset {off[t]} != {exp_off[t]} (tiles must be contiguous)")
+    sizes = h.tile_sizes()
+    for what, got, want in (("symbol count", nsym, sizes), ("offset", off, np.concatenate([[0], np.cumsum(ln)[:-1]]))):
+        bad = np.nonzero(got != want)[0]
+        if len(bad):
+            t = int(bad[0])
+            raise CodecError(f"tile {t}: {what} {got[t]} != {want[t]} (implied by the shape; tiles are contiguous)")
     if int(ln.sum()) != h.payload_size:
         raise CodecError(f"tile lengths sum to {int(ln.sum())} != payload size {h.payload_size}")
     bad = np.nonzero(2 * lw.sum(axis=1) != ln)[0]
     if len(bad):
         t = int(bad[0])
         raise CodecError(f"tile {t}: lane word counts sum to {2 * lw[t].sum()} bytes != length {ln[t]}")
-    lane_sym = np.maximum(0, -(-(sizes[:, None] - np.arange(L)[None, :]) // L))
-    bad = np.argwhere((lw < 2) | (lw > lane_sym + 2))
-    if len(bad):
-        t, l = (int(v) for v in bad[0])
-        raise CodecError(f"tile {t} lane {l}: {lw[t, l]} words is impossible for {lane_sym[t, l]} symbols")
+    check_lane_words(lw, sizes, L, "")
     return ParsedLayer(h, freq, off, ln, nsym, lw, payload)
-
-
-def _parse_table(tb: memoryview, prob_bits: int) -> np.ndarray:
-    if len(tb) < 33:
-        raise CodecError(f"frequency table of {len(tb)} bytes is shorter than its 33-byte preamble")
-    present = np.unpackbits(np.frombuffer(tb[:32], np.uint8), bitorder="little").astype(bool)
-    k = int(present.sum())
-    w = tb[32]
-    if k == 0:
-        raise CodecError("frequency table has no symbols")
-    if w > 16:
-        raise CodecError(f"frequency table bit width {w} exceeds 16")
-    need = 33 + (k * w + 7) // 8
-    if len(tb) != need:
-        raise CodecError(f"frequency table is {len(tb)} bytes, expected {need} for {k} symbols of {w} bits")
-    bits = np.unpackbits(np.frombuffer(tb[33:], np.uint8), bitorder="little")[: k * w].reshape(k, w)
-    freq = np.zeros(256, np.int64)
-    freq[present] = (bits.astype(np.int64) << np.arange(w)[None, :]).sum(axis=1) + 1
-    if int(freq.sum()) != 1 << prob_bits:
-        raise CodecError(f"frequencies sum to {int(freq.sum())}, expected 2^{prob_bits}")
-    return freq
 
 
 def lane_layout(p: ParsedLayer):
     """Per-lane (base word index, word count, symbol count) in tile-major lane order."""
-    h = p.header
-    L = h.lanes
     nw = p.lane_words.reshape(-1)
     base = np.concatenate([[0], np.cumsum(nw)[:-1]]).astype(np.int64)
-    lens = np.maximum(0, -(-(p.tile_nsym[:, None] - np.arange(L)[None, :]) // L)).reshape(-1)
-    return base, nw, lens
+    return base, nw, tl.lane_symbols(p.tile_nsym, p.header.lanes).reshape(-1)
 
 
-def _finish_host(p: ParsedLayer, tiles_sym: np.ndarray) -> np.ndarray:
-    h = p.header
+# ---------------------------------------------------------------------------------------------------
+# host decoders
+
+
+def finish_tiles(h: LayerHeader, tiles_sym: np.ndarray, where: str = "") -> np.ndarray:
+    """Decoded tile symbols -> the tensor: undo the predictor, untile, check the raw CRC32."""
     if h.predictor == PRED_DELTA:
-        tiles_sym = delta_inverse(tiles_sym)
-    u2 = from_tiles(tiles_sym, h.rows, h.cols, h.tile_rows, h.tile_cols)
-    if zlib.crc32(u2.tobytes()) != h.raw_crc:
-        raise CodecError("decoded data fails the raw CRC32 (corrupted stream)")
+        tiles_sym = tl.delta_inverse(tiles_sym)
+    return check_raw(h, tl.from_tiles(tiles_sym, h.rows, h.cols, h.tile_rows, h.tile_cols), where)
+
+
+def check_raw(h: LayerHeader, u2: np.ndarray, where: str = "") -> np.ndarray:
+    if zlib.crc32(u2) != h.raw_crc:
+        raise CodecError(f"{where}decoded data fails the raw CRC32 (corrupted stream or metadata)")
     return u2.view(h.dtype).reshape(h.shape)
+
+
+def _raw_layer(p: ParsedLayer) -> np.ndarray:
+    h = p.header
+    return check_raw(h, np.frombuffer(p.payload, np.uint8).reshape(h.rows, h.cols).copy())
 
 
 def decode_layer_numpy(blob) -> np.ndarray:
@@ -556,26 +365,15 @@ def decode_layer_numpy(blob) -> np.ndarray:
     p = parse_layer(blob)
     h = p.header
     if h.coding == CODING_RAW:
-        u2 = np.frombuffer(p.payload, np.uint8).reshape(h.rows, h.cols).copy()
-        return _check_raw(p, u2)
-    words = np.frombuffer(p.payload, dtype="<u2")
+        return _raw_layer(p)
     base, nw, lens = lane_layout(p)
-    sym_SxN, ok = rans.decode_lanes_numpy(words, base, nw, lens, p.freq, h.prob_bits)
+    sym_SxN, ok = rans.decode_lanes_numpy(np.frombuffer(p.payload, dtype="<u2"), base, nw, lens, p.freq, h.prob_bits)
     if not ok.all():
         n = int(np.argmin(ok))
         raise CodecError(
             f"tile {n // h.lanes} lane {n % h.lanes}: rANS stream inconsistent (final state or word count)"
         )
-    T, L, S = h.n_tiles, h.lanes, h.steps
-    tiles = sym_SxN.reshape(S, T, L).transpose(1, 0, 2).reshape(T, S * L)[:, : h.tile_max]
-    return _finish_host(p, np.ascontiguousarray(tiles))
-
-
-def _check_raw(p: ParsedLayer, u2: np.ndarray) -> np.ndarray:
-    h = p.header
-    if zlib.crc32(u2.tobytes()) != h.raw_crc:
-        raise CodecError("raw layer fails the raw CRC32")
-    return u2.view(h.dtype).reshape(h.shape)
+    return finish_tiles(h, tl.deinterleave(sym_SxN, h.n_tiles, h.lanes, h.steps, h.tile_max))
 
 
 def decode_layer_reference(blob) -> np.ndarray:
@@ -583,27 +381,26 @@ def decode_layer_reference(blob) -> np.ndarray:
     p = parse_layer(blob)
     h = p.header
     if h.coding == CODING_RAW:
-        return _check_raw(p, np.frombuffer(p.payload, np.uint8).reshape(h.rows, h.cols).copy())
+        return _raw_layer(p)
     words = np.frombuffer(p.payload, dtype="<u2")
     base, nw, lens = lane_layout(p)
     T, L = h.n_tiles, h.lanes
     tiles = np.zeros((T, h.tile_max), np.uint8)
     for t in range(T):
-        for l in range(L):
-            n = t * L + l
+        for lane in range(L):
+            n = t * L + lane
             try:
                 syms = rans.decode_lane_scalar(words, int(base[n]), int(nw[n]), int(lens[n]), p.freq, h.prob_bits)
             except ValueError as e:
-                raise CodecError(f"tile {t} lane {l}: {e}") from None
-            tiles[t, l : l + L * len(syms) : L] = syms
-    return _finish_host(p, tiles)
+                raise CodecError(f"tile {t} lane {lane}: {e}") from None
+            tiles[t, lane : lane + L * len(syms) : L] = syms
+    return finish_tiles(h, tiles)
 
 
 def layer_info(blob) -> dict:
     """Header summary of a blob (validated)."""
-    p = parse_layer(blob)
-    h = p.header
-    n = h.rows * h.cols
+    h = parse_layer(blob).header
+    n = h.size
     return {
         "dtype": str(h.dtype),
         "shape": list(h.shape),

@@ -52,7 +52,8 @@ def normalize_freqs(counts: np.ndarray, prob_bits: int) -> np.ndarray:
         diff -= 1
     while diff < 0:
         fl = f.astype(np.float64)
-        cost = np.where(present & (f > 1), c * np.log2(fl / np.maximum(fl - 1, 1)), np.inf)
+        can = present & (f > 1)  # absent symbols never reach log2 (no divide-by-zero warning)
+        cost = np.where(can, c * np.log2(np.where(can, fl / np.maximum(fl - 1, 1), 2.0)), np.inf)
         i = int(np.argmin(cost))
         f[i] -= 1
         diff += 1

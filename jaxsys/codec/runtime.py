@@ -27,8 +27,8 @@ import numpy as np
 
 from jaxsys.codec import decode as D
 from jaxsys.codec import floats
-from jaxsys.codec.format import CodecError
-from jaxsys.codec.store import Store
+from jaxsys.codec.errors import CodecError
+from jaxsys.codec.store import Store, bytes_to_dtype, dequantize_jax, device_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,66 +44,62 @@ class DeviceTensor:
         return self.meta[1]
 
 
-def prepare_tensor(store: Store, name: str, device=None) -> DeviceTensor:
+def prepare_tensor(store: Store, name: str, device=None, verify: bool = True) -> DeviceTensor:
+    """One tensor's compressed form on the device. A group member becomes a one-tensor group pack;
+    a float or bytes tensor keeps one pack per layer blob. With `verify` the pack is decoded once
+    here and its bytes checked against the stored raw CRC32 (decoding is deterministic, so later
+    decodes of the same pack need only the device's integrity flags)."""
     e = store.entry(name)
-    if "member" in e:  # lives in the shared-table group: a one-tensor group pack
-        dg = prepare_group_pack(store, [name], device)
-        meta = ("member", tuple(e["shape"]), e["dtype"], bool(e.get("per_channel", False)), dg.meta)
-        return DeviceTensor(name, (dg.pack,), dg.scales[0], meta, dg.nbytes)
-    kind = e["kind"]
-    n_blobs = 1 if kind in ("int", "q8", "bytes") else len(e["parts"])
+    if e.member is not None:
+        dg = prepare_group_pack(store, [name], device, verify)
+        return DeviceTensor(
+            name, (dg.pack,), dg.scales[0], ("member", e.shape, e.dtype.name, e.per_channel, dg.meta), dg.nbytes
+        )
+    headers = store.headers(name)
+    device_dtype(e.dtype, name)
     packs, statics = [], []
-    for i in range(n_blobs):
+    for i, h in enumerate(headers):
         try:
             pack, kargs, geom = D.prepare(store.part(name, i))
         except CodecError as err:
             msg = str(err)
-            raise CodecError(msg if msg.startswith("tensor ") else f"tensor {name!r}: {msg}") from None
+            raise CodecError(msg if msg.startswith("tensor '") else f"tensor {name!r}: {msg}") from None
         if kargs is None:
-            statics.append((None, None, None, geom))
+            static = (None, None, None, geom)
         else:
             pack[2:4] = kargs["sums"]
-            statics.append((kargs["n_lanes"], kargs["steps"], kargs["prob_bits"], geom))
-        packs.append(jax.device_put(pack, device))
-    scale = None
-    if kind == "q8":
-        scale = jax.device_put(np.frombuffer(store.part(name, 1), "<f4").copy(), device)
-    meta = (kind, tuple(e["shape"]), e["dtype"], bool(e.get("per_channel", False)), tuple(statics))
-    nbytes = sum(int(p.nbytes) for p in packs) + (int(scale.nbytes) if scale is not None else 0)
-    return DeviceTensor(name, tuple(packs), scale, meta, nbytes)
+            static = (kargs["n_lanes"], kargs["steps"], kargs["prob_bits"], geom)
+        dev = jax.device_put(pack, device)
+        if verify:
+            out, ok = _blob_value(dev, static)
+            if not bool(ok):
+                raise CodecError(f"tensor {name!r}: blob {i} failed its device integrity check")
+            D.check_raw_crc([out], [h.raw_crc], [f"tensor {name!r}: blob {i}: "])
+        packs.append(dev)
+        statics.append(static)
+    meta = (e.kind, e.shape, e.dtype.name, False, tuple(statics))
+    return DeviceTensor(name, tuple(packs), None, meta, sum(int(p.nbytes) for p in packs))
 
 
 def _blob_value(pack, static):
     n_lanes, steps, pb, geom = static
     if n_lanes is None:
-        return D._assemble_raw(pack, geom)
-    syms, ok = D._decode_kernel(pack, n_lanes=n_lanes, steps=steps, prob_bits=pb)
-    return D._assemble(syms, ok, pack[2:4], geom, False)
+        return D.assemble_raw(pack, geom)
+    syms, ok = D.decode_kernel(pack, n_lanes=n_lanes, steps=steps, prob_bits=pb)
+    return D.assemble(syms, ok, pack[2:4], geom, False)
 
 
 def tensor_value(packs, scale, meta):
-    """Traceable: device packs -> (decoded tensor, ok). q8 tensors come back dequantised (float32)."""
-    kind, shape, dtype, per_channel, statics = meta
+    """Traceable: device packs -> (decoded tensor, ok). q8 tensors come back dequantised (their dtype)."""
+    kind, shape, dtype, _, statics = meta
     if kind == "member":
         ws, oks = group_value(packs[0], (scale,), statics)
         return ws[0], oks[0]
     vals = [_blob_value(p, s) for p, s in zip(packs, statics)]
     ok = functools.reduce(jnp.logical_and, [v[1] for v in vals])
-    if kind == "int":
-        return vals[0][0].reshape(shape), ok
-    if kind == "q8":
-        q = vals[0][0].astype(jnp.float32)
-        if per_channel:
-            w = q.reshape(shape[0], -1) * scale[:, None]
-        else:
-            w = q * scale[0]
-        return w.reshape(shape), ok
     if kind == "float":
         return floats.merge_planes_jax([v[0] for v in vals], dtype).reshape(shape), ok
-    u = vals[0][0].reshape(-1)
-    dt = jnp.dtype(dtype)
-    w = jax.lax.bitcast_convert_type(u.reshape(-1, dt.itemsize), dt) if dt.itemsize > 1 else u.view(dt)
-    return w.reshape(shape), ok
+    return bytes_to_dtype(vals[0][0], dtype, shape), ok
 
 
 decode_tensor = jax.jit(tensor_value, static_argnames=("meta",))
@@ -118,20 +114,29 @@ class DeviceGroup:
     nbytes: int  # device bytes of the compressed form
 
 
-def prepare_group_pack(store: Store, names, device=None) -> DeviceGroup:
-    """Members `names` of the store's shared-table group -> one device pack (validated once)."""
+def prepare_group_pack(store: Store, names, device=None, verify: bool = True) -> DeviceGroup:
+    """Members `names` of the store's shared-table group -> one device pack (validated once; with
+    `verify` decoded once here and checked against the members' raw CRC32s)."""
     names = tuple(names)
+    for n in names:
+        store.headers(n)  # the index entry cross-checked against the member's geometry
+        device_dtype(store.entry(n).dtype, n)
     pg = store.parsed_group()
-    pack, statics = D.prepare_group(pg, [store.member(n) for n in names])
+    members = [store.member(n) for n in names]
+    pack, statics = D.prepare_group(pg, members)
+    dev = jax.device_put(pack, device)
+    if verify:
+        vals = D.decode_group_values(dev, statics=statics)
+        oks = np.asarray(jnp.stack([ok for _, ok in vals]))
+        if not oks.all():
+            raise CodecError(f"tensor {names[int(np.argmin(oks))]!r}: failed its device integrity check")
+        crcs = [pg.members[k].header.raw_crc for k in members]
+        D.check_raw_crc([v for v, _ in vals], crcs, [f"tensor {n!r}: " for n in names])
     scales, infos = [], []
     for n in names:
         e = store.entry(n)
-        s = None
-        if e["kind"] == "q8":
-            s = jax.device_put(store._q8_scale(n), device)
-        scales.append(s)
-        infos.append((e["kind"], tuple(e["shape"]), bool(e.get("per_channel", False))))
-    dev = jax.device_put(pack, device)
+        scales.append(jax.device_put(store.q8_scale(n), device) if e.kind == "q8" else None)
+        infos.append((e.kind, e.shape, e.per_channel, e.dtype.name))
     nbytes = int(dev.nbytes) + sum(int(s.nbytes) for s in scales if s is not None)
     return DeviceGroup(names, dev, tuple(scales), (statics, tuple(infos)), nbytes)
 
@@ -141,13 +146,8 @@ def group_value(pack, scales, meta):
     statics, infos = meta
     vals = D.group_values(pack, statics)
     ws = []
-    for (q, _), (kind, shape, per_channel), s in zip(vals, infos, scales):
-        if kind == "int":
-            ws.append(q.reshape(shape))
-            continue
-        q = q.astype(jnp.float32)
-        w = q.reshape(shape[0], -1) * s[:, None] if per_channel else q * s[0]
-        ws.append(w.reshape(shape))
+    for (q, _), (kind, shape, per_channel, dtype), s in zip(vals, infos, scales):
+        ws.append(q.reshape(shape) if kind == "int" else dequantize_jax(q, s, shape, per_channel, jnp.dtype(dtype)))
     return tuple(ws), jnp.stack([ok for _, ok in vals])
 
 
@@ -161,7 +161,7 @@ def _group_flat(pack, scales, meta):
 
 def _unflatten(buf, meta):
     out, o = [], 0
-    for _, shape, _ in meta[1]:
+    for _, shape, _, _ in meta[1]:
         n = int(np.prod(shape))
         out.append(buf[o : o + n].reshape(shape))
         o += n
@@ -232,7 +232,8 @@ class WeightCache:
         out = {}
         if g in self.packed:
             dg = self.packed[g]
-            if self.out_device is not None and all(k == "q8" for k, _, _ in dg.meta[1]):
+            flat = all(k == "q8" and dt == "float32" for k, _, _, dt in dg.meta[1])  # one float32 buffer
+            if self.out_device is not None and flat:
                 buf, oks = decode_group_flat(dg.pack, dg.scales, meta=dg.meta)
                 ws = unflatten_group(jax.device_put(buf, self.out_device), meta=dg.meta)
             else:
@@ -343,27 +344,29 @@ def _nbytes(w: dict) -> int:
     return sum(int(np.prod(a.shape)) * jnp.dtype(a.dtype).itemsize for a in w.values())
 
 
-def load_device_store(store: Store, groups: dict, pack_groups: bool = True, device=None):
+def load_device_store(store: Store, groups: dict, pack_groups: bool = True, device=None, verify: bool = True):
     """-> (tensors, packed) for a WeightCache: the shared-table members of each group become one
     DeviceGroup (when `pack_groups`), every other tensor a DeviceTensor."""
     packed, rest = {}, []
     for g, names in groups.items():
-        mem = [n for n in names if pack_groups and store.group is not None and "member" in store.entry(n)]
+        mem = [n for n in names if pack_groups and store.member(n) is not None]
         if mem:
             try:
-                packed[g] = prepare_group_pack(store, mem, device)
+                packed[g] = prepare_group_pack(store, mem, device, verify)
             except CodecError as e:
                 msg = str(e)
-                raise CodecError(msg if msg.startswith("tensor ") else f"tensor {mem[0]!r}: {msg}") from None
+                raise CodecError(msg if msg.startswith("tensor '") else f"tensor {mem[0]!r}: {msg}") from None
         rest += [n for n in names if n not in mem]
-    return load_device_tensors(store, rest, device=device), packed
+    return load_device_tensors(store, rest, device=device, verify=verify), packed
 
 
-def load_device_tensors(store: Store, names=None, progress: Callable | None = None, device=None) -> dict:
+def load_device_tensors(
+    store: Store, names=None, progress: Callable | None = None, device=None, verify: bool = True
+) -> dict:
     names = store.names if names is None else names
     out = {}
     for n in names:
-        out[n] = prepare_tensor(store, n, device)
+        out[n] = prepare_tensor(store, n, device, verify)
         if progress:
             progress(n)
     return out

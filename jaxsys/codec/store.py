@@ -1,150 +1,118 @@
-"""Compressed model store: one container file holding one or more layer blobs per named tensor.
+"""Compressed model store: one container file holding every tensor of a model.
 
-    "JXCS" | version u16 | reserved u16 | index_len u32 | index_crc u32 | data_len u64
-    | index (UTF-8 JSON) | data (the tensors' parts, concatenated)
+    "JXCS" | version u16 (2) | reserved u16 | index_len u32 | index_crc u32 | data_len u64
+    | index (UTF-8 JSON, see index.py) | data (the tensors' blobs, concatenated)
 
-Each index entry: {name, kind, dtype, shape, parts: [{offset, length, crc}], ...}. Kinds:
-  int    int8/uint8 tensor, one layer blob                                   (lossless)
-  q8     float tensor quantised with `quantize_int8`: blob + float32 scales  (lossy, int8)
-  float  bfloat16/float16/float32 split into byte planes, one blob per plane (lossless, bit-exact)
-  bytes  any other dtype, its bytes coded as a uint8 layer                   (lossless)
-Written atomically (temp file + rename). A damaged part raises `CodecError` naming the tensor.
-
-Container version 2 (shared table, the default): all int8 symbols of the store (kinds int and q8)
-are coded together in ONE group blob (group.py: one frequency table for the whole model, per tensor
-only a few bytes of geometry + its lanes). The index then has "group": {offset, length, crc,
-members: [names]}, and a member's entry has "member": j and no blob part (a q8 member keeps its
-scales as its only part). Version-1 containers (one blob per tensor) are still read.
+All int8 symbols of the store (kinds int and q8) are coded together in ONE shared-table group blob
+(group.py: one frequency table for the whole model, per tensor a few bytes of geometry + its lanes);
+float byte planes and other dtypes' bytes are layer blobs (format.py). Written atomically (temp file +
+rename). A damaged or inconsistent tensor raises `CodecError` naming it; the index is cross-checked
+against the blobs (index.check_entry) before either decode path runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import struct
+import os
 import zlib
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxsys.codec import floats
 from jaxsys.codec import format as fmt
 from jaxsys.codec import group as G
-from jaxsys.codec.format import CodecError
+from jaxsys.codec import index as I
+from jaxsys.codec.errors import CodecError
+from jaxsys.codec.layout import Layout
 from jaxsys.codec.quant import dequantize_int8, quantize_int8
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.train.io import atomic_write_bytes
 
 MAGIC = b"JXCS"
-VERSION = 2  # written when a shared-table group is present; 1 otherwise
-READ_VERSIONS = (1, 2)
-_HDR = struct.Struct("<4sHHIIQ")
-MAX_INDEX = 64 << 20
+VERSION = I.VERSION
+HEADER = Layout(
+    ("magic", "4s"),
+    ("version", "H"),
+    ("reserved", "H"),
+    ("index_size", "I"),
+    ("index_crc", "I"),
+    ("data_size", "Q"),
+)
 MODES = ("auto", "lossless", "int8")
+DECODE_BYTES_PER_ELEMENT = 5  # host decode working set: lane symbols, tiles, predictor, output (+ itemsize)
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerOpts:
     tile_shape: tuple = (256, 256)  # tile rows x cols
     lanes: int = 32  # interleaved rANS lanes per tile
-    prob_bits: int = 14  # frequency precision
+    prob_bits: int = 14  # frequency precision of a layer blob
     predictor: str = "auto"  # none | delta | auto
-    min_lane_symbols: int = 256  # fewer lanes for small tiles (per-lane overhead ~6 bytes)
-    shared_table: bool = True  # code all int8 tensors of a store in one group blob, one table
+    min_lane_symbols: int = 256  # layer blobs: fewer lanes for small tiles (per-lane overhead ~6 bytes)
     shared_lane_symbols: int = 4096  # group blob: symbols per lane at least (size vs decode speed)
     shared_prob_bits: int | None = None  # group table precision; None: the cheapest of 12..16
 
 
-def as_2d(shape: tuple) -> tuple:
-    """How a tensor of `shape` is laid out for the layer coder: 1-D stays 1-D, N-D -> (d0, rest)."""
-    if len(shape) == 0:
-        return (1,)
-    if len(shape) == 1:
-        return tuple(shape)
-    return (shape[0], int(np.prod(shape[1:])))
+def encode_store(tensors: dict, mode: str = "auto", per_channel: bool = True, opts: LayerOpts = LayerOpts()) -> bytes:
+    """dict name -> array  ->  container bytes.
 
-
-def encode_tensor(
-    name: str, x: np.ndarray, mode: str = "auto", per_channel: bool = True, opts: LayerOpts = LayerOpts()
-) -> tuple[dict, list[bytes]]:
-    """One tensor -> (index entry without offsets, list of part bytes).
-
-    mode: "lossless" keeps every bit (float planes / integer bytes); "int8" quantises floats to int8
-    (per output channel when `per_channel` and ndim >= 2); "auto" = lossless.
+    mode: "lossless"/"auto" keeps every bit (float planes / integer bytes); "int8" quantises floats to
+    int8 (per output channel when `per_channel` and ndim >= 2). int8/uint8 tensors and quantised floats
+    go to the shared-table group blob.
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
-    x = np.asarray(x)
-    if x.size == 0:
-        raise DataError(f"tensor {name!r} is empty")
-    kw = dict(
+    if not tensors:
+        raise DataError("no tensors to store")
+    layer = dict(
         tile_shape=opts.tile_shape,
         lanes=opts.lanes,
         prob_bits=opts.prob_bits,
         predictor=opts.predictor,
         min_lane_symbols=opts.min_lane_symbols,
     )
-    ent = {"name": name, "dtype": x.dtype.name, "shape": list(x.shape)}
-    view = as_2d(x.shape)
-    if x.dtype in (np.int8, np.uint8):
-        return {**ent, "kind": "int"}, [fmt.encode_layer(x.reshape(view), **kw)]
-    is_float = x.dtype.name in floats.FLOAT_DTYPES or x.dtype == np.float64
-    if mode == "int8" and is_float:
-        pc = per_channel and x.ndim >= 2
-        q, scale = quantize_int8(x.astype(np.float32), per_channel=pc)
-        return (
-            {**ent, "kind": "q8", "per_channel": pc},
-            [fmt.encode_layer(q.reshape(view), **kw), scale.astype("<f4").tobytes()],
-        )
-    if x.dtype.name in floats.FLOAT_DTYPES:
-        planes = floats.split_planes(x)
-        return {**ent, "kind": "float"}, [fmt.encode_layer(p.reshape(view), **kw) for p in planes]
-    b = np.ascontiguousarray(x).view(np.uint8)
-    bview = (view[0], view[1] * x.dtype.itemsize) if len(view) == 2 else (x.size * x.dtype.itemsize,)
-    return {**ent, "kind": "bytes"}, [fmt.encode_layer(b.reshape(bview), **kw)]
+    entries, chunks, members, member_arrays, off = [], [], [], [], 0
 
-
-def encode_store(tensors: dict, mode: str = "auto", per_channel: bool = True, opts: LayerOpts = LayerOpts()) -> bytes:
-    """dict name -> array  ->  container bytes (version 2 with one shared-table group blob for the
-    int8 tensors when `opts.shared_table`, else version 1)."""
-    entries, chunks, off = [], [], 0
-    members, member_arrays = [], []
-
-    def add(part):
+    def add(part: bytes) -> dict:
         nonlocal off
         chunks.append(part)
         off += len(part)
         return {"offset": off - len(part), "length": len(part), "crc": zlib.crc32(part)}
 
     for name, x in tensors.items():
-        x = np.asarray(x)
-        if mode not in MODES:
-            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
-        if (
-            opts.shared_table
-            and x.size
-            and (
-                x.dtype in (np.int8, np.uint8)
-                or (mode == "int8" and (x.dtype.name in floats.FLOAT_DTYPES or x.dtype == np.float64))
-            )
-        ):
-            ent = {"name": str(name), "dtype": x.dtype.name, "shape": list(x.shape), "member": len(members)}
-            view = as_2d(x.shape)
-            if x.dtype in (np.int8, np.uint8):
-                ent.update(kind="int", parts=[])
-                member_arrays.append(x.reshape(view))
-            else:
-                pc = per_channel and x.ndim >= 2
-                q, scale = quantize_int8(x.astype(np.float32), per_channel=pc)
-                ent.update(kind="q8", per_channel=pc, parts=[add(scale.astype("<f4").tobytes())])
-                member_arrays.append(q.reshape(view))
-            members.append(str(name))
-            entries.append(ent)
-            continue
-        ent, parts = encode_tensor(str(name), x, mode, per_channel, opts)
-        ent["parts"] = [add(p) for p in parts]
+        x, name = np.asarray(x), str(name)
+        if x.size == 0:
+            raise DataError(f"tensor {name!r} is empty (shape {x.shape}): nothing to compress")
+        try:
+            dt = I.dtype_of(x.dtype.name)
+        except DataError as e:
+            raise DataError(f"tensor {name!r}: {e}") from None
+        kind = I.kind_of(dt, mode)
+        ent = {"name": name, "dtype": dt.name, "shape": list(x.shape), "kind": kind}
+        view = I.as_2d(x.shape)
+        if kind == "int":
+            ent.update(member=len(members), parts=[])
+            member_arrays.append(x.reshape(view))
+        elif kind == "q8":
+            pc = per_channel and x.ndim >= 2
+            q, scale = quantize_int8(x.astype(np.float32), per_channel=pc)
+            ent.update(member=len(members), per_channel=pc, parts=[add(scale.astype("<f4").tobytes())])
+            member_arrays.append(q.reshape(view))
+        elif kind == "float":
+            planes = [p.reshape(view) for p in floats.split_planes(x)]
+            ent["parts"] = [add(fmt.encode_layer(p, **layer)) for p in planes]
+            ent["plane_crcs"] = [zlib.crc32(p) for p in planes]  # which blob is which plane
+        else:
+            b = np.ascontiguousarray(x).view(np.uint8).reshape(I.byte_view(x.shape, x.dtype.itemsize))
+            ent["parts"] = [add(fmt.encode_layer(b, **layer))]
+        if kind in ("int", "q8"):
+            members.append(name)
         entries.append(ent)
-    index = {"version": VERSION if members else 1, "tensors": entries}
+    index = {"version": VERSION, "tensors": entries}
     if members:
         blob = G.encode_group(
             member_arrays,
@@ -156,7 +124,9 @@ def encode_store(tensors: dict, mode: str = "auto", per_channel: bool = True, op
         )
         index["group"] = {**add(blob), "members": members}
     ib = json.dumps(index, separators=(",", ":")).encode()
-    hdr = _HDR.pack(MAGIC, index["version"], 0, len(ib), zlib.crc32(ib), off)
+    hdr = HEADER.pack(
+        magic=MAGIC, version=VERSION, reserved=0, index_size=len(ib), index_crc=zlib.crc32(ib), data_size=off
+    )
     return hdr + ib + b"".join(chunks)
 
 
@@ -166,64 +136,59 @@ def write_store(
     return atomic_write_bytes(path, encode_store(tensors, mode, per_channel, opts))
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def device_dtype(dt: np.dtype, name: str) -> np.dtype:
+    """`dt` if JAX can hold it as it is; a 64-bit type with jax_enable_x64 off raises instead of narrowing."""
+    if jax.dtypes.canonicalize_dtype(dt) != dt:
+        raise DataError(
+            f"tensor {name!r} is {dt.name}, which JAX holds only with jax_enable_x64 on "
+            "(jax.config.update('jax_enable_x64', True)); Store.decode returns it exactly on the host"
+        )
+    return dt
+
+
 class Store:
-    """A parsed container (bytes in memory). `names`, `entry(name)`, `part(name, i)`,
-    `decode(name)` (numpy) and `decode_jax(name)` (device)."""
+    """A parsed container (bytes in memory): `names`, `entry(name)` (validated index.Entry),
+    `decode(name)` (numpy) and `decode_jax(name)` (device); both check the entry against its blobs."""
 
     def __init__(self, data: bytes | memoryview):
-        mv = memoryview(data)
-        if len(mv) < _HDR.size:
-            raise CodecError(f"container of {len(mv)} bytes is shorter than its {_HDR.size}-byte header")
-        magic, ver, resv, ilen, icrc, dlen = _HDR.unpack_from(mv, 0)
-        if magic != MAGIC:
-            raise CodecError(f"bad container magic {magic!r} (expected {MAGIC!r})")
-        if ver not in READ_VERSIONS or resv != 0:
-            raise CodecError(f"unsupported container version {ver} / reserved {resv}")
-        if ilen > MAX_INDEX or _HDR.size + ilen + dlen != len(mv):
-            raise CodecError(f"container length {len(mv)} != header {_HDR.size} + index {ilen} + data {dlen}")
-        ib = mv[_HDR.size : _HDR.size + ilen]
-        if zlib.crc32(ib) != icrc:
+        mv = memoryview(data).cast("B")
+        if len(mv) < HEADER.size:
+            raise CodecError(f"container of {len(mv)} bytes is shorter than its {HEADER.size}-byte header")
+        h = HEADER.unpack(mv)
+        if h["magic"] != MAGIC:
+            raise CodecError(f"bad container magic {h['magic']!r} (expected {MAGIC!r})")
+        if h["version"] != VERSION or h["reserved"] != 0:
+            raise CodecError(
+                f"unsupported container version {h['version']} / reserved {h['reserved']} "
+                f"(this build reads version {VERSION}; compress the weights again)"
+            )
+        ilen, dlen = h["index_size"], h["data_size"]
+        if ilen > I.MAX_INDEX or HEADER.size + ilen + dlen != len(mv):
+            raise CodecError(f"container length {len(mv)} != header {HEADER.size} + index {ilen} + data {dlen}")
+        ib = mv[HEADER.size : HEADER.size + ilen]
+        if zlib.crc32(ib) != h["index_crc"]:
             raise CodecError("container index CRC mismatch")
-        try:
-            index = json.loads(bytes(ib).decode("utf-8"))
-            entries = index["tensors"]
-            self._entries = {}
-            self.group = None
-            grp = index.get("group") if ver >= 2 else None
-            if grp is not None:
-                o, n = int(grp["offset"]), int(grp["length"])
-                if o < 0 or n < 0 or o + n > dlen:
-                    raise CodecError(f"group blob {o}+{n} outside the data ({dlen} bytes)")
-                self.group = {
-                    "offset": o,
-                    "length": n,
-                    "crc": int(grp["crc"]),
-                    "members": [str(m) for m in grp["members"]],
-                }
-            for e in entries:
-                for p in e["parts"]:
-                    o, n = int(p["offset"]), int(p["length"])
-                    if o < 0 or n < 0 or o + n > dlen:
-                        raise CodecError(f"tensor {e['name']!r}: part {o}+{n} outside the data ({dlen} bytes)")
-                if e["kind"] not in ("int", "q8", "float", "bytes"):
-                    raise CodecError(f"tensor {e['name']!r}: unknown kind {e['kind']!r}")
-                if "member" in e:
-                    j = e["member"]
-                    if (
-                        self.group is None
-                        or not isinstance(j, int)
-                        or not 0 <= j < len(self.group["members"])
-                        or self.group["members"][j] != e["name"]
-                        or e["kind"] not in ("int", "q8")
-                    ):
-                        raise CodecError(f"tensor {e['name']!r}: bad group member reference {j!r}")
-                self._entries[str(e["name"])] = e
-        except (ValueError, KeyError, TypeError) as err:
-            raise CodecError(f"container index is malformed: {err}") from None
-        self._data = mv[_HDR.size + ilen :]
+        self.index = I.parse_index(bytes(ib), dlen)
+        self._data = mv[HEADER.size + ilen :]
         self.nbytes = len(mv)
-        self.version = ver
+        self.version = h["version"]
         self._parsed_group = None
+        self._checked: dict = {}  # name -> blob headers, after index.check_entry
 
     @classmethod
     def open(cls, path) -> Store:
@@ -234,239 +199,151 @@ class Store:
 
     @property
     def names(self) -> list[str]:
-        return list(self._entries)
+        return list(self.index.entries)
 
-    def entry(self, name: str) -> dict:
-        if name not in self._entries:
+    @property
+    def group(self) -> I.Part | None:
+        return self.index.group
+
+    def entry(self, name: str) -> I.Entry:
+        if name not in self.index.entries:
             raise CodecError(f"no tensor {name!r} in the container")
-        return self._entries[name]
+        return self.index.entries[name]
+
+    def _bytes(self, p: I.Part, what: str) -> memoryview:
+        b = self._data[p.offset : p.offset + p.length]
+        if zlib.crc32(b) != p.crc:
+            raise CodecError(f"{what} CRC mismatch (corrupted)")
+        return b
 
     def part(self, name: str, i: int) -> memoryview:
-        p = self.entry(name)["parts"][i]
-        b = self._data[p["offset"] : p["offset"] + p["length"]]
-        if zlib.crc32(b) != p["crc"]:
-            raise CodecError(f"tensor {name!r}: part {i} CRC mismatch (corrupted)")
-        return b
+        """Blob i of tensor `name` (CRC-checked)."""
+        return self._bytes(self.entry(name).parts[i], f"tensor {name!r}: part {i}")
 
-    def member(self, name: str):
+    def member(self, name: str) -> int | None:
         """Index of `name` in the shared-table group blob, or None."""
-        return self.entry(name).get("member")
+        return self.entry(name).member
 
-    def group_blob(self) -> memoryview:
-        if self.group is None:
-            raise CodecError("container has no shared-table group")
-        g = self.group
-        b = self._data[g["offset"] : g["offset"] + g["length"]]
-        if zlib.crc32(b) != g["crc"]:
-            raise CodecError("shared-table group blob CRC mismatch (corrupted)")
-        return b
-
-    def parsed_group(self):
+    def parsed_group(self) -> G.ParsedGroup:
         """The group blob, parsed and fully validated once (cached). On a CRC or structure error
         the damaged tensors are located and named in the `CodecError`."""
         if self._parsed_group is None:
+            g = self.group
+            if g is None:
+                raise CodecError("container has no shared-table group")
             try:
-                self._parsed_group = G.parse_group(self.group_blob())
+                self._parsed_group = G.parse_group(self._bytes(g, "shared-table group blob"))
             except CodecError as e:
-                g = self.group
-                bad = G.damaged_members(self._data[g["offset"] : g["offset"] + g["length"]])
-                names = g["members"] if not bad else [g["members"][k] for k in bad]
-                raise CodecError(
-                    f"tensor {names[0]!r}: {e}"
-                    + (f" (damaged: {', '.join(map(repr, names))})" if len(names) > 1 else "")
-                ) from None
+                bad = G.damaged_members(self._data[g.offset : g.offset + g.length])
+                names = self.index.members if not bad else [self.index.members[k] for k in bad]
+                more = f" (damaged: {', '.join(map(repr, names))})" if len(names) > 1 else ""
+                raise CodecError(f"tensor {names[0]!r}: {e}{more}") from None
         return self._parsed_group
 
-    def _blob_of(self, name: str, i: int = 0):
-        return self.part(name, i)
+    def headers(self, name: str) -> list:
+        """The blob geometry of `name` (group member header, or one header per layer blob), after the
+        entry has been cross-checked against it (index.check_entry), once per tensor."""
+        if name in self._checked:
+            return self._checked[name]
+        e = self.entry(name)
+        with _named(name):
+            if e.member is not None:
+                pg = self.parsed_group()
+                if e.member >= len(pg.members):
+                    raise CodecError(f"member {e.member} of a group of {len(pg.members)} tensors")
+                hs = [pg.members[e.member].header]
+            else:
+                hs = [fmt.parse_header(self.part(name, i)) for i in range(len(e.parts))]
+            I.check_entry(e, hs)
+        self._checked[name] = hs
+        return hs
 
     def compressed_bytes(self, name: str) -> int:
         e = self.entry(name)
-        n = sum(p["length"] for p in e["parts"])
-        if "member" in e:
-            m = self.parsed_group().members[e["member"]]
-            h = m.header
-            n += h.rows * h.cols if h.coding == fmt.CODING_RAW else 2 * int(m.lane_words.sum()) + 2 * m.lane_words.size
+        n = sum(p.length for p in e.parts)
+        if e.member is not None:
+            self.headers(name)
+            n += self.parsed_group().members[e.member].coded_bytes()
         return n
 
-    def _layer(self, name, i, decoder):
-        try:
-            return decoder(self.part(name, i))
-        except CodecError as e:
-            if str(e).startswith(f"tensor {name!r}"):
-                raise
-            raise CodecError(f"tensor {name!r}: {e}") from None
+    def q8_scale(self, name: str) -> np.ndarray:
+        return np.frombuffer(self.part(name, 0), "<f4").copy()
 
-    def _member_value(self, name, device: bool):
-        j = self.member(name)
-        pg = self.parsed_group()
-        try:
-            if device:
-                from jaxsys.codec.decode import decode_parsed_group
-
-                return decode_parsed_group(pg, [j])[0]
-            return G._decode_parsed(pg, [j])[0]
-        except CodecError as e:
-            raise CodecError(f"tensor {name!r}: {e}") from None
-
-    def _q8_scale(self, name):
-        return np.frombuffer(self.part(name, len(self.entry(name)["parts"]) - 1), "<f4").copy()
+    def _check_budget(self, e: I.Entry) -> None:
+        need = e.size * (DECODE_BYTES_PER_ELEMENT + e.dtype.itemsize)
+        avail = available_memory()
+        if avail is not None and need > avail:
+            raise CodecError(
+                f"tensor {e.name!r} claims shape {list(e.shape)}: decoding needs about {need} bytes, "
+                f"only {avail} bytes of memory are available"
+            )
 
     def decode(self, name: str) -> np.ndarray:
-        """Host decode (vectorised numpy)."""
+        """Host decode (vectorised numpy), exact for every dtype."""
         e = self.entry(name)
-        shape, kind = tuple(e["shape"]), e["kind"]
-        dec = fmt.decode_layer_numpy
-        if kind in ("int", "q8"):
-            q = self._member_value(name, False) if "member" in e else self._layer(name, 0, dec)
-            if kind == "int":
-                return q.reshape(shape)
-            scale = self._q8_scale(name)
-            scale = scale.reshape(()) if not e["per_channel"] else scale
-            return dequantize_int8(q.reshape(shape[0], -1) if e["per_channel"] else q, scale).reshape(shape)
-        if kind == "float":
-            planes = [self._layer(name, i, dec) for i in range(len(e["parts"]))]
-            return floats.merge_planes(planes, e["dtype"]).reshape(shape)
-        b = self._layer(name, 0, dec)
-        return np.ascontiguousarray(b).view(np.dtype(e["dtype"])).reshape(shape)
+        self.headers(name)
+        self._check_budget(e)
+        with _named(name):
+            if e.member is not None:
+                q = G.decode_parsed_numpy(self.parsed_group(), [e.member])[0]
+                if e.kind == "int":
+                    return q.reshape(e.shape)
+                scale = self.q8_scale(name)
+                q = q.reshape(e.shape[0], -1) if e.per_channel else q
+                return dequantize_int8(q, scale if e.per_channel else scale.reshape(()), e.dtype).reshape(e.shape)
+            blobs = [fmt.decode_layer_numpy(self.part(name, i)) for i in range(len(e.parts))]
+            if e.kind == "float":
+                return floats.merge_planes(blobs, e.dtype.name).reshape(e.shape)
+            return np.ascontiguousarray(blobs[0]).view(e.dtype).reshape(e.shape)
 
-    def decode_jax(self, name: str, check: bool = True):
-        """Device decode: each part goes to the device once and is decoded there."""
-        import jax.numpy as jnp
-
-        from jaxsys.codec.decode import decode_layer
+    def decode_jax(self, name: str, check: bool = True) -> jax.Array:
+        """Device decode: each blob goes to the device once and is decoded there. With `check` the
+        device integrity flags and the decoded bytes' raw CRC32 are verified (as on the host path)."""
+        from jaxsys.codec import decode as D
 
         e = self.entry(name)
-        shape, kind = tuple(e["shape"]), e["kind"]
-        dec = lambda b: decode_layer(b, check=check)  # noqa: E731
-        if kind in ("int", "q8"):
-            q = self._member_value(name, True) if "member" in e else self._layer(name, 0, dec)
-            if kind == "int":
-                return q.reshape(shape)
-            q = q.astype(jnp.float32)
-            scale = jnp.asarray(self._q8_scale(name))
-            if e["per_channel"]:
-                q = q.reshape(shape[0], -1) * scale[:, None]
-            else:
-                q = q * scale[0]
-            return q.reshape(shape)
-        if kind == "float":
-            planes = [self._layer(name, i, dec) for i in range(len(e["parts"]))]
-            return floats.merge_planes_jax(planes, e["dtype"]).reshape(shape)
-        b = self._layer(name, 0, dec)
-        return jnp.asarray(np.asarray(b).view(np.dtype(e["dtype"])).reshape(shape))
+        self.headers(name)
+        dt = device_dtype(e.dtype, name)
+        self._check_budget(e)
+        with _named(name):
+            if e.member is not None:
+                q = D.decode_parsed_group(self.parsed_group(), [e.member], check=check)[0]
+                if e.kind == "int":
+                    return q.reshape(e.shape)
+                return dequantize_jax(q, jnp.asarray(self.q8_scale(name)), e.shape, e.per_channel, dt)
+            blobs = [D.decode_layer(self.part(name, i), check=check) for i in range(len(e.parts))]
+            if e.kind == "float":
+                return floats.merge_planes_jax(blobs, e.dtype.name).reshape(e.shape)
+            return bytes_to_dtype(blobs[0], dt, e.shape)
 
 
-# ------------------------------------------------------------------------------------------------
-# tensor sources: .npy, .safetensors (own reader/writer: bfloat16 included), weights.json, pytrees
-
-_ST_DTYPES = {
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F64": "float64",
-    "I8": "int8",
-    "U8": "uint8",
-    "I16": "int16",
-    "I32": "int32",
-    "I64": "int64",
-    "U16": "uint16",
-    "U32": "uint32",
-    "U64": "uint64",
-    "BOOL": "bool",
-}
-_ST_CODES = {v: k for k, v in _ST_DTYPES.items()}
+def dequantize_jax(q, scale, shape: tuple, per_channel: bool, dtype):
+    """Traceable q * scale (per row of axis 0 or per tensor) in float32, then cast to `dtype`."""
+    q = q.astype(jnp.float32)
+    w = q.reshape(shape[0], -1) * scale[:, None] if per_channel else q * scale[0]
+    return w.reshape(shape).astype(dtype)
 
 
-def _np_dtype(name: str) -> np.dtype:
-    return floats.FLOAT_DTYPES[name] if name in floats.FLOAT_DTYPES else np.dtype(name)
+def bytes_to_dtype(u8, dtype, shape: tuple):
+    """Traceable: a uint8 array of a tensor's bytes -> the tensor (bitcast, little-endian)."""
+    dt = jnp.dtype(dtype)
+    u = u8.reshape(-1)
+    w = jax.lax.bitcast_convert_type(u.reshape(-1, dt.itemsize), dt) if dt.itemsize > 1 else u.view(dt)
+    return w.reshape(shape)
 
 
-def read_safetensors(path) -> dict:
-    data = Path(path).read_bytes()
-    if len(data) < 8:
-        raise DataError(f"{path}: too short for a safetensors file")
-    (n,) = struct.unpack_from("<Q", data, 0)
-    if 8 + n > len(data):
-        raise DataError(f"{path}: header length {n} exceeds the file")
-    try:
-        hdr = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except ValueError as e:
-        raise DataError(f"{path}: bad safetensors header: {e}") from None
-    base = 8 + n
-    out = {}
-    for name, meta in hdr.items():
-        if name == "__metadata__":
-            continue
-        if meta.get("dtype") not in _ST_DTYPES:
-            raise DataError(f"{path}: tensor {name!r} has unsupported dtype {meta.get('dtype')}")
-        dt = _np_dtype(_ST_DTYPES[meta["dtype"]])
-        s, e = meta["data_offsets"]
-        shape = tuple(meta["shape"])
-        if base + e > len(data) or e - s != int(np.prod(shape)) * dt.itemsize:
-            raise DataError(f"{path}: tensor {name!r} offsets {s}..{e} do not fit")
-        out[name] = np.frombuffer(data[base + s : base + e], dtype=dt).reshape(shape).copy()
-    return out
+class _named:
+    """Context: a CodecError (or MemoryError) inside names the tensor."""
 
+    def __init__(self, name: str):
+        self.name = name
 
-def write_safetensors(path, tensors: dict) -> Path:
-    hdr, chunks, off = {}, [], 0
-    for name, x in tensors.items():
-        x = np.ascontiguousarray(x)
-        if x.dtype.name not in _ST_CODES:
-            raise DataError(f"tensor {name!r}: dtype {x.dtype} not storable in safetensors")
-        b = x.tobytes()
-        hdr[name] = {"dtype": _ST_CODES[x.dtype.name], "shape": list(x.shape), "data_offsets": [off, off + len(b)]}
-        chunks.append(b)
-        off += len(b)
-    h = json.dumps(hdr, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    return atomic_write_bytes(path, struct.pack("<Q", len(h)) + h + b"".join(chunks))
+    def __enter__(self):
+        return self
 
-
-def flatten_pytree(tree, prefix: str = "") -> dict:
-    """Nested dicts/lists of arrays -> {"a/b/0": array}."""
-    out = {}
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            out.update(flatten_pytree(v, f"{prefix}{k}/"))
-    elif isinstance(tree, (list, tuple)):
-        try:  # a (nested) list of numbers is one tensor
-            arr = np.asarray(tree)
-        except ValueError:
-            arr = None
-        if arr is not None and arr.dtype.kind in "fiub":
-            out[prefix[:-1] or "x"] = arr
-            return out
-        for i, v in enumerate(tree):
-            out.update(flatten_pytree(v, f"{prefix}{i}/"))
-    else:
-        out[prefix[:-1] or "x"] = np.asarray(tree)
-    return out
-
-
-def load_tensors(path) -> dict:
-    """Read tensors from .npy, .npz, .safetensors or a JSON file of nested lists (weights.json)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"input file not found: {path}")
-    suf = path.suffix.lower()
-    if suf == ".npy":
-        return {path.stem: np.load(path, allow_pickle=False)}
-    if suf == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    if suf == ".safetensors":
-        return read_safetensors(path)
-    if suf == ".json":
-        try:
-            obj = json.loads(path.read_text())
-        except ValueError as e:
-            raise DataError(f"{path}: not valid JSON: {e}") from None
-        flat = flatten_pytree(obj)
-        return {
-            k: (v.astype(np.float32) if v.dtype == np.float64 else v)
-            for k, v in flat.items()
-            if v.dtype.kind in "fiub" and v.size > 0
-        }
-    raise DataError(f"{path}: unsupported input type {suf!r} (use .npy, .npz, .safetensors, .json)")
+    def __exit__(self, typ, err, tb):
+        if typ is MemoryError:
+            raise CodecError(f"tensor {self.name!r}: out of memory while decoding") from None
+        if typ is not None and issubclass(typ, CodecError) and not str(err).startswith("tensor '"):
+            raise CodecError(f"tensor {self.name!r}: {err}") from None
+        return False

@@ -10,9 +10,10 @@ import numpy as np
 
 from jaxsys.codec import format as fmt
 from jaxsys.codec import group as G
-from jaxsys.codec.bench import coded_entropy_bits, gaussian_int8, quick_bench
+from jaxsys.codec.bench import coded_entropy_bits, gaussian_int8, group_symbols, quick_bench
 from jaxsys.codec.decode import decode_layer
 from jaxsys.codec.quant import dequantize_int8, quantize_int8
+from jaxsys.codec.tiles import entropy_bits
 from jaxsys.train.io import atomic_write_json, save_figure
 
 
@@ -47,7 +48,7 @@ def run_stage(run_dir: Path, quick: bool) -> dict:
     gblob = G.encode_group(layers, min_lane_symbols=4096)
     if not all(np.array_equal(a, b) for a, b in zip(G.decode_group_numpy(gblob), layers)):
         raise AssertionError("tour: group blob did not round-trip")
-    pooled = fmt.entropy_bits(G.group_symbols(gblob, layers)) / 8
+    pooled = entropy_bits(group_symbols(gblob, layers)) / 8
     res.update(
         {
             "shared_table_over_pooled_pct": 100 * (len(gblob) / pooled - 1),

@@ -127,6 +127,24 @@ def _sample(args) -> int:
     return 0
 
 
+def _run_compressed(args) -> int:
+    from jaxsys.gpt.compressed import run_report
+
+    cache = None if args.cache_layers < 0 else args.cache_layers
+    r = run_report(
+        args.model,
+        cache,
+        prompt=args.prompt,
+        max_new_tokens=args.max_tokens,
+        mode=args.codec_mode,
+        prefetch=not args.no_prefetch,
+        fused=args.fused,
+    )
+    for k, v in r.items():
+        print(f"{k:>26}: {v:.4g}" if isinstance(v, float) else f"{k:>26}: {v}")
+    return 0 if r["identical_tokens"] else 1
+
+
 def register(sub) -> None:
     p = sub.add_parser("gpt", help="microgpt: train, sample (chat, serve) a character-level GPT")
     gsub = p.add_subparsers(dest="gpt_cmd")
@@ -204,3 +222,13 @@ def register(sub) -> None:
 
     if importlib.util.find_spec("jaxsys.gpt.serve_cli") is not None:
         importlib.import_module("jaxsys.gpt.serve_cli").register_serving(gsub)
+
+    r = gsub.add_parser("run-compressed", help="run a trained GPT from codec-compressed weights and account for it")
+    r.add_argument("--model", required=True, help="folder with weights.json + meta.json")
+    r.add_argument("--cache-layers", type=int, default=1, help="decoded groups kept (-1: all)")
+    r.add_argument("--codec-mode", default="int8", choices=["int8", "lossless"], help="how the weights are stored")
+    r.add_argument("--prompt", default="")
+    r.add_argument("--max-tokens", type=int, default=32)
+    r.add_argument("--no-prefetch", action="store_true")
+    r.add_argument("--fused", action="store_true", help="fuse a layer's decode with its compute")
+    r.set_defaults(func=_run_compressed)

@@ -1,34 +1,32 @@
 """Compressed inference for the jaxsys GPT: weights stay rANS-compressed on the device and each layer
-is decoded when the forward pass reaches it (jaxsys.codec.runtime), into a bounded LRU cache, with
-the next layer's decode issued before the current layer's compute (prefetch) and optionally fused
-with it (one jitted decode + layer step).
+is decoded when the forward pass reaches it (the codec's `jaxsys.codec.params` API), into a bounded
+LRU cache, with the next layer's decode issued before the current layer's compute (prefetch) and
+optionally fused with it (one jitted decode + layer step).
 
 Groups (the unit of caching): "embed" (wte, wpe), "layer{i}" (the six matrices), "head" (lm_head).
-The per-layer math is the same as jaxsys.gpt.generate.decode_step for one row; `GPTRunner` runs it
-from a plain params dict (the uncompressed baseline) or from a `WeightCache` (compressed), through
-the same jitted functions, so both give identical logits and tokens for identical weights.
+Each layer is `jaxsys.gpt.generate.decode_layer` (the decode engine's own layer) and the embedding
+norm is `jaxsys.nn.rmsnorm`; `GPTRunner` runs them from a plain params dict (the uncompressed
+baseline) or from a `WeightCache` (compressed), through the same jitted functions, so both give
+identical logits and tokens for identical weights.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from jaxsys.codec import runtime, store
+from jaxsys.codec import params as cp
 from jaxsys.errors import ConfigError
 from jaxsys.gpt.config import GPTConfig
-from jaxsys.gpt.generate import RMS_EPS, sample_tokens
+from jaxsys.gpt.generate import decode_layer, sample_tokens
 from jaxsys.gpt.model import LAYER_MATRICES
+from jaxsys.nn.rmsnorm import rmsnorm_forward
 
-
-def _rmsnorm(x):
-    return x * lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + RMS_EPS)
+second_cpu_device = cp.second_cpu_device
 
 
 def groups_for(cfg: GPTConfig) -> dict[str, list[str]]:
@@ -40,26 +38,14 @@ def groups_for(cfg: GPTConfig) -> dict[str, list[str]]:
 
 
 def _embed(wte, wpe, tok_B, pos):
-    return _rmsnorm(wte[tok_B] + wpe[pos][None, :])
+    return rmsnorm_forward(wte[tok_B] + wpe[pos][None, :])[0]
 
 
-def _layer(wq, wk, wv, wo, fc1, fc2, ck, cv, x, pos, n_head: int):
-    """decode_step's layer body for B rows at one position: x [B, E], ck/cv [B, H, T, D]."""
-    B, E = x.shape
-    H, D, T = n_head, E // n_head, ck.shape[2]
-    h = _rmsnorm(x)
-    q = (h @ wq.T).reshape(B, H, D)
-    k = (h @ wk.T).reshape(B, H, D)
-    v = (h @ wv.T).reshape(B, H, D)
-    ck = ck.at[:, :, pos, :].set(k)
-    cv = cv.at[:, :, pos, :].set(v)
-    s = jnp.einsum("bhd,bhtd->bht", q, ck) / math.sqrt(D)
-    s = jnp.where((jnp.arange(T) <= pos)[None, None, :], s, -jnp.inf)
-    a = jax.nn.softmax(s, axis=-1)
-    o = jnp.einsum("bht,bhtd->bhd", a, cv).reshape(B, H * D)
-    x = x + o @ wo.T
-    h = _rmsnorm(x)
-    x = x + jax.nn.relu(h @ fc1.T) @ fc2.T
+def _layer(ws, ck, cv, x, pos, cfg: GPTConfig):
+    """The decode engine's layer for B rows at one position: ws the six matrices (LAYER_MATRICES
+    order), x [B, E], ck/cv [B, H, T, D]."""
+    pos_B = jnp.full((x.shape[0],), pos, jnp.int32)
+    x, (ck, cv) = decode_layer(dict(zip(LAYER_MATRICES, ws)), "", (ck, cv), x, pos_B, cfg)
     return x, ck, cv
 
 
@@ -70,33 +56,33 @@ def _head(w, x, temperature, u_B):
 
 
 embed_step = jax.jit(_embed)
-layer_step = jax.jit(_layer, static_argnames=("n_head",), donate_argnames=("ck", "cv"))
+layer_step = jax.jit(_layer, static_argnames=("cfg",), donate_argnames=("ck", "cv"))
 head_step = jax.jit(_head)
 
 
-def _fused(packs, scales, ck, cv, x, pos, metas, n_head: int):
+def _fused(packs, scales, ck, cv, x, pos, metas, cfg: GPTConfig):
     """One jitted function: decode the six matrices of a layer, then run the layer."""
     ws, oks = [], []
     for p, s, m in zip(packs, scales, metas):
-        w, ok = runtime.tensor_value(p, s, m)
+        w, ok = cp.tensor_value(p, s, m)
         ws.append(w.astype(x.dtype))
         oks.append(ok)
-    x, ck, cv = _layer(*ws, ck, cv, x, pos, n_head)
+    x, ck, cv = _layer(tuple(ws), ck, cv, x, pos, cfg)
     return x, ck, cv, tuple(ws), jnp.all(jnp.stack(oks))
 
 
-fused_layer_step = jax.jit(_fused, static_argnames=("metas", "n_head"), donate_argnames=("ck", "cv"))
+fused_layer_step = jax.jit(_fused, static_argnames=("metas", "cfg"), donate_argnames=("ck", "cv"))
 
 
-def _fused_group(pack, scales, ck, cv, x, pos, meta, n_head: int):
+def _fused_group(pack, scales, ck, cv, x, pos, meta, cfg: GPTConfig):
     """One jitted function: decode a layer's packed group (one rANS kernel), then run the layer."""
-    ws, oks = runtime.group_value(pack, scales, meta)
+    ws, oks = cp.group_value(pack, scales, meta)
     ws = tuple(w.astype(x.dtype) for w in ws)
-    x, ck, cv = _layer(*ws, ck, cv, x, pos, n_head)
+    x, ck, cv = _layer(ws, ck, cv, x, pos, cfg)
     return x, ck, cv, ws, jnp.all(oks)
 
 
-fused_group_step = jax.jit(_fused_group, static_argnames=("meta", "n_head"), donate_argnames=("ck", "cv"))
+fused_group_step = jax.jit(_fused_group, static_argnames=("meta", "cfg"), donate_argnames=("ck", "cv"))
 
 
 class GPTRunner:
@@ -105,7 +91,7 @@ class GPTRunner:
     Args:
       cfg: the model config.
       params: name -> array for the uncompressed baseline; or None with `cache`.
-      cache: a runtime.WeightCache over compressed device tensors (groups = groups_for(cfg)).
+      cache: a codec WeightCache over compressed device tensors (groups = groups_for(cfg)).
       prefetch: issue the next group's decode before the current group's compute.
       fused: on a cache miss, decode a layer's matrices and run it in one jitted call.
       profile: block after every decode and every compute to attribute time (slower).
@@ -115,7 +101,7 @@ class GPTRunner:
         self,
         cfg: GPTConfig,
         params: dict | None = None,
-        cache: runtime.WeightCache | None = None,
+        cache: cp.WeightCache | None = None,
         prefetch: bool = True,
         fused: bool = False,
         profile: bool = False,
@@ -183,7 +169,7 @@ class GPTRunner:
                         x,
                         jnp.int32(pos),
                         meta=dg.meta,
-                        n_head=cfg.n_head,
+                        cfg=cfg,
                     )
                 else:
                     ts = [self.cache.tensors[n] for n in names]
@@ -196,16 +182,15 @@ class GPTRunner:
                         x,
                         jnp.int32(pos),
                         metas=tuple(t.meta for t in ts),
-                        n_head=cfg.n_head,
+                        cfg=cfg,
                     )
                 self.cache.note_ok(g, ok)
                 self.cache.insert(g, dict(zip(names, ws)))
             else:
                 w = w if w is not None else self._weights(g)
                 self._prefetch_after(g)
-                x, ck, cv = self._timed(
-                    layer_step, *(w[n] for n in names), kv[i][0], kv[i][1], x, jnp.int32(pos), n_head=cfg.n_head
-                )
+                ws = tuple(w[n] for n in names)
+                x, ck, cv = self._timed(layer_step, ws, kv[i][0], kv[i][1], x, jnp.int32(pos), cfg=cfg)
             kv[i] = (ck, cv)
         w = self._weights("head")
         self._prefetch_after("head")
@@ -270,51 +255,26 @@ class GPTRunner:
         return rows * (2 * cfg.n_layer * cfg.n_head * cfg.block_size * cfg.head_dim * 4 + 8 * cfg.n_embd * 4)
 
 
-def compress_gpt(params: dict, mode: str = "int8", opts: store.LayerOpts = store.LayerOpts()) -> bytes:
+def compress_gpt(params: dict, mode: str = "int8", opts: cp.LayerOpts = cp.LayerOpts()) -> bytes:
     """GPT params -> codec container bytes (int8: per-channel q8; lossless: float planes)."""
-    arrays = {k: np.asarray(v, np.float32) for k, v in params.items()}
-    return store.encode_store(arrays, mode=mode, per_channel=True, opts=opts)
+    return cp.compress_params({k: np.asarray(v, np.float32) for k, v in params.items()}, mode, opts=opts)
 
 
-def compressed_runner(
-    data: bytes,
-    cfg: GPTConfig,
-    cache_layers: int | None = None,
-    cache_bytes: int | None = None,
-    prefetch: bool = True,
-    fused: bool = False,
-    profile: bool = False,
-    prefetch_thread: bool = False,
-    pack_groups: bool = True,
-    decode_device=None,
-    sync: bool = False,
-) -> GPTRunner:
-    return CompressedModel(
-        data,
-        cfg,
-        cache_layers,
-        cache_bytes,
-        prefetch,
-        fused,
-        profile,
-        prefetch_thread,
-        pack_groups,
-        decode_device,
-        sync,
-    )
-
-
-def second_cpu_device():
-    """A second CPU device (XLA:CPU runs one device's computations in order and different devices'
-    in parallel), or None. Needs `jax.config.update("jax_num_cpu_devices", 2)` before JAX starts."""
-    if jax.default_backend() != "cpu":
-        return None
-    devs = jax.devices("cpu")
-    return devs[1] if len(devs) > 1 else None
+def compressed_runner(data: bytes, cfg: GPTConfig, cache_layers: int | None = None, **kw) -> GPTRunner:
+    """A `CompressedModel` (keyword args as there); cache_layers None keeps every decoded group."""
+    return CompressedModel(data, cfg, cache_layers, **kw)
 
 
 class CompressedModel(GPTRunner):
-    """A GPT whose weights stay compressed on the device (see `compressed_runner` for the args)."""
+    """A GPT whose weights stay compressed on the device.
+
+    Args:
+      data: container bytes (`compress_gpt`).
+      cache_layers / cache_bytes: decoded groups kept (None: all; 0: none) / decoded bytes kept.
+      prefetch, fused, profile: as in `GPTRunner`.
+      prefetch_thread, pack_groups, decode_device, sync: as in `jaxsys.codec.params.open_params`
+        (the fused path needs packs and activations on one device: decode_device None).
+    """
 
     def __init__(
         self,
@@ -330,26 +290,17 @@ class CompressedModel(GPTRunner):
         decode_device=None,
         sync: bool = False,
     ):
-        # pack_groups: a group's shared-table tensors decode in ONE call (else one call per tensor)
-        # decode_device: where the compressed packs live and decode runs ("second-cpu": see
-        #   second_cpu_device; None: the default device); decoded weights move to the default
-        #   device. The fused path needs packs and activations on one device.
-        # sync: a cache miss waits for its decode (on-demand decoding without look-ahead)
-        if decode_device == "second-cpu":
-            decode_device = second_cpu_device()
         if fused and decode_device is not None:
             raise ConfigError("fused decode+compute needs the packs on the compute device (decode_device=None)")
-        out_device = jax.devices()[0] if decode_device is not None else None
-        tensors, packed = runtime.load_device_store(store.Store(data), groups_for(cfg), pack_groups, decode_device)
-        cache = runtime.WeightCache(
-            tensors,
+        cache = cp.open_params(
+            data,
             groups_for(cfg),
-            max_groups=cache_layers,
-            max_bytes=cache_bytes,
+            cache_groups=cache_layers,
+            cache_bytes=cache_bytes,
             prefetch=prefetch,
             prefetch_thread=prefetch_thread,
-            packed=packed,
-            out_device=out_device,
+            pack_groups=pack_groups,
+            decode_device=decode_device,
             sync=sync,
         )
         super().__init__(cfg, cache=cache, prefetch=prefetch, fused=fused, profile=profile)
@@ -357,8 +308,7 @@ class CompressedModel(GPTRunner):
 
 def decoded_params(data: bytes) -> dict:
     """The weights a compressed model runs with (q8 dequantised / lossless), decoded on the host."""
-    st = store.Store(data)
-    return {n: st.decode(n) for n in st.names}
+    return cp.decode_params(data)
 
 
 def run_report(

@@ -78,26 +78,31 @@ def decode_step(params: dict, kv: KVCache, tok_B, pos_B, cfg: GPTConfig, attn_le
     Attention reads only the first `attn_len` cache positions (static; every active row needs
     pos < attn_len): reading the whole block_size cache every step dominates the cost otherwise.
     """
-    B = tok_B.shape[0]
+    x = _rmsnorm(params["wte"][tok_B] + params["wpe"][pos_B])
+    new_kv = []
+    for i in range(cfg.n_layer):
+        x, kv_i = decode_layer(params, f"layer{i}.", kv[i], x, pos_B, cfg, attn_len)
+        new_kv.append(kv_i)
+    return x @ params["lm_head"].T, tuple(new_kv)
+
+
+def decode_layer(params: dict, p: str, kv_layer, x_BxC, pos_B, cfg: GPTConfig, attn_len: int | None = None):
+    """One layer of `decode_step` (parameters `p + name`, e.g. p = "layer0."): rows x_BxC at positions
+    pos_B, with that layer's cache (k, v) each [B, n_head, T, head_dim]; returns (x, (k, v))."""
+    B = x_BxC.shape[0]
     H, D = cfg.n_head, cfg.head_dim
     A = cfg.block_size if attn_len is None else attn_len
     rows = jnp.arange(B)
-    x = _rmsnorm(params["wte"][tok_B] + params["wpe"][pos_B])
     visible_BxT = jnp.arange(A)[None, :] <= pos_B[:, None]
-    new_kv = []
-    for i in range(cfg.n_layer):
-        p = f"layer{i}."
-        ck, cv = kv[i]
-        q, k, v = _qkv(params, p, _rmsnorm(x), B, cfg)
-        ck = ck.at[rows, :, pos_B, :].set(k.astype(ck.dtype))
-        cv = cv.at[rows, :, pos_B, :].set(v.astype(cv.dtype))
-        s = jnp.einsum("bhd,bhtd->bht", q, ck[:, :, :A]) / math.sqrt(D)
-        s = jnp.where(visible_BxT[:, None, :], s, -jnp.inf)
-        a = jax.nn.softmax(s, axis=-1)
-        o = jnp.einsum("bht,bhtd->bhd", a, cv[:, :, :A]).reshape(B, H * D)
-        x = _mlp_residual(params, p, x + o @ params[p + "attn_wo"].T)
-        new_kv.append((ck, cv))
-    return x @ params["lm_head"].T, tuple(new_kv)
+    ck, cv = kv_layer
+    q, k, v = _qkv(params, p, _rmsnorm(x_BxC), B, cfg)
+    ck = ck.at[rows, :, pos_B, :].set(k.astype(ck.dtype))
+    cv = cv.at[rows, :, pos_B, :].set(v.astype(cv.dtype))
+    s = jnp.einsum("bhd,bhtd->bht", q, ck[:, :, :A]) / math.sqrt(D)
+    s = jnp.where(visible_BxT[:, None, :], s, -jnp.inf)
+    a = jax.nn.softmax(s, axis=-1)
+    o = jnp.einsum("bht,bhtd->bhd", a, cv[:, :, :A]).reshape(B, H * D)
+    return _mlp_residual(params, p, x_BxC + o @ params[p + "attn_wo"].T), (ck, cv)
 
 
 def _prefill(params: dict, kv: KVCache, tok_L, row, cfg: GPTConfig, length: int) -> KVCache:

@@ -1,10 +1,7 @@
 import numpy as np
-import pytest
 
 from jaxsys.cli import main
-from jaxsys.codec import store
-
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+from jaxsys.codec import sources
 
 
 def test_compress_info_decompress_npy(tmp_path, capsys):
@@ -24,10 +21,10 @@ def test_compress_info_decompress_npy(tmp_path, capsys):
 def test_safetensors_roundtrip(tmp_path):
     rng = np.random.default_rng(1)
     t = {"a": rng.normal(0, 1, (8, 8)).astype(np.float32), "b": rng.integers(-5, 5, (10,)).astype(np.int8)}
-    store.write_safetensors(tmp_path / "m.safetensors", t)
+    sources.write_safetensors(tmp_path / "m.safetensors", t)
     assert main(["codec", "compress", str(tmp_path / "m.safetensors"), str(tmp_path / "m.jxc")]) == 0
     assert main(["codec", "decompress", str(tmp_path / "m.jxc"), str(tmp_path / "o.safetensors")]) == 0
-    back = store.read_safetensors(tmp_path / "o.safetensors")
+    back = sources.read_safetensors(tmp_path / "o.safetensors")
     assert all(np.array_equal(back[k], t[k]) for k in t)
 
 

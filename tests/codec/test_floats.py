@@ -5,8 +5,6 @@ import pytest
 
 from jaxsys.codec import floats
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 DTYPES = [np.float32, np.float16, ml_dtypes.bfloat16]
 
 
@@ -53,3 +51,9 @@ def test_top_plane_is_the_exponent(dtype):
     x = np.array([1.0, -1.0, 2.0, 0.5], np.float32).astype(dtype)
     top = floats.split_planes(x)[-1]
     assert top.tolist() == [127, 127, 128, 126]
+
+
+def test_exponent_entropy_bits():
+    """Two exponents, equally often: 1 bit per value."""
+    x = np.array([1.0, 2.0, 1.5, 3.0], np.float32)
+    assert floats.exponent_entropy_bits(x) == pytest.approx(4.0)

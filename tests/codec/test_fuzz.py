@@ -3,14 +3,11 @@ valid CRCs so the structural checks are exercised). Every one must decode to the
 CodecError. A SIGALRM watchdog turns a hang into a failure (the loops are bounded by construction)."""
 
 import numpy as np
-import pytest
 
 from jaxsys.codec import decode as D
 from jaxsys.codec import format as fmt
 from jaxsys.codec.format import CodecError
 from tests.codec.helpers import mutations, reseal, source
-
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
 
 def test_fuzz_numpy_decoder(watchdog):

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from jaxsys.codec import decode as D
 from jaxsys.codec import format as fmt
 from jaxsys.codec import group as G
-from jaxsys.codec import rans
+from jaxsys.codec import rans, tables
+from jaxsys.codec import tiles as tl
+from jaxsys.codec.bench import group_symbols
 from jaxsys.codec.format import CodecError
 from jaxsys.errors import ConfigError, ShapeError
 from tests.codec.helpers import mutations, reseal_group, source
-
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
 
 def _mixed(rng):
@@ -73,25 +73,27 @@ def test_table_hand_computed():
     so the table is 1 + ceil(2047 / 8) = 257 bytes."""
     f = np.zeros(256, np.int64)
     f[0] = 4096
-    tb = G.rice_table(f)
+    tb = tables.rice_table(f)
     assert tb[0] == 5 and len(tb) == 257
-    assert np.array_equal(G.parse_table(tb, 12), f)
+    assert np.array_equal(tables.parse_shared_table(tb, 12), f)
     # the version-1 coding is shorter here (bitmap + one 12-bit value): pack_table picks it
-    assert G.pack_table(f) == b"\xff" + fmt._pack_table(f) and len(G.pack_table(f)) == 36
-    assert np.array_equal(G.parse_table(G.pack_table(f), 12), f)
+    assert (
+        tables.pack_shared_table(f) == b"\xff" + tables.pack_bitmap_table(f) and len(tables.pack_shared_table(f)) == 36
+    )
+    assert np.array_equal(tables.parse_shared_table(tables.pack_shared_table(f), 12), f)
     rng = np.random.default_rng(2)
     for pb, n, sigma in ((12, 200000, 40), (14, 200000, 40), (16, 500, 20)):
         c = np.bincount(
             np.clip(np.rint(rng.normal(0, sigma, n)), -128, 127).astype(np.int8).view(np.uint8), minlength=256
         )
         f = rans.normalize_freqs(c, pb)
-        tb = G.pack_table(f)
-        assert np.array_equal(G.parse_table(tb, pb), f)
+        tb = tables.pack_shared_table(f)
+        assert np.array_equal(tables.parse_shared_table(tb, pb), f)
         # smooth histograms: Rice-coded differences beat the fixed width; sparse: version-1 coding
         if n > 1000:
-            assert tb[0] < 16 and len(tb) < 0.7 * len(fmt._pack_table(f))
+            assert tb[0] < 16 and len(tb) < 0.7 * len(tables.pack_bitmap_table(f))
         else:
-            assert tb[0] == 255 and len(tb) == 1 + len(fmt._pack_table(f))
+            assert tb[0] == 255 and len(tb) == 1 + len(tables.pack_bitmap_table(f))
 
 
 def test_pooled_bound_within_half_percent():
@@ -104,8 +106,8 @@ def test_pooled_bound_within_half_percent():
         for s in (20, 25, 30, 35, 40, 30, 25, 45)
     ]
     blob = G.encode_group(xs, min_lane_symbols=4096)
-    bound = fmt.entropy_bits(G.group_symbols(blob, xs)) / 8
-    pooled = fmt.entropy_bits(sum(np.bincount(x.view(np.uint8).ravel(), minlength=256) for x in xs)) / 8
+    bound = tl.entropy_bits(group_symbols(blob, xs)) / 8
+    pooled = tl.entropy_bits(sum(np.bincount(x.view(np.uint8).ravel(), minlength=256) for x in xs)) / 8
     assert bound == pytest.approx(pooled)
     assert len(blob) < 1.005 * bound
     per_layer = sum(len(fmt.encode_layer(x, min_lane_symbols=4096)) for x in xs)

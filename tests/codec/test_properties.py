@@ -2,13 +2,10 @@
 shape, lane count and precision; the vectorised decoder equals the scalar reference."""
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxsys.codec import format as fmt
-
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
 
 @st.composite

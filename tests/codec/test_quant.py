@@ -4,8 +4,6 @@ import pytest
 from jaxsys.codec.quant import dequantize_int8, quantize_int8
 from jaxsys.errors import ConfigError, DataError, ShapeError
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def test_per_tensor_reference_values():
     w = np.array([[1.0, -2.0], [0.5, 0.25]], np.float32)

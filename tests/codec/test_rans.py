@@ -3,8 +3,6 @@ import pytest
 
 from jaxsys.codec import rans
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def test_hand_computed_single_step():
     # f0 = f1 = 2048 (M = 4096): encoding symbol 1 from x = 2^16 gives

@@ -1,10 +1,6 @@
 import json
 
-import pytest
-
 from jaxsys.codec.tour import run_stage
-
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
 
 def test_tour_stage_quick(tmp_path):
