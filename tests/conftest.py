@@ -21,13 +21,11 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "x64: run this test with jax_enable_x64 (float64 gradient parity)")
 
 
-@pytest.fixture(autouse=True)
-def _x64_when_marked(request):
-    want = request.node.get_closest_marker("x64") is not None
-    before = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", want)
-    yield
-    jax.config.update("jax_enable_x64", before)
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Every test runs in the precision its marks ask for, set before any of its fixtures is built
+    (a module-scoped fixture of an x64 module then makes float64 arrays too)."""
+    jax.config.update("jax_enable_x64", item.get_closest_marker("x64") is not None)
 
 
 @pytest.fixture(scope="session")
