@@ -1,5 +1,6 @@
-"""HTTP API (jaxsys/gpt/serve.py): every endpoint with valid and invalid input, batching of concurrent
-requests, and the official `openai` client against `jaxsys gpt serve` started on a loopback port."""
+"""HTTP API (jaxsys/gpt/serve/): every endpoint with valid and invalid input, batching of concurrent
+requests, and the official `openai` client against `jaxsys gpt serve` started on a loopback port. The
+servers run in float32, as users serve; their tokens equal the float64 numpy model's on these models."""
 
 import concurrent.futures
 import json
@@ -24,8 +25,6 @@ from jaxsys.gpt.serve import ServeConfig, ServerThread, StopText, create_app
 from jaxsys.gpt.tokenizer import Tokenizer
 from jaxsys.gpt.weights_io import save_model
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 CHAT_TOK = Tokenizer.from_corpus("hello world, how are you? fine.", chat=True)
 PLAIN_TOK = Tokenizer(list("abcdefghijklmnopqrst"))  # same vocab size as CHAT_TOK: one compiled step
 assert PLAIN_TOK.vocab_size == CHAT_TOK.vocab_size
@@ -41,14 +40,14 @@ def _params(seed, std=0.3):  # wider than the 0.08 init: peaked, varied outputs
 @pytest.fixture(scope="module")
 def chat_server():
     params = _params(0)
-    with ServerThread(create_app(params, CFG, CHAT_TOK, SCFG, dtype=jnp.float64)) as srv:
+    with ServerThread(create_app(params, CFG, CHAT_TOK, SCFG)) as srv:
         yield srv, InferenceModel(params, CFG, CHAT_TOK)
 
 
 @pytest.fixture(scope="module")
 def plain_server():
     params = _params(1)
-    with ServerThread(create_app(params, CFG, PLAIN_TOK, SCFG, dtype=jnp.float64)) as srv:
+    with ServerThread(create_app(params, CFG, PLAIN_TOK, SCFG)) as srv:
         yield srv, InferenceModel(params, CFG, PLAIN_TOK)
 
 
@@ -384,6 +383,7 @@ def test_openai_client_plain_and_streaming(cli_server):
     assert json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant"
 
 
+@pytest.mark.x64  # the batcher in float64: the same tokens as the numpy model by construction
 def test_batcher_rows_cross_attention_buckets():
     """Chunks pick the attention length from the rows in flight (64, then 80 here); rows that join
     later and rows running past position 64 still equal the numpy model."""
