@@ -348,6 +348,9 @@ def cli_server(tmp_path_factory):
 
 def test_openai_client_plain_and_streaming(cli_server):
     url, ref = cli_server
+    page = httpx.get(url + "/")  # the chat page ships as package data
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<title>jaxsys chat</title>" in page.text and "/v1/chat/completions" in page.text
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
     assert [m.id for m in client.models.list()] == ["microgpt"]
     msgs = [{"role": "user", "content": "hello"}]
