@@ -6,6 +6,7 @@ A document is [BOS, chars..., BOS]; a conversation is [BOS, (role, text..., end_
 """
 
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from jaxsys.errors import ConfigError, DataError
@@ -33,7 +34,7 @@ class Tokenizer:
             if not isinstance(c, str) or len(c) != 1:
                 raise DataError(f"tokenizer chars[{i}] must be a single-character string, got {c!r}")
         if len(set(chars)) != len(chars):
-            dup = sorted({c for c in chars if chars.count(c) > 1})
+            dup = sorted(c for c, k in Counter(chars).items() if k > 1)  # linear: meta.json may be hostile
             raise DataError(f"tokenizer chars contain duplicates: {dup!r}")
         self.chars = chars
         self.chat = bool(chat)
