@@ -133,3 +133,21 @@ def test_slow_body_times_out_and_disconnects_log_no_tracebacks(caplog):
     assert not any(r.exc_info for r in records), [r.getMessage() for r in records]
     assert not any("Traceback" in r.getMessage() for r in records)
     assert len([r for r in records if r.levelno >= logging.WARNING]) <= 5  # at most one line per client
+
+
+def test_any_exception_is_a_json_500_with_one_log_line(caplog):
+    """The one place (ErrorMiddleware): an unexpected exception in a route is a JSON 500 naming its
+    type, one log line without a traceback, and the connection keeps serving."""
+    app = create_app(_params(), CFG, CHAT_TOK, ServeConfig(max_batch=2, chunk_steps=2))
+
+    @app.get("/boom")
+    async def _boom():
+        raise RuntimeError("deliberate")
+
+    with caplog.at_level(logging.INFO), ServerThread(app) as srv, httpx.Client(base_url=srv.url) as c:
+        r = c.get("/boom")
+        assert r.status_code == 500 and r.json()["error"]["message"] == "internal error: RuntimeError"
+        assert c.get("/healthz").status_code == 200  # same connection
+    records = [r for r in caplog.records if r.name.startswith(("jaxsys", "uvicorn"))]
+    assert not any(r.exc_info for r in records)
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == ["GET /boom: RuntimeError: deliberate"]
