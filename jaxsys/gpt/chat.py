@@ -4,6 +4,12 @@ Training sees conversations as [BOS, (role, text..., end_turn)*, BOS]; a reply i
 [BOS, (role, text..., end_turn)*, assistant] and generation stops at end_turn (or BOS). When the
 history is longer than the context allows, whole old turns are dropped (never part of a turn) so that
 the prompt leaves a quarter of block_size for the reply.
+
+The model knows two roles, user and assistant. A `system` message (OpenAI clients send one by
+default) enters as a user turn at its place in the conversation: [user, its text..., end_turn]. It is
+an old turn like any other, so it is the first to go when the history is cut to fit.
+Characters outside the vocabulary are an error that names them (`Tokenizer.encode_known`), never
+dropped silently.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt.tokenizer import Tokenizer
 
 ROLES = ("user", "assistant")
+ROLE_ALIASES = {"system": "user"}  # roles accepted from clients -> the model's role they enter as
 
 
 class ChatPrompt(NamedTuple):
@@ -33,8 +40,8 @@ def reply_budget(block_size: int) -> int:
 def check_chat_model(tok: Tokenizer) -> None:
     if not tok.chat:
         raise ConfigError(
-            "this model has no chat tokens (it was trained in plain mode, without "
-            "--chat); use generate/sample instead of chat"
+            "this model has no chat tokens (it was trained in plain mode, not with "
+            "--mode chat); use generate/sample instead of chat"
         )
 
 
@@ -50,8 +57,10 @@ def normalise_messages(messages) -> list[tuple[str, str]]:
             role, text = m
         else:
             raise DataError(f"messages[{i}] must be an object with 'role' and 'content'")
+        role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
         if role not in ROLES:
-            raise DataError(f"messages[{i}].role: unknown role {role!r}; this model knows {list(ROLES)}")
+            known = [*ROLES, *ROLE_ALIASES]
+            raise DataError(f"messages[{i}].role: unknown role {role!r}; this model knows {known}")
         if not isinstance(text, str):
             raise DataError(f"messages[{i}].content must be a string, got {type(text).__name__}")
         out.append((role, text))
@@ -68,7 +77,10 @@ def build_chat_prompt(tok: Tokenizer, messages, block_size: int) -> ChatPrompt:
     check_chat_model(tok)
     turns = normalise_messages(messages)
     limit = block_size - reply_budget(block_size)
-    encoded = [[tok.role_id(role), *tok.encode(text), tok.end_turn] for role, text in turns]
+    encoded = [
+        [tok.role_id(role), *tok.encode_known(text, f"messages[{i}].content"), tok.end_turn]
+        for i, (role, text) in enumerate(turns)
+    ]
     used, keep = 2, 0  # BOS + the assistant token
     for turn in reversed(encoded):
         if used + len(turn) > limit:

@@ -211,13 +211,21 @@ def register(sub) -> None:
     add_distributed_args(t)  # --mesh, --fsdp, --coordinator, --num-processes, --process-id
     t.set_defaults(func=_train)
 
+    from jaxsys.gpt.serve_cli import nonnegative_float
+    from jaxsys.train.cli_args import positive_int
+
     s = gsub.add_parser("sample", help="sample documents (e.g. names) from a trained model")
     s.add_argument("--model", required=True, help="folder with weights.json + meta.json")
-    s.add_argument("--num", type=int, default=10)
-    s.add_argument("--temperature", type=float, default=0.5, help="0 = greedy")
-    s.add_argument("--seed", type=int, default=42, help="sample i uses seed + i")
+    s.add_argument("--num", type=positive_int("--num", allow_zero=True), default=10)
+    s.add_argument("--temperature", type=nonnegative_float("--temperature"), default=0.5, help="0 = greedy")
+    s.add_argument("--seed", type=positive_int("--seed", allow_zero=True), default=42, help="sample i uses seed + i")
     s.add_argument("--prompt", default="", help="plain model: text to continue; chat: the user turn")
-    s.add_argument("--max-tokens", type=int, default=None, help="new tokens per sample (default: up to block_size)")
+    s.add_argument(
+        "--max-tokens",
+        type=positive_int("--max-tokens"),
+        default=None,
+        help="new tokens per sample (default: up to block_size)",
+    )
     s.set_defaults(func=_sample)
 
     if importlib.util.find_spec("jaxsys.gpt.serve_cli") is not None:

@@ -10,10 +10,12 @@ pass (`prefill_row`, compiled per power-of-two prompt length); a prompt can also
 by token (teacher forced) through the decode step, with the same result.
 
 Sampling follows the convention shared with the float64 numpy inference model
-(`jaxsys.gpt.inference`): probs = softmax(logits / temperature); with one uniform u per generated
-token, token = min(searchsorted(cumsum(probs), u, side="right"), V - 1); greedy = argmax
-(temperature <= 0). The uniforms of a row with seed s are `np.random.default_rng(s).random(n)` drawn
-on the host, so the same seed gives the same tokens here and in the numpy model (exactly in float64).
+(`jaxsys.gpt.inference`): probs = softmax(logits / temperature), computed as exp(max(z, -80)) / sum
+with z = (logits - max(logits)) / temperature so that no temperature > 0 overflows or gives NaN;
+with one uniform u per generated token, token = min(searchsorted(cumsum(probs), u, side="right"),
+V - 1); greedy = argmax where temperature < MIN_TEMPERATURE (0 included). The uniforms of a row with
+seed s are `np.random.default_rng(s).random(n)` drawn on the host, so the same seed gives the same
+tokens here and in the numpy model (exactly in float64).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt.config import GPTConfig
 
 RMS_EPS = 1e-5
+# Below this temperature sampling is argmax: softmax(l / t) is one-hot to float32 precision for any
+# logit gap above 1e-4 there, and argmax is exact where the division would underflow or overflow.
+MIN_TEMPERATURE = 1e-6
+EXP_FLOOR = -80.0  # z below this has exp(z) < 2e-35: clipped so exp never sees a huge negative input
 
 
 class DecodeState(NamedTuple):
@@ -164,13 +170,21 @@ def prefill_row(params: dict, kv: KVCache, hs: HostState, row: int, cfg: GPTConf
     return kv
 
 
+def sampling_probs(logits_BxV, temperature_B):
+    """softmax(logits / t) per row, valid (finite, sums to 1) for every t > 0: the logits are shifted
+    by their max before the division, and exp's argument is clipped at EXP_FLOOR. Rows with
+    t < MIN_TEMPERATURE get t = 1 here (they take the argmax in `sample_tokens`)."""
+    t = jnp.where(temperature_B < MIN_TEMPERATURE, 1.0, temperature_B).astype(logits_BxV.dtype)
+    z = (logits_BxV - jnp.max(logits_BxV, axis=-1, keepdims=True)) / t[:, None]
+    e = jnp.exp(jnp.maximum(z, EXP_FLOOR))
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
 def sample_tokens(logits_BxV, temperature_B, u_B):
-    """Shared sampling convention: inverse-CDF with `u`, or argmax where temperature <= 0."""
+    """Shared sampling convention: inverse-CDF with `u`, or argmax where temperature < MIN_TEMPERATURE."""
     V = logits_BxV.shape[-1]
-    greedy = temperature_B <= 0
-    t = jnp.where(greedy, 1.0, temperature_B).astype(logits_BxV.dtype)
-    probs = jax.nn.softmax(logits_BxV / t[:, None], axis=-1)
-    cdf = jnp.cumsum(probs, axis=-1)
+    greedy = temperature_B < MIN_TEMPERATURE
+    cdf = jnp.cumsum(sampling_probs(logits_BxV, temperature_B), axis=-1)
     # searchsorted(cdf, u, side="right") == number of cdf entries <= u (cdf is non-decreasing)
     idx = jnp.sum(cdf <= u_B[:, None].astype(cdf.dtype), axis=-1)
     sampled = jnp.minimum(idx, V - 1)

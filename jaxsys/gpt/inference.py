@@ -17,6 +17,8 @@ from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.tokenizer import Tokenizer
 
 EPS = 1e-5
+MIN_TEMPERATURE = 1e-6  # as jaxsys.gpt.generate: argmax below it
+EXP_FLOOR = -80.0  # as jaxsys.gpt.generate: exp's argument is clipped here
 
 
 def _rmsnorm(x: np.ndarray) -> np.ndarray:
@@ -29,10 +31,13 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def sample_token(logits: np.ndarray, temperature: float, u: float | None, greedy: bool = False) -> int:
-    """The shared sampling convention (see module docstring)."""
-    if greedy:
+    """The shared sampling convention (see module docstring and `jaxsys.gpt.generate.sampling_probs`):
+    argmax below MIN_TEMPERATURE; otherwise softmax of the max-shifted logits over t, exp clipped."""
+    if greedy or not float(temperature) >= MIN_TEMPERATURE:
         return int(np.argmax(logits))
-    probs = _softmax(np.asarray(logits, np.float64) / float(temperature))
+    z = np.asarray(logits, np.float64)
+    e = np.exp(np.maximum((z - np.max(z)) / float(temperature), EXP_FLOOR))
+    probs = e / e.sum()
     return int(min(np.searchsorted(np.cumsum(probs), u, side="right"), len(probs) - 1))
 
 

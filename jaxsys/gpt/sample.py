@@ -33,10 +33,10 @@ def sample_texts(
     if tok.chat:
         if not prompt:
             raise ConfigError("a chat model needs a prompt (the user turn)")
-        ids = [tok.bos, tok.user, *tok.encode(prompt), tok.end_turn, tok.assistant]
+        ids = [tok.bos, tok.user, *tok.encode_known(prompt, "--prompt"), tok.end_turn, tok.assistant]
         head = ""
     else:
-        ids = [tok.bos, *tok.encode(prompt)]
+        ids = [tok.bos, *tok.encode_known(prompt, "--prompt")]
         head = tok.decode(ids)
     room = cfg.block_size - len(ids)
     if room < 1:

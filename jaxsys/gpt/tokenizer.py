@@ -6,11 +6,23 @@ A document is [BOS, chars..., BOS]; a conversation is [BOS, (role, text..., end_
 """
 
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from jaxsys.errors import ConfigError, DataError
 
 SPECIAL_TOKENS = ["user", "assistant", "end_turn"]
+
+
+def describe_chars(chars: Sequence[str], limit: int = 20) -> str:
+    """'U+1F600 '😀', U+00E9 'é', U+D800' (lone surrogates and control characters by code point only;
+    the text stays encodable as UTF-8)."""
+    parts = []
+    for c in chars[:limit]:
+        shown = c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF
+        parts.append(f"U+{ord(c):04X}" + (f" {c!r}" if shown else ""))
+    more = f" and {len(chars) - limit} more" if len(chars) > limit else ""
+    return ", ".join(parts) + more
 
 
 class Tokenizer:
@@ -22,7 +34,7 @@ class Tokenizer:
             if not isinstance(c, str) or len(c) != 1:
                 raise DataError(f"tokenizer chars[{i}] must be a single-character string, got {c!r}")
         if len(set(chars)) != len(chars):
-            dup = sorted({c for c in chars if chars.count(c) > 1})
+            dup = sorted(c for c, k in Counter(chars).items() if k > 1)  # linear: meta.json may be hostile
             raise DataError(f"tokenizer chars contain duplicates: {dup!r}")
         self.chars = chars
         self.chat = bool(chat)
@@ -69,6 +81,19 @@ class Tokenizer:
             shown = "".join(sorted(set(unknown)))
             warnings.warn(f"dropped {len(unknown)} unknown character(s) not in the vocabulary: {shown!r}", stacklevel=2)
         return ids
+
+    def unknown_chars(self, text: str) -> list[str]:
+        """The distinct characters of `text` outside the vocabulary, in order of first appearance."""
+        return list(dict.fromkeys(c for c in text if c not in self._stoi))
+
+    def encode_known(self, text: str, where: str = "text") -> list[int]:
+        """Character ids of `text`; raises DataError naming every character outside the vocabulary
+        (as U+XXXX and, where printable, the character itself). This is what the server (a 400) and
+        the chat REPL (an error line) do with such input: the user is told, nothing is dropped."""
+        unknown = self.unknown_chars(text)
+        if unknown:
+            raise DataError(f"{where}: characters not in the model's vocabulary: {describe_chars(unknown)}")
+        return [self._stoi[c] for c in text]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of the character ids; special tokens (BOS, roles, end_turn) are skipped."""

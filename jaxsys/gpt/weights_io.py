@@ -3,7 +3,9 @@
 meta.json: {"vocab_size", "n_embd", "n_head", "n_layer", "block_size", "chars": [single chars],
             "special_tokens": ["user", "assistant", "end_turn"] (chat mode only)}
 weights.json: {parameter name: [[row], ...]} with rows = out, cols = in.
-Both are written atomically; loading validates everything and raises DataError naming the problem.
+Both are written atomically. Loading reads both through `jaxsys.train.io.load_json` (bounded size,
+depth and number length) and checks the sizes in meta.json against SIZE_LIMITS and against the
+weights file's byte size before parsing or allocating anything; every problem is a DataError naming it.
 """
 
 import json
@@ -15,11 +17,16 @@ import numpy as np
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.tokenizer import Tokenizer
-from jaxsys.train.io import atomic_write_bytes, atomic_write_text
+from jaxsys.train.io import JSON_MAX_BYTES, atomic_write_bytes, atomic_write_text, load_json
 
 WEIGHTS_FILE = "weights.json"
 META_FILE = "meta.json"
 CONFIG_FIELDS = ("vocab_size", "n_embd", "n_head", "n_layer", "block_size")
+# Largest sizes a meta.json may claim: far beyond any model a weights.json can hold, small enough that
+# the shape table and the checks below cost nothing.
+SIZE_LIMITS = {"vocab_size": 1 << 21, "n_embd": 1 << 16, "n_head": 1 << 10, "n_layer": 1 << 10, "block_size": 1 << 20}
+META_MAX_BYTES = 64 << 20  # meta.json holds the config and the character list
+MIN_BYTES_PER_WEIGHT = 2  # a weights.json number is at least one digit and one separator
 
 
 def expected_shapes(cfg: GPTConfig) -> dict[str, tuple[int, int]]:
@@ -78,18 +85,16 @@ def save_model(out_dir, params: dict, cfg: GPTConfig, tok: Tokenizer) -> tuple[P
     return wpath, mpath
 
 
-def _read_json(path: Path):
+def _read_json(path: Path, max_bytes: int = JSON_MAX_BYTES):
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    return load_json(path, str(path), max_bytes=max_bytes)
+
+
+def param_count(cfg: GPTConfig) -> int:
+    """Numbers in a weights.json of this config (without building the shape table)."""
+    e, v = cfg.n_embd, cfg.vocab_size
+    return 2 * v * e + cfg.block_size * e + cfg.n_layer * 12 * e * e
 
 
 def config_from_meta(meta, where: str = META_FILE) -> GPTConfig:
@@ -102,6 +107,8 @@ def config_from_meta(meta, where: str = META_FILE) -> GPTConfig:
         v = meta[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise DataError(f"{where}: field {k!r} must be a positive integer, got {v!r}")
+        if v > SIZE_LIMITS[k]:
+            raise DataError(f"{where}: {k}={v} is out of range (at most {SIZE_LIMITS[k]})")
         vals[k] = v
     cfg = GPTConfig(**vals)
     try:
@@ -128,7 +135,7 @@ def load_model(model_dir) -> tuple[dict[str, np.ndarray], GPTConfig, Tokenizer]:
     """Read and validate model_dir/{weights.json, meta.json} -> (float64 params, config, tokenizer)."""
     model_dir = Path(model_dir)
     mpath, wpath = model_dir / META_FILE, model_dir / WEIGHTS_FILE
-    meta = _read_json(mpath)
+    meta = _read_json(mpath, META_MAX_BYTES)
     cfg = config_from_meta(meta, str(mpath))
     try:
         tok = Tokenizer.from_meta(meta)
@@ -136,6 +143,14 @@ def load_model(model_dir) -> tuple[dict[str, np.ndarray], GPTConfig, Tokenizer]:
         raise DataError(f"{mpath}: {e}") from None
     if tok.vocab_size != cfg.vocab_size:
         raise DataError(f"{mpath}: vocab_size={cfg.vocab_size} does not match chars/special tokens ({tok.vocab_size})")
+    if not wpath.is_file():
+        raise DataError(f"{wpath}: file not found")
+    size, need = wpath.stat().st_size, param_count(cfg)
+    if size < MIN_BYTES_PER_WEIGHT * need:
+        raise DataError(
+            f"{wpath}: weights.json of {size} bytes cannot hold the {need} numbers that meta.json "
+            f"describes ({_cfg_str(cfg)}): meta/weights mismatch"
+        )
     weights = _read_json(wpath)
     if not isinstance(weights, dict):
         raise DataError(f"{wpath}: must hold an object from parameter name to rows, got {type(weights).__name__}")

@@ -68,8 +68,8 @@ def test_prompt_errors():
         chat.build_chat_prompt(TOK, [("user", "hello " * 10)], 32)
     with pytest.raises(ConfigError, match="no chat tokens"):
         chat.build_chat_prompt(Tokenizer(list("ab")), [("user", "a")], 32)
-    with pytest.raises(DataError, match="unknown role 'system'"):
-        chat.build_chat_prompt(TOK, [{"role": "system", "content": "hi"}], 32)
+    with pytest.raises(DataError, match="unknown role 'tool'"):
+        chat.build_chat_prompt(TOK, [{"role": "tool", "content": "hi"}], 32)
     with pytest.raises(DataError, match="non-empty"):
         chat.build_chat_prompt(TOK, [], 32)
     with pytest.raises(DataError, match="must be a string"):
@@ -177,3 +177,14 @@ def test_repl_in_a_pty_with_readline_history(model, tmp_path):
             proc.kill()
         os.close(master)
     assert hist.read_text().splitlines()[-2:] == ["hello", "/quit"]
+
+
+def test_repl_names_out_of_vocabulary_characters(model, monkeypatch, capsys):
+    """Issue 21 item 10: characters outside the vocabulary are named, nothing is generated (as the
+    server's 400), and the conversation goes on."""
+    d, params, cfg = model
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\U0001f600H\u00e9 hello\nhello\n/quit\n"))
+    assert cli.main(["gpt", "chat", "--model", str(d), "--history", ""]) == 0
+    out = capsys.readouterr().out
+    assert "not in the model's vocabulary" in out and "U+1F600" in out and "U+00E9" in out
+    assert len([line for line in out.splitlines() if "bot> " in line]) == 1

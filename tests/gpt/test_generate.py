@@ -208,3 +208,31 @@ def test_attention_buckets():
     assert G.attn_buckets(cfg) == [64, 128, 256, 300]
     assert [G.attn_bucket(cfg, n) for n in (1, 64, 65, 257, 1000)] == [64, 64, 128, 300, 300]
     assert G.attn_buckets(CFG) == [24]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_tiny_temperatures_sample_a_valid_distribution_under_jit(dtype):
+    """Issue 21 item 3: at 1e-37 < t < 1e-9 softmax(l / t) under jit gave NaN and garbage tokens.
+    Any t > 0 must give a valid distribution, and a vanishing t the greedy (argmax) token."""
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(0, 3, (8, 30)), dtype).at[:, 3].add(40.0)  # some rows peak at 3
+    logits = logits.at[0].set(jnp.linspace(-1e4, 1e4, 30, dtype=dtype))  # a wide row
+    greedy = np.asarray(jnp.argmax(logits, -1))
+    probs_fn = jax.jit(G.sampling_probs)
+    sample = jax.jit(G.sample_tokens)
+    temps = [1e-45, 1e-40, 1e-38, 1e-37, 1e-30, 1e-20, 1e-10, 1e-9, 1e-7, 1e-5, 1e-3, 0.1, 1.0, 10.0, 1e30]
+    for t in temps:
+        t_B = jnp.full(8, t, dtype)
+        p = np.asarray(probs_fn(logits, t_B))
+        assert np.isfinite(p).all() and (p >= 0).all(), t
+        np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
+        for u in (0.0, 0.3, 0.999999):
+            tok = np.asarray(sample(logits, t_B, jnp.full(8, u, dtype)))
+            assert ((tok >= 0) & (tok < 30)).all(), (t, u)
+            if t <= 1e-7:
+                assert (tok == greedy).all(), (t, u, tok, greedy)
+    # the numpy inference model follows the same rule
+    from jaxsys.gpt.inference import sample_token
+
+    for t in (1e-320, 1e-300, 1e-37, 1e-10):
+        assert sample_token(np.asarray(logits[1], np.float64), t, 0.5) == greedy[1]

@@ -18,7 +18,12 @@ CFG = GPTConfig(vocab_size=TOK.vocab_size, n_embd=8, n_head=4, n_layer=2, block_
 
 @pytest.fixture(scope="module")
 def params():
-    return {k: np.asarray(v) for k, v in model.init_params(jax.random.PRNGKey(5), CFG, jnp.float64).items()}
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)  # a module fixture runs before the per-test x64 switch
+    try:
+        return {k: np.asarray(v) for k, v in model.init_params(jax.random.PRNGKey(5), CFG, jnp.float64).items()}
+    finally:
+        jax.config.update("jax_enable_x64", before)
 
 
 def test_kv_cache_logits_match_tensor_forward(params):

@@ -6,8 +6,6 @@ from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.tokenizer import Tokenizer
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def test_from_corpus_ids_and_plain_specials():
     tok = Tokenizer.from_corpus("banana\ncab")
@@ -113,3 +111,13 @@ def test_config_validate():
         GPTConfig(vocab_size=10, n_embd=10, n_head=3).validate()
     with pytest.raises(ConfigError, match="block_size"):
         GPTConfig(vocab_size=10, block_size=0).validate()
+
+
+def test_many_duplicate_chars_fail_fast():
+    """A hostile meta.json with 200,000 copies of one character: a linear check, not a quadratic one."""
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match=r"duplicates: \['a'\]"):
+        Tokenizer(["a"] * 200_000)
+    assert time.perf_counter() - t0 < 5  # quadratic counting took minutes
