@@ -116,12 +116,15 @@ def run_bare(system: str, steps: int, skip: int) -> float:
 
 
 def old_worker(system: str, steps: int, skip: int, tmp: Path) -> float:
-    """The pre-fold loop; runs with PYTHONPATH at the extracted old package (child process)."""
+    """The pre-fold loop; runs with PYTHONPATH at the extracted old package (child process). A first
+    untimed run compiles and warms up, as the in-process variants were."""
     w = Window(skip, steps - 1)
     if system == "mlp":  # the old MLP loop has no on_step: time it through its module-level step
         import jaxsys.mlp.train as old
         from jaxsys.mlp.data import load
 
+        data, cfg = load("classify"), old.TrainConfig(steps=steps, eval_every=steps, ckpt_every=steps)
+        old.train(cfg, tmp / "warm", data=data, log=lambda m: None, progress=False)
         step_fn, calls = old.train_step, [0]
 
         def timed(state, *a, **k):
@@ -130,13 +133,13 @@ def old_worker(system: str, steps: int, skip: int, tmp: Path) -> float:
             return step_fn(state, *a, **k)
 
         old.train_step = timed
-        cfg = old.TrainConfig(steps=steps, eval_every=steps, ckpt_every=steps)
-        old.train(cfg, tmp / "old-mlp", data=load("classify"), log=lambda m: None, progress=False)
+        old.train(cfg, tmp / "timed", data=data, log=lambda m: None, progress=False)
     else:
         from jaxsys.gpt.train import TrainConfig, train
 
         data, cfg, kw = gpt_setup(steps)
-        train(data, cfg, TrainConfig(**kw), tmp / "old-gpt", log=None, progress=False, on_step=w, export=False)
+        for name, hook in (("warm", None), ("timed", w)):
+            train(data, cfg, TrainConfig(**kw), tmp / name, log=None, progress=False, on_step=hook, export=False)
     return w.us_per_step()
 
 
@@ -152,6 +155,7 @@ def old_rev(system: str) -> str:
 
 def extract(rev: str, dest: Path) -> Path:
     archive = subprocess.run(["git", "archive", rev, "jaxsys"], cwd=ROOT, capture_output=True, check=True).stdout
+    dest.mkdir(parents=True, exist_ok=True)
     tar = dest / "old.tar"
     tar.write_bytes(archive)
     with tarfile.open(tar) as t:
@@ -172,7 +176,7 @@ def run_old(system: str, steps: int, skip: int, pkg: Path, tmp: Path) -> float:
 # ------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--mlp-steps", type=int, default=3000)
     ap.add_argument("--gpt-steps", type=int, default=300)
     ap.add_argument("--skip", type=int, default=None, help="warm-up steps not timed (default: steps / 6)")
