@@ -45,8 +45,6 @@ from jaxsys.nn.optim import adam as hand_adam
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
 from jaxsys.train import sharding as sh
 
-__all__ = ["GPTConfig", "StepConfig", "TrainConfig", "TrainState", "init_state", "train_step", "eval_step", "train"]
-
 
 def learning_rate_schedule(tcfg: TrainConfig) -> optax.Schedule:
     """lr at update number t = 0, 1, ...: linear lr (1 - t/steps) (the microgpt default), cosine

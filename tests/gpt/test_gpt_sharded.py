@@ -12,8 +12,6 @@ from jaxsys.gpt.train import TrainConfig, state_pspecs
 from jaxsys.train import sharding as sh
 from tests.sharding_util import run_worker
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 TOL = 1e-5
 
 

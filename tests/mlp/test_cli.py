@@ -7,8 +7,6 @@ import pytest
 from jaxsys.cli import main
 from jaxsys.mlp import tour
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def test_cli_train_and_resume(tmp_path, capsys):
     args = [

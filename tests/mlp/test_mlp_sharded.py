@@ -12,8 +12,6 @@ from jaxsys.mlp.train import tensor_parallel_rules
 from jaxsys.train import sharding as sh
 from tests.sharding_util import free_port, run_processes, run_worker
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 TOL = 1e-5
 
 
