@@ -6,11 +6,12 @@ For the MLP and the GPT, each round times, in one run of this script:
           log_every steps, progress bookkeeping, the mesh-jitted step;
     bare  a plain Python loop over the module-level jitted `train_step` on the same batches;
     old   the loop before the fold (`train()` of the commit before `sharded.py` was deleted, its
-          whole `jaxsys` package extracted with `git archive` and run in a child process).
+          whole `jaxsys` package extracted with `git archive`).
 
-Each variant is timed over the same window of steps (after `--skip` warm-up steps, compile excluded),
-synchronised at both ends; the report is the median time per step over `--rounds` rounds, variants
-interleaved within a round so that machine noise hits all of them alike.
+Every variant runs in a fresh child process per round (the same start for all three), first once
+untimed (compile, warm-up), then timed over the same window of steps (after `--skip` steps),
+synchronised at both ends. The report is the median time per step over `--rounds` rounds; the
+variants take turns within a round so that machine noise hits all of them alike.
 
     python experiments/bench_one_loop.py                   # writes runs/bench_one_loop-<time>/result.json
     python experiments/bench_one_loop.py --rounds 7 --out /tmp/one_loop.json
@@ -163,13 +164,23 @@ def extract(rev: str, dest: Path) -> Path:
     return dest
 
 
-def run_old(system: str, steps: int, skip: int, pkg: Path, tmp: Path) -> float:
+def worker(variant: str, system: str, steps: int, skip: int, tmp: Path) -> float:
+    if variant == "old":
+        return old_worker(system, steps, skip, tmp)
+    if variant == "loop":
+        run_loop(system, steps, skip, tmp / "warm")
+        return run_loop(system, steps, skip, tmp / "timed")
+    run_bare(system, steps, skip)
+    return run_bare(system, steps, skip)
+
+
+def run_child(variant: str, system: str, steps: int, skip: int, pkg: Path, tmp: Path) -> float:
     env = {**os.environ, "PYTHONPATH": str(pkg)}
-    run_tmp = tempfile.mkdtemp(dir=tmp)  # a fresh run dir: never a resume
-    cmd = [sys.executable, __file__, "--worker", system, "--steps", str(steps), "--skip", str(skip), "--tmp", run_tmp]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)
+    run_tmp = tempfile.mkdtemp(dir=tmp)  # fresh run dirs: never a resume
+    cmd = [sys.executable, __file__, "--worker", variant, "--system", system, "--steps", str(steps)]
+    p = subprocess.run([*cmd, "--skip", str(skip), "--tmp", run_tmp], env=env, capture_output=True, text=True, cwd=tmp)
     if p.returncode:
-        raise SystemExit(f"old {system} loop failed:\n{p.stderr[-3000:]}")
+        raise SystemExit(f"{variant} {system} failed:\n{p.stderr[-3000:]}")
     return float(p.stdout.strip().splitlines()[-1])
 
 
@@ -184,14 +195,16 @@ def main() -> None:
     ap.add_argument("--no-old", action="store_true", help="skip the pre-fold loop (e.g. outside a git checkout)")
     ap.add_argument("--out", default="", help="result JSON (default: runs/bench_one_loop-<time>/result.json)")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--system", default="", help=argparse.SUPPRESS)
     ap.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         import jaxsys
 
-        assert Path(jaxsys.__file__).parents[1] != ROOT, "the old loop must import the extracted package"
-        print(old_worker(args.worker, args.steps, args.skip, Path(args.tmp)))
+        from_root = Path(jaxsys.__file__).parents[1] == ROOT
+        assert from_root == (args.worker != "old"), f"{args.worker} imported {jaxsys.__file__}"
+        print(worker(args.worker, args.system, args.steps, args.skip, Path(args.tmp)))
         return
 
     sys.path.insert(0, str(ROOT))
@@ -201,7 +214,7 @@ def main() -> None:
     systems = [s for s in args.systems.split(",") if s]
     steps = {"mlp": args.mlp_steps, "gpt": args.gpt_steps}
     res: dict = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join(["python", *sys.argv]),
         "machine": platform.processor() or platform.machine(),
         "device": str(jax.devices()[0]),
         "jax": jax.__version__,
@@ -210,23 +223,22 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)
-        pkgs = {s: extract(old_rev(s), td / f"old-{s}") for s in systems} if not args.no_old else {}
         for s in systems:
             n = steps[s]
             skip = args.skip if args.skip is not None else n // 6
-            run_loop(s, n, skip, td / "warm")  # compile both in-process variants before timing
-            run_bare(s, n, skip)
-            times: dict = {"loop": [], "bare": []} | ({"old": []} if pkgs else {})
+            pkg = {"loop": ROOT, "bare": ROOT}
+            if not args.no_old:
+                pkg["old"] = extract(old_rev(s), td / f"old-{s}")
+            variants = list(pkg)
+            times: dict = {v: [] for v in variants}
             for r in range(args.rounds):
-                times["loop"].append(run_loop(s, n, skip, td / f"r{r}"))
-                times["bare"].append(run_bare(s, n, skip))
-                if pkgs:
-                    times["old"].append(run_old(s, n, skip, pkgs[s], td))
+                for v in variants[r % len(variants) :] + variants[: r % len(variants)]:  # take turns
+                    times[v].append(run_child(v, s, n, skip, pkg[v], td))
                 print(s, r, {k: round(v[-1], 1) for k, v in times.items()}, flush=True)
             med = {k: statistics.median(v) for k, v in times.items()}
             entry = {"steps": n, "timed_steps": n - 1 - skip, "us_per_step": times, "median_us_per_step": med}
             entry["loop_over_bare"] = med["loop"] / med["bare"]
-            if pkgs:
+            if "old" in med:
                 entry["old_rev"] = old_rev(s)
                 entry["loop_over_old"] = med["loop"] / med["old"]
             res["systems"][s] = entry

@@ -111,7 +111,7 @@ eval_step = jax.jit(_eval_step, static_argnames=("cfg",))
 def evaluate(params: dict, batches: list[Batch], cfg: GPTConfig, step: Callable | None = None) -> float:
     """Mean cross-entropy over all unmasked targets of `batches` (`step`: the eval step to use)."""
     step = step or functools.partial(eval_step, cfg=cfg)
-    sums = [sh.to_host(step(params, *b)) for b in batches]
+    sums = sh.to_host([step(params, *b) for b in batches])  # all dispatched, then one wait
     tot, cnt = (float(np.sum([s[i] for s in sums])) for i in (0, 1))
     if cnt == 0:
         raise DataError("validation batches contain no target positions")
