@@ -8,6 +8,9 @@ For the MLP and the GPT, each round times, in one run of this script:
     old   the loop before the fold (`train()` of the commit before `sharded.py` was deleted, its
           whole `jaxsys` package extracted with `git archive`).
 
+A second, finer check isolates the step call: in one process, blocks of steps through the mesh-jitted
+step that the loop uses and through the module-level `train_step` alternate (`--blocks` of each).
+
 Every variant runs in a fresh child process per round (the same start for all three), first once
 untimed (compile, warm-up), then timed over the same window of steps (after `--skip` steps),
 synchronised at both ends. The report is the median time per step over `--rounds` rounds; the
@@ -164,6 +167,43 @@ def extract(rev: str, dest: Path) -> Path:
     return dest
 
 
+def step_ab(system: str, blocks: int, block: int = 50) -> dict:
+    """µs per step of the loop's mesh-jitted step vs the module-level `train_step`, on the same
+    batches, blocks interleaved in this process (median over `blocks`)."""
+    from jaxsys.train import sharding as sh
+
+    if system == "mlp":
+        from jaxsys.mlp import train as t
+
+        data, cfg = mlp_setup(block)
+        scfg, n = cfg.step_config(data), len(data.x_train)
+        idx = [t._batch_indices(n, cfg.batch, cfg.seed, i) for i in range(block)]
+        batches = [(data.x_train[i], data.y_train[i]) for i in idx]
+        key = jax.random.key(cfg.seed)
+    else:
+        from jaxsys.gpt import train as t
+        from jaxsys.gpt.config import TrainConfig
+
+        data, cfg, kw = gpt_setup(block)
+        scfg = TrainConfig(**kw).step_config(cfg)
+        batches = [tuple(data.train.batch(i, kw["batch_size"], 0)) for i in range(block)]
+        key = jax.random.key(0)
+    ms = t.make_sharded_train_step(sh.make_mesh(None), scfg)
+    fns = {"mesh_step": ms.step, "train_step": lambda st, *b: t.train_step(st, *b, cfg=scfg)}
+    states = {"mesh_step": ms.put_state(t.init_state(key, scfg)), "train_step": t.init_state(key, scfg)}
+    out: dict = {k: [] for k in fns}
+    for r in range(blocks + 1):
+        for k, f in fns.items():
+            st = jax.block_until_ready(states[k])
+            t0 = time.perf_counter()
+            for b in batches:
+                st, _ = f(st, *b)
+            states[k] = jax.block_until_ready(st)
+            if r:  # block 0 compiles and warms up
+                out[k].append((time.perf_counter() - t0) / block * 1e6)
+    return {"us_per_step": out, "median_us_per_step": {k: statistics.median(v) for k, v in out.items()}}
+
+
 def worker(variant: str, system: str, steps: int, skip: int, tmp: Path) -> float:
     if variant == "old":
         return old_worker(system, steps, skip, tmp)
@@ -192,6 +232,7 @@ def main() -> None:
     ap.add_argument("--gpt-steps", type=int, default=300)
     ap.add_argument("--skip", type=int, default=None, help="warm-up steps not timed (default: steps / 6)")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--blocks", type=int, default=10, help="blocks per variant in the step A/B")
     ap.add_argument("--no-old", action="store_true", help="skip the pre-fold loop (e.g. outside a git checkout)")
     ap.add_argument("--out", default="", help="result JSON (default: runs/bench_one_loop-<time>/result.json)")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -241,8 +282,13 @@ def main() -> None:
             if "old" in med:
                 entry["old_rev"] = old_rev(s)
                 entry["loop_over_old"] = med["loop"] / med["old"]
+            entry["step_ab"] = step_ab(s, args.blocks)
+            entry["mesh_step_over_train_step"] = (
+                entry["step_ab"]["median_us_per_step"]["mesh_step"]
+                / entry["step_ab"]["median_us_per_step"]["train_step"]
+            )
             res["systems"][s] = entry
-            print(s, json.dumps({k: v for k, v in entry.items() if k != "us_per_step"}), flush=True)
+            print(s, json.dumps({k: v for k, v in entry.items() if k not in ("us_per_step", "step_ab")}), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, res)
     print(f"wrote {out}")
