@@ -52,13 +52,14 @@ def jax_variant(engine: str, dtype: str = "float32", matmul_dtype: str = "float3
     rng = np.random.default_rng(0)
     tok = jnp.asarray(rng.integers(0, cfg.vocab_size, (B, T + 1)), jnp.int32)
     x, y, m = tok[:, :-1], tok[:, 1:], jnp.ones((B, T), jnp.float32)
-    box = {"state": init_state(cfg, tcfg)}
+    step_cfg = tcfg.step_config(cfg)
+    box = {"state": init_state(jax.random.key(0), step_cfg)}
 
     def run(n: int) -> float:
         t0 = time.perf_counter()
         st = box["state"]
         for _ in range(n):
-            st, loss = train_step(st, x, y, m, cfg=cfg, tcfg=tcfg)
+            st, loss = train_step(st, x, y, m, cfg=step_cfg)
         jax.block_until_ready(loss)
         box["state"] = st
         return time.perf_counter() - t0
@@ -260,7 +261,8 @@ def breakdown(steps: int, rounds: int) -> dict:
     params = model.init_params(jax.random.PRNGKey(0), cfg)
     fwd = jax.jit(lambda p, x: model.forward(p, x, cfg)[0])
     lag = {e: jax.jit(model.loss_and_grads_fn(e), static_argnames="cfg") for e in ("hand", "autodiff")}
-    st = init_state(cfg, tcfg)
+    step_cfg = tcfg.step_config(cfg)
+    st = init_state(jax.random.key(0), step_cfg)
     fns = {
         "forward": lambda: fwd(params, x),
         "loss_and_grads_hand": lambda: lag["hand"](params, x, y, m, cfg),
@@ -274,7 +276,7 @@ def breakdown(steps: int, rounds: int) -> dict:
 
     def full():
         s = box["st"]
-        s, loss = train_step(s, x, y, m, cfg=cfg, tcfg=tcfg)
+        s, loss = train_step(s, x, y, m, cfg=step_cfg)
         box["st"] = s
         return loss
 

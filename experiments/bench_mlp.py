@@ -114,11 +114,11 @@ def adam_only_method():
     import jax.numpy as jnp
     import optax
 
-    from jaxsys.mlp.model import MLPConfig, init
+    from jaxsys.mlp.model import MLPConfig, init_params
     from jaxsys.nn.optim import adam
 
     opt = adam(1e-3)
-    params = init(jax.random.PRNGKey(0), MLPConfig(SIZES, "classify"))
+    params = init_params(jax.random.PRNGKey(0), MLPConfig(SIZES, "classify"))
     grads = jax.tree_util.tree_map(lambda p: 1e-3 * jnp.ones_like(p), params)
 
     k = 10  # updates per call (a fori_loop), so that call dispatch is not counted as Adam's cost

@@ -27,13 +27,13 @@ def child(args) -> dict:
     import jax
     import numpy as np
 
-    from jaxsys.gpt import sharded as gpt_sharded
+    from jaxsys.gpt import train as gpt_train
     from jaxsys.gpt.config import GPTConfig
     from jaxsys.gpt.train import TrainConfig as GPTTrain
     from jaxsys.gpt.train import init_state as gpt_init
     from jaxsys.gpt.train import train_step as gpt_step
     from jaxsys.mlp import model as mlp_model
-    from jaxsys.mlp import sharded as mlp_sharded
+    from jaxsys.mlp import train as mlp_train
     from jaxsys.mlp.adam import AdamConfig
     from jaxsys.mlp.train import StepConfig
     from jaxsys.mlp.train import init_state as mlp_init
@@ -58,7 +58,7 @@ def child(args) -> dict:
         for _ in range(4)
     ]
     gcfg = GPTConfig(vocab_size=32, n_embd=args.gpt_embd, n_head=4, n_layer=2, block_size=args.seq)
-    gtcfg = GPTTrain(steps=1000, batch_size=args.batch, lr=1e-3)
+    gstep = GPTTrain(steps=1000, batch_size=args.batch, lr=1e-3).step_config(gcfg)
     gpt_batches = [
         (
             rng.integers(0, 32, (args.batch, args.seq)).astype(np.int32),
@@ -72,17 +72,15 @@ def child(args) -> dict:
         "mlp": dict(
             init=lambda: mlp_init(jax.random.PRNGKey(0), mcfg),
             ref=lambda s, b: mlp_step(s, *b, cfg=mcfg),
-            make=lambda mesh, fsdp: mlp_sharded.make_sharded_train_step(mesh, mcfg, fsdp=fsdp, fsdp_min_size=4096),
+            make=lambda mesh, fsdp: mlp_train.make_sharded_train_step(mesh, mcfg, fsdp=fsdp, fsdp_min_size=4096),
             place=lambda sm, b: sm.batch(*b),
             batches=mlp_batches,
             loss=lambda out: out["loss"],
         ),
         "gpt": dict(
-            init=lambda: gpt_init(gcfg, gtcfg),
-            ref=lambda s, b: gpt_step(s, *b, cfg=gcfg, tcfg=gtcfg),
-            make=lambda mesh, fsdp: gpt_sharded.make_sharded_train_step(
-                mesh, gcfg, gtcfg, fsdp=fsdp, fsdp_min_size=4096
-            ),
+            init=lambda: gpt_init(jax.random.key(0), gstep),
+            ref=lambda s, b: gpt_step(s, *b, cfg=gstep),
+            make=lambda mesh, fsdp: gpt_train.make_sharded_train_step(mesh, gstep, fsdp=fsdp, fsdp_min_size=4096),
             place=lambda sg, b: tuple(sg.batch(b)),
             batches=gpt_batches,
             loss=lambda out: out,

@@ -115,12 +115,12 @@ def main(argv=None) -> int:
         return b.tokens, b.targets, b.mask
 
     if long_run:  # probe the step time, then size the run
-        probe = init_state(cfg, tcfg)
-        probe, loss = train_step(probe, *jbatch(0), cfg=cfg, tcfg=tcfg)
+        probe = init_state(jax.random.key(tcfg.seed), tcfg.step_config(cfg))
+        probe, loss = train_step(probe, *jbatch(0), cfg=tcfg.step_config(cfg))
         jax.block_until_ready(loss)
         t0 = time.perf_counter()
         for s in range(1, 51):
-            probe, loss = train_step(probe, *jbatch(s), cfg=cfg, tcfg=tcfg)
+            probe, loss = train_step(probe, *jbatch(s), cfg=tcfg.step_config(cfg))
         jax.block_until_ready(loss)
         per = (time.perf_counter() - t0) / 50
         steps = int(args.long_minutes * 60 / per)
@@ -130,7 +130,8 @@ def main(argv=None) -> int:
         del probe
         print(f"long run: {per * 1e3:.1f} ms/step -> {steps} steps", flush=True)
 
-    state = init_state(cfg, tcfg)
+    step_cfg = tcfg.step_config(cfg)
+    state = init_state(jax.random.key(tcfg.seed), step_cfg)
     init_np = {k: np.asarray(v) for k, v in state.params.items()}
     curves = {"jaxsys_hand": [], "torch_eager_sdpa": []}
     clock = {"jaxsys_hand": 0.0, "torch_eager_sdpa": 0.0}
@@ -178,8 +179,8 @@ def main(argv=None) -> int:
 
     # compile outside the clock (reported separately)
     t0 = time.perf_counter()
-    warm = init_state(cfg, tcfg)
-    warm, loss = train_step(warm, *jbatch(0), cfg=cfg, tcfg=tcfg)
+    warm = init_state(jax.random.key(tcfg.seed), step_cfg)
+    warm, loss = train_step(warm, *jbatch(0), cfg=step_cfg)
     jax.block_until_ready(loss)
     compile_s = time.perf_counter() - t0
     evaluate(warm.params, periodic[:1], cfg)
@@ -192,7 +193,7 @@ def main(argv=None) -> int:
         seg = min(args.segment, steps - step)
         t0 = time.perf_counter()
         for s in range(step, step + seg):
-            state, loss = train_step(state, *jbatch(s), cfg=cfg, tcfg=tcfg)
+            state, loss = train_step(state, *jbatch(s), cfg=step_cfg)
         jax.block_until_ready(loss)
         clock["jaxsys_hand"] += time.perf_counter() - t0
         jl = float(loss)

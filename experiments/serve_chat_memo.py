@@ -2,8 +2,8 @@
 of their training responses, through the jitted batched generator, the float64 numpy inference
 model, and the HTTP API (/microgpt/v1/chat on a loopback server).
 
-    python -m jaxsys.cli gpt train --mode chat --data ../shared/data/chatterbot_english_pairs.tsv \
-        --chat-categories greetings,conversations --val-fraction 0 ... --out runs/chat-memo
+    python -m jaxsys.cli gpt train --data chat --chat-categories greetings,conversations \
+        --val-fraction 0 ... --run-dir runs/chat-memo
     python experiments/serve_chat_memo.py --model runs/chat-memo
 
 Writes runs/bench/serve_chat_memo.json (or --out).

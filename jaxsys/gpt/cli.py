@@ -1,19 +1,19 @@
 """`jaxsys gpt train` and `jaxsys gpt sample` (+ `chat` and `serve` from serve_cli when present).
 
-    jaxsys gpt train --steps 1000 --out runs/names             # packaged names.txt, docs mode
-    jaxsys gpt train --data ../shared/data/tinyshakespeare.txt --mode corpus --block-size 64 ...
-    jaxsys gpt train --data ../shared/data/chatterbot_english_pairs.tsv --mode chat \
-        --chat-categories greetings,conversations --out runs/chat
-    jaxsys gpt train --out runs/names --resume                 # continue from the last checkpoint
-    jaxsys gpt sample --model runs/names --num 10 --temperature 0.5 --seed 42
+jaxsys gpt train --steps 1000 --run-dir runs/names         # packaged names (the default data)
+jaxsys gpt train --data shakespeare --block-size 64 ...    # packaged tiny Shakespeare, corpus mode
+jaxsys gpt train --data chat --chat-categories greetings,conversations --run-dir runs/chat
+jaxsys gpt train --data my.txt --mode docs                 # your own file
+jaxsys gpt train --steps 2000 --run-dir runs/names         # continues from its last checkpoint
+jaxsys gpt sample --model runs/names --num 10 --temperature 0.5 --seed 42
 """
 
 import importlib
 import importlib.util
 import sys
-from pathlib import Path
 
 from jaxsys.errors import ConfigError
+from jaxsys.train.cli_args import add_train_args, positive_int
 
 AUTO_CORPUS_BLOCK = 128  # default block_size of corpus mode (docs/chat: the longest sequence, <= 512)
 
@@ -24,38 +24,18 @@ def _train(args) -> int:
 
         jax.config.update("jax_enable_x64", True)
     from jaxsys.gpt.config import GPTConfig
-    from jaxsys.gpt.data import load_data
+    from jaxsys.gpt.data import load_data, resolve_data
     from jaxsys.gpt.train import TrainConfig, train
-    from jaxsys.train.io import make_run_dir
+    from jaxsys.train.cli_args import run_dir_from_args
     from jaxsys.train.sharding import mesh_from_args
 
-    mesh = mesh_from_args(args)  # joins a multi-process run first; None: plain one-device run
+    mesh = mesh_from_args(args)  # joins a multi-process run first; None: every device on 'data'
 
+    _, mode = resolve_data(args.data, args.mode)
     cats = [c for c in args.chat_categories.split(",") if c.strip()] if args.chat_categories else None
-    if cats and args.mode != "chat":
+    if cats and mode != "chat":
         raise ConfigError("--chat-categories applies to --mode chat only")
     block = args.block_size
-    if block is not None and block < 1:
-        raise ConfigError(f"--block-size must be >= 1, got {block}")
-    data = load_data(
-        args.data,
-        args.mode,
-        block or (AUTO_CORPUS_BLOCK if args.mode == "corpus" else 512),
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        chat_categories=cats,
-    )
-    if block is None:  # fit the model to the data: no unused wpe rows
-        block = data.train.seq_len if args.mode != "corpus" else AUTO_CORPUS_BLOCK
-        if data.val is not None:
-            block = max(block, data.val.seq_len)
-    cfg = GPTConfig(
-        vocab_size=data.tokenizer.vocab_size,
-        n_embd=args.n_embd,
-        n_head=args.n_head,
-        n_layer=args.n_layer,
-        block_size=block,
-    ).validate()
     tcfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch,
@@ -73,35 +53,42 @@ def _train(args) -> int:
         eval_batches=args.eval_batches,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
+    )
+    data = load_data(
+        args.data,
+        mode,
+        block or (AUTO_CORPUS_BLOCK if mode == "corpus" else 512),
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        chat_categories=cats,
+    )
+    if block is None:  # fit the model to the data: no unused wpe rows
+        block = data.train.seq_len if mode != "corpus" else AUTO_CORPUS_BLOCK
+        if data.val is not None:
+            block = max(block, data.val.seq_len)
+    cfg = GPTConfig(
+        vocab_size=data.tokenizer.vocab_size,
+        n_embd=args.n_embd,
+        n_head=args.n_head,
+        n_layer=args.n_layer,
+        block_size=block,
     ).validate()
-    if args.resume and not args.out:
-        raise ConfigError("--resume needs --out DIR (the folder of the run to continue)")
-    if mesh is not None and mesh.devices.size > len(mesh.local_devices) and not args.out:
-        raise ConfigError("a multi-process run needs --out (the same folder for every process)")
-    out = Path(args.out) if args.out else make_run_dir("runs", "gpt")
+    out = run_dir_from_args(args, "gpt")
     print(f"data: {data.info}", file=sys.stderr)
     print(
-        f"model: {cfg}, {tcfg.engine} engine, {tcfg.dtype} (matmuls {tcfg.matmul_dtype}); output: {out}",
+        f"model: {cfg}, {tcfg.engine} engine, {tcfg.dtype} (matmuls {tcfg.matmul_dtype}); run dir: {out}",
         file=sys.stderr,
     )
-    if mesh is None:
-        res = train(
-            data, cfg, tcfg, out, resume=args.resume, log=lambda s: print(s, file=sys.stderr), progress=not args.quiet
-        )
-    else:
-        from jaxsys.gpt.sharded import train_sharded
-
-        res = train_sharded(
-            data,
-            cfg,
-            tcfg,
-            out,
-            mesh,
-            resume=args.resume,
-            fsdp=args.fsdp,
-            log=lambda s: print(s, file=sys.stderr),
-            progress=not args.quiet,
-        )
+    res = train(
+        data,
+        cfg,
+        tcfg,
+        out,
+        mesh=mesh,
+        fsdp=args.fsdp,
+        log=lambda s: print(s, file=sys.stderr),
+        progress=not args.no_progress,
+    )
     s = res.summary
     val = f"{s['val_loss']:.4f}" if s["val_loss"] is not None else "n/a"
     print(f"train_loss {s['train_loss']:.4f}  val_loss {val}  tokens/s {s['tokens_per_s']:.0f}  model {out}")
@@ -150,32 +137,38 @@ def register(sub) -> None:
     gsub = p.add_subparsers(dest="gpt_cmd")
 
     t = gsub.add_parser("train", help="train a GPT on documents, a corpus or chat pairs")
-    t.add_argument("--data", default=None, help="UTF-8 text file (default: the packaged names.txt)")
+    t.add_argument(
+        "--data",
+        default=None,
+        help="packaged data (names, chat, shakespeare) or a UTF-8 text file (default: the packaged names)",
+    )
     t.add_argument(
         "--mode",
         choices=["docs", "corpus", "chat"],
-        default="docs",
-        help="docs: one document per line; corpus: continuous text; chat: TSV category<TAB>prompt<TAB>response",
+        default=None,
+        help="docs: one document per line; corpus: continuous text; chat: TSV category<TAB>prompt<TAB>response "
+        "(default: the packaged data's mode; docs for a file)",
     )
     t.add_argument(
         "--chat-categories",
         default="",
         help="comma-separated categories to keep in chat mode, e.g. greetings,conversations",
     )
-    t.add_argument("--n-embd", type=int, default=64)
-    t.add_argument("--n-head", type=int, default=4)
-    t.add_argument("--n-layer", type=int, default=2)
+    t.add_argument("--n-embd", type=positive_int("--n-embd"), default=64)
+    t.add_argument("--n-head", type=positive_int("--n-head"), default=4)
+    t.add_argument("--n-layer", type=positive_int("--n-layer"), default=2)
     t.add_argument(
         "--block-size",
-        type=int,
+        type=positive_int("--block-size"),
         default=None,
         help=f"context length (default: the longest document/conversation, at most 512; corpus: {AUTO_CORPUS_BLOCK})",
     )
-    t.add_argument("--batch", type=int, default=32, help="sequences per step")
-    t.add_argument("--steps", type=int, default=1000)
+    t.add_argument("--batch", type=positive_int("--batch"), default=32, help="sequences per step")
     t.add_argument("--lr", type=float, default=0.01, help="peak Adam learning rate")
     t.add_argument("--schedule", choices=["linear", "cosine", "constant"], default="linear")
-    t.add_argument("--warmup", type=int, default=0, help="warm-up steps (cosine schedule)")
+    t.add_argument(
+        "--warmup", type=positive_int("--warmup", allow_zero=True), default=0, help="warm-up steps (cosine schedule)"
+    )
     t.add_argument("--min-lr", type=float, default=0.0, help="final lr (cosine schedule)")
     t.add_argument("--grad-clip", type=float, default=0.0, help="global-norm clip (0: off)")
     t.add_argument(
@@ -190,25 +183,23 @@ def register(sub) -> None:
         default="optax",
         help="optax.adam or the hand-written Adam of jaxsys.nn.optim (same maths)",
     )
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     t.add_argument(
         "--matmul-dtype",
         choices=["float32", "bfloat16"],
         default="float32",
         help="operand dtype of the parameter matmuls (bfloat16: float32 accumulation, float32 master weights)",
     )
-    t.add_argument("--seed", type=int, default=0, help="init, split and data order")
     t.add_argument("--val-fraction", type=float, default=0.1)
-    t.add_argument("--eval-every", type=int, default=100)
-    t.add_argument("--eval-batches", type=int, default=20)
-    t.add_argument("--checkpoint-every", type=int, default=200)
-    t.add_argument("--log-every", type=int, default=10)
-    t.add_argument("--out", default="", help="output folder (default runs/gpt-<time>)")
-    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    from jaxsys.train.sharding import add_distributed_args
-
-    add_distributed_args(t)  # --mesh, --fsdp, --coordinator, --num-processes, --process-id
+    t.add_argument(
+        "--eval-every",
+        type=positive_int("--eval-every", allow_zero=True),
+        default=100,
+        help="steps between validation losses (0: only at the end)",
+    )
+    t.add_argument("--eval-batches", type=positive_int("--eval-batches"), default=20)
+    t.add_argument("--log-every", type=positive_int("--log-every"), default=10)
+    # --steps --run-dir --seed (init, split, data order) --checkpoint-every --no-progress --dtype --mesh ...
+    add_train_args(t, steps=1000, checkpoint_every=200, dtypes=("float32", "float64"))
     t.set_defaults(func=_train)
 
     from jaxsys.gpt.serve_cli import nonnegative_float

@@ -43,9 +43,33 @@ class Batch(NamedTuple):
     mask: np.ndarray  # [B, T] float32, 1 where the target counts in the loss
 
 
+# Data sets shipped in jaxsys/data (licences beside them): name -> (file, its mode)
+PACKAGED = {
+    "names": ("names.txt", "docs"),  # 32,033 names, MIT (names.LICENSE.md)
+    "chat": ("chatterbot_english_pairs.tsv", "chat"),  # chatterbot-corpus pairs, BSD-3
+    "shakespeare": ("tinyshakespeare.txt", "corpus"),  # tiny Shakespeare, public domain
+}
+
+
 def default_names_path() -> Path:
     """The names list shipped with the package (jaxsys/data/names.txt, MIT, see names.LICENSE.md)."""
-    return Path(__file__).resolve().parents[1] / "data" / "names.txt"
+    return packaged_path("names")
+
+
+def packaged_path(name: str) -> Path:
+    """The file of a packaged data set (`PACKAGED`)."""
+    if name not in PACKAGED:
+        raise ConfigError(f"unknown packaged data {name!r}; packaged: {', '.join(PACKAGED)}")
+    return Path(__file__).resolve().parents[1] / "data" / PACKAGED[name][0]
+
+
+def resolve_data(spec: str | os.PathLike | None, mode: str | None = None) -> tuple[Path, str]:
+    """(file, mode) of `--data`: a packaged name (`names`, `chat`, `shakespeare`; None: `names`)
+    or a path. `mode` None takes the packaged data's mode, and "docs" for a file."""
+    if spec is None or str(spec) in PACKAGED:
+        name = "names" if spec is None else str(spec)
+        return packaged_path(name), mode or PACKAGED[name][1]
+    return Path(spec), mode or "docs"
 
 
 def read_text(path: str | os.PathLike) -> str:
@@ -148,8 +172,10 @@ class SequenceSplit:
             out[sel] = self._perm(seed, int(e))[pos[sel]]
         return out
 
-    def batch(self, step: int, batch_size: int, seed: int) -> Batch:
-        return self._gather(self.indices(step, batch_size, seed))
+    def batch(self, step: int, batch_size: int, seed: int, rows: slice | None = None) -> Batch:
+        """The batch of `step` (`rows`: only those rows of it, e.g. one process's share)."""
+        idx = self.indices(step, batch_size, seed)
+        return self._gather(idx if rows is None else idx[rows])
 
     def eval_batches(self, batch_size: int, max_batches: int | None = None) -> list[Batch]:
         """The split in order, in batches of `batch_size` (the last padded with masked rows)."""
@@ -181,8 +207,10 @@ class StreamSplit:
     def indices(self, step: int, batch_size: int, seed: int) -> np.ndarray:
         return np.random.default_rng([seed, step, 0xC0]).integers(0, self.n_windows, batch_size)
 
-    def batch(self, step: int, batch_size: int, seed: int) -> Batch:
-        return self._gather(self.indices(step, batch_size, seed))
+    def batch(self, step: int, batch_size: int, seed: int, rows: slice | None = None) -> Batch:
+        """The batch of `step` (`rows`: only those rows of it, e.g. one process's share)."""
+        idx = self.indices(step, batch_size, seed)
+        return self._gather(idx if rows is None else idx[rows])
 
     def eval_batches(self, batch_size: int, max_batches: int | None = None) -> list[Batch]:
         """Evenly spaced windows over the split (non-overlapping when the split is short enough),
@@ -301,7 +329,7 @@ def from_text(
 
 def load_data(
     path: str | os.PathLike | None,
-    mode: str,
+    mode: str | None,
     block_size: int,
     *,
     seed: int = 0,
@@ -309,9 +337,11 @@ def load_data(
     chat_categories: Sequence[str] | None = None,
     tokenizer: Tokenizer | None = None,
 ) -> GPTData:
-    """`from_text` on the UTF-8 file at `path` (default: the packaged names list, docs mode)."""
+    """`from_text` on the UTF-8 file at `path`, or on a packaged data set named by `path` (see
+    `resolve_data`; default: the packaged names list). `mode` None: the packaged data's mode, or
+    "docs" for a file."""
+    path, mode = resolve_data(path, mode)
     _check_mode(mode)
-    path = default_names_path() if path is None else Path(path)
     return from_text(
         read_text(path),
         mode,

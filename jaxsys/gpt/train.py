@@ -1,17 +1,28 @@
-"""Training loop of the GPT: a jitted step with donated state, Adam with linear decay, held-out
+"""Training of the GPT: a jitted step with donated state, Adam with linear decay, held-out
 validation loss, progress, metrics JSONL, orbax checkpoints with bit-identical resume, and export of
-weights.json + meta.json (+ safetensors).
+weights.json + meta.json (+ safetensors). The one loop always runs on a device mesh (one device is a
+one-device mesh).
 
-    data = load_data("names.txt", "docs", block_size=16)
+    data = load_data("names", "docs", block_size=16)
     cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, n_embd=64, n_head=4, n_layer=2, block_size=16)
-    result = train(data, cfg, TrainConfig(steps=1000, batch_size=32), out_dir=Path("runs/names"))
+    result = train(data, cfg, TrainConfig(steps=1000, batch_size=32), Path("runs/names"))
+
+    step_cfg = tcfg.step_config(cfg)                                 # the static part of the step
+    state = init_state(key, step_cfg)
+    state, loss = train_step(state, tokens_BxT, targets_BxT, mask_BxT, cfg=step_cfg)
 
 Resume: the state (params, Adam moments, step) is checkpointed every `checkpoint_every` steps; the
-batch of step s is a pure function of (seed, s) (see `jaxsys.gpt.data`), so `train(..., resume=True)`
-from the latest checkpoint continues exactly as the uninterrupted run would, bit for bit.
+batch of step s is a pure function of (seed, s) (see `jaxsys.gpt.data`), so `train` on a run dir
+that holds a checkpoint continues exactly as the uninterrupted run would, bit for bit.
+
+On a mesh (jaxsys.train.sharding) the batch is split over 'data' and the layers Megatron-style over
+'model' (attn_wq/wk/wv and mlp_fc1 by output rows = heads / hidden units, attn_wo and mlp_fc2 by
+input columns); `fsdp=True` also splits every large matrix over 'data'. The step is the same pure
+`train_step`; only its jit carries shardings, and checkpoints hold the same TrainState on any mesh.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -19,90 +30,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt import model
-from jaxsys.gpt.config import GPTConfig
+from jaxsys.gpt.config import GPTConfig, StepConfig, TrainConfig
 from jaxsys.gpt.data import Batch, GPTData
 from jaxsys.nn.optim import adam as hand_adam
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
-
-ENGINES = ("hand", "autodiff")
-OPTIMIZERS = ("optax", "hand")
-SCHEDULES = ("linear", "cosine", "constant")
-DTYPES = ("float32", "float64")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 1000  # optimizer steps in the whole run (the linear decay reaches 0 here)
-    batch_size: int = 32  # sequences per step (B)
-    lr: float = 0.01  # peak Adam learning rate
-    beta1: float = 0.85  # Adam first-moment decay
-    beta2: float = 0.99  # Adam second-moment decay
-    eps: float = 1e-8  # Adam denominator epsilon
-    schedule: str = "linear"  # "linear": lr (1 - step/steps); "cosine": warmup then cosine to min_lr; "constant"
-    warmup_steps: int = 0  # linear warm-up steps of the cosine schedule
-    min_lr: float = 0.0  # final learning rate of the cosine schedule
-    grad_clip: float = 0.0  # clip the global gradient norm to this (0: off)
-    engine: str = "hand"  # "hand": hand-derived backward; "autodiff": jax.grad of the same forward
-    optimizer: str = "optax"  # "optax": optax.adam; "hand": the hand-written jaxsys.nn.optim.adam
-    dtype: str = "float32"  # parameter/compute dtype ("float64" needs jax_enable_x64)
-    matmul_dtype: str = "float32"  # "bfloat16": parameter matmuls on bf16 operands, accumulated in dtype
-    seed: int = 0  # initialisation and data order
-    eval_every: int = 100  # validation loss every N steps (0: only at the end)
-    eval_batches: int = 20  # validation batches per evaluation (at most)
-    checkpoint_every: int = 0  # orbax checkpoint every N steps (0: only at the end); needs out_dir
-    log_every: int = 10  # metrics record + progress refresh every N steps
-
-    def validate(self) -> "TrainConfig":
-        for name in (
-            "steps",
-            "batch_size",
-            "warmup_steps",
-            "eval_every",
-            "eval_batches",
-            "checkpoint_every",
-            "log_every",
-            "seed",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"TrainConfig.{name} must be an int, got {v!r}")
-        for name in ("steps", "batch_size", "eval_batches", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"TrainConfig.lr must be a positive number, got {self.lr}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ConfigError(f"Adam decays must lie in [0, 1), got beta1={self.beta1}, beta2={self.beta2}")
-        if not self.eps > 0 or self.min_lr < 0 or self.grad_clip < 0:
-            raise ConfigError(
-                f"need eps > 0, min_lr >= 0, grad_clip >= 0; got eps={self.eps}, "
-                f"min_lr={self.min_lr}, grad_clip={self.grad_clip}"
-            )
-        if self.engine not in ENGINES:
-            raise ConfigError(f"unknown engine {self.engine!r}; expected one of {ENGINES}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected one of {OPTIMIZERS}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"unknown dtype {self.dtype!r}; expected one of {DTYPES}")
-        if self.matmul_dtype not in model.MATMUL_DTYPES:
-            raise ConfigError(f"unknown matmul_dtype {self.matmul_dtype!r}; expected one of {model.MATMUL_DTYPES}")
-        if self.dtype == "float64" and not jax.config.read("jax_enable_x64"):
-            raise ConfigError(
-                "dtype float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 or jax.config.update('jax_enable_x64', True)"
-            )
-        return self
+from jaxsys.train import sharding as sh
 
 
 def learning_rate_schedule(tcfg: TrainConfig) -> optax.Schedule:
@@ -132,61 +73,97 @@ def make_optimizer(tcfg: TrainConfig) -> optax.GradientTransformation:
     return adam
 
 
-class TrainState(NamedTuple):
+@flax.struct.dataclass
+class TrainState:
     step: jax.Array  # int32 scalar: updates applied so far
     params: dict  # name -> array (see jaxsys.gpt.model)
     opt_state: Any  # optax state of make_optimizer(tcfg)
 
 
-def init_state(cfg: GPTConfig, tcfg: TrainConfig) -> TrainState:
-    params = model.init_params(jax.random.PRNGKey(tcfg.seed), cfg, dtype=jnp.dtype(tcfg.dtype))
-    return TrainState(jnp.zeros([], jnp.int32), params, make_optimizer(tcfg).init(params))
+def init_state(key: jax.Array, cfg: StepConfig) -> TrainState:
+    params = model.init_params(key, cfg.model, dtype=jnp.dtype(cfg.train.dtype))
+    return TrainState(jnp.zeros([], jnp.int32), params, make_optimizer(cfg.train).init(params))
 
 
-def _train_step(
-    state: TrainState, tokens_BxT, targets_BxT, mask_BxT, cfg: GPTConfig, tcfg: TrainConfig
-) -> tuple[TrainState, jax.Array]:
+def _train_step(state: TrainState, tokens_BxT, targets_BxT, mask_BxT, cfg: StepConfig) -> tuple[TrainState, jax.Array]:
     mask = mask_BxT.astype(state.params["wte"].dtype)
-    grad_fn = model.loss_and_grads_fn(tcfg.engine, tcfg.matmul_dtype)
-    loss, grads = grad_fn(state.params, tokens_BxT, targets_BxT, mask, cfg)
-    updates, opt_state = make_optimizer(tcfg).update(grads, state.opt_state, state.params)
+    grad_fn = model.loss_and_grads_fn(cfg.train.engine, cfg.train.matmul_dtype)
+    loss, grads = grad_fn(state.params, tokens_BxT, targets_BxT, mask, cfg.model)
+    updates, opt_state = make_optimizer(cfg.train).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(state.step + 1, params, opt_state), loss
 
 
-def step_config(tcfg: TrainConfig) -> TrainConfig:
-    """`tcfg` with the fields the step does not read set to defaults, so that runs differing only
-    in logging/eval/checkpoint cadence share one compiled step."""
-    return dataclasses.replace(tcfg, **{f: getattr(TrainConfig, f) for f in _LOOP_ONLY})
+# One compile per (shapes, cfg); the old state's buffers are reused for the new one.
+train_step = jax.jit(_train_step, static_argnames=("cfg",), donate_argnames=("state",))
 
 
-_LOOP_ONLY = ("eval_every", "eval_batches", "checkpoint_every", "log_every")
-
-# One compile per (shapes, cfg, tcfg); the old state's buffers are reused for the new one.
-train_step = jax.jit(_train_step, static_argnames=("cfg", "tcfg"), donate_argnames=("state",))
-
-
-def _eval_sums(params, tokens_BxT, targets_BxT, mask_BxT, cfg: GPTConfig):
+def _eval_step(params, tokens_BxT, targets_BxT, mask_BxT, cfg: GPTConfig):
     mask = mask_BxT.astype(params["wte"].dtype)
     n = jnp.sum(mask)
     return model.loss_fn(params, tokens_BxT, targets_BxT, mask, cfg) * n, n
 
 
-eval_sums = jax.jit(_eval_sums, static_argnames=("cfg",))
+# (summed cross-entropy, number of unmasked targets) of one batch
+eval_step = jax.jit(_eval_step, static_argnames=("cfg",))
 
 
-def evaluate(params: dict, batches: list[Batch], cfg: GPTConfig) -> float:
-    """Mean cross-entropy over all unmasked targets of `batches`."""
-    tot, cnt = 0.0, 0.0
-    sums = [eval_sums(params, b.tokens, b.targets, b.mask, cfg) for b in batches]
-    for s, n in sums:
-        tot += float(s)
-        cnt += float(n)
+def evaluate(params: dict, batches: list[Batch], cfg: GPTConfig, step: Callable | None = None) -> float:
+    """Mean cross-entropy over all unmasked targets of `batches` (`step`: the eval step to use)."""
+    step = step or functools.partial(eval_step, cfg=cfg)
+    sums = sh.to_host([step(params, *b) for b in batches])  # all dispatched, then one wait
+    tot, cnt = (float(np.sum([s[i] for s in sums])) for i in (0, 1))
     if cnt == 0:
         raise DataError("validation batches contain no target positions")
     return tot / cnt
 
 
+# ------------------------------------------------------------------------------------- the mesh
+def state_pspecs(cfg: StepConfig, mesh_shape: dict, *, fsdp: bool = False, fsdp_min_size: int = 2**16) -> TrainState:
+    """PartitionSpecs of the whole train state (pure: no devices). Raises ConfigError when n_embd
+    (or 4 n_embd) is not divisible by the 'model' axis."""
+    like = jax.eval_shape(lambda: init_state(jax.random.key(0), cfg))
+    rules = sh.GPT_TENSOR_PARALLEL_RULES
+    return sh.tree_pspecs(like, mesh_shape, rules=rules, fsdp=fsdp, fsdp_min_size=fsdp_min_size)
+
+
+class MeshStep(NamedTuple):
+    mesh: Mesh
+    state_shardings: Any  # a TrainState of NamedShardings
+    batch_sharding: Any  # NamedSharding of tokens/targets/mask (rows over 'data')
+    step: Callable  # (state, tokens, targets, mask) -> (state, loss); state donated
+    eval_step: Callable  # (params, tokens, targets, mask) -> (loss * n, n), replicated
+
+    def put_state(self, state: TrainState) -> TrainState:
+        return sh.put_tree(state, self.state_shardings)
+
+    def abstract_state(self, state_like: TrainState) -> TrainState:
+        """`like=` for Checkpointer.restore: restores straight onto this mesh."""
+        return sh.abstract_tree(state_like, self.state_shardings)
+
+    def batch(self, b: Batch, global_batch: int | None = None) -> Batch:
+        """Global arrays from this process's rows of a batch (one process: the arrays as they are;
+        the jit places them)."""
+        if jax.process_count() == 1:
+            return b
+        return Batch(*sh.shard_batch(tuple(np.asarray(a) for a in b), self.mesh, global_batch))
+
+
+@functools.lru_cache(maxsize=16)
+def make_sharded_train_step(mesh: Mesh, cfg: StepConfig, *, fsdp: bool = False, fsdp_min_size: int = 2**16) -> MeshStep:
+    """Shardings of the GPT train state on `mesh` and the jitted step / eval on it (cached: runs on
+    the same mesh and config share one compile)."""
+    like = jax.eval_shape(lambda: init_state(jax.random.key(0), cfg))
+    state_sh = sh.tree_shardings(like, mesh, rules=sh.GPT_TENSOR_PARALLEL_RULES, fsdp=fsdp, fsdp_min_size=fsdp_min_size)
+    rep = sh.replicated(mesh)
+    bsh = sh.NamedSharding(mesh, sh.P("data") if mesh.shape["data"] > 1 else sh.P())
+    step = functools.partial(_train_step, cfg=cfg)
+    step = sh.jit_sharded(step, (state_sh, bsh, bsh, bsh), (state_sh, rep), donate_argnums=0)
+    sums = sh.jit_sharded(functools.partial(_eval_step, cfg=cfg.model), (state_sh.params, bsh, bsh, bsh), (rep, rep))
+    return MeshStep(mesh, state_sh, bsh, step, sums)
+
+
+# ---------------------------------------------------------------------------- checks, checkpoints
 class TrainResult(NamedTuple):
     state: TrainState
     history: list  # [{"step", "train_seconds", "wall_seconds", "train_loss", "val_loss"}]
@@ -199,12 +176,11 @@ _RESUMABLE_CHANGES = ("engine", "matmul_dtype", "eval_every", "eval_batches", "c
 
 def _config_meta(cfg: GPTConfig, tcfg: TrainConfig) -> dict:
     train = {k: v for k, v in dataclasses.asdict(tcfg).items() if k not in _RESUMABLE_CHANGES}
-    return {"model": dataclasses.asdict(cfg), "train": train}
+    return json.loads(json.dumps({"model": dataclasses.asdict(cfg), "train": train}))
 
 
 def check_configs(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig) -> None:
     cfg.validate()
-    tcfg.validate()
     if cfg.vocab_size != data.tokenizer.vocab_size:
         raise ConfigError(
             f"model vocab_size={cfg.vocab_size} does not match the data's tokenizer "
@@ -217,106 +193,105 @@ def check_configs(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig) -> None:
     if len(data.train) < 1:
         raise DataError("the training split is empty")
     b = data.train.batch(0, 1, tcfg.seed)
-    params = jax.eval_shape(lambda: model.init_params(jax.random.PRNGKey(0), cfg))
+    params = jax.eval_shape(lambda: model.init_params(jax.random.key(0), cfg))
     model.validate_batch(params, b.tokens, b.targets, b.mask, cfg)
 
 
-def open_checkpoints(out: Path, cfg: GPTConfig, tcfg: TrainConfig, like: Any, resume: bool) -> tuple[Checkpointer, Any]:
-    """(Checkpointer of out/ckpt, the latest checkpointed state restored into `like` or None when
-    there is none) for `train` and `jaxsys.gpt.sharded.train_sharded`. Raises ConfigError (after
-    closing the checkpointer) when checkpoints exist without `resume`, so that two runs never mix,
-    or when they were written with a configuration that changes the maths."""
+def open_checkpoints(out: Path, cfg: GPTConfig, tcfg: TrainConfig, like: Any) -> tuple[Checkpointer, Any]:
+    """(Checkpointer of out/ckpt, the latest checkpointed state restored into `like`, or None when
+    there is none). Raises ConfigError (after closing the checkpointer, before reading any array)
+    when the checkpoints were written with a configuration that changes the maths."""
     out.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpointer(out / "ckpt", max_to_keep=2)
-    latest = ckpt.latest_step()
-    if latest is None:
+    if ckpt.latest_step() is None:
         return ckpt, None
-    if not resume:
+    saved, want = ckpt.read_meta().get("config"), _config_meta(cfg, tcfg)
+    if saved != want:
         ckpt.close()
         raise ConfigError(
-            f"{out} already holds checkpoints (latest step {latest}); pass "
-            f"resume=True (--resume) to continue, or use a fresh output folder"
+            f"{out / 'ckpt'} holds checkpoints of a different configuration: {saved} != {want}; use another run dir"
         )
-    state, meta = ckpt.restore(like=like)
-    want = _config_meta(cfg, tcfg)
-    if meta.get("config") != json.loads(json.dumps(want)):
-        ckpt.close()
-        raise ConfigError(
-            f"checkpoint in {out / 'ckpt'} was written with a different configuration: {meta.get('config')} != {want}"
-        )
-    return ckpt, state
+    return ckpt, ckpt.restore(like=like)[0]
 
 
-def save_checkpoint(ckpt: Checkpointer, step: int, state: TrainState, cfg: GPTConfig, tcfg: TrainConfig) -> None:
-    ckpt.save(step, state, meta={"config": _config_meta(cfg, tcfg), "step": step})
-
-
+# ------------------------------------------------------------------------------------- the loop
 def train(
     data: GPTData,
     cfg: GPTConfig,
     tcfg: TrainConfig,
     out_dir: str | Path | None = None,
     *,
-    resume: bool = False,
+    mesh: Mesh | None = None,
+    fsdp: bool = False,
     log: Callable[[str], None] | None = print,
     progress: bool = True,
     on_step: Callable[[int, TrainState], None] | None = None,
     export: bool = True,
 ) -> TrainResult:
-    """Train `cfg` on `data` for `tcfg.steps` steps.
+    """Train `cfg` on `data` for `tcfg.steps` steps on `mesh` (None: every device on 'data').
 
     With `out_dir`: metrics.jsonl, orbax checkpoints under ckpt/, and at the end weights.json +
     meta.json (atomic, jaxsys.gpt.weights_io) and model.safetensors, plus train_summary.json.
-    `resume=True` continues from the latest checkpoint in `out_dir/ckpt` (a fresh start if none);
-    without it, an existing checkpoint is an error so that two runs never mix.
-    `on_step(step, state)` is called after every step (tests use it to interrupt a run); Ctrl-C
-    saves a checkpoint at the current step before re-raising.
+    When out_dir/ckpt holds a checkpoint the run continues from it (ConfigError if it was written
+    with a configuration that changes the maths). Every process takes its rows of each batch;
+    process 0 writes the files, all join the checkpoint writes. `on_step(step, state)` runs after
+    every step (tests use it to interrupt a run); Ctrl-C saves a checkpoint at the current step
+    before re-raising (one process only: the processes of a multi-process run may stop at
+    different steps, so there the last periodic checkpoint stands).
     """
     check_configs(data, cfg, tcfg)
     log = log or (lambda s: None)
+    mesh = sh.make_mesh(None) if mesh is None else mesh
+    lead = jax.process_index() == 0
+    B, T = tcfg.batch_size, data.train.seq_len
+    if B % mesh.shape["data"]:
+        raise ConfigError(f"batch size {B} is not divisible by the mesh data axis ({mesh.shape['data']})")
+    mesh_cfg = sh.mesh_config(mesh)
+    step_cfg = tcfg.step_config(cfg)
+    ms = make_sharded_train_step(mesh, step_cfg, fsdp=fsdp)
+    rows = sh.local_rows(mesh, B)
+    state = init_state(jax.random.key(tcfg.seed), step_cfg)
     out = Path(out_dir) if out_dir is not None else None
-    ckpt = metrics = None
-    state = init_state(cfg, tcfg)
+    ckpt = metrics = restored = None
     start = 0
     if out is not None:
-        ckpt, restored = open_checkpoints(out, cfg, tcfg, like=state, resume=resume)
+        ckpt, restored = open_checkpoints(out, cfg, tcfg, like=ms.abstract_state(state))
         if restored is not None:
-            state = restored
-            start = int(state.step)
-            log(f"resumed from step {start} of {tcfg.steps} ({out / 'ckpt'})")
-        elif resume:
-            log(f"no checkpoint in {out / 'ckpt'}; starting from step 0")
-        metrics = MetricsWriter(out / "metrics.jsonl")
-        metrics.write(event="resume" if start else "start", step=start)
-    elif resume:
-        raise ConfigError("resume needs an output folder with checkpoints")
+            state, start = restored, int(sh.to_host(restored.step))
+            log(f"resumed from step {start} of {tcfg.steps} ({out / 'ckpt'}, mesh {mesh_cfg})")
+        if lead:
+            metrics = MetricsWriter(out / "metrics.jsonl")
+            event = "resume" if start else "start"
+            metrics.write(event=event, step=start, mesh=str(mesh_cfg), processes=jax.process_count())
+    if restored is None:
+        state = ms.put_state(state)
 
-    eval_batches = data.val.eval_batches(tcfg.batch_size, tcfg.eval_batches) if data.val is not None else []
-    eval_batches = [Batch(*(jnp.asarray(a) for a in b)) for b in eval_batches]
-    B, T = tcfg.batch_size, data.train.seq_len
-    step_tcfg = step_config(tcfg)
+    def place(b: Batch) -> Batch:  # this process's rows, on the mesh
+        b = Batch(*(np.asarray(a)[rows] for a in b))
+        return ms.batch(b, B) if jax.process_count() > 1 else Batch(*jax.device_put(tuple(b), ms.batch_sharding))
+
+    eval_batches = data.val.eval_batches(B, tcfg.eval_batches) if data.val is not None else []
+    eval_batches = [place(b) for b in eval_batches]
     schedule = learning_rate_schedule(tcfg)
     history: list = []
-    bar = Progress(total=tcfg.steps, initial=start, desc="gpt train", disable=not progress)
+    where = f" [{mesh_cfg}]" if mesh.size > 1 else ""
+    bar = Progress(total=tcfg.steps, initial=start, desc=f"gpt train{where}", disable=not (progress and lead))
     t_wall0 = time.perf_counter()
     train_seconds = 0.0  # time in train steps only (no eval, no checkpoint), incl. the first compile
     compile_seconds = 0.0
     pending: list = []  # losses not yet fetched from the device
-    last_loss = float("nan")
-    val_loss = None
-    t_mark = time.perf_counter()
-    steps_in_mark = 0
+    last_loss, val_loss = float("nan"), None
+    t_mark, steps_in_mark = time.perf_counter(), 0
 
-    def _save(step: int) -> None:
+    def save(step: int) -> None:
         if ckpt is not None:
-            save_checkpoint(ckpt, step, state, cfg, tcfg)
+            ckpt.save(step, state, meta={"config": _config_meta(cfg, tcfg), "step": step})
 
-    def _flush(step: int) -> None:
+    def flush(step: int) -> None:
         nonlocal last_loss, t_mark, steps_in_mark, train_seconds
         if pending:
-            vals = [float(x) for x in pending]  # waits for the device
+            last_loss = float(np.mean([float(sh.to_host(x)) for x in pending]))  # waits for the device
             pending.clear()
-            last_loss = float(np.mean(vals))
         now = time.perf_counter()
         dt = now - t_mark
         train_seconds += dt
@@ -324,68 +299,66 @@ def train(
         t_mark, steps_in_mark = now, 0
         bar.set(loss=last_loss, tok_s=round(tps) if math.isfinite(tps) else tps)
         if metrics is not None:
-            metrics.write(
-                step=step, loss=last_loss, lr=float(schedule(step - 1)), tokens_per_s=tps, train_seconds=train_seconds
-            )
+            lr = float(schedule(step - 1))
+            metrics.write(step=step, loss=last_loss, lr=lr, tokens_per_s=tps, train_seconds=train_seconds)
 
+    sync = sh.await_each_step(mesh)
     step = start
     try:
         for step in range(start + 1, tcfg.steps + 1):
-            b = data.train.batch(step - 1, B, tcfg.seed)
-            state, loss = train_step(state, b.tokens, b.targets, b.mask, cfg=cfg, tcfg=step_tcfg)
+            b = ms.batch(data.train.batch(step - 1, B, tcfg.seed, rows=rows), B)
+            state, loss = ms.step(state, *b)
             pending.append(loss)
             steps_in_mark += 1
+            if sync:
+                jax.block_until_ready(loss)
             if step == start + 1:  # the first call compiles: time it on its own
                 jax.block_until_ready(loss)
                 compile_seconds = time.perf_counter() - t_mark
-                _flush(step)
+                flush(step)
             elif step % tcfg.log_every == 0 or step == tcfg.steps:
-                _flush(step)
+                flush(step)
             bar.update()
-            do_eval = eval_batches and ((tcfg.eval_every and step % tcfg.eval_every == 0) or step == tcfg.steps)
-            if do_eval:
+            if eval_batches and ((tcfg.eval_every and step % tcfg.eval_every == 0) or step == tcfg.steps):
                 if pending or steps_in_mark:
-                    _flush(step)
-                val_loss = evaluate(state.params, eval_batches, cfg)
+                    flush(step)
+                val_loss = evaluate(state.params, eval_batches, cfg, step=ms.eval_step)
                 bar.set(val=val_loss)
                 if metrics is not None:
                     metrics.write(step=step, val_loss=val_loss, train_seconds=train_seconds)
+                wall = time.perf_counter() - t_wall0
                 history.append(
-                    {
-                        "step": step,
-                        "train_seconds": train_seconds,
-                        "wall_seconds": time.perf_counter() - t_wall0,
-                        "train_loss": last_loss,
-                        "val_loss": val_loss,
-                    }
+                    dict(
+                        step=step,
+                        train_seconds=train_seconds,
+                        wall_seconds=wall,
+                        train_loss=last_loss,
+                        val_loss=val_loss,
+                    )
                 )
                 t_mark = time.perf_counter()
             if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step != tcfg.steps:
                 if pending or steps_in_mark:
-                    _flush(step)
-                _save(step)
+                    flush(step)
+                save(step)
                 t_mark = time.perf_counter()
             if on_step is not None:
                 on_step(step, state)
-    except KeyboardInterrupt:
-        bar.close()
-        if ckpt is not None and int(state.step) > start:
-            jax.block_until_ready(state)
-            _save(int(state.step))
-            log(f"interrupted: checkpoint saved at step {int(state.step)}")
-        if ckpt is not None:
-            ckpt.close()
-            metrics.close()
-        raise
-    except BaseException:
+    except BaseException as e:
         bar.close()
         if ckpt is not None:
+            done = int(sh.to_host(state.step)) if isinstance(e, KeyboardInterrupt) else start
+            if done > start and jax.process_count() == 1:
+                save(done)
+                log(f"interrupted: checkpoint saved at step {done}")
+            elif done > start:
+                log(f"interrupted at step {done}: no checkpoint on Ctrl-C with several processes")
             ckpt.close()
         if metrics is not None:
             metrics.close()
         raise
     if pending or steps_in_mark:
-        _flush(step)
+        flush(step)
     bar.close()
     run_steps = tcfg.steps - start
     steady = max(train_seconds - compile_seconds, 1e-9)
@@ -395,6 +368,9 @@ def train(
         "engine": tcfg.engine,
         "dtype": tcfg.dtype,
         "matmul_dtype": tcfg.matmul_dtype,
+        "mesh": str(mesh_cfg),
+        "fsdp": fsdp,
+        "processes": jax.process_count(),
         "train_loss": last_loss,
         "val_loss": val_loss,
         "train_seconds": train_seconds,
@@ -404,25 +380,23 @@ def train(
         "tokens_per_s": (run_steps - 1) * B * T / steady if run_steps > 1 else float("nan"),
         "n_params": int(sum(np.prod(p.shape) for p in state.params.values())),
     }
-    if out is not None:
+    if ckpt is not None:
         if start < tcfg.steps:
-            _save(tcfg.steps)
+            save(tcfg.steps)
         ckpt.close()
+    if metrics is not None:
         metrics.close()
-        if export:
-            export_model(out, state.params, cfg, data.tokenizer)
-        atomic_write_json(
-            out / "train_summary.json",
-            {
-                **summary,
-                "model": dataclasses.asdict(cfg),
-                "train": dataclasses.asdict(tcfg),
-                "data": data.info,
-                "history": history,
-            },
-        )
+    if out is not None:
+        params = sh.to_host(state.params) if export else None  # a collective with several processes
+        if lead and export:
+            export_model(out, params, cfg, data.tokenizer)
+        if lead:
+            record = dict(
+                model=dataclasses.asdict(cfg), train=dataclasses.asdict(tcfg), data=data.info, history=history
+            )
+            atomic_write_json(out / "train_summary.json", {**summary, **record})
     log(
-        f"trained {tcfg.steps} steps: train loss {last_loss:.4f}"
+        f"trained {tcfg.steps} steps{where}: train loss {last_loss:.4f}"
         + (f", val loss {val_loss:.4f}" if val_loss is not None else "")
         + f", {summary['tokens_per_s']:.0f} tokens/s"
     )

@@ -1,9 +1,9 @@
 """`jaxsys mlp train` and `jaxsys mlp gradcheck`."""
 
 import json
-from pathlib import Path
 
 from jaxsys.errors import ConfigError
+from jaxsys.train.cli_args import add_train_args, positive_int
 
 
 def _int_list(s: str) -> tuple[int, ...]:
@@ -18,10 +18,10 @@ def _int_list(s: str) -> tuple[int, ...]:
 
 def _train(args) -> int:
     from jaxsys.mlp.train import TrainConfig, train
-    from jaxsys.train import make_run_dir
+    from jaxsys.train.cli_args import run_dir_from_args
     from jaxsys.train.sharding import mesh_from_args
 
-    mesh = mesh_from_args(args)  # joins a multi-process run first; None: plain one-device run
+    mesh = mesh_from_args(args)  # joins a multi-process run first; None: every device on 'data'
     cfg = TrainConfig(
         task=args.task,
         hidden=_int_list(args.hidden),
@@ -35,23 +35,14 @@ def _train(args) -> int:
         seed=args.seed,
         log_every=args.log_every,
         eval_every=args.eval_every,
-        ckpt_every=args.ckpt_every,
+        checkpoint_every=args.checkpoint_every,
     )
-    if args.resume and not args.run_dir:
-        raise ConfigError("--resume needs --run-dir (the run to continue)")
-    if mesh is not None and mesh.devices.size > len(mesh.local_devices) and not args.run_dir:
-        raise ConfigError("a multi-process run needs --run-dir (the same folder for every process)")
-    run_dir = Path(args.run_dir) if args.run_dir else make_run_dir(args.out, f"mlp-{args.task}")
+    run_dir = run_dir_from_args(args, f"mlp-{args.task}")
     print(f"run dir: {run_dir}")
-    if mesh is None:
-        s = train(cfg, run_dir, resume=args.resume, log=lambda m: None, progress=not args.no_progress)
-    else:
-        from jaxsys.mlp.sharded import train_sharded
-
-        s = train_sharded(
-            cfg, run_dir, mesh, resume=args.resume, fsdp=args.fsdp, log=lambda m: None, progress=not args.no_progress
-        )
-        print(f"mesh {s['mesh']} on {s['processes']} process(es)")
+    s = train(cfg, run_dir, mesh=mesh, fsdp=args.fsdp, log=lambda m: None, progress=not args.no_progress)
+    if s["resumed_from"]:
+        print(f"resumed from step {s['resumed_from']}")
+    print(f"mesh {s['mesh']} on {s['processes']} process(es)")
     if args.task == "classify":
         print(
             f"test accuracy {s['test_accuracy']:.4f} (train {s['train_accuracy']:.4f}) after "
@@ -81,8 +72,7 @@ def register(sub) -> None:
 
     t = gsub.add_parser("train", help="train on digits (classify) or diabetes (regress)")
     t.add_argument("--task", choices=["classify", "regress"], default="classify")
-    t.add_argument("--steps", type=int, default=3000, help="total optimizer steps")
-    t.add_argument("--batch", type=int, default=64, help="minibatch size")
+    t.add_argument("--batch", type=positive_int("--batch"), default=64, help="minibatch size")
     t.add_argument("--hidden", default="64,64", help="hidden widths, comma-separated")
     t.add_argument("--activation", default="relu", help="hidden activation (relu, tanh)")
     t.add_argument("--optimizer", choices=["hand", "optax"], default="hand", help="Adam implementation")
@@ -93,17 +83,10 @@ def register(sub) -> None:
     t.add_argument(
         "--matmul", choices=["xla", "pallas"], default="xla", help="pallas: tiled kernel (interpreted on CPU, slow)"
     )
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--log-every", type=int, default=50)
-    t.add_argument("--eval-every", type=int, default=500)
-    t.add_argument("--ckpt-every", type=int, default=1000)
-    t.add_argument("--run-dir", default="", help="run directory (default: a fresh one under --out)")
-    t.add_argument("--out", default="runs", help="root of fresh run directories")
-    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --run-dir")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from jaxsys.train.sharding import add_distributed_args
-
-    add_distributed_args(t)  # --mesh, --fsdp, --coordinator, --num-processes, --process-id
+    t.add_argument("--log-every", type=positive_int("--log-every"), default=50, help="steps between metrics records")
+    t.add_argument("--eval-every", type=positive_int("--eval-every"), default=500, help="steps between test evals")
+    # --steps --run-dir --seed --checkpoint-every --no-progress --mesh --fsdp --coordinator ...
+    add_train_args(t, steps=3000, checkpoint_every=1000)
     t.set_defaults(func=_train)
 
     g = gsub.add_parser("gradcheck", help="hand gradients vs jax.grad and finite differences (float64)")

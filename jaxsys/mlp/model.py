@@ -59,7 +59,7 @@ class MLPConfig:
         return len(self.sizes) - 1
 
 
-def init(key: jax.Array, cfg: MLPConfig, dtype=jnp.float32) -> list[dict]:
+def init_params(key: jax.Array, cfg: MLPConfig, dtype=jnp.float32) -> list[dict]:
     """He-initialised params: a list of {"w": [h_{l+1}, h_l], "b": [h_{l+1}]}, one per layer."""
     keys = jax.random.split(key, cfg.num_layers)
     return [nn.linear_init(k, i, o, dtype=dtype) for k, i, o in zip(keys, cfg.sizes[:-1], cfg.sizes[1:])]

@@ -40,7 +40,7 @@ def run_stage(run_dir: Path, quick: bool) -> dict:
         batch=64,
         log_every=10 if quick else 25,
         eval_every=50 if quick else 250,
-        ckpt_every=steps,
+        checkpoint_every=steps,
     )
     s = train(cfg, run_dir / "train", log=lambda m: None, progress=False)
     g = check_mlp_gradients("classify", hidden=(16, 16) if quick else (32, 32), batch=16)

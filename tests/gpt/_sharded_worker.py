@@ -10,12 +10,12 @@ import jax
 import numpy as np
 
 from jaxsys.gpt.config import GPTConfig
-from jaxsys.gpt.sharded import make_sharded_train_step, train_sharded
-from jaxsys.gpt.train import TrainConfig, init_state, train, train_step
+from jaxsys.gpt.train import TrainConfig, init_state, make_sharded_train_step, train, train_step
 from jaxsys.train import sharding as sh
 
 CFG = GPTConfig(vocab_size=11, n_embd=16, n_head=4, n_layer=2, block_size=8)
 TCFG = TrainConfig(steps=10, batch_size=8, lr=0.01)
+STEP = TCFG.step_config(CFG)
 B, T = 8, 8
 
 
@@ -32,18 +32,18 @@ def flat(tree):
 
 
 def scenario_parity():
-    ref = init_state(CFG, TCFG)
+    ref = init_state(jax.random.key(0), STEP)
     ref_losses = []
     for s in range(2):
-        ref, loss = train_step(ref, *batch(s), cfg=CFG, tcfg=TCFG)
+        ref, loss = train_step(ref, *batch(s), cfg=STEP)
         ref_losses.append(float(loss))
     ref_flat = flat(ref)
     cases = []
     for shape, fsdp in [((4, 1), False), ((2, 2), True), ((1, 1), False)]:
         n = shape[0] * shape[1]
         mesh = sh.make_mesh(sh.MeshConfig(*shape), devices=jax.devices()[:n])
-        sg = make_sharded_train_step(mesh, CFG, TCFG, fsdp=fsdp, fsdp_min_size=256)
-        state = sg.put_state(init_state(CFG, TCFG))
+        sg = make_sharded_train_step(mesh, STEP, fsdp=fsdp, fsdp_min_size=256)
+        state = sg.put_state(init_state(jax.random.key(0), STEP))
         abstract = (sg.abstract_state(state), *sg.batch(batch(0)))
         losses = []
         for s in range(2):
@@ -70,7 +70,8 @@ def scenario_train(root):
     data = from_text(text, "docs", 8, seed=0)
     cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, n_embd=16, n_head=4, n_layer=1, block_size=8)
     tcfg = TrainConfig(steps=4, batch_size=8, eval_every=2, eval_batches=2, checkpoint_every=2, log_every=1)
-    single = train(data, cfg, tcfg, f"{root}/single", log=None, progress=False).summary
+    one_device = sh.make_mesh(None, devices=jax.devices()[:1])  # mesh=None would put all 4 on 'data'
+    single = train(data, cfg, tcfg, f"{root}/single", mesh=one_device, log=None, progress=False).summary
     # the same run through `jaxsys gpt train --mesh data=2,model=2` on the 4 devices
     from pathlib import Path
 
@@ -105,10 +106,10 @@ def scenario_train(root):
             "2",
             "--log-every",
             "1",
-            "--quiet",
+            "--no-progress",
             "--mesh",
             "data=2,model=2",
-            "--out",
+            "--run-dir",
             f"{root}/mesh",
         ]
     )
@@ -119,7 +120,7 @@ def scenario_train(root):
 
     shutil.copytree(f"{root}/mesh/ckpt/2", f"{root}/resume/ckpt/2")
     mesh2 = sh.make_mesh("model=2", devices=jax.devices()[:2])
-    resumed = train_sharded(data, cfg, tcfg, f"{root}/resume", mesh2, resume=True, log=None, progress=False).summary
+    resumed = train(data, cfg, tcfg, f"{root}/resume", mesh=mesh2, log=None, progress=False).summary
     keep = ("train_loss", "val_loss", "start_step", "mesh")
     return {k: {f: v.get(f) for f in keep} for k, v in (("single", single), ("mesh", multi), ("resumed", resumed))}
 

@@ -92,10 +92,10 @@ def test_hand_bf16_grads_equal_jax_grad_of_bf16_forward(results):
 
 
 def test_train_step_bf16_keeps_float32_master_weights():
-    tcfg = TrainConfig(steps=3, batch_size=2, matmul_dtype="bfloat16").validate()
-    state = init_state(CFG, tcfg)
+    step_cfg = TrainConfig(steps=3, batch_size=2, matmul_dtype="bfloat16").step_config(CFG)
+    state = init_state(jax.random.key(0), step_cfg)
     w0 = np.asarray(state.params["layer0.mlp_fc1"])
-    state, loss = train_step(state, jnp.asarray(TOKENS), jnp.asarray(TARGETS), jnp.asarray(MASK), cfg=CFG, tcfg=tcfg)
+    state, loss = train_step(state, jnp.asarray(TOKENS), jnp.asarray(TARGETS), jnp.asarray(MASK), cfg=step_cfg)
     assert state.params["layer0.mlp_fc1"].dtype == jnp.float32
     assert np.isfinite(float(loss))
     assert not np.array_equal(np.asarray(state.params["layer0.mlp_fc1"]), w0)
@@ -103,7 +103,7 @@ def test_train_step_bf16_keeps_float32_master_weights():
 
 def test_unknown_matmul_dtype_rejected(params32):
     with pytest.raises(ConfigError, match="matmul_dtype"):
-        TrainConfig(matmul_dtype="float16").validate()
+        TrainConfig(matmul_dtype="float16")
     with pytest.raises(ConfigError, match="matmul_dtype"):
         model.loss_and_grads(params32, TOKENS, TARGETS, MASK, CFG, matmul_dtype="int8")
 
@@ -124,7 +124,7 @@ def test_cli_matmul_dtype(tmp_path):
                 str(data),
                 "--steps",
                 "2",
-                "--out",
+                "--run-dir",
                 str(out),
                 "--n-embd",
                 "8",
@@ -134,7 +134,7 @@ def test_cli_matmul_dtype(tmp_path):
                 "1",
                 "--batch",
                 "4",
-                "--quiet",
+                "--no-progress",
                 "--matmul-dtype",
                 "bfloat16",
             ]

@@ -49,7 +49,7 @@ TINY = [
     "1",
     "--batch",
     "4",
-    "--quiet",
+    "--no-progress",
     "--eval-batches",
     "2",
     "--log-every",
@@ -72,7 +72,7 @@ def test_train_sample_resume(tmp_path, capsys):
         "3",
         "--eval-every",
         "3",
-        "--out",
+        "--run-dir",
         str(out),
         *TINY,
     ]
@@ -85,13 +85,14 @@ def test_train_sample_resume(tmp_path, capsys):
     assert sum("val_loss" in r for r in recs) == 2
     capsys.readouterr()
 
-    # the same run again must be refused; --resume of a finished run trains nothing more
-    assert main(args) == 2
-    assert "resume" in capsys.readouterr().err
-    assert main(args + ["--resume"]) == 0
+    # the same run again continues from the run dir's last checkpoint: a finished run trains nothing more
+    assert main(args) == 0
+    assert "resumed from step 6 of 6" in capsys.readouterr().err
     params2, _, _ = load_model(out)
     for k in params:
         np.testing.assert_array_equal(params[k], params2[k])
+    assert main([*args, "--lr", "0.02"]) == 2  # another configuration in that run dir is refused
+    assert "different configuration" in capsys.readouterr().err
 
     capsys.readouterr()
     assert main(["gpt", "sample", "--model", str(out), "--num", "3", "--seed", "5", "--temperature", "0.8"]) == 0
@@ -108,7 +109,7 @@ def test_train_sample_resume(tmp_path, capsys):
 def test_cli_bad_input(tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"emma\n\xc3\x28x\n")
-    assert main(["gpt", "train", "--data", str(bad), "--steps", "1", "--out", str(tmp_path / "o"), *TINY]) == 2
+    assert main(["gpt", "train", "--data", str(bad), "--steps", "1", "--run-dir", str(tmp_path / "o"), *TINY]) == 2
     assert "not valid UTF-8" in capsys.readouterr().err
     assert (
         main(
@@ -121,7 +122,7 @@ def test_cli_bad_input(tmp_path, capsys):
                 "greetings",
                 "--steps",
                 "1",
-                "--out",
+                "--run-dir",
                 str(tmp_path / "o"),
                 *TINY,
             ]

@@ -206,3 +206,22 @@ def test_packaged_names_file():
         warnings.simplefilter("error")
         d = gd.load_data(None, "docs", block_size=16)
     assert d.info["n_sequences"] == 32033 and d.tokenizer.vocab_size == 27
+
+
+def test_packaged_data_sets_load_by_name_with_their_mode_and_licence():
+    """`--data names|chat|shakespeare` reads the files shipped in jaxsys/data (no ../shared needed),
+    each in its own mode unless a mode is given; a local path is still a path."""
+    expected = {"names": ("docs", 32033), "chat": ("chat", None), "shakespeare": ("corpus", None)}
+    for name, (mode, n_seq) in expected.items():
+        path, got_mode = gd.resolve_data(name)
+        assert got_mode == mode and path.is_file() and path.parent.name == "data"
+        assert (path.parent / f"{path.stem}.LICENSE.md").is_file()
+    assert gd.resolve_data(None) == (gd.default_names_path(), "docs")
+    assert gd.resolve_data("shakespeare", "docs")[1] == "docs"
+    d = gd.load_data("chat", None, block_size=64, chat_categories=["greetings"])
+    assert d.mode == "chat" and d.tokenizer.chat and d.info["n_sequences"] > 10
+    d = gd.load_data("shakespeare", None, block_size=32)
+    assert d.mode == "corpus" and d.info["n_tokens"] == 1115394 and d.train.seq_len == 32
+    assert gd.resolve_data("my.txt") == (gd.Path("my.txt"), "docs")
+    with pytest.raises(ConfigError, match="unknown packaged data 'poems'"):
+        gd.packaged_path("poems")

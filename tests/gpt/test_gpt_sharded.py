@@ -1,4 +1,4 @@
-"""jaxsys/gpt/sharded.py (basename unique across tests/: no __init__.py here) on 4 simulated CPU devices (a child process: this one has 1 device)."""
+"""The GPT train step and loop of jaxsys/gpt/train.py on device meshes (basename unique across tests/: no __init__.py here) on 4 simulated CPU devices (a child process: this one has 1 device)."""
 
 from pathlib import Path
 
@@ -8,12 +8,9 @@ from jax.sharding import PartitionSpec as P
 
 from jaxsys.errors import ConfigError
 from jaxsys.gpt.config import GPTConfig
-from jaxsys.gpt.sharded import state_pspecs
-from jaxsys.gpt.train import TrainConfig
+from jaxsys.gpt.train import TrainConfig, state_pspecs
 from jaxsys.train import sharding as sh
 from tests.sharding_util import run_worker
-
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
 TOL = 1e-5
 
@@ -25,7 +22,7 @@ def result(tmp_path_factory):
 
 def test_state_pspecs_megatron_layout():
     cfg = GPTConfig(vocab_size=10, n_embd=8, n_head=2, n_layer=1, block_size=4)
-    specs = state_pspecs(cfg, TrainConfig(), {"data": 1, "model": 2})
+    specs = state_pspecs(TrainConfig().step_config(cfg), {"data": 1, "model": 2})
     p, mu = specs.params, specs.opt_state[0].mu
     for name in ("attn_wq", "attn_wk", "attn_wv", "mlp_fc1"):
         assert p[f"layer0.{name}"] == P("model") and mu[f"layer0.{name}"] == P("model")
@@ -34,8 +31,7 @@ def test_state_pspecs_megatron_layout():
     assert p["wte"] == p["wpe"] == p["lm_head"] == P()
     with pytest.raises(ConfigError, match="attn_w.*not divisible"):
         state_pspecs(
-            GPTConfig(vocab_size=10, n_embd=6, n_head=2, n_layer=1, block_size=4),
-            TrainConfig(),
+            TrainConfig().step_config(GPTConfig(vocab_size=10, n_embd=6, n_head=2, n_layer=1, block_size=4)),
             {"data": 1, "model": 4},
         )
 
@@ -85,22 +81,19 @@ def test_train_loop_on_mesh_matches_single_device_and_resumes_on_2(result):
 @pytest.mark.parametrize("loop", ["single", "mesh"])
 def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_the_uninterrupted_run_does(loop, tmp_path):
     """Ctrl-C (KeyboardInterrupt from the on_step hook after step 3, no periodic checkpoints) in
-    `train` and in `train_sharded` (one-device mesh, in-process): a checkpoint at step 3, and
-    resuming it ends at the uninterrupted run's parameters."""
+    `train` with mesh=None and with an explicit one-device mesh (in-process): a checkpoint at step 3,
+    and resuming it ends at the uninterrupted run's parameters."""
     from jaxsys.gpt.data import from_text
-    from jaxsys.gpt.sharded import train_sharded
     from jaxsys.gpt.train import train
     from jaxsys.train import Checkpointer
 
     data = from_text("\n".join(["anna", "bob", "carla", "dave", "eve", "frank"] * 3), "docs", 8, seed=0)
     cfg = GPTConfig(vocab_size=data.tokenizer.vocab_size, n_embd=8, n_head=2, n_layer=1, block_size=8)
     tcfg = TrainConfig(steps=5, batch_size=4, eval_every=0, eval_batches=1, checkpoint_every=0)
-    if loop == "single":
-        run = train
-    else:
+    mesh = None if loop == "single" else sh.make_mesh("data=1,model=1")
 
-        def run(*args, **kw):
-            return train_sharded(*args, sh.make_mesh("data=1,model=1"), **kw)
+    def run(*args, **kw):
+        return train(*args, mesh=mesh, **kw)
 
     def ctrl_c(step, state):
         if step == 3:
@@ -112,7 +105,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_the_uninterrupted_run_d
     assert "interrupted: checkpoint saved at step 3" in logs
     with Checkpointer(tmp_path / "ckpt") as ck:
         assert ck.all_steps() == [3]
-    resumed = run(data, cfg, tcfg, tmp_path, resume=True, log=None, progress=False, export=False)
+    resumed = run(data, cfg, tcfg, tmp_path, log=None, progress=False, export=False)
     assert resumed.summary["start_step"] == 3 and int(np.asarray(resumed.state.step)) == 5
     full = train(data, cfg, tcfg, None, log=None, progress=False).state.params
     for k, v in full.items():

@@ -71,7 +71,7 @@ def test_train_step_matches_a_numpy_adam_with_linear_decay(data):
     """Three real steps in float64 against Adam written out in numpy on the jax.grad gradients."""
     cfg = _cfg(data)
     tcfg = gt.TrainConfig(steps=4, batch_size=3, dtype="float64", engine="hand")
-    state = gt.init_state(cfg, tcfg)
+    state = gt.init_state(jax.random.key(0), tcfg.step_config(cfg))
     p = _np(state.params)
     m = {k: np.zeros_like(v) for k, v in p.items()}
     v = {k: np.zeros_like(x) for k, x in p.items()}
@@ -85,7 +85,7 @@ def test_train_step_matches_a_numpy_adam_with_linear_decay(data):
             v[k] = 0.99 * v[k] + 0.01 * g[k] ** 2
             mh, vh = m[k] / (1 - 0.85 ** (t + 1)), v[k] / (1 - 0.99 ** (t + 1))
             p[k] = p[k] - lr_t * mh / (np.sqrt(vh) + 1e-8)
-        state, loss = gt.train_step(state, b.tokens, b.targets, b.mask, cfg=cfg, tcfg=tcfg)
+        state, loss = gt.train_step(state, b.tokens, b.targets, b.mask, cfg=tcfg.step_config(cfg))
         assert np.isfinite(float(loss))
     assert int(state.step) == 3
     for k in p:
@@ -97,10 +97,10 @@ def test_hand_and_autodiff_engines_take_the_same_steps(data):
     out = {}
     for engine in ("hand", "autodiff"):  # same TrainConfig as above: the hand step is compiled
         tcfg = gt.TrainConfig(steps=4, batch_size=3, dtype="float64", engine=engine)
-        state = gt.init_state(cfg, tcfg)
+        state = gt.init_state(jax.random.key(0), tcfg.step_config(cfg))
         for t in range(2):
             b = data.train.batch(t, 3, 0)
-            state, _ = gt.train_step(state, b.tokens, b.targets, b.mask, cfg=cfg, tcfg=tcfg)
+            state, _ = gt.train_step(state, b.tokens, b.targets, b.mask, cfg=tcfg.step_config(cfg))
         out[engine] = _np(state.params)
     for k in out["hand"]:
         np.testing.assert_allclose(out["hand"][k], out["autodiff"][k], rtol=1e-9, atol=1e-12)
@@ -110,13 +110,13 @@ def test_train_step_smoke_no_recompilation(data):
     """The real float32 step: the step counter advances, the loss is finite, and a second call with
     a new batch reuses the compiled step."""
     cfg = _cfg(data)
-    tcfg = gt.TrainConfig(steps=6, batch_size=4)  # the step of the resume test below
-    state = gt.init_state(cfg, tcfg)
+    step_cfg = gt.TrainConfig(steps=6, batch_size=4).step_config(cfg)  # the step of the resume test below
+    state = gt.init_state(jax.random.key(0), step_cfg)
     b = data.train.batch(0, 4, 0)
-    state, loss0 = gt.train_step(state, b.tokens, b.targets, b.mask, cfg=cfg, tcfg=tcfg)
+    state, loss0 = gt.train_step(state, b.tokens, b.targets, b.mask, cfg=step_cfg)
     n = gt.train_step._cache_size()
     b = data.train.batch(1, 4, 0)
-    state, loss1 = gt.train_step(state, b.tokens, b.targets, b.mask, cfg=cfg, tcfg=tcfg)
+    state, loss1 = gt.train_step(state, b.tokens, b.targets, b.mask, cfg=step_cfg)
     assert gt.train_step._cache_size() == n
     assert int(state.step) == 2 and np.isfinite(float(loss0)) and np.isfinite(float(loss1))
     assert state.params["wte"].dtype == np.float32
@@ -136,29 +136,19 @@ def test_resume_after_interruption_is_bit_identical(data, tmp_path):
 
     with pytest.raises(Killed):
         gt.train(data, cfg, tcfg, tmp_path / "cut", log=None, progress=False, export=False, on_step=kill_at_5)
-    with pytest.raises(ConfigError, match="resume"):  # never silently mix two runs
-        gt.train(data, cfg, tcfg, tmp_path / "cut", log=None, progress=False, export=False)
-    with pytest.raises(ConfigError, match="different configuration"):
-        gt.train(
-            data,
-            cfg,
-            dataclasses.replace(tcfg, lr=0.02),
-            tmp_path / "cut",
-            resume=True,
-            log=None,
-            progress=False,
-            export=False,
-        )
-    res = gt.train(
+    with pytest.raises(ConfigError, match="different configuration"):  # never silently mix two runs
+        gt.train(data, cfg, dataclasses.replace(tcfg, lr=0.02), tmp_path / "cut", log=None, progress=False)
+    logs: list = []
+    res = gt.train(  # the run dir holds a checkpoint: the run resumes from it
         data,
         cfg,
         dataclasses.replace(tcfg, log_every=2),
         tmp_path / "cut",
-        resume=True,
-        log=None,
+        log=logs.append,
         progress=False,
         export=False,
     )
+    assert any(m.startswith("resumed from step 4 of 6") for m in logs)
     assert res.summary["start_step"] == 4 and int(res.state.step) == 6
     a, b = _np(full.state.params), _np(res.state.params)
     for k in a:
@@ -196,7 +186,7 @@ def test_bad_configs_are_refused_before_tracing(data):
         dict(dtype="float16"),
     ):
         with pytest.raises(ConfigError):
-            gt.TrainConfig(**bad).validate()
+            gt.TrainConfig(**bad)
 
 
 def test_schedules():
@@ -226,4 +216,4 @@ def test_hand_adam_option_matches_optax_with_linear_decay():
 
 def test_unknown_optimizer_is_refused():
     with pytest.raises(ConfigError, match="unknown optimizer"):
-        gt.TrainConfig(optimizer="sgd").validate()
+        gt.TrainConfig(optimizer="sgd")

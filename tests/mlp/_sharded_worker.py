@@ -11,13 +11,12 @@ import numpy as np
 
 from jaxsys.mlp import model as mlp_model
 from jaxsys.mlp.adam import AdamConfig
-from jaxsys.mlp.sharded import make_sharded_train_step, train_sharded
-from jaxsys.mlp.train import StepConfig, TrainConfig, init_state, train, train_step
+from jaxsys.mlp.train import StepConfig, TrainConfig, init_state, make_sharded_train_step, train, train_step
 from jaxsys.train import sharding as sh
 
 B, SIZES = 8, (12, 16, 8, 4)
 # `jaxsys mlp train` flags of TrainConfig(hidden=(16, 16), steps=6, batch=16, log_every=2, eval_every=3,
-# ckpt_every=3); the test's two-process run uses them too
+# checkpoint_every=3); the test's two-process run uses them too
 CLI_ARGS = [
     "--hidden",
     "16,16",
@@ -29,10 +28,14 @@ CLI_ARGS = [
     "2",
     "--eval-every",
     "3",
-    "--ckpt-every",
+    "--checkpoint-every",
     "3",
     "--no-progress",
 ]
+
+
+def one_device():
+    return sh.make_mesh(None, devices=jax.devices()[:1])
 
 
 def batch(step):
@@ -82,8 +85,9 @@ def scenario_train(root):
     from jaxsys.mlp.data import load
 
     data = load("classify")
-    cfg = TrainConfig(hidden=(16, 16), steps=6, batch=16, log_every=2, eval_every=3, ckpt_every=3)
-    single = train(cfg, f"{root}/single", data=data, log=lambda m: None, progress=False)
+    cfg = TrainConfig(hidden=(16, 16), steps=6, batch=16, log_every=2, eval_every=3, checkpoint_every=3)
+    # mesh=None: every device on 'data' (4 here); a one-device mesh is the single-device run
+    single = train(cfg, f"{root}/single", data=data, mesh=one_device(), log=lambda m: None, progress=False)
     # the same run through the CLI on a (2, 2) mesh of the 4 devices
     from jaxsys.cli import main
 
@@ -95,7 +99,7 @@ def scenario_train(root):
 
     shutil.copytree(f"{root}/mesh/ckpt/3", f"{root}/resume/ckpt/3")
     mesh2 = sh.make_mesh("data=2", devices=jax.devices()[:2])
-    resumed = train_sharded(cfg, f"{root}/resume", mesh2, data=data, resume=True, log=lambda m: None, progress=False)
+    resumed = train(cfg, f"{root}/resume", data=data, mesh=mesh2, log=lambda m: None, progress=False)
     return {"single": single, "mesh": multi, "resumed": resumed}
 
 

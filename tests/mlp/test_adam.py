@@ -43,7 +43,7 @@ def test_hand_adam_matches_optax_over_100_mlp_steps(task):
     rng = np.random.default_rng(0)
     sizes = (6, 8, 7, 3 if task == "classify" else 2)
     mcfg = model.MLPConfig(sizes, task)
-    params = model.init(jax.random.PRNGKey(0), mcfg, jnp.float64)
+    params = model.init_params(jax.random.PRNGKey(0), mcfg, jnp.float64)
     xs = rng.normal(size=(100, 16, sizes[0]))
     ys = rng.integers(0, sizes[-1], size=(100, 16)) if task == "classify" else rng.normal(size=(100, 16, sizes[-1]))
     finals = {}

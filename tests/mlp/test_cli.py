@@ -7,8 +7,6 @@ import pytest
 from jaxsys.cli import main
 from jaxsys.mlp import tour
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def test_cli_train_and_resume(tmp_path, capsys):
     args = [
@@ -24,7 +22,7 @@ def test_cli_train_and_resume(tmp_path, capsys):
         "1",
         "--eval-every",
         "2",
-        "--ckpt-every",
+        "--checkpoint-every",
         "2",
         "--run-dir",
         str(tmp_path),
@@ -34,7 +32,8 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 4
     args[args.index("--steps") + 1] = "6"
-    assert main(args + ["--resume"]) == 0
+    assert main(args) == 0  # the run dir holds a checkpoint: it resumes
+    assert "resumed from step 4" in capsys.readouterr().out
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["steps"] == 6 and s["resumed_from"] == 4
 
@@ -45,8 +44,12 @@ def test_cli_bad_input(tmp_path, capsys):
     assert "unknown activation 'gelu'" in capsys.readouterr().err
     assert main(base + ["--hidden", "64,x"]) == 2
     assert "--hidden must be comma-separated integers" in capsys.readouterr().err
-    assert main(["mlp", "train", "--resume", "--steps", "2"]) == 2
-    assert "--resume needs --run-dir" in capsys.readouterr().err
+    for bad in (["--steps", "0"], ["--resume"], ["--ckpt-every", "2"]):  # parse time; old spellings are gone
+        with pytest.raises(SystemExit) as e:
+            main(["mlp", "train", *bad])
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--steps must be >= 1, got 0" in err and "unrecognized arguments: --resume" in err
     # settings are checked before a fresh run directory is made (none is left behind)
     out = tmp_path / "fresh"
     for bad, msg in (
@@ -54,7 +57,7 @@ def test_cli_bad_input(tmp_path, capsys):
         (["--activation", "gelu"], "unknown activation 'gelu'"),
         (["--lr", "-1"], "learning_rate must be > 0, got -1"),
     ):
-        assert main(["mlp", "train", "--steps", "2", "--out", str(out), "--no-progress"] + bad) == 2
+        assert main(["mlp", "train", "--steps", "2", "--run-dir", str(out), "--no-progress"] + bad) == 2
         assert msg in capsys.readouterr().err
     assert not out.exists()
 

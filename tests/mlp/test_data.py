@@ -4,8 +4,6 @@ import pytest
 from jaxsys.errors import ConfigError
 from jaxsys.mlp import data
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def test_digits_split_is_fixed_and_standardised():
     d1, d2 = data.load_digits(), data.load_digits()

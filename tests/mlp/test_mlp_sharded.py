@@ -1,4 +1,4 @@
-"""jaxsys/mlp/sharded.py (basename unique across tests/: no __init__.py here) on 4 simulated CPU devices (a child process: this one has 1 device)."""
+"""The MLP train step and loop of jaxsys/mlp/train.py on device meshes (basename unique across tests/: no __init__.py here) on 4 simulated CPU devices (a child process: this one has 1 device)."""
 
 import json
 import sys
@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 
 from jaxsys.errors import ConfigError
-from jaxsys.mlp.sharded import tensor_parallel_rules
+from jaxsys.mlp.train import tensor_parallel_rules
 from jaxsys.train import sharding as sh
 from tests.sharding_util import free_port, run_processes, run_worker
-
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
 TOL = 1e-5
 

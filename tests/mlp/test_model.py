@@ -214,7 +214,7 @@ def test_validate_batch_errors():
 
 def test_validate_params_errors():
     cfg = model.MLPConfig((4, 3, 2))
-    params = model.init(jax.random.PRNGKey(0), cfg)
+    params = model.init_params(jax.random.PRNGKey(0), cfg)
     model.validate_params(params, cfg)
     with pytest.raises(ShapeError, match="list of 2 layers"):
         model.validate_params(params[:1], cfg)

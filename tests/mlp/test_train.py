@@ -16,7 +16,7 @@ from jaxsys.train import read_metrics
 
 pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
-TINY = dict(hidden=(8,), batch=16, log_every=1, eval_every=2, ckpt_every=2)
+TINY = dict(hidden=(8,), batch=16, log_every=1, eval_every=2, checkpoint_every=2)
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +75,7 @@ def test_train_checkpoint_and_resume_equals_uninterrupted(tmp_path, digits):
     part = train(TrainConfig(steps=4, **TINY), tmp_path / "part", data=digits, progress=False, log=lambda m: None)
     assert part["steps"] == 4
     msgs = []
-    res = train(
-        TrainConfig(steps=6, **TINY), tmp_path / "part", data=digits, resume=True, progress=False, log=msgs.append
-    )
+    res = train(TrainConfig(steps=6, **TINY), tmp_path / "part", data=digits, progress=False, log=msgs.append)
     assert res["resumed_from"] == 4 and res["steps"] == 6
     assert any("resumed from step 4" in m for m in msgs)
     assert res["test_loss"] == full["test_loss"] and res["train_loss"] == full["train_loss"]
@@ -91,8 +89,10 @@ def test_train_checkpoint_and_resume_equals_uninterrupted(tmp_path, digits):
 def test_resume_with_other_shape_is_refused(tmp_path, digits):
     train(TrainConfig(steps=2, **TINY), tmp_path, data=digits, progress=False, log=lambda m: None)
     other = {**TINY, "hidden": (4,)}
-    with pytest.raises((ConfigError, DataError)):
-        train(TrainConfig(steps=4, **other), tmp_path, data=digits, resume=True, progress=False, log=lambda m: None)
+    with pytest.raises(ConfigError, match="another configuration"):
+        train(TrainConfig(steps=4, **other), tmp_path, data=digits, progress=False, log=lambda m: None)
+    with pytest.raises(ConfigError, match="another configuration"):  # other maths: another lr
+        train(TrainConfig(steps=4, **TINY, learning_rate=0.5), tmp_path, data=digits, progress=False)
 
 
 def _regress_data(n=40, d=3):
@@ -142,7 +142,7 @@ def test_regression_training_reduces_loss(tmp_path):
             learning_rate=1e-2,
             log_every=20,
             eval_every=60,
-            ckpt_every=60,
+            checkpoint_every=60,
         ),
         tmp_path,
         data=_regress_data(),
@@ -152,3 +152,23 @@ def test_regression_training_reduces_loss(tmp_path):
     y = _regress_data().y_test
     baseline = 0.5 * float(np.mean((y - y.mean()) ** 2))  # predicting the mean
     assert s["test_loss"] < 0.5 * baseline and "test_rmse" in s
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_the_uninterrupted_run_does(tmp_path, digits):
+    """Ctrl-C (KeyboardInterrupt from the on_step hook after step 3, periodic checkpoints every 4):
+    a checkpoint at step 3, and the run resumed from it ends at the uninterrupted run's numbers."""
+    cfg = TrainConfig(steps=6, **{**TINY, "checkpoint_every": 4})
+    full = train(cfg, tmp_path / "full", data=digits, progress=False, log=lambda m: None)
+
+    def ctrl_c(step, state):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    logs: list = []
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", data=digits, progress=False, log=logs.append, on_step=ctrl_c)
+    assert "interrupted: checkpoint saved at step 3" in logs
+    assert sorted(p.name for p in (tmp_path / "cut" / "ckpt").iterdir() if p.name.isdigit()) == ["3"]
+    res = train(cfg, tmp_path / "cut", data=digits, progress=False, log=lambda m: None)
+    assert res["resumed_from"] == 3 and res["steps"] == 6
+    assert res["test_loss"] == full["test_loss"] and res["train_loss"] == full["train_loss"]
