@@ -72,7 +72,7 @@ def _train(args) -> int:
         n_head=args.n_head,
         n_layer=args.n_layer,
         block_size=block,
-    ).validate()
+    )
     out = run_dir_from_args(args, "gpt")
     print(f"data: {data.info}", file=sys.stderr)
     print(
@@ -203,7 +203,6 @@ def register(sub) -> None:
     t.set_defaults(func=_train)
 
     from jaxsys.gpt.serve_cli import nonnegative_float
-    from jaxsys.train.cli_args import positive_int
 
     s = gsub.add_parser("sample", help="sample documents (e.g. names) from a trained model")
     s.add_argument("--model", required=True, help="folder with weights.json + meta.json")

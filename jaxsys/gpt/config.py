@@ -27,8 +27,8 @@ class GPTConfig:
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
-    def validate(self) -> "GPTConfig":
-        """Raise ConfigError naming the offending field; returns self so calls can chain."""
+    def __post_init__(self) -> None:
+        """Raise ConfigError naming the offending field."""
         for name in ("vocab_size", "n_embd", "n_head", "n_layer", "block_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
@@ -37,7 +37,6 @@ class GPTConfig:
                 raise ConfigError(f"GPTConfig.{name} must be >= 1, got {v}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -105,9 +104,7 @@ class TrainConfig:
         does not read (seed, logging, eval and checkpoint cadence) at their defaults, so that runs
         differing only in those share one compiled step."""
         loop_only = ("seed", "eval_every", "eval_batches", "checkpoint_every", "log_every")
-        return StepConfig(
-            model.validate(), dataclasses.replace(self, **{f: getattr(TrainConfig, f) for f in loop_only})
-        )
+        return StepConfig(model, dataclasses.replace(self, **{f: getattr(TrainConfig, f) for f in loop_only}))
 
 
 @dataclasses.dataclass(frozen=True)

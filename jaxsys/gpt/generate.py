@@ -384,7 +384,6 @@ def generate_batch(
     Returns:
       one Generation per prompt (tokens without the stop token, and why it ended).
     """
-    cfg.validate()
     if not prompts:
         return []
     if isinstance(max_new_tokens, bool) or int(max_new_tokens) < 1:

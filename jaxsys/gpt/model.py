@@ -58,7 +58,6 @@ def param_shapes(cfg: GPTConfig) -> dict[str, tuple[int, int]]:
 
 def init_params(key: jax.Array, cfg: GPTConfig, dtype=jnp.float32) -> dict[str, jax.Array]:
     """Every matrix ~ N(0, 0.08^2), one PRNG key per matrix (split in param_shapes order)."""
-    cfg.validate()
     shapes = param_shapes(cfg)
     keys = jax.random.split(key, len(shapes))
     return {name: INIT_STD * jax.random.normal(k, shape, dtype) for k, (name, shape) in zip(keys, shapes.items())}
@@ -331,7 +330,6 @@ def loss_and_grads_fn(mode: str, matmul_dtype: str | None = None):
 
 def validate_batch(params: dict, tokens, targets, mask, cfg: GPTConfig) -> None:
     """Shape/range checks before tracing; raises ShapeError/DataError/ConfigError naming the problem."""
-    cfg.validate()
     if not isinstance(tokens, jax.Array):
         tokens = np.asarray(tokens)
     if targets is not None and not isinstance(targets, jax.Array):

@@ -76,7 +76,7 @@ def _serve(args) -> int:
         max_tokens_limit=args.max_tokens_limit,
         max_body_bytes=args.max_body_bytes,
         read_timeout_s=args.read_timeout,
-    ).validate()
+    )
     params, cfg, tok = _load(args.model)
     app = create_app(params, cfg, tok, scfg)  # warm-up compiles here, before "serving" is printed
     print(

@@ -180,7 +180,6 @@ def _config_meta(cfg: GPTConfig, tcfg: TrainConfig) -> dict:
 
 
 def check_configs(data: GPTData, cfg: GPTConfig, tcfg: TrainConfig) -> None:
-    cfg.validate()
     if cfg.vocab_size != data.tokenizer.vocab_size:
         raise ConfigError(
             f"model vocab_size={cfg.vocab_size} does not match the data's tokenizer "

@@ -76,7 +76,6 @@ def _cfg_str(cfg: GPTConfig) -> str:
 def save_model(out_dir, params: dict, cfg: GPTConfig, tok: Tokenizer) -> tuple[Path, Path]:
     """Write out_dir/weights.json and out_dir/meta.json atomically; returns their paths."""
     out_dir = Path(out_dir)
-    cfg.validate()
     meta = tok.to_meta(cfg)
     arrays = _check_params({k: np.asarray(v) for k, v in params.items()}, cfg, "save_model")
     weights = {k: arrays[k].tolist() for k in expected_shapes(cfg)}
@@ -110,9 +109,8 @@ def config_from_meta(meta, where: str = META_FILE) -> GPTConfig:
         if v > SIZE_LIMITS[k]:
             raise DataError(f"{where}: {k}={v} is out of range (at most {SIZE_LIMITS[k]})")
         vals[k] = v
-    cfg = GPTConfig(**vals)
     try:
-        cfg.validate()
+        cfg = GPTConfig(**vals)
     except ConfigError as e:
         raise DataError(f"{where}: {e}") from None
     return cfg

@@ -106,11 +106,11 @@ def test_meta_errors():
 
 def test_config_validate():
     cfg = GPTConfig(vocab_size=10, n_embd=12, n_head=3)
-    assert cfg.validate() is cfg and cfg.head_dim == 4
+    assert cfg.head_dim == 4
     with pytest.raises(ConfigError, match="not divisible"):
-        GPTConfig(vocab_size=10, n_embd=10, n_head=3).validate()
+        GPTConfig(vocab_size=10, n_embd=10, n_head=3)
     with pytest.raises(ConfigError, match="block_size"):
-        GPTConfig(vocab_size=10, block_size=0).validate()
+        GPTConfig(vocab_size=10, block_size=0)
 
 
 def test_many_duplicate_chars_fail_fast():

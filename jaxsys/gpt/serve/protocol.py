@@ -30,7 +30,7 @@ class ServeConfig:
     max_queue: int = 4096  # queued rows beyond this get 503
     read_timeout_s: float = 10.0  # a request body not complete by then gets 408
 
-    def validate(self) -> ServeConfig:
+    def __post_init__(self) -> None:
         for name in ("max_batch", "chunk_steps", "max_num_samples", "max_body_bytes", "max_queue"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -40,7 +40,6 @@ class ServeConfig:
             raise ConfigError(f"ServeConfig.max_tokens_limit must be None or an int >= 1, got {v!r}")
         if not (isinstance(self.read_timeout_s, (int, float)) and 0 < self.read_timeout_s < math.inf):
             raise ConfigError(f"ServeConfig.read_timeout_s must be a positive number, got {self.read_timeout_s!r}")
-        return self
 
 
 class ApiError(Exception):

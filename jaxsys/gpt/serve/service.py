@@ -24,8 +24,7 @@ class Service:
     """A model, its tokenizer and its batcher, with the checks every endpoint applies."""
 
     def __init__(self, params, cfg: GPTConfig, tok: Tokenizer, scfg: ServeConfig, dtype=jnp.float32):
-        cfg.validate()
-        self.scfg = scfg.validate()
+        self.scfg = scfg
         if cfg.vocab_size != tok.vocab_size:
             raise ConfigError(f"config vocab_size={cfg.vocab_size} != tokenizer vocab_size={tok.vocab_size}")
         self.cfg, self.tok = cfg, tok
