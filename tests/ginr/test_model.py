@@ -157,3 +157,23 @@ def test_bf16_matmul_operands_close_to_float32(tiny):
     assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(g16))
     with pytest.raises(ConfigError, match="matmul_dtype"):
         gm.get_config("fast", matmul_dtype="float16")
+
+
+def test_bad_api_input_gives_clear_errors(tiny):
+    from jaxsys.errors import DataError
+
+    params, imgs, lp = tiny
+    with pytest.raises(ShapeError, match="at least one coordinate"):
+        gm.apply(params, imgs, jnp.zeros((2, 0, 2)), TINY)
+    for scale in (0, -1, 1.5):
+        with pytest.raises(ConfigError, match="scale must be an int >= 1"):
+            gm.render(params, imgs, TINY, scale)
+    # just outside the range: the message shows the real value, not a rounded "1"
+    with pytest.raises(ShapeError, match="got range \\[0, 1.00001\\]"):
+        gm.apply(params, imgs, jnp.full((2, 4, 2), 1 + 1e-5), TINY)
+    with pytest.raises(DataError, match="uint8"):
+        gm.apply(params, (np.asarray(imgs) * 255).astype(np.uint8), jnp.zeros((2, 4, 2)), TINY)
+    with pytest.raises(DataError, match="in \\[0, 1\\]"):
+        gm.apply(params, imgs * 255, jnp.zeros((2, 4, 2)), TINY)
+    with pytest.raises(DataError, match="in \\[0, 1\\]"):
+        gm.render(params, imgs - 0.5, TINY, 1)
