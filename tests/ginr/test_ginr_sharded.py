@@ -1,5 +1,5 @@
-"""jaxsys/ginr/sharded.py on 4 simulated CPU devices (a child process: this one has 1 device).
-(Basename unique across tests/, which has no __init__.py per system folder.)"""
+"""The GINR training loop on a mesh of 4 simulated CPU devices (a child process: this one has 1
+device). (Basename unique across tests/.)"""
 
 from pathlib import Path
 
@@ -7,22 +7,21 @@ import numpy as np
 import pytest
 
 from jaxsys.errors import ConfigError
+from jaxsys.ginr import data as gdata
+from jaxsys.ginr import train as gt
 from jaxsys.ginr.model import GinrConfig
-from jaxsys.ginr.sharded import make_sharded_train_step
-from jaxsys.ginr.train import TrainConfig
 from tests.sharding_util import run_worker
-
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
 TOL = 1e-5
 
 
-def test_batch_must_divide_data_axis():
+def test_batch_must_divide_data_axis(tmp_path):
     class FakeMesh:
         shape = {"data": 4, "model": 1}
 
+    x, _ = gdata.load_png20()
     with pytest.raises(ConfigError, match="batch_size 6 is not divisible by the mesh data axis"):
-        make_sharded_train_step.__wrapped__(FakeMesh(), GinrConfig(), TrainConfig(batch_size=6))
+        gt.train(GinrConfig(), gt.TrainConfig(batch_size=6), x, x, tmp_path, mesh=FakeMesh(), progress=False)
 
 
 @pytest.mark.parametrize(
@@ -55,5 +54,5 @@ def test_data_parallel_step_on_4_devices_equals_single_device(tmp_path):
     s = r["loop_summary"]
     assert s["steps"] == 2 and s["mesh"] == "data=4,model=1" and np.isfinite(s["final_test_psnr"])
     assert (tmp_path / "mesh" / "ckpt" / "2").is_dir() and (tmp_path / "mesh" / "summary.json").is_file()
-    for png in ("reconstructions.png", "psnr_curve.png"):  # the same plots as the single-device loop
+    for png in ("reconstructions.png", "psnr_curve.png"):  # the same plots as on one device
         assert (tmp_path / "mesh" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png

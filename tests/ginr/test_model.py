@@ -19,7 +19,7 @@ TINY = gm.GinrConfig(image_size=8, patch_size=2, dim=16, num_lp=4, depth=1, hidd
 
 @pytest.fixture(scope="module")
 def tiny():
-    params = gm.init(jax.random.PRNGKey(0), TINY)
+    params = gm.init_params(jax.random.key(0), TINY)
     imgs = jax.random.uniform(jax.random.PRNGKey(1), (2, 8, 8, 3), jnp.float64)
     lp = encode(params, imgs, TINY)
     return params, imgs, lp
@@ -128,7 +128,7 @@ def test_bad_input(tiny):
 
 def test_config_sizes():
     n = {
-        k: gm.num_params(jax.eval_shape(lambda k=k: gm.init(jax.random.PRNGKey(0), gm.CONFIGS[k])))
+        k: gm.num_params(jax.eval_shape(lambda k=k: gm.init_params(jax.random.key(0), gm.CONFIGS[k])))
         for k in ("fast", "balanced")
     }
     assert 1.0e6 < n["fast"] < 1.3e6 and 5.5e6 < n["balanced"] < 6.5e6
@@ -141,7 +141,7 @@ def test_bf16_matmul_operands_close_to_float32(tiny):
     p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
     x32 = imgs.astype(jnp.float32)
     c = jnp.asarray(np.random.default_rng(5).uniform(-1, 1, (2, 7, 2)), jnp.float32)
-    bf = dataclasses.replace(TINY, matmul_dtype="bfloat16").validate()
+    bf = dataclasses.replace(TINY, matmul_dtype="bfloat16")
 
     def loss(p, cfg):
         return jnp.mean((gm.apply(p, x32, c, cfg) - 0.3) ** 2)
