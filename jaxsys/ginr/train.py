@@ -321,7 +321,7 @@ def train(
     bar_set, bar_update, bar_close = never_raises(bar.set), never_raises(bar.update), never_raises(bar.close)
     step, compile_seconds, images_per_s = start, None, []
     last = min(tc.stop_at or tc.steps, tc.steps)
-    ctrl_c = StopOnCtrlC(enabled=nproc == 1)
+    ctrl_c, stopped = StopOnCtrlC(enabled=nproc == 1), False
     try:
         with ctrl_c:
             while step < last and not (tc.max_seconds and train_seconds >= tc.max_seconds) and not ctrl_c.requested:
@@ -357,6 +357,7 @@ def train(
                     ckpt.save(step, state, meta=meta())
                 bar_close()
                 log(f"interrupted: checkpoint saved at step {step}" if step > start else "interrupted")
+                stopped = True
                 raise KeyboardInterrupt
         bar_close()
         if ckpt.latest_step() != step:
@@ -390,7 +391,7 @@ def train(
             atomic_write_json(run_dir / "summary.json", summary)
         return summary
     except KeyboardInterrupt:
-        if not ctrl_c.requested:  # a second Ctrl-C, or one that could not be deferred
+        if not stopped:  # a second Ctrl-C, or one that could not be deferred
             if nproc == 1:
                 save_on_interrupt(ckpt, state, start, meta(), log)
             else:  # a save is collective: the other processes may be gone
