@@ -94,7 +94,7 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             d = _BatchUnpickler(fh, encoding="bytes").load()
     except pickle.UnpicklingError as e:
         raise DataError(f"{f}: cannot read the pickle ({e})") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, RecursionError) as e:
+    except Exception as e:  # unreadable, truncated or corrupt files fail in many ways (EOF, overflow, codecs)
         raise DataError(f"{f}: cannot read the pickle ({type(e).__name__}: {e})") from None
     if not isinstance(d, dict):
         raise DataError(f"{f}: not a CIFAR-10 batch (a {type(d).__name__}, expected a dict with data and labels)")
