@@ -320,6 +320,7 @@ def train(
     bar = Progress(total=tc.steps, desc=f"ginr [{mesh_cfg}]", initial=start, disable=not (progress and lead))
     bar_set, bar_update, bar_close = never_raises(bar.set), never_raises(bar.update), never_raises(bar.close)
     step, compile_seconds, images_per_s = start, None, []
+    fetch = jax.device_get if nproc == 1 else sh.to_host  # (to_host gathers across processes)
     last = min(tc.stop_at or tc.steps, tc.steps)
     ctrl_c, stopped = StopOnCtrlC(enabled=nproc == 1), False
     try:
@@ -330,7 +331,7 @@ def train(
                     check_batch(full, mc)
                 t0 = time.perf_counter()
                 state, m = train_step(state, sh.shard_batch({k: v[rows] for k, v in full.items()}, mesh), mc, step_cfg)
-                loss, train_psnr = (float(v) for v in sh.to_host((m["loss"], m["psnr"])))  # the sync
+                loss, train_psnr = (float(v) for v in fetch((m["loss"], m["psnr"])))  # the sync
                 dt = time.perf_counter() - t0
                 step += 1
                 if compile_seconds is None:  # the first step of a (re)started run compiles
