@@ -218,7 +218,10 @@ def load_run(run_dir: str | Path) -> tuple[dict, gm.GinrConfig, int]:
     rec = _run_config(run_dir)
     try:
         mc = gm.GinrConfig(**rec["model"])
-        tc = TrainConfig(**rec["train"])
+        train = dict(rec["train"])
+        if "ckpt_every" in train:  # the field's earlier name
+            train["checkpoint_every"] = train.pop("ckpt_every")
+        tc = TrainConfig(**train)
     except (KeyError, TypeError) as e:
         raise DataError(f"{cfg_path}: not a GINR run config ({type(e).__name__}: {e})") from None
     if not (run_dir / "ckpt").is_dir():
