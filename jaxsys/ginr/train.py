@@ -64,6 +64,8 @@ class TrainConfig:
         for name in nonneg + ("checkpoint_every", "stop_at"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.eval_every and not self.eval_images:
+            raise ConfigError("TrainConfig.eval_images must be > 0 when eval_every is set, got 0")
         for name in ("lr", "final_lr_frac", "weight_decay", "grad_clip", "max_seconds"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
@@ -282,20 +284,24 @@ def train(
     if tc.batch_size % mesh.shape["data"]:
         raise ConfigError(f"batch_size {tc.batch_size} is not divisible by the mesh data axis ({mesh.shape['data']})")
     _eval_batch_size(len(test_images), mesh)  # before any work: enough test images for the mesh
+    if tc.eval_every:
+        _eval_batch_size(min(len(test_images), tc.eval_images), mesh)
     log = never_raises(log)
     run_dir = Path(run_dir)
     lead, nproc = jax.process_index() == 0, jax.process_count()
     mesh_cfg = str(sh.mesh_config(mesh))
     step_cfg = tc.step_config()
-    state = init_state(jax.random.key(tc.seed), mc, tc)
-    shardings = sh.tree_shardings(state, mesh, fsdp=fsdp)
+    like = jax.eval_shape(lambda: init_state(jax.random.key(tc.seed), mc, tc))
+    shardings = sh.tree_shardings(like, mesh, fsdp=fsdp)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=2)
     train_seconds, start = 0.0, 0
     try:
-        if ckpt.latest_step() is not None:
+        if ckpt.latest_step() is None:
+            state = init_state(jax.random.key(tc.seed), mc, tc)
+        else:
             check_resume_config(run_dir, mc)
-            state, meta = ckpt.restore(like=sh.abstract_tree(state, shardings))
+            state, meta = ckpt.restore(like=sh.abstract_tree(like, shardings))
             start, train_seconds = int(sh.to_host(state.step)), float(meta.get("train_seconds", 0.0))
             log(f"resumed from step {start} ({train_seconds:.0f}s of training) onto mesh {mesh_cfg}")
         # one canonical form (plain, non-weak-typed arrays) for fresh and restored states, so a resumed
