@@ -5,9 +5,11 @@ rebuilt from git), and a bare jitted `train_step` loop as the floor; side by sid
     flock /tmp/jaxsys-heavy.lock python experiments/bench_ginr_loop.py                # tiny and fast
     python experiments/bench_ginr_loop.py --configs tiny --rounds 3 --steps 200
 
-Each round runs every variant for --steps steps, interleaved so machine load hits them alike; a
-variant's number is its training seconds per step (compile excluded: the first step of a run is
-timed apart); reported: the median over rounds and the new/old ratio. Writes a run directory
+Each round runs every variant, interleaved so machine load hits them alike. Two numbers per variant:
+wall-clock training seconds per step (the loops' own timing: compile excluded, as the first step of
+a run is timed apart), and process CPU seconds per step, the difference of two runs of S and S/10
+steps divided by the step difference (run setup, final evaluation and PNGs cancel). CPU time is the
+steadier number on a machine shared with other work. Reported: the medians over rounds and new/old. Writes a run directory
 (default runs/bench_ginr_loop-<time>/) holding the runs and result.json.
 """
 
@@ -55,8 +57,9 @@ CONFIGS = {  # name: (model overrides of "fast", batch, pixels per image)
 }
 
 
-def bare_loop(mc, tc, images, steps: int) -> float:
-    """Seconds per step of `train_step` on pre-placed batches, synced per step like the loops."""
+def bare_loop(mc, tc, images, steps: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per step of `train_step` on pre-placed batches, synced per step like the
+    loops."""
     mesh = sh.make_mesh(None)
     state = jax.device_get(gt.init_state(jax.random.key(0), mc, tc))
     state = sh.put_tree(state, sh.tree_shardings(state, mesh))
@@ -66,18 +69,18 @@ def bare_loop(mc, tc, images, steps: int) -> float:
     cfg = tc.step_config()
     state, m = gt.train_step(state, batches[0], mc, cfg)
     float(m["loss"])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for s in range(steps):
         state, m = gt.train_step(state, batches[s % 8], mc, cfg)
         float(m["loss"])
-    return (time.perf_counter() - t0) / steps
+    return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", default="tiny,fast")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=0, help="steps per run (default: 300 tiny, 12 fast)")
+    ap.add_argument("--steps", type=int, default=0, help="steps per run (default: 300 tiny, 20 fast)")
     ap.add_argument("--run-dir", default="")
     args = ap.parse_args()
     out = Path(args.run_dir) if args.run_dir else make_run_dir("runs", "bench_ginr_loop")
@@ -88,30 +91,42 @@ def main() -> None:
     results = {}
     for name in args.configs.split(","):
         over, batch, coords = CONFIGS[name]
-        steps = args.steps or (300 if name == "tiny" else 12)
+        steps = args.steps or (300 if name == "tiny" else 20)
         mc = gm.get_config("fast", **over)
         omc = om.get_config("fast", **over)
-        kw = dict(batch_size=batch, num_sample_coords=coords, steps=steps + 1, eval_every=0, final_eval_images=20)
-        tc = gt.TrainConfig(checkpoint_every=0, **kw)
-        otc = ot.TrainConfig(ckpt_every=0, **kw)
-        per = {"old_loop": [], "new_loop": [], "bare_step": []}
-        for r in range(args.rounds):
-            ot.train(omc, otc, x, x, out / f"{name}-old-{r}", **quiet)
-            per["old_loop"].append(_seconds(out / f"{name}-old-{r}") / steps)
-            gt.train(mc, tc, x, x, out / f"{name}-new-{r}", **quiet)
-            per["new_loop"].append(_seconds(out / f"{name}-new-{r}") / steps)
-            per["bare_step"].append(bare_loop(mc, tc, x, steps))
-            print(name, r, {k: round(v[-1] * 1e3, 3) for k, v in per.items()}, "ms/step", flush=True)
-        med = {k: float(np.median(v)) for k, v in per.items()}
-        results[name] = {
-            "batch": batch,
-            "pixels_per_image": coords,
-            "steps_per_run": steps,
-            "ms_per_step_rounds": {k: [round(t * 1e3, 3) for t in v] for k, v in per.items()},
-            "ms_per_step_median": {k: round(t * 1e3, 3) for k, t in med.items()},
-            "new_over_old": round(med["new_loop"] / med["old_loop"], 3),
-            "new_over_bare": round(med["new_loop"] / med["bare_step"], 3),
+        short = max(steps // 10, 1)
+        kw = dict(batch_size=batch, num_sample_coords=coords, eval_every=0, final_eval_images=20)
+        loops = {
+            "old_loop": lambda n, d: ot.train(omc, ot.TrainConfig(ckpt_every=0, steps=n + 1, **kw), x, x, d, **quiet),
+            "new_loop": lambda n, d: gt.train(
+                mc, gt.TrainConfig(checkpoint_every=0, steps=n + 1, **kw), x, x, d, **quiet
+            ),
         }
+        wall = {"old_loop": [], "new_loop": [], "bare_step": []}
+        cpu = {"old_loop": [], "new_loop": [], "bare_step": []}
+        for r in range(args.rounds):
+            for k, run in loops.items():
+                c = []
+                for n in (steps, short):
+                    c0 = time.process_time()
+                    run(n, out / f"{name}-{k}-{r}-{n}")
+                    c.append(time.process_time() - c0)
+                wall[k].append(_seconds(out / f"{name}-{k}-{r}-{steps}") / steps)
+                cpu[k].append((c[0] - c[1]) / (steps - short))
+            w, c = bare_loop(mc, gt.TrainConfig(**kw), x, steps)
+            wall["bare_step"].append(w)
+            cpu["bare_step"].append(c)
+            print(name, r, "ms/step wall", {k: round(v[-1] * 1e3, 3) for k, v in wall.items()}, flush=True)
+            print(name, r, "ms/step CPU ", {k: round(v[-1] * 1e3, 3) for k, v in cpu.items()}, flush=True)
+        results[name] = {"batch": batch, "pixels_per_image": coords, "steps_per_run": [steps, short]}
+        for what, per in (("wall", wall), ("cpu", cpu)):
+            med = {k: float(np.median(v)) for k, v in per.items()}
+            results[name][what] = {
+                "ms_per_step_rounds": {k: [round(t * 1e3, 3) for t in v] for k, v in per.items()},
+                "ms_per_step_median": {k: round(t * 1e3, 3) for k, t in med.items()},
+                "new_over_old": round(med["new_loop"] / med["old_loop"], 3),
+                "new_over_bare": round(med["new_loop"] / med["bare_step"], 3),
+            }
         print(json.dumps({name: results[name]}, indent=1), flush=True)
     rec = {
         "what": "GINR one-device training: new one-loop-on-a-mesh vs the old single-device loop vs a bare step",

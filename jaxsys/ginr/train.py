@@ -186,10 +186,13 @@ def _eval_batch_size(n: int, mesh: Mesh) -> int:
 
 
 def evaluate(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig, mesh: Mesh | None = None) -> dict:
-    """Full-grid reconstruction of every image: mean PSNR over images and mean MSE. On a mesh, every
-    process passes all images and places its rows; `params` are placed on that mesh."""
+    """Full-grid reconstruction of every image: mean PSNR over images and mean MSE. With a mesh (the
+    training loop's), `params` are already placed on it; every process passes all images and places
+    its rows."""
     check_dataset(images_u8, mc, "evaluate:")
-    mesh = sh.make_mesh(None) if mesh is None else mesh
+    if mesh is None:  # a call from outside the loop: params replicated over every visible device
+        mesh = sh.make_mesh(None)
+        params = sh.put_tree(params, jax.tree_util.tree_map(lambda _: sh.replicated(mesh), params))
     bs = _eval_batch_size(len(images_u8), mesh)
     rows = sh.local_rows(mesh, bs)
     ps, ms = [], []
