@@ -333,6 +333,9 @@ def train(
     bar_set, bar_update, bar_close = never_raises(bar.set), never_raises(bar.update), never_raises(bar.close)
     step, compile_seconds, images_per_s = start, None, []
     fetch = jax.device_get if nproc == 1 else sh.to_host  # (to_host gathers across processes)
+    # one device: numpy batches go straight to the jitted step (its C++ fast path places them, ~1 ms
+    # less per step than placing each leaf from Python); on a larger mesh each leaf is split over 'data'
+    place = (lambda b: b) if mesh.devices.size == 1 else (lambda b: sh.shard_batch(b, mesh))
     last = min(tc.stop_at or tc.steps, tc.steps)
     ctrl_c, stopped = StopOnCtrlC(enabled=nproc == 1), False
     try:
@@ -342,7 +345,7 @@ def train(
                 if compile_seconds is None:
                     check_batch(full, mc)
                 t0 = time.perf_counter()
-                state, m = train_step(state, sh.shard_batch({k: v[rows] for k, v in full.items()}, mesh), mc, step_cfg)
+                state, m = train_step(state, place({k: v[rows] for k, v in full.items()}), mc, step_cfg)
                 loss, train_psnr = (float(v) for v in fetch((m["loss"], m["psnr"])))  # the sync
                 dt = time.perf_counter() - t0
                 step += 1

@@ -58,34 +58,31 @@ def test_data_parallel_step_on_4_devices_equals_single_device(tmp_path):
         assert (tmp_path / "mesh" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
 
-CLI_MODEL = "--dim 16 --num-lp 4 --depth 1 --hidden 8 --num-freqs 3 --scan-chunk 0".split()
-CLI_TRAIN = "--batch 8 --coords 16 --steps 3 --lr 3e-3 --warmup 1 --eval-every 0 --no-progress".split()
-
-
 def test_cli_two_processes_on_loopback(tmp_path):
     """`jaxsys ginr train --coordinator ... --num-processes 2 --process-id i` on two CPU processes of
-    2 devices each (mesh data=4 across both): the same loop, the same losses as one device."""
+    one device each (mesh data=2 across both): the same loop, the same losses as one device (the
+    tour's quick configuration, so this process reuses the tests' compiled step)."""
     import json
     import sys
 
-    from jaxsys.ginr import model as gm
+    from jaxsys.ginr.tour import QUICK_MODEL, QUICK_TRAIN
     from jaxsys.train import read_metrics
     from tests.sharding_util import free_port, run_processes
 
     port = free_port()
-    argv = [sys.executable, "-m", "jaxsys.cli", "ginr", "train", "--data", "png20", *CLI_MODEL, *CLI_TRAIN]
-    argv += ["--mesh", "data=4", "--run-dir", tmp_path / "mp", "--coordinator", f"127.0.0.1:{port}"]
-    outs = run_processes([[*argv, "--num-processes", "2", "--process-id", i] for i in (0, 1)], n_devices=2)
+    argv = [sys.executable, "-m", "jaxsys.cli", "ginr", "train", "--data", "png20", "--no-progress"]
+    argv += "--dim 16 --num-lp 4 --depth 1 --hidden 8 --num-freqs 3 --batch 10 --coords 256".split()
+    argv += "--steps 30 --lr 3e-3 --warmup 5 --eval-every 0 --checkpoint-every 15".split()
+    argv += ["--mesh", "data=2", "--run-dir", tmp_path / "mp", "--coordinator", f"127.0.0.1:{port}"]
+    outs = run_processes([[*argv, "--num-processes", "2", "--process-id", i] for i in (0, 1)], n_devices=1)
     for rc, out, err in outs:
         assert rc == 0, err[-3000:]
     s = json.loads((tmp_path / "mp" / "summary.json").read_text())
-    assert s["processes"] == 2 and s["mesh"] == "data=4,model=1" and s["steps"] == 3
-    assert (tmp_path / "mp" / "ckpt" / "3").is_dir() and (tmp_path / "mp" / "reconstructions.png").is_file()
-    # one device, in this process
-    mc = gm.get_config("fast", dim=16, num_lp=4, depth=1, hidden=8, num_freqs=3, scan_chunk=0)
-    tc = gt.TrainConfig(batch_size=8, num_sample_coords=16, steps=3, lr=3e-3, warmup_steps=1, eval_every=0)
+    assert s["processes"] == 2 and s["mesh"] == "data=2,model=1" and s["steps"] == 30
+    assert sorted(p.name for p in (tmp_path / "mp" / "ckpt").iterdir() if p.name.isdigit()) == ["15", "30"]
+    assert (tmp_path / "mp" / "reconstructions.png").is_file()
     x, _ = gdata.load_png20()
-    one = gt.train(mc, tc, x, x, tmp_path / "one", progress=False, log=lambda m: None)
+    one = gt.train(QUICK_MODEL, QUICK_TRAIN, x, x, tmp_path / "one", progress=False, log=lambda m: None)
     losses = [[r["loss"] for r in read_metrics(tmp_path / d / "metrics.jsonl") if "loss" in r] for d in ("mp", "one")]
     np.testing.assert_allclose(losses[0], losses[1], rtol=TOL, atol=TOL)
     assert abs(s["final_test_psnr_exact"] - one["final_test_psnr_exact"]) < 1e-3

@@ -131,11 +131,11 @@ def test_accumulation_and_bf16():
     from jaxsys.train import sharding as sh
 
     tc = TC.step_config()
-    mesh = sh.make_mesh(None)  # placed as the loop places them: the loop's compiled step serves
+    mesh = sh.make_mesh(None)  # placed as the loop places them (the state; a numpy batch): one compile
     st = jax.device_get(gt.init_state(jax.random.key(0), MC, tc))
     params = jax.tree_util.tree_map(jnp.asarray, st.params)
     b = gd.make_batch(gd.load_png20()[0], np.arange(TC.batch_size), TC.num_sample_coords, np.random.default_rng(0))
-    _, m = gt.train_step(sh.put_tree(st, sh.tree_shardings(st, mesh)), sh.shard_batch(b, mesh), MC, tc)
+    _, m = gt.train_step(sh.put_tree(st, sh.tree_shardings(st, mesh)), b, MC, tc)
     l32 = float(m["loss"])
     (l16, _), g = jax.jit(jax.value_and_grad(lambda p: gt.loss_fn(p, b, MC, True), has_aux=True))(params)
     assert abs(float(l16) - l32) < 0.02 * l32
