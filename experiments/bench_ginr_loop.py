@@ -104,6 +104,8 @@ def main() -> None:
         }
         wall = {"old_loop": [], "new_loop": [], "bare_step": []}
         cpu = {"old_loop": [], "new_loop": [], "bare_step": []}
+        for k, run in loops.items():  # warm-up: compiles every step, evaluation and PNG function
+            run(short, out / f"{name}-{k}-warmup")
         for r in range(args.rounds):
             for k, run in loops.items():
                 c = []
