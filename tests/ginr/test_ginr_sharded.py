@@ -12,6 +12,10 @@ from jaxsys.ginr import train as gt
 from jaxsys.ginr.model import GinrConfig
 from tests.sharding_util import run_worker
 
+# float64 on, as in test_train.py: the one-device run below then shares that module's compiled step
+# (the x64 flag is part of jit's cache key; test_train.py checks that one step serves all its runs)
+pytestmark = pytest.mark.x64
+
 TOL = 1e-5
 
 
