@@ -3,7 +3,8 @@
 import json
 from pathlib import Path
 
-from jaxsys.errors import ConfigError
+from jaxsys.errors import ConfigError, DataError
+from jaxsys.train.cli_args import add_train_args, positive_int
 
 
 def _model_config(args):
@@ -29,12 +30,13 @@ def _model_config(args):
 
 
 def _train(args) -> int:
+    import jax
+
     from jaxsys.ginr import data as gdata
     from jaxsys.ginr import train as gt
-    from jaxsys.train.io import make_run_dir
-    from jaxsys.train.sharding import mesh_from_args
+    from jaxsys.train.cli_args import run_dir_from_args
+    from jaxsys.train.sharding import make_mesh, mesh_from_args
 
-    mesh = mesh_from_args(args)  # joins a multi-process run first; None: plain one-device run
     mc = _model_config(args)
     tc = gt.TrainConfig(
         batch_size=args.batch,
@@ -48,32 +50,25 @@ def _train(args) -> int:
         eval_every=args.eval_every,
         eval_images=args.eval_images,
         final_eval_images=args.final_eval_images,
-        ckpt_every=args.ckpt_every,
+        checkpoint_every=args.checkpoint_every,
         max_seconds=args.max_seconds,
-    ).validate()
+    )
+    mesh = mesh_from_args(args)  # joins a multi-process run first
+    mesh = make_mesh(None) if mesh is None else mesh
+    if jax.process_count() > 1 and not args.run_dir:
+        raise ConfigError("a multi-process run needs --run-dir (the same folder for every process)")
+    run_dir = run_dir_from_args(args, "ginr")
     if args.data == "png20":
         x, _ = gdata.load_png20()
         train_x, test_x = x, x
     else:
         if not Path(args.data).exists():
-            from jaxsys.errors import DataError
-
             raise DataError(f"--data: dataset path not found: {args.data}")
-        cache = None if args.no_cache else Path(args.out) / "cache"
+        cache = None if args.no_cache else Path(args.cache_dir)
         train_x, _ = gdata.load_cifar10(args.data, "train", limit=args.limit, cache_dir=cache)
         test_x, _ = gdata.load_cifar10(args.data, "test", limit=args.test_limit, cache_dir=cache)
-    if mesh is not None and mesh.devices.size > len(mesh.local_devices) and not args.run_dir:
-        from jaxsys.errors import ConfigError
-
-        raise ConfigError("a multi-process run needs --run-dir (the same folder for every process)")
-    run_dir = Path(args.run_dir) if args.run_dir else make_run_dir(args.out, "ginr")
     print(f"ginr: {len(train_x)} train / {len(test_x)} test images, run dir {run_dir}")
-    if mesh is None:
-        summary = gt.train(mc, tc, train_x, test_x, run_dir, progress=not args.quiet)
-    else:
-        from jaxsys.ginr.sharded import train_sharded
-
-        summary = train_sharded(mc, tc, train_x, test_x, run_dir, mesh, fsdp=args.fsdp, progress=not args.quiet)
+    summary = gt.train(mc, tc, train_x, test_x, run_dir, mesh=mesh, fsdp=args.fsdp, progress=not args.no_progress)
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -92,7 +87,6 @@ def _profile(args) -> int:
 
 def _images(args, split: str, limit: int | None, size: int):
     """uint8 images from --images files, or the first `limit` of --data (png20 or a dataset path)."""
-    from jaxsys.errors import DataError
     from jaxsys.ginr import data as gdata
 
     if getattr(args, "images", None):
@@ -110,17 +104,18 @@ def _render(args) -> int:
     import numpy as np
     from PIL import Image
 
+    from jaxsys.ginr import model as gm
+    from jaxsys.ginr import plots
     from jaxsys.ginr import train as gt
     from jaxsys.train.io import atomic_write_bytes
 
-    if args.count < 1:
-        raise ConfigError(f"--count must be >= 1, got {args.count}")
+    gm.check_scale(args.scale, max_scale=16)
     params, mc, step = gt.load_run(args.run_dir)
     x_u8 = _images(args, args.split, args.count, mc.image_size)
     x = x_u8.astype(np.float32) / 255.0
-    rec, sr = gt.render_1x_sx(params, x, mc, args.scale)  # checks the scale and the image shape
+    rec, sr = plots.render_1x_sx(params, x, mc, args.scale)  # checks the image shape
     out = Path(args.out) if args.out else Path(args.run_dir) / f"render_{args.scale}x.png"
-    gt.save_reconstructions(params, x_u8, mc, out, n=len(x_u8), scale=args.scale, rendered=(rec, sr))
+    plots.save_reconstructions(params, x_u8, mc, out, n=len(x_u8), scale=args.scale, rendered=(rec, sr))
     each = out.with_suffix("")  # the renderings themselves, one PNG per image
     for i, img in enumerate(sr):
         buf = io.BytesIO()
@@ -176,8 +171,13 @@ def _common(p) -> None:
         "accumulation and master weights; the scan and other ops stay float32 (faster on "
         "CPUs with AVX512-BF16/AMX)",
     )
-    p.add_argument("--batch", type=int, default=32, help="images per step")
-    p.add_argument("--coords", type=int, default=512, help="random pixels per image (0 = full grid)")
+    p.add_argument("--batch", type=positive_int("--batch"), default=32, help="images per step")
+    p.add_argument(
+        "--coords",
+        type=positive_int("--coords", allow_zero=True),
+        default=512,
+        help="random pixels per image (0 = full grid)",
+    )
 
 
 def register(sub) -> None:
@@ -188,35 +188,38 @@ def register(sub) -> None:
     t.add_argument(
         "--data", required=True, help="dataset folder/archive (e.g. ../shared/data/cifar10-jpeg) or 'png20' (packaged)"
     )
-    t.add_argument("--steps", type=int, default=2000)
+    add_train_args(t, steps=2000, checkpoint_every=500)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--warmup", type=int, default=100)
-    t.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-batches")
+    t.add_argument("--warmup", type=positive_int("--warmup", allow_zero=True), default=100)
+    t.add_argument("--accum", type=positive_int("--accum"), default=1, help="gradient accumulation micro-batches")
     t.add_argument(
         "--bf16",
         action="store_true",
-        help="bfloat16 compute, float32 master weights (meant for GPUs: on the CPUs measured it "
-        "is slower than float32, e.g. 25 vs 31 img/s at fast)",
+        help="bfloat16 compute, float32 master weights (meant for GPUs: on CPUs it is slower than float32)",
     )
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--eval-every", dest="eval_every", type=int, default=200)
-    t.add_argument("--eval-images", dest="eval_images", type=int, default=256)
-    t.add_argument("--final-eval-images", dest="final_eval_images", type=int, default=0, help="0 = all")
-    t.add_argument("--ckpt-every", dest="ckpt_every", type=int, default=500)
+    t.add_argument("--eval-every", dest="eval_every", type=positive_int("--eval-every", allow_zero=True), default=200)
+    t.add_argument("--eval-images", dest="eval_images", type=positive_int("--eval-images"), default=256)
+    t.add_argument(
+        "--final-eval-images",
+        dest="final_eval_images",
+        type=positive_int("--final-eval-images", allow_zero=True),
+        default=0,
+        help="0 = all",
+    )
     t.add_argument("--max-seconds", dest="max_seconds", type=float, default=0.0, help="training-time budget")
-    t.add_argument("--limit", type=int, default=None, help="use only the first N training images")
-    t.add_argument("--test-limit", dest="test_limit", type=int, default=None)
-    t.add_argument("--out", default="runs", help="root of run directories (and the decode cache)")
-    t.add_argument("--run-dir", dest="run_dir", default=None, help="resume/continue in this folder")
+    t.add_argument("--limit", type=positive_int("--limit"), default=None, help="use only the first N training images")
+    t.add_argument("--test-limit", dest="test_limit", type=positive_int("--test-limit"), default=None)
+    t.add_argument(
+        "--cache-dir",
+        dest="cache_dir",
+        default="runs/cache",
+        help="decoded datasets are kept here (default runs/cache)",
+    )
     t.add_argument("--no-cache", dest="no_cache", action="store_true", help="do not cache decoded images")
-    t.add_argument("--quiet", action="store_true")
-    from jaxsys.train.sharding import add_distributed_args
-
-    add_distributed_args(t)  # --mesh, --fsdp, --coordinator, --num-processes, --process-id
     t.set_defaults(func=_train)
     pr = gsub.add_parser("profile", help="time split encoder / modulation / hyponet, compile times")
     _common(pr)
-    pr.add_argument("--repeats", type=int, default=5)
+    pr.add_argument("--repeats", type=positive_int("--repeats"), default=5)
     pr.add_argument("--trace", default=None, help="write a jax.profiler trace to this folder")
     pr.add_argument("--json", default=None, help="also write the numbers as JSON")
     pr.set_defaults(func=_profile)
@@ -232,8 +235,10 @@ def register(sub) -> None:
     )
     r.add_argument("--data", default="png20", help="dataset as for train, or 'png20' (packaged; default)")
     r.add_argument("--split", default="test", choices=["train", "test"])
-    r.add_argument("--count", type=int, default=8, help="images taken from --data")
-    r.add_argument("--scale", type=int, default=4, help="super-resolution factor of the rendering (1-16)")
+    r.add_argument("--count", type=positive_int("--count"), default=8, help="images taken from --data")
+    r.add_argument(
+        "--scale", type=positive_int("--scale"), default=4, help="super-resolution factor of the rendering (1-16)"
+    )
     r.add_argument(
         "--out",
         default=None,
@@ -244,5 +249,5 @@ def register(sub) -> None:
     e.add_argument("--run-dir", dest="run_dir", required=True, help="a `jaxsys ginr train` run directory")
     e.add_argument("--data", required=True, help="dataset as for train, or 'png20' (packaged)")
     e.add_argument("--split", default="test", choices=["train", "test"])
-    e.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    e.add_argument("--limit", type=positive_int("--limit"), default=None, help="only the first N images of the split")
     e.set_defaults(func=_eval)

@@ -53,10 +53,94 @@ def _stack(images: list[np.ndarray], labels: list[int], where: str) -> tuple[np.
     return np.stack(images), np.asarray(labels, np.int32)
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 batch holds (dicts, lists, strings, numbers and numpy arrays):
+    a pickle that names any other callable is refused instead of run."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refuses to load {module}.{name} (not part of a CIFAR-10 batch)")
+        return super().find_class(module, name)
+
+
+def _field(d: dict, key: str):
+    for k in (key.encode(), key):
+        if k in d:
+            return d[k]
+    raise KeyError(key)
+
+
+def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """One `cifar-10-batches-py` pickle -> uint8 images [N, 32, 32, 3] and int32 labels [N].
+
+    The format: a dict with `data` [N, 3072] (each row the R, G and B planes of a 32x32 image, row
+    major) and `labels` (N ints). Pixels must be whole numbers 0..255 in any numeric dtype; float
+    pixels in [0, 1] are refused rather than guessed at (scaling by 255 or not cannot be told apart
+    for a dark image). Any other content (rows of another length, a truncated file, a count of labels
+    that differs from the count of rows, a pickle that names a non-numpy callable) is a DataError.
+    """
+    f = Path(path)
+    try:
+        with open(f, "rb") as fh:
+            d = _BatchUnpickler(fh, encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{f}: cannot read the pickle ({e})") from None
+    except Exception as e:  # unreadable, truncated or corrupt files fail in many ways (EOF, overflow, codecs)
+        raise DataError(f"{f}: cannot read the pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{f}: not a CIFAR-10 batch (a {type(d).__name__}, expected a dict with data and labels)")
+    try:
+        data, labels = _field(d, "data"), _field(d, "labels")
+    except KeyError as e:
+        raise DataError(f"{f}: not a CIFAR-10 batch (missing key {e})") from None
+    try:
+        data = np.asarray(data)
+        labels = np.asarray(labels)
+    except Exception as e:
+        raise DataError(f"{f}: data or labels are not arrays ({type(e).__name__}: {e})") from None
+    if data.ndim != 2:
+        raise DataError(f"{f}: expected a 2-d data array [N, 3072], got shape {data.shape}")
+    if data.shape[1] != 3072:
+        raise DataError(
+            f"{f}: rows of {data.shape[1]} values; a CIFAR-10 row holds 3072 (32 x 32 pixels x 3 colour planes)"
+        )
+    if labels.ndim != 1 or len(labels) != len(data):
+        raise DataError(f"{f}: {labels.size} labels for {len(data)} images")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool) or (
+        len(labels) and (labels.min() < 0 or labels.max() >= 2**31)
+    ):
+        raise DataError(f"{f}: labels must be integers >= 0, got {labels.dtype} values {labels[:4].tolist()}")
+    if data.dtype == bool or not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise DataError(f"{f}: pixels must be numbers 0..255, got dtype {data.dtype}")
+    if data.size and data.dtype != np.uint8:
+        lo, hi = data.min(), data.max()
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 255:
+            raise DataError(f"{f}: pixel values outside 0..255 (range [{lo}, {hi}])")
+        if np.issubdtype(data.dtype, np.floating) and not np.all(data == np.round(data)):
+            if hi <= 1:
+                raise DataError(
+                    f"{f}: float pixels in [0, 1]; the CIFAR-10 python format holds whole numbers 0..255 "
+                    f"(multiply by 255 and round)"
+                )
+            raise DataError(f"{f}: pixels must be whole numbers 0..255, got fractional {data.dtype} values")
+    x = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return x, labels.astype(np.int32)
+
+
 def load_cifar_python(
     folder: str | os.PathLike, split: str = "train", limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The official `cifar-10-batches-py` pickles: data [N, 3072] uint8 (R, G, B planes), labels."""
+    """The official `cifar-10-batches-py` pickles (`read_cifar_batch` each): data_batch_1..5 for
+    train, test_batch for test."""
     folder = Path(folder)
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     xs, ys = [], []
@@ -64,17 +148,14 @@ def load_cifar_python(
         f = folder / n
         if not f.is_file():
             raise DataError(f"CIFAR-10 python batch missing: {f}")
-        with open(f, "rb") as fh:
-            d = pickle.load(fh, encoding="bytes")
-        try:
-            data, labels = np.asarray(d[b"data"], np.uint8), d[b"labels"]
-        except KeyError as e:
-            raise DataError(f"{f}: not a CIFAR-10 batch (missing key {e})") from None
-        xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        ys.append(np.asarray(labels, np.int32))
+        x, y = read_cifar_batch(f)
+        xs.append(x)
+        ys.append(y)
         if limit is not None and sum(len(x) for x in xs) >= limit:
             break
     x, y = np.concatenate(xs), np.concatenate(ys)
+    if not len(x):
+        raise DataError(f"no images in the CIFAR-10 batches of {folder}")
     return (x[:limit], y[:limit]) if limit is not None else (x, y)
 
 

@@ -96,6 +96,19 @@ def causal_depthwise_conv(x_BxLxC: jax.Array, w_CxK: jax.Array, b_C: jax.Array) 
     return y + b_C
 
 
+def _ssm_inputs(p: dict, xi: jax.Array, dtype, md: str | None):
+    """The scan's inputs from the conv output xi (any layout, channels last): (delta, B, C, A, f) with
+    delta = softplus(dt_proj(dt)), (dt, B, C) = split(x_proj(xi)), A = -exp(A_log) and f the scan's
+    float type (at least float32: exp(delta A) products lose precision in bfloat16)."""
+    d_state = p["A_log"].shape[1]
+    dt_rank = p["dt_proj"]["w"].shape[1]
+    dbc = dense(p["x_proj"], xi, md)
+    dt, Bm, Cm = dbc[..., :dt_rank], dbc[..., dt_rank : dt_rank + d_state], dbc[..., dt_rank + d_state :]
+    delta = jax.nn.softplus(dense(p["dt_proj"], dt, md))
+    f = jnp.promote_types(dtype, jnp.float32)
+    return delta, Bm, Cm, -jnp.exp(p["A_log"].astype(f)), f
+
+
 def mamba_apply(
     p: dict,
     x_BxLxD: jax.Array,
@@ -112,17 +125,10 @@ def mamba_apply(
     (per-token) out_proj applied only there. md: matmul operand dtype of the projections (None or
     "bfloat16", see jaxsys.nn.linear.project); the scan always runs in float32 at least."""
     d_inner = p["D"].shape[0]
-    d_state = p["A_log"].shape[1]
-    dt_rank = p["dt_proj"]["w"].shape[1]
     xz = dense(p["in_proj"], x_BxLxD, md)
     xi, z = xz[..., :d_inner], xz[..., d_inner:]
     xi = jax.nn.silu(causal_depthwise_conv(xi, p["conv_w"], p["conv_b"]))
-    dbc = dense(p["x_proj"], xi, md)
-    dt, Bm, Cm = dbc[..., :dt_rank], dbc[..., dt_rank : dt_rank + d_state], dbc[..., dt_rank + d_state :]
-    delta = jax.nn.softplus(dense(p["dt_proj"], dt, md))
-    # the recurrence runs in at least float32 (exp(delta A) products lose precision in bfloat16)
-    f = jnp.promote_types(x_BxLxD.dtype, jnp.float32)
-    A = -jnp.exp(p["A_log"].astype(f))
+    delta, Bm, Cm, A, f = _ssm_inputs(p, xi, x_BxLxD.dtype, md)
     y = selective_scan(
         xi.astype(f),
         delta.astype(f),
@@ -206,9 +212,14 @@ def block_apply(
     tokens are computed, i.e. returns (h[:, keep], residual[:, keep]) of the full block, at a fraction
     of the out_proj and MLP cost (the model's last block: only the LP tokens are read).
     mixer_kw["md"] (optional) also sets the MLP's matmul operand dtype."""
-    md = mixer_kw.get("md")
+    mixer = lambda pm, xn: bimamba_apply(pm, xn, keep=keep, **mixer_kw)
+    return _block(p, x, residual, keep, mixer, mixer_kw.get("md"))
+
+
+def _block(p: dict, x, residual, keep, mixer, md: str | None) -> tuple[jax.Array, jax.Array]:
+    """The block body for any layout whose sequence axis is 1: mixer(params, LN(x + residual))."""
     residual = x if residual is None else x + residual
-    h = bimamba_apply(p["mixer"], layernorm(p["norm"], residual), keep=keep, **mixer_kw)
+    h = mixer(p["mixer"], layernorm(p["norm"], residual))
     if keep is not None:
         residual = jnp.take(residual, jnp.asarray(np.asarray(keep)), axis=1)
     residual = h + residual
@@ -238,14 +249,8 @@ def _mamba_core_glr(
 ):
     """One direction after in_proj: conv, x/dt projections, the scan (backwards in time when reverse),
     D skip and gate -> y [G, L or K, R, d_inner] (before out_proj)."""
-    d_state = p["A_log"].shape[1]
-    dt_rank = p["dt_proj"]["w"].shape[1]
     xi = jax.nn.silu(_shift_conv(xi, p["conv_w"], p["conv_b"], anti_causal=reverse))
-    dbc = dense(p["x_proj"], xi, md)
-    dt, Bm, Cm = dbc[..., :dt_rank], dbc[..., dt_rank : dt_rank + d_state], dbc[..., dt_rank + d_state :]
-    delta = jax.nn.softplus(dense(p["dt_proj"], dt, md))
-    f = jnp.promote_types(dtype, jnp.float32)
-    A = -jnp.exp(p["A_log"].astype(f))
+    delta, Bm, Cm, A, f = _ssm_inputs(p, xi, dtype, md)
     xf = xi.astype(f)
     y = scan_grouped(xf, delta.astype(f), A, Bm.astype(f), Cm.astype(f), chunk=chunk, reverse=reverse)
     y = (y + p["D"].astype(f) * xf) * jax.nn.silu(z.astype(f))
@@ -260,7 +265,7 @@ def bimamba_apply_glr(
     """BiMamba on [G, L, R, dim] tokens (sequence axis 1): equal to bimamba_apply on the [B, L, dim]
     layout (b = g R + r), with no array flipped (the reverse direction: anti-causal conv, scan run
     backwards in time). keep: optional static positions along L; returns [G, K, R, dim]. (One matmul
-    for both directions' in_proj, or for both out_proj over [y_f, y_r], measured the same speed.)"""
+    for both directions' in_proj, or for both out_proj over [y_f, y_r], was no faster.)"""
     pf, pr = p["f"], p["r"]
     di = pf["D"].shape[0]
     if keep is not None:
@@ -276,11 +281,5 @@ def block_apply_glr(
     p: dict, x: jax.Array, residual: jax.Array | None, keep=None, chunk: int = 16, md: str | None = None
 ) -> tuple[jax.Array, jax.Array]:
     """block_apply on [G, L, R, dim] tokens (keep: static positions along axis 1)."""
-    residual = x if residual is None else x + residual
-    h = bimamba_apply_glr(p["mixer"], layernorm(p["norm"], residual), chunk=chunk, keep=keep, md=md)
-    if keep is not None:
-        residual = jnp.take(residual, jnp.asarray(np.asarray(keep)), axis=1)
-    residual = h + residual
-    h = layernorm(p["norm2"], residual)
-    h = dense(p["mlp"]["fc2"], jax.nn.gelu(dense(p["mlp"]["fc1"], h, md), approximate=False), md)
-    return h, residual
+    mixer = lambda pm, xn: bimamba_apply_glr(pm, xn, chunk=chunk, keep=keep, md=md)
+    return _block(p, x, residual, keep, mixer, md)

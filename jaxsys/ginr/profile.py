@@ -36,13 +36,12 @@ def profile(
     seed: int = 0,
 ) -> dict:
     """Timings (seconds) of each part; 'share_fwd' is the part's share of the summed forward times."""
-    mc.validate()
-    tc = gt.TrainConfig(batch_size=batch_size, num_sample_coords=num_coords)
+    tc = gt.TrainConfig(batch_size=batch_size, num_sample_coords=num_coords).step_config()
     rng = np.random.default_rng(seed)
     imgs_u8 = rng.integers(0, 256, (batch_size, mc.image_size, mc.image_size, mc.channels), np.uint8)
     b = gdata.make_batch(imgs_u8, np.arange(batch_size), num_coords, rng)
-    state = gt.init_state(jax.random.PRNGKey(seed), mc, tc)
-    p = state["params"]
+    state = gt.init_state(jax.random.key(seed), mc, tc)
+    p = jax.tree_util.tree_map(jnp.copy, state.params)  # (the train step below donates the state)
     x, c = jnp.asarray(b["images"]), jnp.asarray(b["coords"])
     lp = jax.jit(gm.encode, static_argnums=2)(p, x, mc)
     mod = jax.jit(gm.modulate, static_argnums=3)(p, lp, c, mc)

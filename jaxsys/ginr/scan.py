@@ -17,8 +17,8 @@ checkpoint=True).
 only the state at the start of every chunk of c steps; the hand-derived backward walks the chunks in
 reverse, and per chunk forms exp(delta A) for all c steps at once, recomputes the c states and runs the
 reverse recurrence (each loop body a single fused kernel), then computes every gradient contraction
-chunk-wide. Every buffer spans c steps (a few MiB, cache-resident) instead of L (each pass over stored
-[L, B, N, D] states costs ~25 ms through memory on the 2-core CPU). `scan_grouped` runs it on inputs
+chunk-wide. Every buffer spans c steps (a few MiB, cache-resident) instead of L (on a CPU each pass
+over stored [L, B, N, D] states goes through main memory). `scan_grouped` runs it on inputs
 laid out [G, L, R, .] (batch groups one after another), forwards or backwards in time.
 `chunk=c > 0` with `mode="associative"`: associative inside chunks of c steps, sequential across chunks.
 `checkpoint=True` wraps each chunk (or step) in `jax.checkpoint` so the backward recomputes states
@@ -85,12 +85,33 @@ def _tm(t):
     return jnp.swapaxes(t, 0, 1)  # [B, L, ...] <-> [L, B, ...] (time-major)
 
 
+def _decay(d_t, A_NxD):
+    """a_t = exp(delta_t A): [..., R, D] step sizes -> [..., R, N, D]."""
+    return jnp.exp(d_t[..., None, :] * A_NxD)
+
+
+def _update(x, a_t, u_t, d_t, B_t):
+    """One step of the recurrence on a [R, N, D] state: x_t = a_t x_{t-1} + delta_t u_t B_t."""
+    return a_t * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
+
+
+def _output_step(A_NxD):
+    """The forward scan body over (u_t, delta_t, B_t, C_t): the new state and y_t = <C_t, x_t>."""
+
+    def step(x, inp):
+        u_t, d_t, B_t, C_t = inp
+        x = _update(x, _decay(d_t, A_NxD), u_t, d_t, B_t)
+        return x, jnp.sum(x * C_t[:, :, None], axis=1)
+
+    return step
+
+
 def _states_tm(u, delta, A_NxD, B):
     """All states x_t, time-major: u, delta [L, B, D], B [L, B, N] -> [L, B, N, D]."""
 
     def step(x, inp):
         u_t, d_t, B_t = inp
-        x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
+        x = _update(x, _decay(d_t, A_NxD), u_t, d_t, B_t)
         return x, x
 
     x0 = jnp.zeros((u.shape[1], A_NxD.shape[0], u.shape[2]), u.dtype)
@@ -100,14 +121,8 @@ def _states_tm(u, delta, A_NxD, B):
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _ssm_tm(u, delta, A_NxD, B, C, checkpoint):
     """y_t = <C_t, x_t> over time-major inputs; the carried state is [B, N, D] (D minor, contiguous)."""
-
-    def step(x, inp):
-        u_t, d_t, B_t, C_t = inp
-        x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
-        return x, jnp.sum(x * C_t[:, :, None], axis=1)
-
     x0 = jnp.zeros((u.shape[1], A_NxD.shape[0], u.shape[2]), u.dtype)
-    return lax.scan(step, x0, (u, delta, B, C))[1]
+    return lax.scan(_output_step(A_NxD), x0, (u, delta, B, C))[1]
 
 
 def _ssm_tm_fwd(u, delta, A_NxD, B, C, checkpoint):
@@ -133,7 +148,7 @@ def _ssm_tm_bwd(checkpoint, res, dy):
         h, dA = carry
         dy_t, C_t, d_t, u_t, B_t, x_t, xp_t = inp
         g = C_t[:, :, None] * dy_t[:, None, :] + h
-        a = jnp.exp(d_t[:, None, :] * A_NxD)
+        a = _decay(d_t, A_NxD)
         gxa = g * xp_t * a
         gB = jnp.sum(g * B_t[:, :, None], axis=1)
         d_delta = jnp.sum(gxa * A_NxD, axis=1) + u_t * gB
@@ -163,13 +178,8 @@ def _ssm_chunked_fwd_impl(u, delta, A_NxD, B, C, chunk, reverse):
 
     def body(x, inp):
         # forward only (no states kept inside the chunk): exp, update and the C contraction per step
-        # (~10% less CPU than chunk-wide a, b and y here)
-        def step(x, inp):
-            u_t, d_t, B_t, C_t = inp
-            x = jnp.exp(d_t[:, None, :] * A_NxD) * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
-            return x, jnp.sum(x * C_t[:, :, None], axis=1)
-
-        x_end, y_c = lax.scan(step, x, inp, reverse=reverse)
+        # (less CPU than forming a, b and y chunk-wide)
+        x_end, y_c = lax.scan(_output_step(A_NxD), x, inp, reverse=reverse)
         return x_end, (y_c, x)
 
     x0 = jnp.zeros((u.shape[1], A_NxD.shape[0], u.shape[2]), u.dtype)
@@ -195,18 +205,17 @@ def _ssm_chunked_bwd(chunk, reverse, res, dy):
     run g_t = C_t dy_t + a_{t+1} g_{t+1} backwards over it (one fused kernel per step, carrying
     h = a_{t+1} g_{t+1} across chunks); then every gradient of the chunk as whole-chunk ops
     (du, d delta, dB, dC and the chunk's share of dA). Per-step loops of a single kernel each and
-    chunk-wide contractions took ~1.2x less CPU than contracting inside the step (session 2's form) on
-    the 2-core CPU (notes/ginr_s3.md). With reverse the time order flips: the neighbour "t + 1" is t - 1."""
+    chunk-wide contractions take less CPU than contracting inside the step. With reverse the time
+    order flips: the neighbour "t + 1" is t - 1."""
     u, delta, A_NxD, B, C, x_starts = res
 
     def body(carry, inp):
         h, dA = carry
         u_c, d_c, B_c, C_c, dy_c, x0 = inp
-        a = jnp.exp(d_c[..., None, :] * A_NxD)  # [c, R, N, D], read by both loops below
+        a = _decay(d_c, A_NxD)  # [c, R, N, D], read by both loops below
 
         def xstep(x, inp):  # recompute the chunk's states (b_t formed in the step from [R, .] inputs)
-            a_t, u_t, d_t, B_t = inp
-            x = a_t * x + B_t[:, :, None] * (d_t * u_t)[:, None, :]
+            x = _update(x, *inp)
             return x, x
 
         _, xs = lax.scan(xstep, x0, (a, u_c, d_c, B_c), reverse=reverse)
@@ -222,8 +231,8 @@ def _ssm_chunked_bwd(chunk, reverse, res, dy):
 
         h, g = lax.scan(gstep, h, (C_c, dy_c, a), reverse=not reverse)
         gxa = g * x_prev * a
-        # the three contractions with a per-(t, row) vector as batched mat-vecs (1.2x less CPU than
-        # multiply + sum here); the two with A or a sum over (t, row) as multiply + sum (faster so)
+        # the three contractions with a per-(t, row) vector as batched mat-vecs (less CPU than
+        # multiply + sum); the two with A or a sum over (t, row) as multiply + sum (faster so)
         gB = _dot("crnd,crn->crd", g, B_c)
         dB = _dot("crnd,crd->crn", g, d_c * u_c)
         dC = _dot("crnd,crd->crn", xs, dy_c)
@@ -247,8 +256,8 @@ GROUP_STATE_ELEMS = 16384  # batch rows per group: the per-step state [rows, N, 
 def batch_groups(batch: int, d_state: int, channels: int, backend: str | None = None) -> int:
     """Number of batch groups the chunked sequential scan runs one after another: on CPU the largest
     divisor of `batch` with rows * N * D <= GROUP_STATE_ELEMS (at least one row), so that a chunk's
-    [c, rows, N, D] buffers stay in cache. Session 3, whole fast train step (B=32, D=256, 2-core CPU):
-    73.0 img/s with 8 groups of 4 rows vs 63.9 with 4 groups of 8 and 68.4 with 16 of 2.
+    [c, rows, N, D] buffers stay in cache (for B=32, N=16, D=256 that is 8 groups of 4 rows, which
+    trained faster on CPU than 4 groups of 8 or 16 groups of 2).
     On any other backend (default: jax.default_backend()) one group: there every scan step is a
     kernel launch, and groups run one after another would multiply the launches with nothing to gain
     from a cache (a reasoned default, not measured: no GPU was available; the grouping does not
@@ -293,9 +302,8 @@ def _scan_sequential_chunked(u, delta, A, B, C, chunk, groups=None):
 
 
 def _scan_sequential(u, delta, A, B, C, checkpoint):
-    # Hand-written backward (above): 1.5x faster than autodiff of the same loop on the 2-core CPU
-    # (51 vs 79 ms fwd+bwd at B=8, L=80, D=512, N=16), and in the [B, N, D] layout the forward ran
-    # 2-4x faster than with [B, D, N].
+    # the hand-written backward (above) is faster on CPU than autodiff of the same loop, and the
+    # [B, N, D] state layout (D minor, contiguous) faster than [B, D, N]
     f = jnp.result_type(u, delta, A, B, C)
     y = _ssm_tm(_tm(u).astype(f), _tm(delta).astype(f), A.T.astype(f), _tm(B).astype(f), _tm(C).astype(f), checkpoint)
     return _tm(y)

@@ -10,7 +10,7 @@ from jaxsys.ginr import train as gt
 # quick stage (also the tests' smoke configuration, so they share compiled steps)
 QUICK_MODEL = gm.get_config("fast", dim=16, num_lp=4, depth=1, hidden=8, num_freqs=3)
 QUICK_TRAIN = gt.TrainConfig(
-    batch_size=10, num_sample_coords=256, steps=30, lr=3e-3, warmup_steps=5, eval_every=0, ckpt_every=0
+    batch_size=10, num_sample_coords=256, steps=30, lr=3e-3, warmup_steps=5, eval_every=0, checkpoint_every=0
 )
 FULL_MODEL = gm.get_config("fast")
 FULL_TRAIN = gt.TrainConfig(
@@ -21,7 +21,7 @@ FULL_TRAIN = gt.TrainConfig(
     warmup_steps=12,
     eval_every=40,
     eval_images=20,
-    ckpt_every=0,
+    checkpoint_every=0,
     max_seconds=50,
 )
 

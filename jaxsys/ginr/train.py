@@ -1,33 +1,43 @@
 """Training Mamba-GINR: jitted step, AdamW with warmup + cosine, gradient accumulation, optional
 bfloat16 compute on float32 master weights, orbax checkpoint/resume, full-grid test PSNR, PNGs.
 
+One loop, always on a device mesh (`jaxsys.train.sharding`; one device is a one-device mesh): images,
+coordinates and targets split over 'data'; parameters replicated, or with `fsdp` every large matrix
+(and its AdamW moments) split over 'data'. With several processes each one places only its rows of
+the batch (batch `s` is pure in (seed, s)), process 0 writes config, metrics, summary and PNGs, and
+every process joins the checkpoint writes.
+
 Loss: mean over images, sampled pixels and channels of (rgb_pred - rgb)^2.
 PSNR of an image: -10 log10(mean squared error over its pixels and channels), images in [0, 1];
 reported PSNR = mean over images.
 """
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.ginr import data as gdata
 from jaxsys.ginr import model as gm
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
-from jaxsys.train.io import save_figure
+from jaxsys.train import sharding as sh
+from jaxsys.train.interrupt import StopOnCtrlC, never_raises
+from jaxsys.train.io import load_json
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 32  # images per micro-batch
+    batch_size: int = 32  # images per micro-batch (divisible by the mesh's 'data' axis)
     num_sample_coords: int = 512  # random pixels per image per step; 0 = full grid
     steps: int = 2000  # micro-batch steps (optimizer updates = steps // accum_steps)
     lr: float = 1e-3  # peak learning rate
@@ -41,18 +51,47 @@ class TrainConfig:
     eval_every: int = 200  # steps between PSNR-vs-time evaluations (0 = only at the end)
     eval_images: int = 256  # test images in each periodic evaluation
     final_eval_images: int = 0  # test images in the final evaluation (0 = all)
-    ckpt_every: int = 500  # steps between checkpoints (0 = only at the end)
+    checkpoint_every: int = 500  # steps between checkpoints (0 = only at the end)
     max_seconds: float = 0.0  # stop after this much training time (0 = no budget)
     prefetch: int = 4  # batches prepared ahead by the input thread
     stop_at: int = 0  # stop after this step (0 = steps), e.g. to split a run for resume
 
-    def validate(self) -> "TrainConfig":
+    def __post_init__(self):
         for name in ("batch_size", "steps", "accum_steps", "prefetch"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
-        if self.lr <= 0 or self.num_sample_coords < 0 or self.warmup_steps < 0:
-            raise ConfigError("TrainConfig: lr must be > 0, num_sample_coords and warmup_steps >= 0")
-        return self
+        nonneg = ("num_sample_coords", "warmup_steps", "eval_every", "eval_images", "final_eval_images")
+        for name in nonneg + ("checkpoint_every", "stop_at"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.eval_every and not self.eval_images:
+            raise ConfigError("TrainConfig.eval_images must be > 0 when eval_every is set, got 0")
+        for name in ("lr", "final_lr_frac", "weight_decay", "grad_clip", "max_seconds"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
+                raise ConfigError(f"TrainConfig.{name} must be finite and {'> 0' if name == 'lr' else '>= 0'}, got {v}")
+
+    def step_config(self) -> "TrainConfig":
+        """The fields the jitted step depends on (others reset), so runs that differ only in logging,
+        evaluation or budget share one compiled step."""
+        return dataclasses.replace(
+            self,
+            seed=0,
+            eval_every=0,
+            eval_images=0,
+            final_eval_images=0,
+            checkpoint_every=0,
+            max_seconds=0.0,
+            prefetch=1,
+            stop_at=0,
+        )
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # optimizer micro-batch steps taken (int32 scalar)
+    params: Any  # the model's parameter pytree (model.init_params)
+    opt_state: Any  # make_optimizer(tc)'s state
 
 
 def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
@@ -69,13 +108,13 @@ def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
     return tx
 
 
-def init_state(key: jax.Array, mc: gm.GinrConfig, tc: TrainConfig) -> dict:
-    params = gm.init(key, mc)
-    return {"params": params, "opt_state": _opt_init(params, step_config(tc)), "step": jnp.zeros((), jnp.int32)}
-
-
 # one compile for the optimizer state (op by op, every zeros_like of a new leaf shape compiled apart)
 _opt_init = jax.jit(lambda params, tc: make_optimizer(tc).init(params), static_argnums=1)
+
+
+def init_state(key: jax.Array, mc: gm.GinrConfig, tc: TrainConfig) -> TrainState:
+    params = gm.init_params(key, mc)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=_opt_init(params, tc.step_config()))
 
 
 def _cast(tree, dtype):
@@ -97,53 +136,24 @@ def psnr(mse):
     return -10.0 * jnp.log10(jnp.maximum(mse, 1e-12))
 
 
-def _train_step(state: dict, batch: dict, mc: gm.GinrConfig, tc: TrainConfig):
-    (loss, per_image), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, mc, tc.bf16)
-    updates, opt_state = make_optimizer(tc).update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
+def _train_step(state: TrainState, batch: dict, mc: gm.GinrConfig, tc: TrainConfig):
+    (loss, per_image), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, mc, tc.bf16)
+    updates, opt_state = make_optimizer(tc).update(grads, state.opt_state, state.params)
+    new = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state)
     return new, {"loss": loss, "psnr": psnr(per_image).mean()}
 
 
-def step_config(tc: TrainConfig) -> TrainConfig:
-    """The fields the jitted step depends on (others reset), so runs that differ only in logging,
-    evaluation or budget share one compiled step."""
-    return dataclasses.replace(
-        tc,
-        seed=0,
-        eval_every=0,
-        eval_images=0,
-        final_eval_images=0,
-        ckpt_every=0,
-        max_seconds=0.0,
-        prefetch=1,
-        stop_at=0,
-    )
-
-
+# (state, batch, mc, tc) -> (state, {"loss", "psnr"}); tc is TrainConfig.step_config(). Placed inputs
+# (a state and batch on a mesh) keep their shardings: the same function runs on 1 or N devices.
 train_step = jax.jit(_train_step, static_argnames=("mc", "tc"), donate_argnames=("state",))
 
 
-def _reconstruct(params, images, mc: gm.GinrConfig, scale: int):
-    return gm.render(params, images, mc, scale)
+def _eval_step(params: dict, images: jax.Array, mc: gm.GinrConfig) -> jax.Array:
+    return gm.render(params, images, mc, 1)
 
 
-reconstruct = jax.jit(_reconstruct, static_argnames=("mc", "scale"))
-
-
-def _reconstruct_1x_2x(params, images, mc: gm.GinrConfig):
-    """Full-grid reconstruction and 2x rendering from one encoding (one compile for both)."""
-    lp = gm.encode(params, images, mc)
-    B, S = images.shape[0], mc.image_size
-    out = []
-    for scale in (1, 2):
-        R = S * scale
-        coords = jnp.broadcast_to(gm.pixel_grid(R), (B, R * R, 2))
-        out.append(gm.decode(params, lp, coords, mc).reshape(B, R, R, 3))
-    return tuple(out)
-
-
-reconstruct_1x_2x = jax.jit(_reconstruct_1x_2x, static_argnames=("mc",))
+# (params, images [B, S, S, 3] in [0, 1], mc) -> full-grid reconstructions [B, S, S, 3]
+eval_step = jax.jit(_eval_step, static_argnames=("mc",))
 
 
 def check_batch(batch: dict, mc: gm.GinrConfig) -> None:
@@ -155,20 +165,44 @@ def check_batch(batch: dict, mc: gm.GinrConfig) -> None:
         raise DataError(f"batch targets: expected [{B}, {N}, 3], got {batch['targets'].shape}")
 
 
-def evaluate(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig, batch_size: int = 100) -> dict:
-    """Full-grid reconstruction of every image: mean PSNR over images and mean MSE."""
-    if images_u8.ndim != 4 or images_u8.shape[1:] != (mc.image_size, mc.image_size, mc.channels):
-        raise DataError(
-            f"evaluate: images must be [N, {mc.image_size}, {mc.image_size}, {mc.channels}], got {images_u8.shape}"
-        )
+def check_dataset(images_u8: np.ndarray, mc: gm.GinrConfig, name: str) -> None:
+    """A training/test set is uint8 [N, S, S, C] (as the loaders give it)."""
+    S, C = mc.image_size, mc.channels
+    if getattr(images_u8, "ndim", None) != 4 or images_u8.shape[1:] != (S, S, C):
+        shape = getattr(images_u8, "shape", type(images_u8).__name__)
+        raise DataError(f"{name} images must be [N, {S}, {S}, {C}] for this config, got {shape}")
+    if images_u8.dtype != np.uint8:
+        raise DataError(f"{name} images must be uint8 0..255 (as the loaders give them), got {images_u8.dtype}")
+    if not len(images_u8):
+        raise DataError(f"{name} images: the set is empty")
+
+
+def _eval_batch_size(n: int, mesh: Mesh) -> int:
+    data = int(mesh.shape["data"])
+    bs = min(100, n) - min(100, n) % data
+    if bs < 1:
+        raise ConfigError(f"need at least {data} test images for the mesh data axis")
+    return bs
+
+
+def evaluate(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig, mesh: Mesh | None = None) -> dict:
+    """Full-grid reconstruction of every image: mean PSNR over images and mean MSE. With a mesh (the
+    training loop's), `params` are already placed on it; every process passes all images and places
+    its rows."""
+    check_dataset(images_u8, mc, "evaluate:")
+    if mesh is None:  # a call from outside the loop: params replicated over every visible device
+        mesh = sh.make_mesh(None)
+        params = sh.put_tree(params, jax.tree_util.tree_map(lambda _: sh.replicated(mesh), params))
+    bs = _eval_batch_size(len(images_u8), mesh)
+    rows = sh.local_rows(mesh, bs)
     ps, ms = [], []
-    for i in range(0, len(images_u8), batch_size):
-        x = images_u8[i : i + batch_size]
+    for i in range(0, len(images_u8), bs):
+        x = images_u8[i : i + bs]
         n = len(x)
-        if n < batch_size and i > 0:  # pad the last batch to the compiled shape
-            x = np.concatenate([x, np.repeat(x[-1:], batch_size - n, 0)])
+        if n < bs:  # pad the last batch to the compiled shape
+            x = np.concatenate([x, np.repeat(x[-1:], bs - n, 0)])
         xf = x.astype(np.float32) / 255.0  # host-side arithmetic: no small per-op compiles
-        rec = np.asarray(reconstruct(params, jnp.asarray(xf), mc, 1))
+        rec = sh.to_host(eval_step(params, sh.shard_batch(xf[rows], mesh, bs), mc))
         mse = np.mean((rec.astype(np.float64) - xf) ** 2, axis=(1, 2, 3))[:n]
         ms.append(mse)
         ps.append(-10.0 * np.log10(np.maximum(mse, 1e-12)))
@@ -176,50 +210,8 @@ def evaluate(params: dict, images_u8: np.ndarray, mc: gm.GinrConfig, batch_size:
     return {"psnr": float(ps.mean()), "mse": float(ms.mean()), "images": int(len(ps))}
 
 
-def render_1x_sx(params: dict, images: np.ndarray, mc: gm.GinrConfig, scale: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Full-grid reconstructions [B, S, S, 3] and renderings at `scale` times the resolution of float
-    images in [0, 1] (scale 2 shares one encoding and one compile with the training PNGs)."""
-    if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= 16:
-        raise ConfigError(f"scale must be an int in [1, 16], got {scale!r}")
-    x = jnp.asarray(images)
-    if scale == 2:
-        return tuple(map(np.asarray, reconstruct_1x_2x(params, x, mc)))
-    return np.asarray(reconstruct(params, x, mc, 1)), np.asarray(reconstruct(params, x, mc, scale))
-
-
-def save_reconstructions(
-    params: dict,
-    images_u8: np.ndarray,
-    mc: gm.GinrConfig,
-    path: Path,
-    n: int = 8,
-    scale: int = 2,
-    rendered: tuple | None = None,
-) -> Path:
-    """PNG grid: rows original / reconstruction / super-resolved rendering (`scale` x), for n images
-    (`rendered`: render_1x_sx's output for these n images, if the caller has it already)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = np.asarray(images_u8[:n], np.float32) / 255.0
-    gm.check_images(x, mc, "save_reconstructions")
-    rec, sr = render_1x_sx(params, x, mc, scale) if rendered is None else rendered
-    n = len(x)
-    fig, ax = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
-    for j in range(n):
-        p = float(-10.0 * np.log10(max(np.mean((rec[j] - x[j]) ** 2), 1e-12)))
-        for r, (img, title) in enumerate(
-            ((np.asarray(x[j]), "original"), (rec[j], f"{p:.1f} dB"), (sr[j], f"{scale}x"))
-        ):
-            ax[r, j].imshow(np.clip(img, 0, 1), interpolation="nearest")
-            ax[r, j].set_title(title, fontsize=8)
-            ax[r, j].axis("off")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return path
+def _run_config(run_dir: Path) -> dict:
+    return load_json(Path(run_dir) / "config.json", "GINR run config")
 
 
 def load_run(run_dir: str | Path) -> tuple[dict, gm.GinrConfig, int]:
@@ -228,10 +220,13 @@ def load_run(run_dir: str | Path) -> tuple[dict, gm.GinrConfig, int]:
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise DataError(f"{run_dir}: no config.json here (not a `jaxsys ginr train` run directory)")
-    rec = json.loads(cfg_path.read_text())
+    rec = _run_config(run_dir)
     try:
-        mc = gm.GinrConfig(**rec["model"]).validate()
-        tc = TrainConfig(**rec["train"]).validate()
+        mc = gm.GinrConfig(**rec["model"])
+        train = dict(rec["train"])
+        if "ckpt_every" in train:  # the field's earlier name
+            train["checkpoint_every"] = train.pop("ckpt_every")
+        tc = TrainConfig(**train)
     except (KeyError, TypeError) as e:
         raise DataError(f"{cfg_path}: not a GINR run config ({type(e).__name__}: {e})") from None
     if not (run_dir / "ckpt").is_dir():
@@ -239,127 +234,36 @@ def load_run(run_dir: str | Path) -> tuple[dict, gm.GinrConfig, int]:
     with Checkpointer(run_dir / "ckpt") as ckpt:
         if ckpt.latest_step() is None:
             raise DataError(f"{run_dir}: no checkpoint yet (ckpt/ is empty)")
-        state, _ = ckpt.restore(like=init_state(jax.random.PRNGKey(0), mc, tc))
-    return state["params"], mc, int(state["step"])
-
-
-def save_curve(records: list[dict], path: Path, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ev = [r for r in records if "test_psnr" in r]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([r["train_seconds"] for r in ev], [r["test_psnr"] for r in ev], "o-", label="test (full grid)")
-    tr = [r for r in records if "train_psnr" in r]
-    if tr:
-        ax.plot(
-            [r["train_seconds"] for r in tr],
-            [r["train_psnr"] for r in tr],
-            alpha=0.4,
-            label="train batch (sampled pixels)",
-        )
-    ax.set_xlabel("training time [s]")
-    ax.set_ylabel("PSNR [dB]")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-class StepClock:
-    """Training time of a loop (`train`, `jaxsys.ginr.sharded.train_sharded`): the first step of a
-    (re)started run compiles and is timed apart, as compile_seconds. `newest_state` is the state of
-    the latest dispatched step (timed_step sets it before waiting), what Ctrl-C saves."""
-
-    def __init__(self, train_seconds: float = 0.0, state=None):
-        self.train_seconds = train_seconds
-        self.compile_seconds: float | None = None
-        self.newest_state = state
-
-    def add(self, dt: float) -> None:
-        if self.compile_seconds is None:
-            self.compile_seconds = dt
-        else:
-            self.train_seconds += dt
-
-
-def timed_step(
-    step_fn: Callable[[], tuple], clock: StepClock, step: int, batch_size: int, fetch: Callable = np.asarray
-) -> tuple[dict, dict]:
-    """Runs `step_fn() -> (state, {"loss", "psnr"})` as step `step + 1`, timed up to the host copy of
-    its loss (`fetch`: the sync), and returns (state, its metrics record). Raises DataError when the
-    loss is not finite."""
-    t0 = time.perf_counter()
-    state, m = step_fn()
-    clock.newest_state = state  # dispatched, not yet run: valid even if Ctrl-C hits while we wait
-    loss = float(fetch(m["loss"]))
-    dt = time.perf_counter() - t0
-    clock.add(dt)
-    step += 1
-    if not math.isfinite(loss):
-        raise DataError(f"training diverged at step {step}: loss = {loss}")
-    return state, {
-        "step": step,
-        "loss": loss,
-        "train_psnr": float(fetch(m["psnr"])),
-        "images_per_s": batch_size / dt,
-        "train_seconds": clock.train_seconds,
-    }
-
-
-def save_run_plots(params: dict, test_images: np.ndarray, mc: gm.GinrConfig, run_dir: Path) -> None:
-    """reconstructions.png (test images) and psnr_curve.png (from run_dir/metrics.jsonl) of a run."""
-    from jaxsys.train import read_metrics
-
-    save_reconstructions(params, test_images, mc, run_dir / "reconstructions.png")
-    save_curve(
-        read_metrics(run_dir / "metrics.jsonl"),
-        run_dir / "psnr_curve.png",
-        f"Mamba-GINR dim={mc.dim} M={mc.num_lp} depth={mc.depth}",
-    )
+        state, _ = ckpt.restore(like=jax.eval_shape(lambda: init_state(jax.random.key(0), mc, tc)))
+    return state.params, mc, int(state.step)
 
 
 # model-config fields that only choose how the same maths is computed: they may change on resume
 NUMERICS_FIELDS = ("scan_mode", "scan_chunk", "scan_checkpoint", "fuse_directions", "matmul_dtype")
 
 
-def _resume_config_problem(run_dir: Path, mc: gm.GinrConfig) -> str | None:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text())["model"]
-    except (ValueError, KeyError, TypeError) as e:
-        return f"{path}: unreadable run config ({e}); use a fresh run directory"
-    diff = {
-        k: (saved[k], v)
-        for k, v in dataclasses.asdict(mc).items()
-        if k not in NUMERICS_FIELDS and k in saved and saved[k] != v
-    }
-    if not diff:
-        return None
-    what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-    return (
-        f"{run_dir} holds a run of another model config ({what}); resume it with the same config "
-        f"or use a fresh run directory"
-    )
-
-
-def check_resume_config(run_dir: Path, mc: gm.GinrConfig, ckpt: Checkpointer | None = None) -> None:
+def check_resume_config(run_dir: Path, mc: gm.GinrConfig) -> None:
     """Before restoring run_dir/ckpt: raise ConfigError naming the fields when the run was started
     with a model config of other parameter shapes or maths (everything except NUMERICS_FIELDS), so a
-    mistaken --config or --dim gives this message instead of an orbax shape error. `ckpt` (the open
-    checkpointer) is closed before raising."""
-    problem = _resume_config_problem(run_dir, mc)
-    if problem is not None:
-        if ckpt is not None:
-            ckpt.close()
-        raise ConfigError(problem)
+    mistaken --config or --dim gives this message instead of an orbax shape error."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        saved = _run_config(run_dir)["model"]
+        diff = {
+            k: (saved[k], v)
+            for k, v in dataclasses.asdict(mc).items()
+            if k not in NUMERICS_FIELDS and k in saved and saved[k] != v
+        }
+    except (DataError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: unreadable run config ({e}); use a fresh run directory") from None
+    if diff:
+        what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise ConfigError(
+            f"{run_dir} holds a run of another model config ({what}); resume it with the same config "
+            f"or use a fresh run directory"
+        )
 
 
 def train(
@@ -367,113 +271,166 @@ def train(
     tc: TrainConfig,
     train_images: np.ndarray,
     test_images: np.ndarray,
-    run_dir: Path,
+    run_dir: str | Path,
+    *,
+    mesh: Mesh | None = None,
+    fsdp: bool = False,
     log: Callable = print,
     progress: bool = True,
 ) -> dict:
-    """Train (resuming from run_dir/ckpt if present); returns the summary written to summary.json."""
-    mc.validate()
-    tc.validate()
+    """Train on `mesh` (None: every visible device on 'data'), resuming from run_dir/ckpt when it holds
+    a checkpoint (onto this mesh); returns the summary written to summary.json. Ctrl-C saves the last
+    completed step, then raises KeyboardInterrupt."""
+    check_dataset(train_images, mc, "train")
+    check_dataset(test_images, mc, "test")
+    mesh = sh.make_mesh(None) if mesh is None else mesh
+    if tc.batch_size % mesh.shape["data"]:
+        raise ConfigError(f"batch_size {tc.batch_size} is not divisible by the mesh data axis ({mesh.shape['data']})")
+    _eval_batch_size(len(test_images), mesh)  # before any work: enough test images for the mesh
+    if tc.eval_every:
+        _eval_batch_size(min(len(test_images), tc.eval_images), mesh)
+    log = never_raises(log)
     run_dir = Path(run_dir)
+    lead, nproc = jax.process_index() == 0, jax.process_count()
+    mesh_cfg = str(sh.mesh_config(mesh))
+    step_cfg = tc.step_config()
+    like = jax.eval_shape(lambda: init_state(jax.random.key(tc.seed), mc, tc))
+    shardings = sh.tree_shardings(like, mesh, fsdp=fsdp)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name, x in (("train", train_images), ("test", test_images)):
-        if x.ndim != 4 or x.shape[1:] != (mc.image_size, mc.image_size, mc.channels):
-            raise DataError(
-                f"{name} images must be [N, {mc.image_size}, {mc.image_size}, "
-                f"{mc.channels}] for this config, got {x.shape}"
-            )
-    state = init_state(jax.random.PRNGKey(tc.seed), mc, tc)
-    step_key = step_config(tc)
     ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=2)
     train_seconds, start = 0.0, 0
-    if ckpt.latest_step() is not None:
-        check_resume_config(run_dir, mc, ckpt)
-        state, meta = ckpt.restore(like=state)
-        start, train_seconds = int(state["step"]), float(meta.get("train_seconds", 0.0))
-        log(f"resumed from step {start} ({train_seconds:.0f}s of training)")
-    # one canonical form (plain, non-weak-typed arrays) for fresh and restored states, so a resumed run
-    # reuses the compiled step instead of tracing it again
-    state = jax.tree_util.tree_map(lambda a: jnp.array(np.asarray(a)), state)
-    atomic_write_json(
-        run_dir / "config.json",
-        {
-            "model": dataclasses.asdict(mc),
-            "train": dataclasses.asdict(tc),
-            "num_params": gm.num_params(state["params"]),
-        },
-    )
-    eval_imgs = test_images[: tc.eval_images]
-    metrics = MetricsWriter(run_dir / "metrics.jsonl")
-    records: list[dict] = []
-    batches = gdata.Batches(train_images, tc.batch_size, tc.num_sample_coords, tc.seed, start, tc.prefetch)
-    bar = Progress(total=tc.steps, desc="ginr", initial=start, disable=not progress)
-    clock = StepClock(train_seconds, state)
-    step = start
     try:
-        last = tc.stop_at or tc.steps
-        while step < min(last, tc.steps) and not (tc.max_seconds and train_seconds >= tc.max_seconds):
-            batch = next(batches)
-            if clock.compile_seconds is None:
-                check_batch(batch, mc)
-            state, rec = timed_step(lambda: train_step(state, batch, mc, step_key), clock, step, tc.batch_size)
-            step, loss, train_seconds = rec["step"], rec["loss"], clock.train_seconds
-            bar.set(loss=loss, psnr=rec["train_psnr"], img_s=round(rec["images_per_s"], 1))
-            bar.update()
-            if tc.eval_every and step % tc.eval_every == 0:
-                rec.update({f"test_{k}": v for k, v in evaluate(state["params"], eval_imgs, mc).items()})
-                log(f"step {step}: test PSNR {rec['test_psnr']:.2f} dB ({train_seconds:.0f}s)")
-            metrics.write(**rec)
-            records.append(rec)
-            if tc.ckpt_every and step % tc.ckpt_every == 0:
-                ckpt.save(step, state, meta={"train_seconds": train_seconds})
-        bar.close()
+        if ckpt.latest_step() is None:
+            state = init_state(jax.random.key(tc.seed), mc, tc)
+        else:
+            check_resume_config(run_dir, mc)
+            state, meta = ckpt.restore(like=sh.abstract_tree(like, shardings))
+            start, train_seconds = int(sh.to_host(state.step)), float(meta.get("train_seconds", 0.0))
+            log(f"resumed from step {start} ({train_seconds:.0f}s of training) onto mesh {mesh_cfg}")
+        # one canonical form (plain, non-weak-typed arrays) for fresh and restored states, so a resumed
+        # run reuses the compiled step instead of tracing it again
+        state = sh.put_tree(jax.tree_util.tree_map(lambda a: np.asarray(sh.to_host(a)), state), shardings)
+    except BaseException:
+        ckpt.close()
+        raise
+    if lead:
+        atomic_write_json(
+            run_dir / "config.json",
+            {
+                "model": dataclasses.asdict(mc),
+                "train": dataclasses.asdict(tc),
+                "num_params": gm.num_params(state.params),
+                "mesh": mesh_cfg,
+                "fsdp": fsdp,
+                "processes": nproc,
+            },
+        )
+    meta = lambda: {"train_seconds": train_seconds, "mesh": mesh_cfg}
+    rows = sh.local_rows(mesh, tc.batch_size)
+    metrics = MetricsWriter(run_dir / "metrics.jsonl") if lead else None
+    batches = gdata.Batches(train_images, tc.batch_size, tc.num_sample_coords, tc.seed, start, tc.prefetch)
+    bar = Progress(total=tc.steps, desc=f"ginr [{mesh_cfg}]", initial=start, disable=not (progress and lead))
+    bar_set, bar_update, bar_close = never_raises(bar.set), never_raises(bar.update), never_raises(bar.close)
+    step, compile_seconds, images_per_s = start, None, []
+    fetch = jax.device_get if nproc == 1 else sh.to_host  # (to_host gathers across processes)
+    # one device: numpy batches go straight to the jitted step (its C++ fast path places them, ~1 ms
+    # less per step than placing each leaf from Python); on a larger mesh each leaf is split over 'data'
+    place = (lambda b: b) if mesh.devices.size == 1 else (lambda b: sh.shard_batch(b, mesh))
+    last = min(tc.stop_at or tc.steps, tc.steps)
+    ctrl_c, stopped = StopOnCtrlC(enabled=nproc == 1), False
+    try:
+        with ctrl_c:
+            while step < last and not (tc.max_seconds and train_seconds >= tc.max_seconds) and not ctrl_c.requested:
+                full = next(batches)
+                if compile_seconds is None:
+                    check_batch(full, mc)
+                t0 = time.perf_counter()
+                state, m = train_step(state, place({k: v[rows] for k, v in full.items()}), mc, step_cfg)
+                loss, train_psnr = (float(v) for v in fetch((m["loss"], m["psnr"])))  # the sync
+                dt = time.perf_counter() - t0
+                step += 1
+                if compile_seconds is None:  # the first step of a (re)started run compiles
+                    compile_seconds = dt
+                else:
+                    train_seconds += dt
+                    images_per_s.append(tc.batch_size / dt)
+                if not math.isfinite(loss):
+                    raise DataError(f"training diverged at step {step}: loss = {loss}")
+                rec = {"step": step, "loss": loss, "train_psnr": train_psnr, "images_per_s": tc.batch_size / dt}
+                rec["train_seconds"] = train_seconds
+                bar_set(loss=loss, psnr=train_psnr, img_s=round(tc.batch_size / dt, 1))
+                bar_update()
+                if tc.eval_every and step % tc.eval_every == 0:
+                    ev = evaluate(state.params, test_images[: tc.eval_images], mc, mesh)
+                    rec.update({f"test_{k}": v for k, v in ev.items()})
+                    log(f"step {step}: test PSNR {rec['test_psnr']:.2f} dB ({train_seconds:.0f}s)")
+                if metrics:
+                    metrics.write(**rec)
+                if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+                    ckpt.save(step, state, meta=meta())
+            if ctrl_c.requested:  # the save first: printing may fail on a closed pipe
+                if step > start and ckpt.latest_step() != step:
+                    ckpt.save(step, state, meta=meta())
+                bar_close()
+                log(f"interrupted: checkpoint saved at step {step}" if step > start else "interrupted")
+                stopped = True
+                raise KeyboardInterrupt
+        bar_close()
         if ckpt.latest_step() != step:
-            ckpt.save(step, state, meta={"train_seconds": train_seconds})
+            ckpt.save(step, state, meta=meta())
         final_imgs = test_images if tc.final_eval_images == 0 else test_images[: tc.final_eval_images]
         t0 = time.perf_counter()
-        final = evaluate(state["params"], final_imgs, mc)
-        eval_s = time.perf_counter() - t0
-        rec = {
-            "step": step,
-            "train_seconds": train_seconds,
-            **{f"test_{k}": v for k, v in final.items()},
-            "final": True,
-        }
-        metrics.write(**rec)
-        records.append(rec)
-        steady = [r["images_per_s"] for r in records if "images_per_s" in r][1:]
+        final = evaluate(state.params, final_imgs, mc, mesh)
         summary = {
             "steps": step,
             "train_seconds": round(train_seconds, 1),
-            "compile_seconds": round(clock.compile_seconds or 0.0, 1),
-            "images_per_s_median": round(float(np.median(steady)), 1) if steady else None,
+            "compile_seconds": round(compile_seconds or 0.0, 1),
+            "images_per_s_median": round(float(np.median(images_per_s)), 1) if images_per_s else None,
             "final_test_psnr": round(final["psnr"], 2),
+            "final_test_psnr_exact": final["psnr"],
             "final_test_images": final["images"],
-            "final_eval_seconds": round(eval_s, 1),
-            "num_params": gm.num_params(state["params"]),
+            "final_eval_seconds": round(time.perf_counter() - t0, 1),
+            "num_params": gm.num_params(state.params),
+            "mesh": mesh_cfg,
+            "processes": nproc,
         }
-        save_run_plots(state["params"], test_images, mc, run_dir)
-        atomic_write_json(run_dir / "summary.json", summary)
+        if metrics:
+            metrics.write(
+                step=step, train_seconds=train_seconds, final=True, **{f"test_{k}": v for k, v in final.items()}
+            )
+            metrics.close()  # the curve below reads it
+        params = sh.to_host(state.params)  # a collective with several processes: all take part
+        if lead:
+            from jaxsys.ginr.plots import save_run_plots
+
+            save_run_plots(params, test_images, mc, run_dir)
+            atomic_write_json(run_dir / "summary.json", summary)
         return summary
     except KeyboardInterrupt:
-        bar.close()
-        save_on_interrupt(ckpt, clock.newest_state, start, {"train_seconds": clock.train_seconds}, log)
+        if not stopped:  # a second Ctrl-C, or one that could not be deferred
+            if nproc == 1:
+                save_on_interrupt(ckpt, state, start, meta(), log)
+            else:  # a save is collective: the other processes may be gone
+                log(f"interrupted at step {step}: no checkpoint on Ctrl-C with several processes")
+        bar_close()
         raise
     finally:
         batches.close()
-        metrics.close()
+        if metrics:
+            metrics.close()
         ckpt.close()
 
 
-def save_on_interrupt(ckpt: Checkpointer, state: dict, start: int, meta: dict, log: Callable) -> None:
-    """Ctrl-C: checkpoint the newest state (waiting for its step to finish), unless it is the one on
-    disk already or its buffers are gone (donated to a step that never returned)."""
+def save_on_interrupt(ckpt: Checkpointer, state: TrainState, start: int, meta: dict, log: Callable) -> None:
+    """A KeyboardInterrupt inside the loop: checkpoint `state` (waiting for its step to finish),
+    unless it is the one on disk already or its buffers are gone (donated to a step that never
+    returned). The save comes before any message."""
     try:
         if any(a.is_deleted() for a in jax.tree_util.tree_leaves(state)):
             log("interrupted: the newest state was lost mid-step; the last checkpoint stands")
             return
         jax.block_until_ready(state)
-        step = int(state["step"])
+        step = int(sh.to_host(state.step))
         if step > start and ckpt.latest_step() != step:
             ckpt.save(step, state, meta=meta)
             log(f"interrupted: checkpoint saved at step {step}")

@@ -11,8 +11,7 @@ import numpy as np
 
 from jaxsys.ginr import data as gdata
 from jaxsys.ginr.model import GinrConfig
-from jaxsys.ginr.sharded import make_sharded_train_step, train_sharded
-from jaxsys.ginr.train import TrainConfig, init_state, step_config, train_step
+from jaxsys.ginr.train import TrainConfig, init_state, train, train_step
 from jaxsys.train import sharding as sh
 
 MC = GinrConfig(
@@ -28,9 +27,9 @@ MC = GinrConfig(
     d_state=4,
     expand=1,
     scan_chunk=0,
-).validate()  # plain sequential scan: the cheapest step to compile (sharding is under test)
+)  # plain sequential scan: the cheapest step to compile (sharding is under test)
 TC = TrainConfig(
-    batch_size=8, num_sample_coords=16, steps=2, lr=1e-3, warmup_steps=0, eval_every=0, ckpt_every=0, prefetch=1
+    batch_size=8, num_sample_coords=16, steps=2, lr=1e-3, warmup_steps=0, eval_every=0, checkpoint_every=0, prefetch=1
 )
 IMAGES = np.random.default_rng(0).integers(0, 256, (24, 8, 8, 3)).astype(np.uint8)
 
@@ -43,24 +42,25 @@ def main(root):
     src = gdata.Batches(IMAGES, TC.batch_size, TC.num_sample_coords, TC.seed, 0, prefetch=1)
     batches = [src.batch(s) for s in range(2)]
     src.close()
-    init0 = jax.device_get(init_state(jax.random.PRNGKey(0), MC, TC))  # host copy: initialise once
+    tcs = TC.step_config()
+    init0 = jax.device_get(init_state(jax.random.key(0), MC, TC))  # host copy: initialise once
     ref = jax.tree_util.tree_map(jax.numpy.asarray, init0)
     ref_losses = []
-    for b in batches:
-        ref, m = train_step(ref, b, MC, TC)
+    for b in batches:  # one device, unplaced inputs
+        ref, m = train_step(ref, b, MC, tcs)
         ref_losses.append(float(m["loss"]))
     ref_flat = flat(ref)
     cases = []
     for spec, fsdp in (("data=4", False),):
         mesh = sh.make_mesh(spec)
-        sg = make_sharded_train_step(mesh, MC, step_config(TC), fsdp=fsdp)  # the loop below reuses it
-        state = sg.put_state(init0)
-        abstract = (sg.abstract_state(state), sg.batch(batches[0]))
+        state = sh.put_tree(init0, sh.tree_shardings(init0, mesh, fsdp=fsdp))
+        placed = [sh.shard_batch(b, mesh) for b in batches]
+        compiled = train_step.lower(state, placed[0], mc=MC, tc=tcs).compile()
+        specs = dict(sh.compiled_input_specs(compiled, state, placed[0]))
         losses = []
-        for b in batches:
-            state, m = sg.step(state, sg.batch(b))
+        for b in placed:  # the same module-level step: placed inputs keep their shardings
+            state, m = train_step(state, b, MC, tcs)
             losses.append(float(sh.to_host(m["loss"])))
-        specs = dict(sh.compiled_input_specs(sg.step, *abstract))  # after the call: a cache hit
         cases.append(
             {
                 "mesh": spec,
@@ -72,8 +72,8 @@ def main(root):
             }
         )
     # the loop of `jaxsys ginr train --mesh`: same batches, same losses, resumable state
-    multi = train_sharded(
-        MC, TC, IMAGES, IMAGES[16:], f"{root}/mesh", sh.make_mesh("data=4"), log=lambda s: None, progress=False
+    multi = train(
+        MC, TC, IMAGES, IMAGES[16:], f"{root}/mesh", mesh=sh.make_mesh("data=4"), log=lambda s: None, progress=False
     )
     from jaxsys.train import read_metrics
 

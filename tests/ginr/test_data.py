@@ -102,3 +102,54 @@ def test_batches_deterministic_and_targets_match_pixels():
         gd.Batches(x, 50, 16)
     with pytest.raises(ShapeError):
         gd.Batches(x[0], 2, 16)
+
+
+def _write_batches(root, data, labels, names=None):
+    root.mkdir(parents=True, exist_ok=True)
+    for name in names or [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(root / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels}, f)
+
+
+@pytest.mark.parametrize(
+    "data,labels,msg",
+    [
+        (np.zeros((4, 3000), np.uint8), [0] * 4, "rows of 3000 values; a CIFAR-10 row holds 3072"),
+        # 28x28x3 = 2352 values a row: 4 rows reshape into 3 scrambled 32x32 images with 4 labels
+        (np.zeros((4, 2352), np.uint8), [0] * 4, "rows of 2352 values"),
+        (np.zeros((2, 3072), np.uint8), [0, 1, 2], "3 labels for 2 images"),
+        (np.full((2, 3072), 0.5, np.float32), [0, 1], "float pixels in \\[0, 1\\]"),
+        (np.full((2, 3072), 300, np.int32), [0, 1], "outside 0..255"),
+        (np.zeros((2, 3072), np.uint8), [0, -1], "labels must be integers"),
+        (np.zeros(3072, np.uint8), [0], "expected a 2-d"),
+    ],
+)
+def test_python_pickle_bad_batches(tmp_path, data, labels, msg):
+    _write_batches(tmp_path / "cifar-10-batches-py", data, labels)
+    with pytest.raises(DataError, match=msg):
+        gd.load_cifar10(tmp_path, "train")
+
+
+def test_python_pickle_truncated_and_not_a_batch(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    _write_batches(root, np.zeros((2, 3072), np.uint8), [0, 1])
+    whole = (root / "test_batch").read_bytes()
+    (root / "test_batch").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match="test_batch: cannot read the pickle"):
+        gd.load_cifar10(tmp_path, "test")
+    with open(root / "test_batch", "wb") as f:
+        pickle.dump([1, 2, 3], f)
+    with pytest.raises(DataError, match="not a CIFAR-10 batch"):
+        gd.load_cifar10(tmp_path, "test")
+    # a pickle that would call a function on load is refused, not run
+    (root / "test_batch").write_bytes(b"cos\nsystem\n(S'echo hacked'\ntR.")
+    with pytest.raises(DataError, match="refuses"):
+        gd.load_cifar10(tmp_path, "test")
+
+
+def test_python_pickle_float_pixels_that_are_whole_numbers_load(tmp_path):
+    """Float pixels holding whole numbers 0..255 are unambiguous: they load as those values."""
+    data = np.random.default_rng(0).integers(0, 256, (2, 3072)).astype(np.float64)
+    _write_batches(tmp_path / "cifar-10-batches-py", data, [0, 1], names=["test_batch"])
+    x, _ = gd.load_cifar10(tmp_path, "test")
+    np.testing.assert_array_equal(x.transpose(0, 3, 1, 2).reshape(2, 3072), data.astype(np.uint8))

@@ -19,7 +19,7 @@ TINY = gm.GinrConfig(image_size=8, patch_size=2, dim=16, num_lp=4, depth=1, hidd
 
 @pytest.fixture(scope="module")
 def tiny():
-    params = gm.init(jax.random.PRNGKey(0), TINY)
+    params = gm.init_params(jax.random.key(0), TINY)
     imgs = jax.random.uniform(jax.random.PRNGKey(1), (2, 8, 8, 3), jnp.float64)
     lp = encode(params, imgs, TINY)
     return params, imgs, lp
@@ -128,7 +128,7 @@ def test_bad_input(tiny):
 
 def test_config_sizes():
     n = {
-        k: gm.num_params(jax.eval_shape(lambda k=k: gm.init(jax.random.PRNGKey(0), gm.CONFIGS[k])))
+        k: gm.num_params(jax.eval_shape(lambda k=k: gm.init_params(jax.random.key(0), gm.CONFIGS[k])))
         for k in ("fast", "balanced")
     }
     assert 1.0e6 < n["fast"] < 1.3e6 and 5.5e6 < n["balanced"] < 6.5e6
@@ -141,7 +141,7 @@ def test_bf16_matmul_operands_close_to_float32(tiny):
     p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
     x32 = imgs.astype(jnp.float32)
     c = jnp.asarray(np.random.default_rng(5).uniform(-1, 1, (2, 7, 2)), jnp.float32)
-    bf = dataclasses.replace(TINY, matmul_dtype="bfloat16").validate()
+    bf = dataclasses.replace(TINY, matmul_dtype="bfloat16")
 
     def loss(p, cfg):
         return jnp.mean((gm.apply(p, x32, c, cfg) - 0.3) ** 2)
@@ -157,3 +157,23 @@ def test_bf16_matmul_operands_close_to_float32(tiny):
     assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(g16))
     with pytest.raises(ConfigError, match="matmul_dtype"):
         gm.get_config("fast", matmul_dtype="float16")
+
+
+def test_bad_api_input_gives_clear_errors(tiny):
+    from jaxsys.errors import DataError
+
+    params, imgs, lp = tiny
+    with pytest.raises(ShapeError, match="at least one coordinate"):
+        gm.apply(params, imgs, jnp.zeros((2, 0, 2)), TINY)
+    for scale in (0, -1, 1.5):
+        with pytest.raises(ConfigError, match="scale must be an int >= 1"):
+            gm.render(params, imgs, TINY, scale)
+    # just outside the range: the message shows the real value, not a rounded "1"
+    with pytest.raises(ShapeError, match="got range \\[0, 1.00001\\]"):
+        gm.apply(params, imgs, jnp.full((2, 4, 2), 1 + 1e-5), TINY)
+    with pytest.raises(DataError, match="uint8"):
+        gm.apply(params, (np.asarray(imgs) * 255).astype(np.uint8), jnp.zeros((2, 4, 2)), TINY)
+    with pytest.raises(DataError, match="in \\[0, 1\\]"):
+        gm.apply(params, imgs * 255, jnp.zeros((2, 4, 2)), TINY)
+    with pytest.raises(DataError, match="in \\[0, 1\\]"):
+        gm.render(params, imgs - 0.5, TINY, 1)

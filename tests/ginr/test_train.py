@@ -12,6 +12,7 @@ from jaxsys.cli import main
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.ginr import data as gd
 from jaxsys.ginr import model as gm
+from jaxsys.ginr import plots
 from jaxsys.ginr import train as gt
 from jaxsys.ginr.tour import QUICK_MODEL, QUICK_TRAIN
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 # step compiles once for the whole module
 # (evaluation on all 20 packaged images and 8-image PNGs, as in the tour, so those compile once too)
 MC = QUICK_MODEL
-TC = dataclasses.replace(QUICK_TRAIN, eval_every=2, eval_images=20, ckpt_every=2)
+TC = dataclasses.replace(QUICK_TRAIN, eval_every=2, eval_images=20, checkpoint_every=2)
 
 
 def test_train_smoke_and_resume(tmp_path):
@@ -45,43 +46,47 @@ def test_train_smoke_and_resume(tmp_path):
     from jaxsys.train import Checkpointer
 
     with Checkpointer(tmp_path / "ckpt") as ck:
-        st, _ = ck.restore(like=gt.init_state(jax.random.PRNGKey(0), MC, gt.step_config(TC)))
-    ev = gt.evaluate(st["params"], x, MC)
-    rec = np.asarray(gt.reconstruct(st["params"], jnp.asarray(x32 / 255), MC, 1))
+        st, _ = ck.restore(like=gt.init_state(jax.random.key(0), MC, TC))
+    assert isinstance(st, gt.TrainState) and int(st.step) == 4
+    ev = gt.evaluate(st.params, x, MC)
+    rec = np.asarray(gt.eval_step(st.params, jnp.asarray(x32 / 255), MC))
     ref = np.mean([-10 * np.log10(np.mean((rec[i] - x32[i] / 255) ** 2)) for i in range(len(x))])
     assert abs(ev["psnr"] - ref) < 1e-3 and ev["images"] == 20
 
 
 def test_ctrl_c_saves_the_newest_step_and_resume_matches(tmp_path, monkeypatch):
-    """Ctrl-C while a step runs: that step's state is checkpointed (not only the last periodic one),
-    and the resumed run ends with the same parameters as an uninterrupted one."""
+    """A real SIGINT while step 3 is being dispatched: step 3 completes and is checkpointed (not only
+    the last periodic one), nothing is printed before the save, and the resumed run ends with the
+    same parameters as an uninterrupted one."""
+    import os
+    import signal
+
+    from jaxsys.train import Checkpointer
+
     x, _ = gd.load_png20()
-    tc = dataclasses.replace(TC, ckpt_every=0, eval_every=0, stop_at=5)  # no periodic checkpoints
+    tc = dataclasses.replace(TC, checkpoint_every=0, eval_every=0, stop_at=5)  # no periodic checkpoints
     full = gt.train(MC, tc, x, x, tmp_path / "full", progress=False, log=lambda m: None)
-    real = gt.timed_step
-
-    def interrupted(step_fn, clock, step, *a, **kw):
-        if step == 2:  # step 3 is dispatched; the interrupt arrives while waiting for its loss
-
-            def fetch(x):
-                raise KeyboardInterrupt
-
-            return real(step_fn, clock, step, *a, fetch=fetch)
-        return real(step_fn, clock, step, *a, **kw)
-
-    monkeypatch.setattr(gt, "timed_step", interrupted)
+    real = gt.train_step
     logged = []
+
+    def interrupted(state, *a):
+        if int(state.step) == 2:  # Ctrl-C arrives while step 3 is dispatched
+            os.kill(os.getpid(), signal.SIGINT)
+            ckpt_dir = tmp_path / "cut" / "ckpt"
+            logged.append(("steps on disk at the signal", sorted(p.name for p in ckpt_dir.iterdir())))
+        return real(state, *a)
+
+    monkeypatch.setattr(gt, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         gt.train(MC, tc, x, x, tmp_path / "cut", progress=False, log=logged.append)
     assert logged[-1] == "interrupted: checkpoint saved at step 3"
-    monkeypatch.setattr(gt, "timed_step", real)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    monkeypatch.setattr(gt, "train_step", real)
     resumed = gt.train(MC, tc, x, x, tmp_path / "cut", progress=False, log=logged.append)
-    assert "resumed from step 3" in logged[-1] and resumed["steps"] == full["steps"] == 5
-    from jaxsys.train import Checkpointer
-
-    like = gt.init_state(jax.random.PRNGKey(0), MC, gt.step_config(tc))
+    assert any("resumed from step 3" in str(m) for m in logged) and resumed["steps"] == full["steps"] == 5
+    like = gt.init_state(jax.random.key(0), MC, tc)
     with Checkpointer(tmp_path / "full" / "ckpt") as a, Checkpointer(tmp_path / "cut" / "ckpt") as b:
-        pa, pb = a.restore(like=like)[0]["params"], b.restore(like=like)[0]["params"]
+        pa, pb = a.restore(like=like)[0].params, b.restore(like=like)[0].params
     jax.tree_util.tree_map(lambda u, v: np.testing.assert_array_equal(np.asarray(u), np.asarray(v)), pa, pb)
     # a state whose buffers were donated to a step that never returned cannot be saved: said, not raised
     gone = {"step": jnp.ones(()), "w": jnp.ones(3)}
@@ -90,6 +95,27 @@ def test_ctrl_c_saves_the_newest_step_and_resume_matches(tmp_path, monkeypatch):
         gt.save_on_interrupt(ck, gone, 0, {}, logged.append)
         assert ck.latest_step() is None
     assert "lost mid-step" in logged[-1]
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    x, _ = gd.load_png20()
+    tc = dataclasses.replace(TC, checkpoint_every=0, eval_every=0, stop_at=5)
+    real = gt.train_step
+
+    def twice(state, *a):
+        if int(state.step) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # raises here, before step 2 is dispatched
+        return real(state, *a)
+
+    monkeypatch.setattr(gt, "train_step", twice)
+    logged = []
+    with pytest.raises(KeyboardInterrupt):
+        gt.train(MC, tc, x, x, tmp_path, progress=False, log=logged.append)
+    assert logged[-1] == "interrupted: checkpoint saved at step 1"  # the last completed step
 
 
 def test_accumulation_and_bf16():
@@ -102,11 +128,14 @@ def test_accumulation_and_bf16():
     assert float(jnp.abs(u2["w"]).max()) > 0
     # float32 loss from the real (already compiled) step, which reports the loss before its update;
     # bfloat16 loss and gradients from one more compile
-    tc = gt.step_config(TC)
-    st = jax.tree_util.tree_map(lambda a: jnp.array(np.asarray(a)), gt.init_state(jax.random.PRNGKey(0), MC, tc))
-    params = jax.tree_util.tree_map(jnp.copy, st["params"])  # (the step donates st)
+    from jaxsys.train import sharding as sh
+
+    tc = TC.step_config()
+    mesh = sh.make_mesh(None)  # placed as the loop places them (the state; a numpy batch): one compile
+    st = jax.device_get(gt.init_state(jax.random.key(0), MC, tc))
+    params = jax.tree_util.tree_map(jnp.asarray, st.params)
     b = gd.make_batch(gd.load_png20()[0], np.arange(TC.batch_size), TC.num_sample_coords, np.random.default_rng(0))
-    _, m = gt.train_step(st, b, MC, tc)
+    _, m = gt.train_step(sh.put_tree(st, sh.tree_shardings(st, mesh)), b, MC, tc)
     l32 = float(m["loss"])
     (l16, _), g = jax.jit(jax.value_and_grad(lambda p: gt.loss_fn(p, b, MC, True), has_aux=True))(params)
     assert abs(float(l16) - l32) < 0.02 * l32
@@ -117,6 +146,12 @@ def test_train_rejects_bad_input(tmp_path):
     x, _ = gd.load_png20()
     with pytest.raises(DataError, match="32, 32, 3"):
         gt.train(MC, TC, x[:, :16, :16], x[:4], tmp_path, progress=False)
+    with pytest.raises(DataError, match="must be uint8"):  # float images would be divided by 255 again
+        gt.train(MC, TC, x / 255.0, x, tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="TrainConfig.lr must be finite and > 0, got -1"):
+        gt.TrainConfig(lr=-1)
+    with pytest.raises(ConfigError, match="TrainConfig.checkpoint_every must be >= 0"):
+        gt.TrainConfig(checkpoint_every=-1)
     bad = gd.make_batch(x, np.arange(2), 8, np.random.default_rng(0))
     bad["coords"] = bad["coords"] * 2
     with pytest.raises(Exception, match="\\[-1, 1\\]"):
@@ -152,18 +187,24 @@ def test_cli_train_and_errors(tmp_path, capsys):
             "5",
             "--eval-every",
             "0",
-            "--ckpt-every",
-            "0",
+            "--checkpoint-every",
+            "100",
             "--run-dir",
             str(tmp_path / "r"),
-            "--quiet",
+            "--no-progress",
         ]
     )
     assert rc == 0
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 30
-    rc = main(["ginr", "train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)])
+    rc = main(["ginr", "train", "--data", str(tmp_path / "missing"), "--run-dir", str(tmp_path)])
     assert rc == 2 and "dataset path not found" in capsys.readouterr().err
     assert main(["ginr", "train", "--data", "png20", "--config", "huge"]) == 2
+    for old in (["--quiet"], ["--ckpt-every", "5"], ["--out", "runs"]):  # the old spellings are gone
+        with pytest.raises(SystemExit):
+            main(["ginr", "train", "--data", "png20", *old])
+    with pytest.raises(SystemExit):
+        main(["ginr", "train", "--data", "png20", "--batch", "0"])
+    assert "--batch must be >= 1, got 0" in capsys.readouterr().err
     # --matmul-dtype reaches the model config; a bad value is a clear error before anything is traced
     from jaxsys.cli import build_parser
     from jaxsys.ginr.cli import _model_config
@@ -189,7 +230,7 @@ def test_cli_render_and_eval(tmp_path, capsys):
     assert main(["ginr", "render", "--run-dir", str(run), "--scale", "3", "--count", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["images"] == 4 and out["size"] == 3 * MC.image_size and (run / "render_3x.png").is_file()
-    rec = np.asarray(gt.reconstruct(params, jnp.asarray(x[:4] / 255.0, jnp.float32), MC, 1))
+    rec = np.asarray(gt.eval_step(params, jnp.asarray(x[:4] / 255.0, jnp.float32), MC))
     for i in range(4):
         sr = np.asarray(Image.open(run / "render_3x" / f"{i:03d}.png"), np.int32)
         assert sr.shape == (96, 96, 3)
@@ -206,7 +247,9 @@ def test_cli_render_and_eval(tmp_path, capsys):
     assert main(["ginr", "render", "--run-dir", str(run), "--images", str(big)]) == 2
     assert "big.png: image is 48x40, the model works on 32x32 images" in capsys.readouterr().err
     assert main(["ginr", "render", "--run-dir", str(run), "--scale", "17"]) == 2
-    assert "scale must be an int in [1, 16], got 17" in capsys.readouterr().err
+    assert "scale must be an int >= 1 and <= 16, got 17" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="scale must be an int >= 1"):
+        plots.render_1x_sx(params, x[:1] / 255.0, MC, 0)
 
 
 def test_tour_stage_quick(tmp_path):
