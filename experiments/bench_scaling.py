@@ -189,7 +189,7 @@ def main() -> int:
     if not args.child:
         env = dict(os.environ)
         if not args.no_simulate:
-            from jaxsys.train.sharding import cpu_devices_env
+            from jaxsys.train.distributed import cpu_devices_env
 
             env = cpu_devices_env(args.devices)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")

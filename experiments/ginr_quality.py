@@ -122,7 +122,7 @@ def main(argv=None):
         eval_every=100,
         eval_images=a.eval_images,
         final_eval_images=a.final_eval_images,
-        ckpt_every=500,
+        checkpoint_every=500,
     )
     run_dir = make_run_dir(ROOT / "runs", "ginr-quality")
     summary = gt.train(mc, tc, train_x, test_x, run_dir, progress=False)

@@ -1,6 +1,6 @@
 """Child processes on simulated CPU devices for the sharded tests: the pytest process has already
 initialised JAX with one device, so multi-device runs happen in a fresh interpreter started with
-XLA_FLAGS=--xla_force_host_platform_device_count=N (jaxsys.train.sharding.cpu_devices_env).
+XLA_FLAGS=--xla_force_host_platform_device_count=N (jaxsys.train.distributed.cpu_devices_env).
 A worker script prints one line `RESULT <json>`; `run_worker` returns that JSON."""
 
 import json
@@ -9,14 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jaxsys.train import sharding as sh
+from jaxsys.train import distributed as dist
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def device_env(n_devices: int) -> dict[str, str]:
     """Environment of a child process with `n_devices` CPU devices that imports this checkout."""
-    env = sh.cpu_devices_env(n_devices)
+    env = dist.cpu_devices_env(n_devices)
     env["PYTHONPATH"] = str(ROOT)
     return env
 

@@ -82,7 +82,7 @@ def _train(args) -> int:
 
     from jaxsys.autodecoder.train import train
     from jaxsys.train.cli_args import run_dir_from_args
-    from jaxsys.train.sharding import mesh_from_args
+    from jaxsys.train.distributed import mesh_from_args
 
     if args.fsdp:
         raise ConfigError("--fsdp does not apply to the auto-decoder: its seeds share no parameters to shard")

@@ -35,7 +35,8 @@ def _train(args) -> int:
     from jaxsys.ginr import data as gdata
     from jaxsys.ginr import train as gt
     from jaxsys.train.cli_args import run_dir_from_args
-    from jaxsys.train.sharding import make_mesh, mesh_from_args
+    from jaxsys.train.distributed import mesh_from_args
+    from jaxsys.train.sharding import make_mesh
 
     mc = _model_config(args)
     tc = gt.TrainConfig(

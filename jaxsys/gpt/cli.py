@@ -27,7 +27,7 @@ def _train(args) -> int:
     from jaxsys.gpt.data import load_data, resolve_data
     from jaxsys.gpt.train import TrainConfig, train
     from jaxsys.train.cli_args import run_dir_from_args
-    from jaxsys.train.sharding import mesh_from_args
+    from jaxsys.train.distributed import mesh_from_args
 
     mesh = mesh_from_args(args)  # joins a multi-process run first; None: every device on 'data'
 

@@ -19,7 +19,7 @@ def _int_list(s: str) -> tuple[int, ...]:
 def _train(args) -> int:
     from jaxsys.mlp.train import TrainConfig, train
     from jaxsys.train.cli_args import run_dir_from_args
-    from jaxsys.train.sharding import mesh_from_args
+    from jaxsys.train.distributed import mesh_from_args
 
     mesh = mesh_from_args(args)  # joins a multi-process run first; None: every device on 'data'
     cfg = TrainConfig(

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from jaxsys.errors import ConfigError
+from jaxsys.train.distributed import add_distributed_args
 from jaxsys.train.io import make_run_dir
-from jaxsys.train.sharding import add_distributed_args
 
 
 def positive_int(name: str, *, allow_zero: bool = False):

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 if sys.argv[1] == "multiproc":  # must join before any JAX computation
-    from jaxsys.train import sharding as _sh
+    from jaxsys.train import distributed as _sh
 
     _sh.maybe_initialize_distributed(f"127.0.0.1:{sys.argv[3]}", int(sys.argv[4]), int(sys.argv[5]), timeout_s=60)
 

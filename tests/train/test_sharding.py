@@ -10,6 +10,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from jaxsys.errors import ConfigError, DataError
+from jaxsys.train import distributed as dist
 from jaxsys.train import sharding as sh
 from tests import sharding_util
 
@@ -127,35 +128,35 @@ def test_shard_batch_single_process_and_errors():
 
 
 def test_maybe_initialize_distributed_validation():
-    assert sh.maybe_initialize_distributed(env={}) is False
-    assert sh.maybe_initialize_distributed(num_processes=1, env={}) is False
+    assert dist.maybe_initialize_distributed(env={}) is False
+    assert dist.maybe_initialize_distributed(num_processes=1, env={}) is False
     with pytest.raises(ConfigError, match="missing: coordinator, process_id"):
-        sh.maybe_initialize_distributed(num_processes=2, env={})
+        dist.maybe_initialize_distributed(num_processes=2, env={})
     with pytest.raises(ConfigError, match="missing: num_processes"):
-        sh.maybe_initialize_distributed(env={"JAX_COORDINATOR_ADDRESS": "10.0.0.1:99", "JAX_PROCESS_ID": "1"})
+        dist.maybe_initialize_distributed(env={"JAX_COORDINATOR_ADDRESS": "10.0.0.1:99", "JAX_PROCESS_ID": "1"})
     with pytest.raises(ConfigError, match="must be in"):
-        sh.maybe_initialize_distributed("h:1234", 2, 2, env={})
+        dist.maybe_initialize_distributed("h:1234", 2, 2, env={})
     with pytest.raises(ConfigError, match="host:port"):
-        sh.maybe_initialize_distributed("localhost", 2, 0, env={})
+        dist.maybe_initialize_distributed("localhost", 2, 0, env={})
     with pytest.raises(ConfigError, match="JAX_NUM_PROCESSES must be an integer"):
-        sh.maybe_initialize_distributed(env={"JAX_NUM_PROCESSES": "two"})
+        dist.maybe_initialize_distributed(env={"JAX_NUM_PROCESSES": "two"})
     # this process has already computed with JAX: joining now must be refused, not hang
     with pytest.raises(ConfigError, match="before any JAX computation"):
-        sh.maybe_initialize_distributed("127.0.0.1:1234", 2, 0, env={})
+        dist.maybe_initialize_distributed("127.0.0.1:1234", 2, 0, env={})
 
 
 def test_cli_args_give_no_mesh_on_one_device_unless_asked():
     import argparse
 
     p = argparse.ArgumentParser()
-    sh.add_distributed_args(p)
-    assert sh.mesh_from_args(p.parse_args([])) is None
+    dist.add_distributed_args(p)
+    assert dist.mesh_from_args(p.parse_args([])) is None
     args = p.parse_args(["--mesh", "data=1", "--fsdp"])
-    assert args.fsdp and dict(sh.mesh_from_args(args).shape) == {"data": 1, "model": 1}
+    assert args.fsdp and dict(dist.mesh_from_args(args).shape) == {"data": 1, "model": 1}
     with pytest.raises(ConfigError, match="2 but 1 devices"):
-        sh.mesh_from_args(p.parse_args(["--mesh", "data=1,model=2"]))
+        dist.mesh_from_args(p.parse_args(["--mesh", "data=1,model=2"]))
     with pytest.raises(ConfigError, match="missing: coordinator"):
-        sh.mesh_from_args(p.parse_args(["--num-processes", "2", "--process-id", "0"]))
+        dist.mesh_from_args(p.parse_args(["--num-processes", "2", "--process-id", "0"]))
 
 
 @pytest.mark.parametrize("system", ["mlp", "gpt"])
@@ -175,7 +176,7 @@ def test_cli_rejects_bad_mesh_and_distributed_flags(system, argv, msg, capsys):
 
 
 def test_cpu_devices_env_replaces_count():
-    env = sh.cpu_devices_env(4, base={"XLA_FLAGS": "--foo --xla_force_host_platform_device_count=2"})
+    env = dist.cpu_devices_env(4, base={"XLA_FLAGS": "--foo --xla_force_host_platform_device_count=2"})
     assert env["XLA_FLAGS"] == "--foo --xla_force_host_platform_device_count=4"
     assert env["JAX_PLATFORMS"] == "cpu"
 
