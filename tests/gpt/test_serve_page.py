@@ -27,7 +27,9 @@ CHROMIUM_FLAGS = [  # what Chromium needs on a machine with no network and no GP
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = Path(__file__).resolve().parents[2] / "experiments" / "results" / "chat_page.png"
+# the screenshot goes to the test's temporary folder, or where JAXSYS_SCREENSHOT says
+# (experiments/results/chat_page.png is refreshed that way)
+SCREENSHOT_ENV = "JAXSYS_SCREENSHOT"
 
 TOK = Tokenizer.from_corpus("hello world, how are you? fine.", chat=True)
 CFG = GPTConfig(vocab_size=TOK.vocab_size, n_embd=16, n_head=2, n_layer=1, block_size=48)
@@ -88,8 +90,10 @@ def test_chat_page_streams_the_greedy_reply(server, tmp_path):
                 ]
                 assert second == _greedy(url, history)
                 if round_ == 0:
-                    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(SCREENSHOT))
+                    shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "chat_page.png")
+                    shot.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(shot))
+                    assert shot.stat().st_size > 1000
                 page.click("#new")  # "New chat": the conversation is gone, the next one starts fresh
                 assert page.locator(".msg").count() == 0
             page.fill("#msg", "QZ")  # characters outside the vocabulary: the 400's message is shown
