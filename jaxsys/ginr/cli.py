@@ -58,7 +58,6 @@ def _train(args) -> int:
     mesh = make_mesh(None) if mesh is None else mesh
     if jax.process_count() > 1 and not args.run_dir:
         raise ConfigError("a multi-process run needs --run-dir (the same folder for every process)")
-    run_dir = run_dir_from_args(args, "ginr")
     if args.data == "png20":
         x, _ = gdata.load_png20()
         train_x, test_x = x, x
@@ -68,6 +67,7 @@ def _train(args) -> int:
         cache = None if args.no_cache else Path(args.cache_dir)
         train_x, _ = gdata.load_cifar10(args.data, "train", limit=args.limit, cache_dir=cache)
         test_x, _ = gdata.load_cifar10(args.data, "test", limit=args.test_limit, cache_dir=cache)
+    run_dir = run_dir_from_args(args, "ginr")  # after the data loaded: a bad --data leaves no folder behind
     print(f"ginr: {len(train_x)} train / {len(test_x)} test images, run dir {run_dir}")
     summary = gt.train(mc, tc, train_x, test_x, run_dir, mesh=mesh, fsdp=args.fsdp, progress=not args.no_progress)
     print(json.dumps(summary, indent=1))
