@@ -195,7 +195,7 @@ def main(argv=None):
     compile_cpu = compile_wall = None
     next_ckpt = cpu_train + a.ckpt_cpu_min * 60
     last_ckpt_wall = time.perf_counter()
-    next_eval = cpu_train + a.eval_cpu_min * 60 if a.eval_cpu_min else float("inf")
+    next_eval = cpu_train + min(a.eval_cpu_min * 60, max(30.0, 0.5 * cpu_train)) if a.eval_cpu_min else float("inf")
     curve = run_dir / "curve.jsonl" if run_dir else None
     psnrs, n = [], start
     try:
@@ -231,7 +231,8 @@ def main(argv=None):
                 with open(curve, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 print(f"eval {rec}", flush=True)
-                next_eval += a.eval_cpu_min * 60
+                # geometric early (a log-time curve), then every --eval-cpu-min
+                next_eval = cpu_train + min(a.eval_cpu_min * 60, max(30.0, 0.5 * cpu_train))
             if ck is not None and (
                 cpu_train >= next_ckpt or time.perf_counter() - last_ckpt_wall > a.ckpt_wall_min * 60
             ):
