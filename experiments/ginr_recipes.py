@@ -130,7 +130,13 @@ def load_data(n_eval: int, downsample: int = 1):
     data = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
     train_x, _ = gd.load_cifar10(data, "train", cache_dir=cache)
     test_x, _ = gd.load_cifar10(data, "test", cache_dir=cache)
-    return box_downsample(train_x, downsample), box_downsample(test_x[:n_eval], downsample)
+    return box_downsample(train_x, downsample), box_downsample(eval_subset(test_x, n_eval), downsample)
+
+
+def eval_subset(test_x: np.ndarray, n: int) -> np.ndarray:
+    """n fixed test images spread over the classes: every (10000 // n)-th image (the JPEG copy's test
+    split is sorted by class, so its first 1,000 images are all airplanes)."""
+    return test_x[:: max(len(test_x) // n, 1)][:n]
 
 
 def jitter(batch: dict, amount: float, size: int, rng: np.random.Generator) -> dict:

@@ -1,4 +1,5 @@
-"""2x super-resolution with Mamba-GINR against bicubic (issue 22), on the first --images test images.
+"""2x super-resolution with Mamba-GINR against bicubic (issue 22), on --images fixed test images spread over
+the classes (`ginr_recipes.eval_subset`: every 10th test image for 1,000).
 
 Low-resolution input: each 32x32 test image box-averaged over 2x2 blocks (area downsampling) to 16x16,
 rounded to uint8. Target: the real 32x32 image. PSNR = mean over images of -10 log10 MSE, [0, 1] scale.
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 import numpy as np  # noqa: E402
 from ginr_grid import load, render, save_png  # noqa: E402
-from ginr_recipes import box_downsample  # noqa: E402
+from ginr_recipes import box_downsample, eval_subset  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from jaxsys.ginr import data as gd  # noqa: E402
@@ -45,7 +46,7 @@ def main(argv=None):
     test_x, _ = gd.load_cifar10(
         ROOT.parent / "shared" / "data" / "cifar10-jpeg", "test", cache_dir=ROOT / "runs" / "cache"
     )
-    hr_u8 = test_x[: a.images]
+    hr_u8 = eval_subset(test_x, a.images)
     hr = hr_u8.astype(np.float32) / 255.0
     lr_u8 = box_downsample(hr_u8, 2)
     bic_u8 = np.stack([np.asarray(Image.fromarray(im).resize((32, 32), Image.BICUBIC)) for im in lr_u8])
