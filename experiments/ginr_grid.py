@@ -65,14 +65,14 @@ def spectrum(residual: np.ndarray) -> np.ndarray:
     return (fx + fy) / 2
 
 
-def save_png(rows, path: Path):
+def save_png(rows, path: Path, inch: float = 1.7):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = len(rows[0][1])
-    fig, ax = plt.subplots(len(rows), n, figsize=(1.7 * n, 1.8 * len(rows)), squeeze=False)
+    fig, ax = plt.subplots(len(rows), n, figsize=(inch * n, (inch + 0.1) * len(rows)), squeeze=False)
     for r, (title, imgs) in enumerate(rows):
         for j in range(n):
             ax[r, j].imshow(np.clip(imgs[j], 0, 1), interpolation="nearest")
@@ -114,6 +114,7 @@ def main(argv=None):
             "psnr_1x": float(np.mean(-10 * np.log10(np.maximum(mse, 1e-12)))),
             "residual_spectrum_peak_over_median": picks,
             "residual_rms": float(np.sqrt(np.mean((rec4 - smooth) ** 2))),
+            "residual_spectrum_over_median_cycles_0_40": [round(float(v), 2) for v in (spec / base)[:41]],
         }
         nearest = np.repeat(np.repeat(xin[FIXED], 4, 1), 4, 2)
         save_png(
@@ -128,6 +129,7 @@ def main(argv=None):
         save_png(
             [(f"{name}: 4x, top-left 64x64 px", np.repeat(np.repeat(crop, 2, 1), 2, 2))],
             res_dir / f"ginr_grid_{a.tag}_{name}_crop.png",
+            inch=3.2,
         )
         print(name, json.dumps(out[name]), flush=True)
     (res_dir / f"ginr_grid_{a.tag}.json").write_text(json.dumps(out, indent=1))
