@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
 import numpy as np  # noqa: E402
-from ginr_grid import bicubic, load, render, save_png  # noqa: E402
+from ginr_grid import FIXED, bicubic, load, render, save_png  # noqa: E402
 from ginr_recipes import box_downsample, eval_subset  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -54,7 +54,8 @@ def main(argv=None):
     near = np.repeat(np.repeat(lr_u8, 2, 1), 2, 2).astype(np.float32) / 255.0
     out = {"images": a.images, "downsample": "2x2 box average, rounded to uint8", "bicubic": psnr(bic, hr)}
     out["nearest"] = psnr(near, hr)
-    rows = [("real 32x32", hr[:8]), ("16x16 input (nearest)", near[:8]), (f"bicubic {out['bicubic']:.2f} dB", bic[:8])]
+    F = [i for i in FIXED if i < a.images]
+    rows = [("real 32x32", hr[F]), ("16x16 input (nearest)", near[F]), (f"bicubic {out['bicubic']:.2f} dB", bic[F])]
     if a.model16:
         p16, mc16 = load(a.model16)
         lr = lr_u8.astype(np.float32) / 255.0
@@ -65,14 +66,14 @@ def main(argv=None):
         # the model's own 16x16 reconstruction upsampled by bicubic: what its 2x query adds over interpolation
         out["bicubic_of_model16_1x"] = psnr(np.clip(bicubic(rec16, 32), 0, 1), hr)
         out["model16_pickle"] = a.model16
-        rows.append((f"model16 2x {out['model16_2x']:.2f} dB", sr[:8]))
+        rows.append((f"model16 2x {out['model16_2x']:.2f} dB", sr[F]))
     if a.model32:
         p32, mc32 = load(a.model32)
         rb = np.clip(render(p32, mc32, bic, 1), 0, 1)
         out["model32_on_bicubic"] = psnr(rb, hr)
         out["model32_1x_on_real_32"] = psnr(np.clip(render(p32, mc32, hr, 1), 0, 1), hr)
         out["model32_pickle"] = a.model32
-        rows.append((f"model32 on bicubic {out['model32_on_bicubic']:.2f} dB", rb[:8]))
+        rows.append((f"model32 on bicubic {out['model32_on_bicubic']:.2f} dB", rb[F]))
     res = ROOT / "experiments" / "results"
     (res / "ginr_superres.json").write_text(json.dumps(out, indent=1))
     save_png(rows, res / "ginr_superres.png")
