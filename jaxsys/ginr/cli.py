@@ -172,7 +172,7 @@ def _common(p) -> None:
         "accumulation and master weights; the scan and other ops stay float32 (faster on "
         "CPUs with AVX512-BF16/AMX)",
     )
-    p.add_argument("--batch", type=positive_int("--batch"), default=32, help="images per step")
+    p.add_argument("--batch", type=positive_int("--batch"), default=16, help="images per step")
     p.add_argument(
         "--coords",
         type=positive_int("--coords", allow_zero=True),
@@ -190,8 +190,8 @@ def register(sub) -> None:
         "--data", required=True, help="dataset folder/archive (e.g. ../shared/data/cifar10-jpeg) or 'png20' (packaged)"
     )
     add_train_args(t, steps=2000, checkpoint_every=500)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--warmup", type=positive_int("--warmup", allow_zero=True), default=100)
+    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    t.add_argument("--warmup", type=positive_int("--warmup", allow_zero=True), default=20)
     t.add_argument("--accum", type=positive_int("--accum"), default=1, help="gradient accumulation micro-batches")
     t.add_argument(
         "--bf16",

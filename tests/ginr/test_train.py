@@ -274,3 +274,13 @@ def test_check_resume_config(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable run config"):
         gt.check_resume_config(tmp_path, MC)
+
+
+def test_eval_subset_spreads_over_a_class_sorted_split():
+    """The periodic/final evaluation takes images spread over the test set: the CIFAR-10 splits are
+    stored sorted by class, and their first 1,000 images are all airplanes."""
+    labels = np.repeat(np.arange(10), 100)
+    images = labels[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    sub = gt.spread_subset(images, 100)
+    assert len(sub) == 100 and sorted(set(sub[:, 0, 0, 0].tolist())) == list(range(10))
+    assert gt.spread_subset(images, 0) is images and gt.spread_subset(images, 5000) is images
