@@ -4,9 +4,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

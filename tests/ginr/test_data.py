@@ -9,8 +9,6 @@ from PIL import Image
 from jaxsys.errors import DataError, ShapeError
 from jaxsys.ginr import data as gd
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def test_shared_jpeg_tar_first_members(shared_data):
     x, y = gd.load_cifar10(shared_data / "cifar10-jpeg", "test", limit=12)

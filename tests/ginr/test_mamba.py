@@ -9,7 +9,7 @@ import pytest
 
 from jaxsys.ginr import mamba as mb
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 mamba_apply = jax.jit(mb.mamba_apply, static_argnames=("scan_mode", "chunk", "checkpoint"))
 bimamba_apply = jax.jit(mb.bimamba_apply, static_argnames=("scan_mode", "chunk", "checkpoint", "fuse_directions"))

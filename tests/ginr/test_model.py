@@ -10,7 +10,7 @@ import pytest
 from jaxsys.errors import ConfigError, ShapeError
 from jaxsys.ginr import model as gm
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 encode = jax.jit(gm.encode, static_argnums=2)
 decode = jax.jit(gm.decode, static_argnums=3)

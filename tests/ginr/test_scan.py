@@ -12,7 +12,7 @@ from jaxsys.ginr import scan as gscan
 from jaxsys.ginr.scan import selective_scan
 from jaxsys.nn.gradcheck import check_finite_differences
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 
 def numpy_scan(u, delta, A, B, C, D, z):

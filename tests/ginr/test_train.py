@@ -16,7 +16,7 @@ from jaxsys.ginr import plots
 from jaxsys.ginr import train as gt
 from jaxsys.ginr.tour import QUICK_MODEL, QUICK_TRAIN
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 # the tour's quick configuration, shared with the CLI smoke test and the tour test below, so the jitted
 # step compiles once for the whole module

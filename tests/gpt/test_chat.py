@@ -21,8 +21,6 @@ from jaxsys.gpt.model import param_shapes
 from jaxsys.gpt.tokenizer import Tokenizer
 from jaxsys.gpt.weights_io import save_model
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 TOK = Tokenizer.from_corpus("hello world, how are you? fine.", chat=True)
 
 

@@ -3,13 +3,10 @@
 import json
 
 import numpy as np
-import pytest
 
 from jaxsys.cli import main
 from jaxsys.gpt.inference import InferenceModel
 from jaxsys.gpt.weights_io import load_model
-
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
 
 # the names and tiny config of test_train.py, so that the compiled step is shared in one session
 NAMES = "\n".join(

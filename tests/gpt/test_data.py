@@ -10,8 +10,6 @@ from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt import data as gd
 from jaxsys.gpt.tokenizer import Tokenizer
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 NAMES = (
     "\n".join(
         [

@@ -10,7 +10,7 @@ from jaxsys.gpt.inference import InferenceModel
 from jaxsys.gpt.tokenizer import Tokenizer
 from jaxsys.gpt.weights_io import save_model
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 TOK = Tokenizer.from_corpus("hello world", chat=True)
 CFG = GPTConfig(vocab_size=TOK.vocab_size, n_embd=8, n_head=4, n_layer=2, block_size=10)

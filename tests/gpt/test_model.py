@@ -12,7 +12,7 @@ from jaxsys.gpt.inference import InferenceModel
 from jaxsys.gpt.scalar import Gpt
 from jaxsys.nn import gradcheck
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 CFG = GPTConfig(vocab_size=7, n_embd=8, n_head=2, n_layer=2, block_size=8)
 TOKENS = np.array([[6, 0, 3, 2, 5, 1], [6, 4, 4, 1, 6, 0]])

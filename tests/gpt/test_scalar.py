@@ -6,7 +6,7 @@ import pytest
 from jaxsys.errors import ConfigError
 from jaxsys.gpt.scalar import Gpt, Value
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 
 def test_value_ops_and_grads():

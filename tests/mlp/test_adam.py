@@ -14,7 +14,7 @@ from jaxsys.mlp import model
 from jaxsys.mlp.adam import AdamConfig
 from jaxsys.mlp.train import StepConfig, TrainState, train_step
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 
 def test_hand_adam_scalar_reference():

@@ -4,7 +4,7 @@ import pytest
 from jaxsys.errors import JaxsysError
 from jaxsys.mlp import checks, model
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 
 def test_check_passes_on_real_data():

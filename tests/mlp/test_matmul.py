@@ -8,7 +8,7 @@ import pytest
 from jaxsys.errors import ShapeError
 from jaxsys.mlp.matmul import matmul
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 # (M, K, N, bm, bn, bk): ragged against the tiles in every dimension, one exact fit, one tiny
 SHAPES = [(37, 50, 19, 16, 16, 16), (64, 32, 48, 32, 16, 16), (1, 3, 2, 64, 64, 32), (70, 33, 130, 32, 64, 16)]

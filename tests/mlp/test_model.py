@@ -10,7 +10,7 @@ from jaxsys.errors import ConfigError, DataError, ShapeError
 from jaxsys.mlp import model
 from jaxsys.nn import gradcheck
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 
 def _problem(sizes, task, batch=5, seed=0):

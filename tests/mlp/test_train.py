@@ -14,7 +14,7 @@ from jaxsys.mlp.data import Dataset, load_digits
 from jaxsys.mlp.train import StepConfig, TrainConfig, init_state, train, train_step, train_steps
 from jaxsys.train import read_metrics
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 TINY = dict(hidden=(8,), batch=16, log_every=1, eval_every=2, checkpoint_every=2)
 

@@ -7,7 +7,7 @@ from jaxsys import nn
 from jaxsys.errors import ConfigError
 from jaxsys.nn import gradcheck
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from jaxsys.errors import ConfigError
 from jaxsys.nn import linear as nl
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 RNG = np.random.default_rng(11)
 

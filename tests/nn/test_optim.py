@@ -9,7 +9,7 @@ import pytest
 
 from jaxsys.nn.optim import adam
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
+pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
 
 def _run(opt, params, grads_seq):

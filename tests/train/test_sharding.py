@@ -14,8 +14,6 @@ from jaxsys.train import distributed as dist
 from jaxsys.train import sharding as sh
 from tests import sharding_util
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 WORKER = Path(__file__).with_name("_sharding_worker.py")
 TOL = 1e-5
 

@@ -10,8 +10,6 @@ import pytest
 from jaxsys.errors import DataError
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_bytes, atomic_write_json, read_metrics
 
-pytestmark = pytest.mark.x64  # float64 until this module is checked in float32
-
 
 def test_atomic_write_replaces_whole_file(tmp_path):
     p = tmp_path / "a" / "x.json"
