@@ -17,18 +17,19 @@ ARGV = "--data png20 --dim 16 --num-lp 4 --depth 1 --hidden 8 --num-freqs 3 --ba
 ARGV += "--scan-chunk 0 --steps 1000000 --checkpoint-every 1000000 --eval-every 0".split()
 
 
-def restore_default_sigint() -> None:
-    """`preexec_fn` of the child: it must react to Ctrl-C even if this process ignores SIGINT (an
-    ignored signal stays ignored across exec, and Python then installs no handler)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# The child must react to Ctrl-C even if this process ignores SIGINT (an ignored signal stays ignored
+# across exec, and Python then installs no handler): a tiny trampoline resets it and execs the CLI
+# (no preexec_fn, which forks a multithreaded process).
+_TRAMPOLINE = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 def _start(run_dir: Path, stdout) -> subprocess.Popen:
     env = {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
-    argv = [sys.executable, "-m", "jaxsys.cli", "ginr", "train", *ARGV, "--run-dir", str(run_dir)]
-    return subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.STDOUT, preexec_fn=restore_default_sigint
-    )
+    cli = [sys.executable, "-m", "jaxsys.cli", "ginr", "train", *ARGV, "--run-dir", str(run_dir)]
+    argv = [sys.executable, "-c", _TRAMPOLINE, *cli]
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.STDOUT)
 
 
 def _wait_for_steps(proc: subprocess.Popen, run_dir: Path, n: int, timeout: float = 240) -> None:
