@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -31,14 +32,13 @@ sys.path.insert(0, str(ROOT / "experiments"))
 from ginr_recipes import eval_subset  # noqa: E402
 
 from jaxsys.ginr import model as gm  # noqa: E402
-from jaxsys.ginr import train as gt  # noqa: E402
 
 FIXED = [0, 100, 200, 300, 400, 500, 600, 700]  # one image of each of 8 classes in the subset
 
 
 def load(path):
     d = pickle.loads(Path(path).read_bytes())
-    return d["params"], gm.GinrConfig(**d["model"]).validate()
+    return d["params"], gm.GinrConfig(**d["model"])
 
 
 def bicubic(x: np.ndarray, size: int) -> np.ndarray:
@@ -50,10 +50,13 @@ def bicubic(x: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+_render = jax.jit(gm.render, static_argnames=("cfg", "scale"))
+
+
 def render(params, mc, x, scale, bs=50):
     out = []
     for i in range(0, len(x), bs):
-        out.append(np.asarray(gt.reconstruct(params, jnp.asarray(x[i : i + bs]), mc, scale)))
+        out.append(np.asarray(_render(params, jnp.asarray(x[i : i + bs]), mc, scale)))
     return np.concatenate(out)
 
 

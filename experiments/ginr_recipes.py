@@ -169,8 +169,8 @@ def main(argv=None):
     mo, to, extra = parse_sets(a.set)
     mc = gm.get_config(a.config, **mo)
     to.setdefault("seed", a.seed)
-    tc = gt.TrainConfig(**to).validate()
-    skey = dataclasses.replace(gt.step_config(tc), lr=1.0, warmup_steps=0, final_lr_frac=0.0, steps=1)
+    tc = gt.TrainConfig(**to)
+    skey = dataclasses.replace(tc.step_config(), lr=1.0, warmup_steps=0, final_lr_frac=0.0, steps=1)
     budget = a.cpu_min * 60.0
     train_x, test_x = load_data(a.eval_images, int(extra["downsample"]))
 
@@ -183,7 +183,7 @@ def main(argv=None):
         cpu_train, wall_train = saved["cpu_train"], saved["wall_train"]
         print(f"resumed at step {int(state['step'])}, {cpu_train / 60:.1f} CPU-min", flush=True)
     else:
-        params = gm.init(jax.random.PRNGKey(tc.seed), mc)
+        params = gm.init_params(jax.random.PRNGKey(tc.seed), mc)
         state = {"params": params, "opt_state": make_tx(tc).init(params), "step": jnp.zeros((), jnp.int32)}
         if run_dir:
             run_dir.mkdir(parents=True, exist_ok=True)
