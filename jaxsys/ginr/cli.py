@@ -36,7 +36,7 @@ def _train(args) -> int:
     from jaxsys.ginr import train as gt
     from jaxsys.train.cli_args import run_dir_from_args
     from jaxsys.train.distributed import mesh_from_args
-    from jaxsys.train.sharding import make_mesh
+    from jaxsys.train.sharding import batch_mesh
 
     mc = _model_config(args)
     tc = gt.TrainConfig(
@@ -55,7 +55,7 @@ def _train(args) -> int:
         max_seconds=args.max_seconds,
     )
     mesh = mesh_from_args(args)  # joins a multi-process run first
-    mesh = make_mesh(None) if mesh is None else mesh
+    mesh = batch_mesh(args.batch) if mesh is None else mesh
     if jax.process_count() > 1 and not args.run_dir:
         raise ConfigError("a multi-process run needs --run-dir (the same folder for every process)")
     if args.data == "png20":

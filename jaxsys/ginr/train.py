@@ -291,7 +291,7 @@ def train(
     completed step, then raises KeyboardInterrupt."""
     check_dataset(train_images, mc, "train")
     check_dataset(test_images, mc, "test")
-    mesh = sh.make_mesh(None) if mesh is None else mesh
+    mesh = sh.batch_mesh(tc.batch_size) if mesh is None else mesh
     if tc.batch_size % mesh.shape["data"]:
         raise ConfigError(f"batch_size {tc.batch_size} is not divisible by the mesh data axis ({mesh.shape['data']})")
     _eval_batch_size(len(test_images), mesh)  # before any work: enough test images for the mesh

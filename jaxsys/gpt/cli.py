@@ -29,7 +29,7 @@ def _train(args) -> int:
     from jaxsys.train.cli_args import run_dir_from_args
     from jaxsys.train.distributed import mesh_from_args
 
-    mesh = mesh_from_args(args)  # joins a multi-process run first; None: every device on 'data'
+    mesh = mesh_from_args(args)  # joins a multi-process run first; None: the loop's default mesh
 
     _, mode = resolve_data(args.data, args.mode)
     cats = [c for c in args.chat_categories.split(",") if c.strip()] if args.chat_categories else None

@@ -240,7 +240,7 @@ def train(
     """
     check_configs(data, cfg, tcfg)
     log = log or (lambda s: None)
-    mesh = sh.make_mesh(None) if mesh is None else mesh
+    mesh = sh.batch_mesh(tcfg.batch_size) if mesh is None else mesh
     lead = jax.process_index() == 0
     B, T = tcfg.batch_size, data.train.seq_len
     if B % mesh.shape["data"]:

@@ -21,7 +21,7 @@ def _train(args) -> int:
     from jaxsys.train.cli_args import run_dir_from_args
     from jaxsys.train.distributed import mesh_from_args
 
-    mesh = mesh_from_args(args)  # joins a multi-process run first; None: every device on 'data'
+    mesh = mesh_from_args(args)  # joins a multi-process run first; None: the loop's default mesh
     cfg = TrainConfig(
         task=args.task,
         hidden=_int_list(args.hidden),

@@ -247,7 +247,7 @@ def train(
     before re-raising (one process only: the processes of a multi-process run may stop at
     different steps, so there the last periodic checkpoint stands)."""
     run_dir = Path(run_dir)
-    mesh = sh.make_mesh(None) if mesh is None else mesh
+    mesh = sh.batch_mesh(cfg.batch) if mesh is None else mesh
     lead = jax.process_index() == 0
     data = load(cfg.task) if data is None else data
     scfg = cfg.step_config(data)

@@ -12,7 +12,7 @@ import jax
 from jax.sharding import Mesh
 
 from jaxsys.errors import ConfigError
-from jaxsys.train.sharding import make_mesh, parse_mesh
+from jaxsys.train.sharding import make_mesh
 
 
 def maybe_initialize_distributed(
@@ -124,12 +124,12 @@ def cpu_devices_env(n: int, base: Mapping[str, str] | None = None) -> dict[str, 
 
 def mesh_from_args(args: Any) -> Mesh | None:
     """Join a multi-process run when asked (`--coordinator/--num-processes/--process-id` or the
-    JAX_* variables), then build the mesh of `--mesh` (default: every device on 'data').
-    None means a plain run: no --mesh, one process and one device."""
+    JAX_* variables), then build the mesh of `--mesh`. None means no --mesh in one process: the
+    training loop then takes its default (`sharding.batch_mesh`: as many devices as divide the batch)."""
     joined = maybe_initialize_distributed(
         getattr(args, "coordinator", None), getattr(args, "num_processes", None), getattr(args, "process_id", None)
     )
     spec = getattr(args, "mesh", "") or ""
-    if not spec and not joined and jax.device_count() == 1:
+    if not spec and not joined:
         return None
-    return make_mesh(parse_mesh(spec))
+    return make_mesh(spec or None)

@@ -128,16 +128,50 @@ def parse_mesh(spec: str | MeshConfig | None, num_devices: int | None = None) ->
 def make_mesh(cfg: MeshConfig | str | None = None, devices: Sequence[Any] | None = None) -> Mesh:
     """A ('data', 'model') mesh over `devices` (default: all devices of all processes).
 
+    In a single-process run, explicit sizes whose product is smaller than the device count take the
+    first data*model devices (`--mesh data=1` on a 4-GPU host trains on one GPU); a product larger
+    than the device count, or any mismatch with several processes, is a ConfigError.
+
     Uses `jax.make_mesh`, which orders devices for the interconnect (TPU rings, NVLink islands); the
     axis types are Auto so shardings are propagated by XLA from the jit's in/out shardings.
     """
     devices = list(jax.devices() if devices is None else devices)
+    want = _fixed_size(cfg)
+    if want is not None and want < len(devices) and jax.process_count() == 1:
+        devices = devices[:want]
     cfg = parse_mesh(cfg, num_devices=len(devices))
     auto = (jax.sharding.AxisType.Auto,) * 2
     try:
         return jax.make_mesh(cfg.shape, MESH_AXES, axis_types=auto, devices=devices)
     except Exception:  # some backends/device subsets have no topology-aware order: keep list order
         return Mesh(np.asarray(devices, dtype=object).reshape(cfg.shape), MESH_AXES, axis_types=auto)
+
+
+def _fixed_size(cfg: MeshConfig | str | None) -> int | None:
+    """data*model of a spec that fixes both axes ('data' given, no -1), else None."""
+    if isinstance(cfg, MeshConfig):
+        return cfg.size
+    sizes = {}
+    for part in filter(None, (cfg or "").replace(" ", "").split(",")):
+        name, _, val = part.partition("=")
+        try:
+            sizes[name] = int(val)
+        except ValueError:
+            return None  # malformed: parse_mesh raises its own message
+    if sizes.get("data", -1) < 1 or sizes.get("model", 1) < 1:
+        return None
+    return sizes["data"] * sizes.get("model", 1)
+
+
+def batch_mesh(batch: int, devices: Sequence[Any] | None = None) -> Mesh:
+    """The default mesh of a run with `batch` rows per step: data parallel over as many devices as
+    divide the batch (gcd(batch, device count)), so a small batch still runs on a many-device host.
+    With several processes every device takes part (the batch must divide)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if jax.process_count() > 1:
+        return make_mesh(None, devices)
+    n = math.gcd(int(batch), len(devices)) or 1
+    return make_mesh(MeshConfig(data=n, model=1), devices[:n])
 
 
 def await_each_step(mesh: Mesh) -> bool:

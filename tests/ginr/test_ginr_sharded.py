@@ -31,7 +31,7 @@ def test_batch_must_divide_data_axis(tmp_path):
 @pytest.mark.parametrize(
     "argv,msg",
     [
-        (["--mesh", "data=3"], "data\\*model = 3\\*1 = 3 but 1 devices"),
+        (["--mesh", "data=64"], "data\\*model = 64\\*1 = 64 but"),
         (["--mesh", "pipe=1"], "unknown axis 'pipe'"),
         (["--num-processes", "2"], "missing: coordinator, process_id"),
     ],

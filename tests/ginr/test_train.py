@@ -257,7 +257,8 @@ def test_tour_stage_quick(tmp_path):
 
     r = run_stage(tmp_path / "ginr", quick=True)
     assert r["steps"] == 30 and r["psnr_db"] > 8
-    assert gt.train_step._cache_size() == 1  # tests and tour shared one compiled step
+    if jax.device_count() == 1:  # with several devices, tests of other meshes compile their own step
+        assert gt.train_step._cache_size() == 1  # tests and tour shared one compiled step
     assert (tmp_path / "ginr" / "reconstructions.png").is_file()
 
 

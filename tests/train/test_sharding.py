@@ -2,9 +2,11 @@
 in child processes on simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N),
 because this pytest process has already initialised JAX with one device."""
 
+import math
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -60,11 +62,21 @@ def test_parse_mesh_rejects(spec, n, msg):
         sh.parse_mesh(spec, num_devices=n)
 
 
-def test_make_mesh_one_device():
-    mesh = sh.make_mesh()
-    assert dict(mesh.shape) == {"data": 1, "model": 1}
-    with pytest.raises(ConfigError, match="2 but 1 devices"):
-        sh.make_mesh("data=2")
+def test_make_mesh_over_the_visible_devices():
+    n = jax.device_count()
+    assert dict(sh.make_mesh().shape) == {"data": n, "model": 1}
+    # explicit sizes below the device count take the first devices (one process)
+    assert dict(sh.make_mesh("data=1").shape) == {"data": 1, "model": 1}
+    assert sh.make_mesh("data=1").devices.flat[0] == jax.devices()[0]
+    with pytest.raises(ConfigError, match=f"{n + 1} but {n} devices"):
+        sh.make_mesh(f"data={n + 1}")
+
+
+def test_batch_mesh_divides_the_batch():
+    n = jax.device_count()
+    for batch in (1, 2, 3, 10, 64):
+        mesh = sh.batch_mesh(batch)
+        assert batch % mesh.shape["data"] == 0 and mesh.shape["data"] == math.gcd(batch, n)
 
 
 def test_await_each_step_only_on_multi_device_cpu_meshes():
@@ -148,11 +160,12 @@ def test_cli_args_give_no_mesh_on_one_device_unless_asked():
 
     p = argparse.ArgumentParser()
     dist.add_distributed_args(p)
-    assert dist.mesh_from_args(p.parse_args([])) is None
+    n = jax.device_count()
+    assert dist.mesh_from_args(p.parse_args([])) is None  # the loop's default mesh (batch_mesh)
     args = p.parse_args(["--mesh", "data=1", "--fsdp"])
     assert args.fsdp and dict(dist.mesh_from_args(args).shape) == {"data": 1, "model": 1}
-    with pytest.raises(ConfigError, match="2 but 1 devices"):
-        dist.mesh_from_args(p.parse_args(["--mesh", "data=1,model=2"]))
+    with pytest.raises(ConfigError, match=f"{2 * n} but {n} devices"):
+        dist.mesh_from_args(p.parse_args(["--mesh", f"data={n},model=2"]))
     with pytest.raises(ConfigError, match="missing: coordinator"):
         dist.mesh_from_args(p.parse_args(["--num-processes", "2", "--process-id", "0"]))
 
@@ -161,7 +174,7 @@ def test_cli_args_give_no_mesh_on_one_device_unless_asked():
 @pytest.mark.parametrize(
     "argv,msg",
     [
-        (["--mesh", "data=1,model=2"], "= 2 but 1 devices"),
+        (["--mesh", "data=64,model=2"], "= 128 but"),
         (["--mesh", "data=2,data=2"], "given twice"),
         (["--coordinator", "127.0.0.1:1", "--num-processes", "2"], "missing: process_id"),
     ],
