@@ -7,36 +7,9 @@ import numpy as np
 from jaxsys.cli import main
 from jaxsys.gpt.inference import InferenceModel
 from jaxsys.gpt.weights_io import load_model
+from tests.gpt.names import NAMES
 
 # the names and tiny config of test_train.py, so that the compiled step is shared in one session
-NAMES = "\n".join(
-    [
-        "emma",
-        "olivia",
-        "ava",
-        "isabella",
-        "sophia",
-        "mia",
-        "charlotte",
-        "amelia",
-        "harper",
-        "evelyn",
-        "abigail",
-        "emily",
-        "ella",
-        "elizabeth",
-        "camila",
-        "luna",
-        "sofia",
-        "avery",
-        "mila",
-        "aria",
-        "scarlett",
-        "nora",
-        "lily",
-        "zoe",
-    ]
-)
 TINY = [
     "--n-embd",
     "8",

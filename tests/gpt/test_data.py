@@ -9,35 +9,9 @@ import pytest
 from jaxsys.errors import ConfigError, DataError
 from jaxsys.gpt import data as gd
 from jaxsys.gpt.tokenizer import Tokenizer
+from tests.gpt.names import NAMES as _ALL_NAMES
 
-NAMES = (
-    "\n".join(
-        [
-            "emma",
-            "olivia",
-            "ava",
-            "isabella",
-            "sophia",
-            "mia",
-            "charlotte",
-            "amelia",
-            "harper",
-            "evelyn",
-            "abigail",
-            "emily",
-            "ella",
-            "elizabeth",
-            "camila",
-            "luna",
-            "sofia",
-            "avery",
-            "mila",
-            "aria",
-            "scarlett",
-        ]
-    )
-    + "\n"
-)
+NAMES = "\n".join(_ALL_NAMES.split("\n")[:21]) + "\n"  # the first 21 names, one per line
 CHAT_TSV = (
     "category\tprompt\tresponse\n"
     "greetings\tHello\tHi there!\n"

@@ -12,6 +12,7 @@ from jaxsys.gpt import model
 from jaxsys.gpt import train as gt
 from jaxsys.gpt.config import GPTConfig
 from jaxsys.gpt.data import from_text
+from tests.gpt.names import NAMES
 
 pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
@@ -21,36 +22,6 @@ def _strict_rank_promotion():
     # scoped to this module's tests: a global config update would leak into every later test module
     with jax.numpy_rank_promotion("raise"):
         yield
-
-
-NAMES = "\n".join(
-    [
-        "emma",
-        "olivia",
-        "ava",
-        "isabella",
-        "sophia",
-        "mia",
-        "charlotte",
-        "amelia",
-        "harper",
-        "evelyn",
-        "abigail",
-        "emily",
-        "ella",
-        "elizabeth",
-        "camila",
-        "luna",
-        "sofia",
-        "avery",
-        "mila",
-        "aria",
-        "scarlett",
-        "nora",
-        "lily",
-        "zoe",
-    ]
-)
 
 
 @pytest.fixture(scope="module")
