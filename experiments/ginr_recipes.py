@@ -52,7 +52,7 @@ from jaxsys.train.io import atomic_write_bytes  # noqa: E402
 
 MODEL_FIELDS = {f.name for f in dataclasses.fields(gm.GinrConfig)}
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(gt.TrainConfig)}
-EXTRA = {"loss": "mse", "coord_jitter": 0.0, "downsample": 1}
+EXTRA = {"loss": "mse", "downsample": 1}
 
 
 def cpu_s() -> float:
@@ -139,13 +139,6 @@ def eval_subset(test_x: np.ndarray, n: int) -> np.ndarray:
     return test_x[:: max(len(test_x) // n, 1)][:n]
 
 
-def jitter(batch: dict, amount: float, size: int, rng: np.random.Generator) -> dict:
-    """Move each training coordinate uniformly within +-amount half-pixels (target: that pixel's value),
-    so the network is fitted between pixel centres too (a box-filtered image)."""
-    c = batch["coords"] + rng.uniform(-amount, amount, batch["coords"].shape).astype(np.float32) / size
-    return {**batch, "coords": np.clip(c, -1.0, 1.0)}
-
-
 def save_pickle(path: Path, obj) -> None:
     atomic_write_bytes(path, pickle.dumps(jax.device_get(obj)))
 
@@ -191,7 +184,7 @@ def main(argv=None):
                 json.dumps({"argv": sys.argv, "model": dataclasses.asdict(mc), "train": dataclasses.asdict(tc)})
             )
     start = int(state["step"])
-    batches = gd.Batches(train_x, tc.batch_size, tc.num_sample_coords, tc.seed, start, tc.prefetch)
+    batches = gd.Batches(train_x, tc.batch_size, tc.num_sample_coords, tc.seed, start, tc.prefetch, tc.coord_jitter)
 
     def evaluate(params):
         c0, w0 = cpu_s(), time.perf_counter()
@@ -208,8 +201,6 @@ def main(argv=None):
         while cpu_train < budget:
             c0, w0 = cpu_s(), time.perf_counter()
             batch = next(batches)
-            if extra["coord_jitter"]:
-                batch = jitter(batch, extra["coord_jitter"], mc.image_size, np.random.default_rng((tc.seed, 2, n)))
             lr = lr_at(tc, n, cpu_train / budget)
             state, m = step(state, batch, jnp.float32(lr), mc, skey, extra["loss"])
             loss = float(m["loss"])

@@ -57,6 +57,7 @@ CASES = [
     ("codec decompress {bad}/garbage.jxc {bad}/o.npz", "magic"),
     ("ginr train --data {bad}/empty_dir --steps 1", "empty_dir"),
     ("ginr train --config bogus --data png20", "bogus"),
+    ("ginr train --data png20 --coord-jitter 0.7 --steps 1", "coord_jitter"),
     ("ginr render --run-dir {bad}/empty_dir", "empty_dir"),
     ("ginr eval --run-dir {bad}/empty_dir --data png20", "empty_dir"),
 ]

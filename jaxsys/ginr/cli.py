@@ -42,6 +42,7 @@ def _train(args) -> int:
     tc = gt.TrainConfig(
         batch_size=args.batch,
         num_sample_coords=args.coords,
+        coord_jitter=args.coord_jitter,
         steps=args.steps,
         lr=args.lr,
         warmup_steps=args.warmup,
@@ -191,6 +192,14 @@ def register(sub) -> None:
     )
     add_train_args(t, steps=2000, checkpoint_every=500)
     t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    t.add_argument(
+        "--coord-jitter",
+        dest="coord_jitter",
+        type=float,
+        default=0.0,
+        help="pixels in [0, 0.5]: each training coordinate moves uniformly within its pixel (0.5 = whole "
+        "pixel), so the network is also fitted between pixel centres",
+    )
     t.add_argument("--warmup", type=positive_int("--warmup", allow_zero=True), default=20)
     t.add_argument("--accum", type=positive_int("--accum"), default=1, help="gradient accumulation micro-batches")
     t.add_argument(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsys.errors import DataError, ShapeError
+from jaxsys.errors import ConfigError, DataError, ShapeError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -299,19 +299,37 @@ def pixel_centres(size: int) -> np.ndarray:
 
 
 def make_batch(
-    images_u8: np.ndarray, idx: np.ndarray, num_coords: int, rng: np.random.Generator
+    images_u8: np.ndarray, idx: np.ndarray, num_coords: int, rng: np.random.Generator, coord_jitter: float = 0.0
 ) -> dict[str, np.ndarray]:
     """images [B, S, S, 3] float32 in [0, 1], coords [B, K, 2] and targets [B, K, 3] at K random pixels
-    per image (all S*S pixels in row-major order when num_coords is 0 or >= S*S)."""
+    per image (all S*S pixels in row-major order when num_coords is 0 or >= S*S).
+
+    coord_jitter (pixels, in [0, 0.5]): each coordinate moves uniformly within +-coord_jitter pixels of
+    its pixel centre, per axis, and keeps that pixel's colour, so training also fits the network between
+    pixel centres (a box-filtered image); 0.5 covers the whole pixel. The jitter is drawn from `rng`
+    after the pixel sample, so coord_jitter 0 gives the same batches as before it existed."""
+    check_coord_jitter(coord_jitter)
     imgs = images_u8[idx].astype(np.float32) / 255.0
     B, S = imgs.shape[0], imgs.shape[1]
     P = S * S
     grid = pixel_centres(S)
     flat = imgs.reshape(B, P, 3)
     if num_coords <= 0 or num_coords >= P:
-        return {"images": imgs, "coords": np.broadcast_to(grid, (B, P, 2)).copy(), "targets": flat}
-    pix = np.argsort(rng.random((B, P)), axis=1)[:, :num_coords]
-    return {"images": imgs, "coords": grid[pix], "targets": np.take_along_axis(flat, pix[..., None], 1)}
+        coords, targets = np.broadcast_to(grid, (B, P, 2)).copy(), flat
+    else:
+        pix = np.argsort(rng.random((B, P)), axis=1)[:, :num_coords]
+        coords, targets = grid[pix], np.take_along_axis(flat, pix[..., None], 1)
+    if coord_jitter:
+        shift = rng.uniform(-coord_jitter, coord_jitter, coords.shape).astype(np.float32) * np.float32(2.0 / S)
+        coords = np.clip(coords + shift, -1.0, 1.0)
+    return {"images": imgs, "coords": coords, "targets": targets}
+
+
+def check_coord_jitter(coord_jitter: float) -> None:
+    if not (isinstance(coord_jitter, int | float) and 0.0 <= coord_jitter <= 0.5):
+        raise ConfigError(
+            f"coord_jitter must be a number of pixels in [0, 0.5] (0.5 = anywhere in the pixel), got {coord_jitter!r}"
+        )
 
 
 class Batches:
@@ -324,13 +342,22 @@ class Batches:
     """
 
     def __init__(
-        self, images_u8: np.ndarray, batch_size: int, num_coords: int, seed: int = 0, start: int = 0, prefetch: int = 4
+        self,
+        images_u8: np.ndarray,
+        batch_size: int,
+        num_coords: int,
+        seed: int = 0,
+        start: int = 0,
+        prefetch: int = 4,
+        coord_jitter: float = 0.0,
     ):
         if images_u8.ndim != 4:
             raise ShapeError(f"Batches: images must be [N, S, S, C], got {images_u8.shape}")
         if batch_size <= 0 or batch_size > len(images_u8):
             raise DataError(f"Batches: batch_size {batch_size} must be in [1, {len(images_u8)}]")
+        check_coord_jitter(coord_jitter)
         self.images, self.batch_size, self.num_coords, self.seed = images_u8, batch_size, num_coords, seed
+        self.coord_jitter = coord_jitter
         self.per_epoch = len(images_u8) // batch_size
         self.step = start
         self._q: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
@@ -342,7 +369,8 @@ class Batches:
         epoch, i = divmod(step, self.per_epoch)
         perm = np.random.default_rng((self.seed, epoch)).permutation(len(self.images))
         idx = perm[i * self.batch_size : (i + 1) * self.batch_size]
-        return make_batch(self.images, idx, self.num_coords, np.random.default_rng((self.seed, 1, step)))
+        rng = np.random.default_rng((self.seed, 1, step))
+        return make_batch(self.images, idx, self.num_coords, rng, self.coord_jitter)
 
     def _work(self, step: int) -> None:
         try:

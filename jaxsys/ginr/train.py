@@ -39,6 +39,7 @@ from jaxsys.train.io import load_json
 class TrainConfig:
     batch_size: int = 16  # images per micro-batch (divisible by the mesh's 'data' axis)
     num_sample_coords: int = 512  # random pixels per image per step; 0 = full grid
+    coord_jitter: float = 0.0  # pixels in [0, 0.5]: training coordinates move within their pixel
     steps: int = 2000  # micro-batch steps (optimizer updates = steps // accum_steps)
     lr: float = 3e-3  # peak learning rate
     warmup_steps: int = 20  # linear warmup (in optimizer updates)
@@ -64,6 +65,7 @@ class TrainConfig:
         for name in nonneg + ("checkpoint_every", "stop_at"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        gdata.check_coord_jitter(self.coord_jitter)
         if self.eval_every and not self.eval_images:
             raise ConfigError("TrainConfig.eval_images must be > 0 when eval_every is set, got 0")
         for name in ("lr", "final_lr_frac", "weight_decay", "grad_clip", "max_seconds"):
@@ -82,6 +84,7 @@ class TrainConfig:
             final_eval_images=0,
             checkpoint_every=0,
             max_seconds=0.0,
+            coord_jitter=0.0,
             prefetch=1,
             stop_at=0,
         )
@@ -336,7 +339,9 @@ def train(
     meta = lambda: {"train_seconds": train_seconds, "mesh": mesh_cfg}
     rows = sh.local_rows(mesh, tc.batch_size)
     metrics = MetricsWriter(run_dir / "metrics.jsonl") if lead else None
-    batches = gdata.Batches(train_images, tc.batch_size, tc.num_sample_coords, tc.seed, start, tc.prefetch)
+    batches = gdata.Batches(
+        train_images, tc.batch_size, tc.num_sample_coords, tc.seed, start, tc.prefetch, tc.coord_jitter
+    )
     bar = Progress(total=tc.steps, desc=f"ginr [{mesh_cfg}]", initial=start, disable=not (progress and lead))
     bar_set, bar_update, bar_close = never_raises(bar.set), never_raises(bar.update), never_raises(bar.close)
     step, compile_seconds, images_per_s = start, None, []

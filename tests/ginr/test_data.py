@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxsys.errors import DataError, ShapeError
+from jaxsys.errors import ConfigError, DataError, ShapeError
 from jaxsys.ginr import data as gd
 
 
@@ -100,6 +100,43 @@ def test_batches_deterministic_and_targets_match_pixels():
         gd.Batches(x, 50, 16)
     with pytest.raises(ShapeError):
         gd.Batches(x[0], 2, 16)
+
+
+@pytest.mark.parametrize("num_coords", [16, 0])
+def test_coord_jitter_stays_in_its_pixel_and_keeps_the_sample(num_coords):
+    x, _ = gd.load_png20()
+    idx = np.arange(3)
+    plain = gd.make_batch(x, idx, num_coords, np.random.default_rng(5))
+    jit = gd.make_batch(x, idx, num_coords, np.random.default_rng(5), coord_jitter=0.5)
+    # same pixels and targets as without jitter (the jitter is drawn after the sample) ...
+    np.testing.assert_array_equal(jit["targets"], plain["targets"])
+    np.testing.assert_array_equal(jit["images"], plain["images"])
+    # ... each coordinate inside its own pixel's box, at most 0.5 px (1/32 in [-1, 1]) from its centre
+    off_px = (jit["coords"] - plain["coords"]) * 32 / 2
+    assert np.abs(off_px).max() <= 0.5 + 1e-5
+    assert np.abs(off_px).max() > 0.4 and abs(off_px.mean()) < 0.15  # it moves, no bias (5 sigma at 96 draws)
+    ij = np.floor((jit["coords"] + 1) / 2 * 32).clip(0, 31).astype(int)
+    for n in range(3):
+        np.testing.assert_allclose(jit["targets"][n], jit["images"][n][ij[n, :, 0], ij[n, :, 1]])
+    assert np.abs(jit["coords"]).max() <= 1.0
+    small = gd.make_batch(x, idx, num_coords, np.random.default_rng(5), coord_jitter=0.1)
+    assert np.abs((small["coords"] - plain["coords"]) * 16).max() <= 0.1 + 1e-5
+    # Batches: deterministic in (seed, step) with jitter too
+    with (
+        gd.Batches(x, 4, 16, seed=3, coord_jitter=0.5) as a,
+        gd.Batches(x, 4, 16, seed=3, start=1, coord_jitter=0.5) as b,
+    ):
+        next(a)
+        np.testing.assert_array_equal(next(a)["coords"], next(b)["coords"])
+
+
+@pytest.mark.parametrize("bad", [-0.1, 0.6, float("nan"), "0.5"])
+def test_coord_jitter_out_of_range(bad):
+    x, _ = gd.load_png20()
+    with pytest.raises(ConfigError, match="coord_jitter"):
+        gd.make_batch(x, np.arange(2), 8, np.random.default_rng(0), coord_jitter=bad)
+    with pytest.raises(ConfigError, match="coord_jitter"):
+        gd.Batches(x, 2, 8, coord_jitter=bad)
 
 
 def _write_batches(root, data, labels, names=None):

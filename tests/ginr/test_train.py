@@ -152,10 +152,29 @@ def test_train_rejects_bad_input(tmp_path):
         gt.TrainConfig(lr=-1)
     with pytest.raises(ConfigError, match="TrainConfig.checkpoint_every must be >= 0"):
         gt.TrainConfig(checkpoint_every=-1)
+    with pytest.raises(ConfigError, match="coord_jitter must be a number of pixels in \\[0, 0.5\\]"):
+        gt.TrainConfig(coord_jitter=0.75)
     bad = gd.make_batch(x, np.arange(2), 8, np.random.default_rng(0))
     bad["coords"] = bad["coords"] * 2
     with pytest.raises(Exception, match="\\[-1, 1\\]"):
         gt.check_batch(bad, MC)
+
+
+def test_coord_jitter_reaches_the_step_without_a_recompile(tmp_path):
+    """The loop feeds jittered coordinates (other parameters after 2 steps than without jitter), the
+    jitter is no part of the compiled step, and it is recorded in config.json."""
+    x, _ = gd.load_png20()
+    tc = dataclasses.replace(TC, stop_at=2, eval_every=0, checkpoint_every=0)
+    gt.train(MC, tc, x, x, tmp_path / "plain", progress=False, log=lambda m: None)
+    n_compiled = gt.train_step._cache_size()
+    gt.train(MC, dataclasses.replace(tc, coord_jitter=0.5), x, x, tmp_path / "jit", progress=False, log=lambda m: None)
+    assert gt.train_step._cache_size() == n_compiled
+    p0, _, s0 = gt.load_run(tmp_path / "plain")
+    p1, _, s1 = gt.load_run(tmp_path / "jit")
+    assert s0 == s1 == 2
+    diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(p0), jax.tree.leaves(p1)))
+    assert diff > 1e-6
+    assert json.loads((tmp_path / "jit" / "config.json").read_text())["train"]["coord_jitter"] == 0.5
 
 
 def test_cli_train_and_errors(tmp_path, capsys):
