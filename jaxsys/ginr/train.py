@@ -343,7 +343,6 @@ def train(
         train_images, tc.batch_size, tc.num_sample_coords, tc.seed, start, tc.prefetch, tc.coord_jitter
     )
     bar = Progress(total=tc.steps, desc=f"ginr [{mesh_cfg}]", initial=start, disable=not (progress and lead))
-    bar_set, bar_update, bar_close = never_raises(bar.set), never_raises(bar.update), never_raises(bar.close)
     step, compile_seconds, images_per_s = start, None, []
     fetch = jax.device_get if nproc == 1 else sh.to_host  # (to_host gathers across processes)
     # one device: numpy batches go straight to the jitted step (its C++ fast path places them, ~1 ms
@@ -371,8 +370,8 @@ def train(
                     raise DataError(f"training diverged at step {step}: loss = {loss}")
                 rec = {"step": step, "loss": loss, "train_psnr": train_psnr, "images_per_s": tc.batch_size / dt}
                 rec["train_seconds"] = train_seconds
-                bar_set(loss=loss, psnr=train_psnr, img_s=round(tc.batch_size / dt, 1))
-                bar_update()
+                bar.set(loss=loss, psnr=train_psnr, img_s=round(tc.batch_size / dt, 1))
+                bar.update()
                 if tc.eval_every and step % tc.eval_every == 0:
                     ev = evaluate(state.params, spread_subset(test_images, tc.eval_images), mc, mesh)
                     rec.update({f"test_{k}": v for k, v in ev.items()})
@@ -384,11 +383,11 @@ def train(
             if ctrl_c.requested:  # the save first: printing may fail on a closed pipe
                 if step > start and ckpt.latest_step() != step:
                     ckpt.save(step, state, meta=meta())
-                bar_close()
+                bar.close()
                 log(f"interrupted: checkpoint saved at step {step}" if step > start else "interrupted")
                 stopped = True
                 raise KeyboardInterrupt
-        bar_close()
+        bar.close()
         if ckpt.latest_step() != step:
             ckpt.save(step, state, meta=meta())
         final_imgs = test_images if tc.final_eval_images == 0 else spread_subset(test_images, tc.final_eval_images)
@@ -425,7 +424,7 @@ def train(
                 save_on_interrupt(ckpt, state, start, meta(), log)
             else:  # a save is collective: the other processes may be gone
                 log(f"interrupted at step {step}: no checkpoint on Ctrl-C with several processes")
-        bar_close()
+        bar.close()
         raise
     finally:
         batches.close()

@@ -7,7 +7,7 @@
     if ctrl_c.requested:
         save(state); log("interrupted: ..."); raise KeyboardInterrupt
 
-`never_raises(print)` (or a progress bar's methods) swallows OSError: a closed stdout/stderr
+`never_raises(print)` swallows OSError (`train.progress.Progress` guards its own writes): a closed stdout/stderr
 (`... | tee log` after Ctrl-C, a reader that went away) must not stop training or the save.
 """
 
