@@ -20,7 +20,10 @@ steps reproduces the recipe.
     PYTHONPATH=$PWD python experiments/ginr_recipes.py --name lr3e-3 --set lr=3e-3 --set hidden=128
 
 --set key=value: GinrConfig fields go to the model, TrainConfig fields to training; `loss` (mse | l1)
-is an experiment-only option. --run-dir with --ckpt-cpu-min makes a resumable long run (pickled
+is an experiment-only option; so are `downsample=f` (train and evaluate on f x f box-averaged images)
+and `sr=f` (super-resolution training: the encoder sees the f x f box-averaged image, set image_size
+to 32 / f, while coordinates and targets come from the full 32x32 image; the test PSNR is then the
+model's 1x reconstruction of the small test images, and experiments/ginr_superres.py measures its f x). --run-dir with --ckpt-cpu-min makes a resumable long run (pickled
 state every so many CPU-minutes and test PSNR vs CPU and wall time appended to <run-dir>/curve.jsonl).
 """
 
@@ -52,7 +55,7 @@ from jaxsys.train.io import atomic_write_bytes  # noqa: E402
 
 MODEL_FIELDS = {f.name for f in dataclasses.fields(gm.GinrConfig)}
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(gt.TrainConfig)}
-EXTRA = {"loss": "mse", "downsample": 1}
+EXTRA = {"loss": "mse", "downsample": 1, "sr": 1}
 
 
 def cpu_s() -> float:
@@ -125,6 +128,12 @@ def box_downsample(x_u8: np.ndarray, f: int) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
+def box_downsample_f(x: np.ndarray, f: int) -> np.ndarray:
+    """box_downsample of float images in [0, 1] (a training batch), through uint8 as the test inputs."""
+    u8 = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    return box_downsample(u8, f).astype(np.float32) / 255.0
+
+
 def load_data(n_eval: int, downsample: int = 1):
     cache = ROOT / "runs" / "cache"
     data = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
@@ -165,7 +174,12 @@ def main(argv=None):
     tc = gt.TrainConfig(**to)
     skey = dataclasses.replace(tc.step_config(), lr=1.0, warmup_steps=0, final_lr_frac=0.0, steps=1)
     budget = a.cpu_min * 60.0
+    sr = int(extra["sr"])
+    if sr > 1 and extra["downsample"] != 1:
+        raise SystemExit("sr and downsample exclude each other")
     train_x, test_x = load_data(a.eval_images, int(extra["downsample"]))
+    if sr > 1:  # the model reads small images, the batches' coordinates and targets stay at 32x32
+        test_x = box_downsample(test_x, sr)
 
     run_dir = Path(a.run_dir) if a.run_dir else None
     ck = run_dir / "state.pkl" if run_dir else None
@@ -201,6 +215,8 @@ def main(argv=None):
         while cpu_train < budget:
             c0, w0 = cpu_s(), time.perf_counter()
             batch = next(batches)
+            if sr > 1:
+                batch = {**batch, "images": box_downsample_f(batch["images"], sr)}
             lr = lr_at(tc, n, cpu_train / budget)
             state, m = step(state, batch, jnp.float32(lr), mc, skey, extra["loss"])
             loss = float(m["loss"])
