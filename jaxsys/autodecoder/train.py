@@ -189,16 +189,18 @@ def put_seed_state(tree: Any, mesh: Mesh) -> Any:
 # ------------------------------------------------------------------------------------ the loop
 def _check_resume(run_dir: Path, cfg: TrainConfig) -> None:
     """A run dir holding a checkpoint must hold this run: only --steps and --checkpoint-every may change."""
+    from jaxsys.train.checkpoint import check_resume_config
     from jaxsys.train.io import load_json
 
-    old = TrainConfig.from_dict(load_json(run_dir / "config.json", f"{run_dir}/config.json"), f"{run_dir}/config.json")
-    same = dataclasses.replace(cfg, steps=old.steps, checkpoint_every=old.checkpoint_every)
-    if old != same:
-        diff = [f.name for f in dataclasses.fields(cfg) if getattr(old, f.name) != getattr(same, f.name)]
-        raise ConfigError(
-            f"{run_dir} holds a run with a different config ({', '.join(diff)}); use a new --run-dir "
-            "or matching options (only --steps and --checkpoint-every may change on resume)"
-        )
+    where = f"{run_dir}/config.json"
+    old = TrainConfig.from_dict(load_json(run_dir / "config.json", where), where)
+    check_resume_config(
+        run_dir,
+        old.to_dict(),
+        cfg.to_dict(),
+        may_change=("steps", "checkpoint_every"),
+        advice="use a new --run-dir or matching options (only --steps and --checkpoint-every may change on resume)",
+    )
 
 
 def _save_on_interrupt(ckpt, state: TrainState, start: int, log) -> None:

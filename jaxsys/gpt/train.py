@@ -44,6 +44,7 @@ from jaxsys.gpt.data import Batch, GPTData
 from jaxsys.nn.optim import adam as hand_adam
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
 from jaxsys.train import sharding as sh
+from jaxsys.train.checkpoint import check_resume_config
 
 
 def learning_rate_schedule(tcfg: TrainConfig) -> optax.Schedule:
@@ -204,12 +205,11 @@ def open_checkpoints(out: Path, cfg: GPTConfig, tcfg: TrainConfig, like: Any) ->
     ckpt = Checkpointer(out / "ckpt", max_to_keep=2)
     if ckpt.latest_step() is None:
         return ckpt, None
-    saved, want = ckpt.read_meta().get("config"), _config_meta(cfg, tcfg)
-    if saved != want:
+    try:
+        check_resume_config(out, ckpt.read_meta().get("config"), _config_meta(cfg, tcfg), advice="use another run dir")
+    except BaseException:
         ckpt.close()
-        raise ConfigError(
-            f"{out / 'ckpt'} holds checkpoints of a different configuration: {saved} != {want}; use another run dir"
-        )
+        raise
     return ckpt, ckpt.restore(like=like)[0]
 
 

@@ -36,7 +36,7 @@ def test_resume_matches_uninterrupted(tiny, tmp_path):
     assert set(s["iou"]) == {"circle", "box", "triangle"}
     with Checkpointer(tmp_path / "a" / "ckpt") as ck:
         assert ck.all_steps() == [4, 8]  # checkpoint_every=4 micro-batches
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match=r"different configuration \(batch_size: 32 -> 16\)"):
         T.train(dataclasses.replace(tiny, batch_size=16), tmp_path / "a", progress=False, render=False)
 
 
