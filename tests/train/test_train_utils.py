@@ -161,3 +161,14 @@ def test_resume_config_check_names_the_changed_fields(tmp_path):
         f"{tmp_path} holds a run with a different configuration (model.hidden: [8, 8] -> [8, 16], "
         "train.old: 1 -> <missing>, train.new: <missing> -> 2); use another run dir"
     )
+
+
+def test_progress_second_close_draws_nothing():
+    buf = io.StringIO()
+    bar = Progress(total=4, desc="t", file=buf)
+    bar.update(4)
+    bar.close()
+    drawn = buf.getvalue()
+    assert "4/4" in drawn.splitlines()[-1]
+    bar.close()  # a loop that stops on Ctrl-C closes its bar before the message, and again on the way out
+    assert buf.getvalue() == drawn
