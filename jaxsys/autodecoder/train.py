@@ -189,30 +189,18 @@ def put_seed_state(tree: Any, mesh: Mesh) -> Any:
 # ------------------------------------------------------------------------------------ the loop
 def _check_resume(run_dir: Path, cfg: TrainConfig) -> None:
     """A run dir holding a checkpoint must hold this run: only --steps and --checkpoint-every may change."""
+    from jaxsys.train.checkpoint import check_resume_config
     from jaxsys.train.io import load_json
 
-    old = TrainConfig.from_dict(load_json(run_dir / "config.json", f"{run_dir}/config.json"), f"{run_dir}/config.json")
-    same = dataclasses.replace(cfg, steps=old.steps, checkpoint_every=old.checkpoint_every)
-    if old != same:
-        diff = [f.name for f in dataclasses.fields(cfg) if getattr(old, f.name) != getattr(same, f.name)]
-        raise ConfigError(
-            f"{run_dir} holds a run with a different config ({', '.join(diff)}); use a new --run-dir "
-            "or matching options (only --steps and --checkpoint-every may change on resume)"
-        )
-
-
-def _save_on_interrupt(ckpt, state: TrainState, start: int, log) -> None:
-    """Ctrl-C: checkpoint the newest state unless its buffers went to a step that never returned."""
-    try:
-        if any(a.is_deleted() for a in jax.tree_util.tree_leaves(state)):
-            log("interrupted: the newest state was lost mid-step; the last checkpoint stands")
-            return
-        step = int(np.max(sh.to_host(state.step)))
-        if step > start and ckpt.latest_step() != step:
-            ckpt.save(step, state, meta={"step": step})
-            log(f"interrupted: checkpoint saved at step {step}")
-    except Exception as e:  # noqa: BLE001  never mask the interrupt; the periodic checkpoints remain
-        log(f"interrupted: could not save a checkpoint ({type(e).__name__}: {e})")
+    where = f"{run_dir}/config.json"
+    old = TrainConfig.from_dict(load_json(run_dir / "config.json", where), where)
+    check_resume_config(
+        run_dir,
+        old.to_dict(),
+        cfg.to_dict(),
+        may_change=("steps", "checkpoint_every"),
+        advice="use a new --run-dir or matching options (only --steps and --checkpoint-every may change on resume)",
+    )
 
 
 def train(
@@ -230,9 +218,13 @@ def train(
 
     Resumes from the latest checkpoint in run_dir/ckpt when there is one (the config stored in
     run_dir must then match). `mesh=None` is `seed_mesh(cfg)`. Returns the summary dict (per-shape
-    IoU etc.)."""
+    IoU etc.). Ctrl-C lets the call in flight finish, saves a checkpoint at it, then raises
+    KeyboardInterrupt (a second Ctrl-C raises at once, saving the newest whole state); one process
+    only: with several, the last periodic checkpoint stands."""
     from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
+    from jaxsys.train.interrupt import StopOnCtrlC, never_raises, save_on_interrupt
 
+    log = never_raises(log)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     mesh = seed_mesh(cfg) if mesh is None else mesh
@@ -254,40 +246,51 @@ def train(
     metrics = MetricsWriter(run_dir / "metrics.jsonl")
     step = start
     bar = Progress(total=cfg.steps, desc=f"autodecoder/{cfg.sched.name}", initial=start, disable=not progress)
-    newest = state
-    try:
-        t0 = time.perf_counter()
-        while step < cfg.steps:
-            n = min(cfg.steps_per_call, cfg.steps - step)
-            state, loss, zn = train_step(state, keys, cfg=scfg, n_steps=n)
-            newest = state
-            loss = np.asarray(sh.to_host(loss)).reshape(-1, n)
-            zn = np.asarray(sh.to_host(zn)).reshape(-1, n)
-            step += n
-            if not np.all(np.isfinite(loss)):
-                raise ConfigError(f"training diverged (non-finite loss) by step {step}; lower the learning rates")
-            elapsed = time.perf_counter() - t0
-            metrics.write(
-                step=step,
-                samples=step * cfg.batch_size,
-                loss=float(loss[:, -1].mean()),
-                loss_burst=float(loss.mean()),
-                mean_abs_z=float(zn[:, -1].mean()),
-                loss_per_seed=[float(v) for v in loss.mean(1)],
-                samples_per_s=(step - start) * cfg.batch_size / max(elapsed, 1e-9),
-            )
-            bar.set(loss=float(loss.mean()), z=float(zn[:, -1].mean()))
-            bar.update(n)
-            every = cfg.checkpoint_every
-            if every and step // every > (step - n) // every and step < cfg.steps:
-                ckpt.save(step, state, meta={"step": step})
-        bar.close()
-        train_s = time.perf_counter() - t0
+
+    def save(step: int, state: TrainState) -> None:
         if ckpt.latest_step() != step:
             ckpt.save(step, state, meta={"step": step})
-    except KeyboardInterrupt:
+
+    nproc = jax.process_count()
+    ctrl_c = StopOnCtrlC(enabled=nproc == 1)
+    try:
+        t0 = time.perf_counter()
+        with ctrl_c:
+            while step < cfg.steps and not ctrl_c.requested:
+                n = min(cfg.steps_per_call, cfg.steps - step)
+                state, loss, zn = train_step(state, keys, cfg=scfg, n_steps=n)
+                loss = np.asarray(sh.to_host(loss)).reshape(-1, n)
+                zn = np.asarray(sh.to_host(zn)).reshape(-1, n)
+                step += n
+                if not np.all(np.isfinite(loss)):
+                    raise ConfigError(f"training diverged (non-finite loss) by step {step}; lower the learning rates")
+                elapsed = time.perf_counter() - t0
+                metrics.write(
+                    step=step,
+                    samples=step * cfg.batch_size,
+                    loss=float(loss[:, -1].mean()),
+                    loss_burst=float(loss.mean()),
+                    mean_abs_z=float(zn[:, -1].mean()),
+                    loss_per_seed=[float(v) for v in loss.mean(1)],
+                    samples_per_s=(step - start) * cfg.batch_size / max(elapsed, 1e-9),
+                )
+                bar.set(loss=float(loss.mean()), z=float(zn[:, -1].mean()))
+                bar.update(n)
+                every = cfg.checkpoint_every
+                if every and step // every > (step - n) // every and step < cfg.steps:
+                    save(step, state)
+            if ctrl_c.requested:  # the first Ctrl-C: the call in flight has finished
+                ctrl_c.stop(state, step, start, save, log, bar.close)
         bar.close()
-        _save_on_interrupt(ckpt, newest, start, log)
+        train_s = time.perf_counter() - t0
+        save(step, state)
+    except KeyboardInterrupt:
+        if not ctrl_c.stopped:  # a second Ctrl-C, or one that could not wait for the call
+            if nproc == 1:
+                save_on_interrupt(state, start, save, log)
+            else:  # a save is collective: the other processes may be gone
+                log(f"interrupted at step {step}: no checkpoint on Ctrl-C with several processes")
+        bar.close()
         raise
     finally:
         metrics.close()

@@ -44,6 +44,8 @@ from jaxsys.gpt.data import Batch, GPTData
 from jaxsys.nn.optim import adam as hand_adam
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
 from jaxsys.train import sharding as sh
+from jaxsys.train.checkpoint import check_resume_config
+from jaxsys.train.interrupt import StopOnCtrlC, never_raises, save_on_interrupt
 
 
 def learning_rate_schedule(tcfg: TrainConfig) -> optax.Schedule:
@@ -204,12 +206,11 @@ def open_checkpoints(out: Path, cfg: GPTConfig, tcfg: TrainConfig, like: Any) ->
     ckpt = Checkpointer(out / "ckpt", max_to_keep=2)
     if ckpt.latest_step() is None:
         return ckpt, None
-    saved, want = ckpt.read_meta().get("config"), _config_meta(cfg, tcfg)
-    if saved != want:
+    try:
+        check_resume_config(out, ckpt.read_meta().get("config"), _config_meta(cfg, tcfg), advice="use another run dir")
+    except BaseException:
         ckpt.close()
-        raise ConfigError(
-            f"{out / 'ckpt'} holds checkpoints of a different configuration: {saved} != {want}; use another run dir"
-        )
+        raise
     return ckpt, ckpt.restore(like=like)[0]
 
 
@@ -234,12 +235,13 @@ def train(
     When out_dir/ckpt holds a checkpoint the run continues from it (ConfigError if it was written
     with a configuration that changes the maths). Every process takes its rows of each batch;
     process 0 writes the files, all join the checkpoint writes. `on_step(step, state)` runs after
-    every step (tests use it to interrupt a run); Ctrl-C saves a checkpoint at the current step
-    before re-raising (one process only: the processes of a multi-process run may stop at
-    different steps, so there the last periodic checkpoint stands).
+    every step (tests use it to interrupt a run). Ctrl-C lets the step in flight finish, saves a
+    checkpoint at it, then raises KeyboardInterrupt (a second Ctrl-C raises at once, saving the
+    newest whole state); one process only: the processes of a multi-process run may stop at
+    different steps, so there the last periodic checkpoint stands.
     """
     check_configs(data, cfg, tcfg)
-    log = log or (lambda s: None)
+    log = never_raises(log or (lambda s: None))
     mesh = sh.batch_mesh(tcfg.batch_size) if mesh is None else mesh
     lead = jax.process_index() == 0
     B, T = tcfg.batch_size, data.train.seq_len
@@ -282,8 +284,8 @@ def train(
     last_loss, val_loss = float("nan"), None
     t_mark, steps_in_mark = time.perf_counter(), 0
 
-    def save(step: int) -> None:
-        if ckpt is not None:
+    def save(step: int, state: TrainState) -> None:
+        if ckpt is not None and ckpt.latest_step() != step:
             ckpt.save(step, state, meta={"config": _config_meta(cfg, tcfg), "step": step})
 
     def flush(step: int) -> None:
@@ -302,56 +304,61 @@ def train(
             metrics.write(step=step, loss=last_loss, lr=lr, tokens_per_s=tps, train_seconds=train_seconds)
 
     sync = sh.await_each_step(mesh)
-    step = start
+    step, nproc = start, jax.process_count()
+    ctrl_c = StopOnCtrlC(enabled=nproc == 1)
     try:
-        for step in range(start + 1, tcfg.steps + 1):
-            b = ms.batch(data.train.batch(step - 1, B, tcfg.seed, rows=rows), B)
-            state, loss = ms.step(state, *b)
-            pending.append(loss)
-            steps_in_mark += 1
-            if sync:
-                jax.block_until_ready(loss)
-            if step == start + 1:  # the first call compiles: time it on its own
-                jax.block_until_ready(loss)
-                compile_seconds = time.perf_counter() - t_mark
-                flush(step)
-            elif step % tcfg.log_every == 0 or step == tcfg.steps:
-                flush(step)
-            bar.update()
-            if eval_batches and ((tcfg.eval_every and step % tcfg.eval_every == 0) or step == tcfg.steps):
-                if pending or steps_in_mark:
+        with ctrl_c:
+            for step in range(start + 1, tcfg.steps + 1):
+                b = ms.batch(data.train.batch(step - 1, B, tcfg.seed, rows=rows), B)
+                state, loss = ms.step(state, *b)
+                pending.append(loss)
+                steps_in_mark += 1
+                if sync:
+                    jax.block_until_ready(loss)
+                if step == start + 1:  # the first call compiles: time it on its own
+                    jax.block_until_ready(loss)
+                    compile_seconds = time.perf_counter() - t_mark
                     flush(step)
-                val_loss = evaluate(state.params, eval_batches, cfg, step=ms.eval_step)
-                bar.set(val=val_loss)
-                if metrics is not None:
-                    metrics.write(step=step, val_loss=val_loss, train_seconds=train_seconds)
-                wall = time.perf_counter() - t_wall0
-                history.append(
-                    dict(
-                        step=step,
-                        train_seconds=train_seconds,
-                        wall_seconds=wall,
-                        train_loss=last_loss,
-                        val_loss=val_loss,
+                elif step % tcfg.log_every == 0 or step == tcfg.steps:
+                    flush(step)
+                bar.update()
+                if eval_batches and ((tcfg.eval_every and step % tcfg.eval_every == 0) or step == tcfg.steps):
+                    if pending or steps_in_mark:
+                        flush(step)
+                    val_loss = evaluate(state.params, eval_batches, cfg, step=ms.eval_step)
+                    bar.set(val=val_loss)
+                    if metrics is not None:
+                        metrics.write(step=step, val_loss=val_loss, train_seconds=train_seconds)
+                    wall = time.perf_counter() - t_wall0
+                    history.append(
+                        dict(
+                            step=step,
+                            train_seconds=train_seconds,
+                            wall_seconds=wall,
+                            train_loss=last_loss,
+                            val_loss=val_loss,
+                        )
                     )
-                )
-                t_mark = time.perf_counter()
-            if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step != tcfg.steps:
-                if pending or steps_in_mark:
-                    flush(step)
-                save(step)
-                t_mark = time.perf_counter()
-            if on_step is not None:
-                on_step(step, state)
+                    t_mark = time.perf_counter()
+                if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0 and step != tcfg.steps:
+                    if pending or steps_in_mark:
+                        flush(step)
+                    save(step, state)
+                    t_mark = time.perf_counter()
+                if on_step is not None:
+                    on_step(step, state)
+                if ctrl_c.requested:  # the first Ctrl-C: the step in flight has finished
+                    break
+            if ctrl_c.requested:
+                ctrl_c.stop(state, step, start, save if ckpt is not None else None, log, bar.close)
     except BaseException as e:
+        if isinstance(e, KeyboardInterrupt) and not ctrl_c.stopped and ckpt is not None:
+            if nproc == 1:  # a second Ctrl-C, or one that could not wait for the step
+                save_on_interrupt(state, start, save, log)
+            elif step > start:  # a save is collective: the other processes may be gone
+                log(f"interrupted at step {step}: no checkpoint on Ctrl-C with several processes")
         bar.close()
         if ckpt is not None:
-            done = int(sh.to_host(state.step)) if isinstance(e, KeyboardInterrupt) else start
-            if done > start and jax.process_count() == 1:
-                save(done)
-                log(f"interrupted: checkpoint saved at step {done}")
-            elif done > start:
-                log(f"interrupted at step {done}: no checkpoint on Ctrl-C with several processes")
             ckpt.close()
         if metrics is not None:
             metrics.close()
@@ -381,7 +388,7 @@ def train(
     }
     if ckpt is not None:
         if start < tcfg.steps:
-            save(tcfg.steps)
+            save(tcfg.steps, state)
         ckpt.close()
     if metrics is not None:
         metrics.close()

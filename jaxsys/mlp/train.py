@@ -37,6 +37,7 @@ from jaxsys.mlp.adam import AdamConfig, make_optimizer
 from jaxsys.mlp.data import Dataset, load
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
 from jaxsys.train import sharding as sh
+from jaxsys.train.interrupt import StopOnCtrlC, never_raises, save_on_interrupt
 
 GRADS = ("hand", "autodiff")
 
@@ -243,9 +244,11 @@ def train(
     'data'); writes config.json, metrics.jsonl, ckpt/ (orbax) and summary.json under run_dir and
     returns the summary. Resumes from the latest checkpoint in run_dir when there is one. Every
     process takes its rows of each batch; process 0 writes the files, all join the checkpoints.
-    `on_step(step, state)` runs after every step; Ctrl-C saves a checkpoint at the current step
-    before re-raising (one process only: the processes of a multi-process run may stop at
-    different steps, so there the last periodic checkpoint stands)."""
+    `on_step(step, state)` runs after every step. Ctrl-C lets the step in flight finish, saves a
+    checkpoint at it, then raises KeyboardInterrupt (a second Ctrl-C raises at once, saving the
+    newest whole state); one process only: the processes of a multi-process run may stop at
+    different steps, so there the last periodic checkpoint stands."""
+    log = never_raises(log)
     run_dir = Path(run_dir)
     mesh = sh.batch_mesh(cfg.batch) if mesh is None else mesh
     lead = jax.process_index() == 0
@@ -287,37 +290,46 @@ def train(
     def host(m):
         return {k: float(v) for k, v in sh.to_host(m).items()}
 
-    def save(step):
-        ckpt.save(step, state, meta={"config": record, "mesh": str(mesh_cfg), **last})
+    def save(step, state):
+        if step not in ckpt.all_steps():
+            ckpt.save(step, state, meta={"config": record, "mesh": str(mesh_cfg), **last})
 
     sync = sh.await_each_step(mesh)
+    nproc, done = jax.process_count(), start
+    ctrl_c = StopOnCtrlC(enabled=nproc == 1)
     try:
-        for step in range(start, cfg.steps):
-            idx = _batch_indices(n, cfg.batch, cfg.seed, step)[rows]  # this process's rows only
-            state, m = ms.step(state, *ms.batch(data.x_train[idx], data.y_train[idx], cfg.batch))
-            if sync:
-                jax.block_until_ready(m)
-            done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                last = host(m)
-                bar.set(**last)
-                if metrics_w:
-                    metrics_w.write(step=done, split="train", **last)
-            if done % cfg.eval_every == 0 or done == cfg.steps:
-                ev = host(ms.eval_step(state.params, x_test, y_test))
-                bar.set(**{f"test_{k}": v for k, v in ev.items()})
-                if metrics_w:
-                    metrics_w.write(step=done, split="test", **ev)
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                save(done)
-            bar.update()
-            if on_step is not None:
-                on_step(done, state)
+        with ctrl_c:
+            for step in range(start, cfg.steps):
+                idx = _batch_indices(n, cfg.batch, cfg.seed, step)[rows]  # this process's rows only
+                state, m = ms.step(state, *ms.batch(data.x_train[idx], data.y_train[idx], cfg.batch))
+                if sync:
+                    jax.block_until_ready(m)
+                done = step + 1
+                if done % cfg.log_every == 0 or done == cfg.steps:
+                    last = host(m)
+                    bar.set(**last)
+                    if metrics_w:
+                        metrics_w.write(step=done, split="train", **last)
+                if done % cfg.eval_every == 0 or done == cfg.steps:
+                    ev = host(ms.eval_step(state.params, x_test, y_test))
+                    bar.set(**{f"test_{k}": v for k, v in ev.items()})
+                    if metrics_w:
+                        metrics_w.write(step=done, split="test", **ev)
+                if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                    save(done, state)
+                bar.update()
+                if on_step is not None:
+                    on_step(done, state)
+                if ctrl_c.requested:  # the first Ctrl-C: the step in flight has finished
+                    break
+            if ctrl_c.requested:
+                ctrl_c.stop(state, done, start, save, log, bar.close)
     except KeyboardInterrupt:
-        done = int(sh.to_host(state.step))
-        if done > start and jax.process_count() == 1 and done not in ckpt.all_steps():
-            save(done)
-            log(f"interrupted: checkpoint saved at step {done}")
+        if not ctrl_c.stopped:  # a second Ctrl-C, or one that could not wait for the step
+            if nproc == 1:
+                save_on_interrupt(state, start, save, log)
+            else:  # a save is collective: the other processes may be gone
+                log(f"interrupted at step {done}: no checkpoint on Ctrl-C with several processes")
         raise
     finally:
         bar.close()

@@ -3,16 +3,18 @@
 ckpt = Checkpointer(run_dir / "ckpt", max_to_keep=3)
 ckpt.save(step, state, meta={"loss": 0.1})
 state, meta = ckpt.restore(like=state)          # latest step; `like` gives structure/shardings
+check_resume_config(run_dir, saved_cfg, cfg, may_change=("steps",), advice="use another --run-dir")
 """
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
-from jaxsys.errors import DataError
+from jaxsys.errors import ConfigError, DataError
 
 
 def _abstract(like: Any) -> Any:
@@ -82,3 +84,39 @@ class Checkpointer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
+def config_changes(saved: Any, current: Any, *, ignore: Iterable[str] = (), name: str = "") -> dict[str, tuple]:
+    """{dotted field name: (saved value, current value)} for every leaf of two nested config dicts
+    (e.g. `dataclasses.asdict` of a config, or its JSON) that differs; a field on one side only
+    differs from `<missing>`. Dotted names in `ignore` are left out."""
+    ignore = frozenset(ignore)
+    if name in ignore:
+        return {}
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        out: dict[str, tuple] = {}
+        for k in dict.fromkeys([*saved, *current]):
+            sub = f"{name}.{k}" if name else str(k)
+            out.update(config_changes(saved.get(k, _MISSING), current.get(k, _MISSING), ignore=ignore, name=sub))
+        return out
+    return {} if saved == current else {name or "config": (saved, current)}
+
+
+def check_resume_config(
+    where: str | os.PathLike, saved: Any, current: Any, *, may_change: Iterable[str] = (), advice: str
+) -> None:
+    """Before restoring a checkpoint into this run: raise ConfigError naming the fields (saved ->
+    current) where the run in `where` was started with another configuration; fields in
+    `may_change` (dotted names) may differ on resume. `advice` ends the message."""
+    diff = config_changes(saved, current, ignore=may_change)
+    if diff:
+        what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise ConfigError(f"{where} holds a run with a different configuration ({what}); {advice}")

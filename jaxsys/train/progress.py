@@ -49,6 +49,7 @@ class Progress:
         self.t0 = time.perf_counter()
         self._last = 0.0
         self._bar = None
+        self._closed = False
         if self.tty and not disable:
             self._guard(self._open_tqdm)
 
@@ -113,6 +114,10 @@ class Progress:
         self._guard(write)
 
     def close(self) -> None:
+        """The final line (or the tqdm bar's last redraw); a second close draws nothing."""
+        if self._closed:
+            return
+        self._closed = True
         if self.disable:
             if self._bar is not None:
                 self._bar.disable = True  # never touch a broken stream again, not even at exit

@@ -29,7 +29,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -70,6 +70,46 @@ class MeshConfig:
         return f"data={self.data},model={self.model}"
 
 
+class _MeshSpec(NamedTuple):
+    text: str  # the spec as the user wrote it (for messages)
+    sizes: dict[str, int]  # both axes; -1: fill from the device count
+
+    @property
+    def fixed_size(self) -> int | None:
+        """data*model when the spec fixes both axes ('data' given, no -1), else None."""
+        return None if -1 in self.sizes.values() else self.sizes["data"] * self.sizes["model"]
+
+
+def _read_mesh_spec(spec: str | MeshConfig | None) -> _MeshSpec:
+    """The one reader of `--mesh` text (see parse_mesh): the sizes it gives, 'data' left out as -1
+    and 'model' left out as 1. Raises ConfigError for malformed text."""
+    if isinstance(spec, MeshConfig):
+        return _MeshSpec(str(spec), {"data": spec.data, "model": spec.model})
+    text = (spec or "").strip()
+    sizes: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, val = part.partition("=")
+        name = name.strip()
+        if not eq:
+            raise ConfigError(f"--mesh {text!r}: expected axis=size items like 'data=4,model=2', got {part!r}")
+        if name not in MESH_AXES:
+            raise ConfigError(f"--mesh {text!r}: unknown axis {name!r} (axes: {', '.join(MESH_AXES)})")
+        if name in sizes:
+            raise ConfigError(f"--mesh {text!r}: axis {name!r} given twice")
+        try:
+            n = int(val.strip())
+        except ValueError:
+            raise ConfigError(f"--mesh {text!r}: size of {name!r} must be an integer, got {val.strip()!r}") from None
+        if n < 1 and n != -1:
+            raise ConfigError(f"--mesh {text!r}: size of {name!r} must be >= 1 (or -1 to fill), got {n}")
+        sizes[name] = n
+    sizes.setdefault("data", -1)
+    sizes.setdefault("model", 1)
+    if all(sizes[a] == -1 for a in MESH_AXES):
+        raise ConfigError(f"--mesh {text!r}: at most one axis may be -1")
+    return _MeshSpec(text, sizes)
+
+
 def parse_mesh(spec: str | MeshConfig | None, num_devices: int | None = None) -> MeshConfig:
     """Parse `--mesh` text such as "data=4,model=2", "model=2" or "data=-1,model=2".
 
@@ -79,37 +119,13 @@ def parse_mesh(spec: str | MeshConfig | None, num_devices: int | None = None) ->
     Raises ConfigError for unknown axes, repeats, non-integers, sizes < 1 or a product that does not
     match the device count.
     """
-    if num_devices is None:
-        num_devices = jax.device_count()
-    if isinstance(spec, MeshConfig):
-        sizes: dict[str, int] = {"data": spec.data, "model": spec.model}
-        text = str(spec)
-    else:
-        text = (spec or "").strip()
-        sizes = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            name, eq, val = part.partition("=")
-            name = name.strip()
-            if not eq:
-                raise ConfigError(f"--mesh {text!r}: expected axis=size items like 'data=4,model=2', got {part!r}")
-            if name not in MESH_AXES:
-                raise ConfigError(f"--mesh {text!r}: unknown axis {name!r} (axes: {', '.join(MESH_AXES)})")
-            if name in sizes:
-                raise ConfigError(f"--mesh {text!r}: axis {name!r} given twice")
-            try:
-                n = int(val.strip())
-            except ValueError:
-                raise ConfigError(
-                    f"--mesh {text!r}: size of {name!r} must be an integer, got {val.strip()!r}"
-                ) from None
-            if n < 1 and n != -1:
-                raise ConfigError(f"--mesh {text!r}: size of {name!r} must be >= 1 (or -1 to fill), got {n}")
-            sizes[name] = n
-    sizes.setdefault("data", -1)
-    sizes.setdefault("model", 1)
+    return _fill_mesh_spec(_read_mesh_spec(spec), jax.device_count() if num_devices is None else num_devices)
+
+
+def _fill_mesh_spec(spec: _MeshSpec, num_devices: int) -> MeshConfig:
+    """The MeshConfig of a read spec on `num_devices` devices: its -1 axis filled, the product checked."""
+    text, sizes = spec.text, dict(spec.sizes)
     free = [a for a in MESH_AXES if sizes[a] == -1]
-    if len(free) == 2:
-        raise ConfigError(f"--mesh {text!r}: at most one axis may be -1")
     fixed = math.prod(v for a, v in sizes.items() if a not in free)
     if free:
         if num_devices % fixed:
@@ -136,31 +152,16 @@ def make_mesh(cfg: MeshConfig | str | None = None, devices: Sequence[Any] | None
     axis types are Auto so shardings are propagated by XLA from the jit's in/out shardings.
     """
     devices = list(jax.devices() if devices is None else devices)
-    want = _fixed_size(cfg)
+    spec = _read_mesh_spec(cfg)
+    want = spec.fixed_size
     if want is not None and want < len(devices) and jax.process_count() == 1:
         devices = devices[:want]
-    cfg = parse_mesh(cfg, num_devices=len(devices))
+    cfg = _fill_mesh_spec(spec, len(devices))
     auto = (jax.sharding.AxisType.Auto,) * 2
     try:
         return jax.make_mesh(cfg.shape, MESH_AXES, axis_types=auto, devices=devices)
     except Exception:  # some backends/device subsets have no topology-aware order: keep list order
         return Mesh(np.asarray(devices, dtype=object).reshape(cfg.shape), MESH_AXES, axis_types=auto)
-
-
-def _fixed_size(cfg: MeshConfig | str | None) -> int | None:
-    """data*model of a spec that fixes both axes ('data' given, no -1), else None."""
-    if isinstance(cfg, MeshConfig):
-        return cfg.size
-    sizes = {}
-    for part in filter(None, (cfg or "").replace(" ", "").split(",")):
-        name, _, val = part.partition("=")
-        try:
-            sizes[name] = int(val)
-        except ValueError:
-            return None  # malformed: parse_mesh raises its own message
-    if sizes.get("data", -1) < 1 or sizes.get("model", 1) < 1:
-        return None
-    return sizes["data"] * sizes.get("model", 1)
 
 
 def batch_mesh(batch: int, devices: Sequence[Any] | None = None) -> Mesh:

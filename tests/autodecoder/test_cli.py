@@ -47,6 +47,14 @@ def test_train_view_infer(tmp_path, capsys):
         assert (out / f).exists(), f
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 4 and s["schedule"] == "microbatch"
+    capsys.readouterr()
+    # that run dir resumes only the same run: another learning rate is refused before any training
+    resume = ["autodecoder", "train", *TINY_ARGS, "--steps", "8", "--run-dir", str(out), "--no-progress"]
+    assert main([*resume, "--lr-w", "0.001"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with a different configuration (sched.lr_w: 0.0003 -> 0.001)" in err
+    assert "only --steps and --checkpoint-every may change on resume" in err
+    assert json.loads((out / "config.json").read_text())["sched"]["lr_w"] == 0.0003  # left as it was
     png = tmp_path / "view.png"
     assert (
         main(

@@ -36,12 +36,13 @@ def test_resume_matches_uninterrupted(tiny, tmp_path):
     assert set(s["iou"]) == {"circle", "box", "triangle"}
     with Checkpointer(tmp_path / "a" / "ckpt") as ck:
         assert ck.all_steps() == [4, 8]  # checkpoint_every=4 micro-batches
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match=r"different configuration \(batch_size: 32 -> 16\)"):
         T.train(dataclasses.replace(tiny, batch_size=16), tmp_path / "a", progress=False, render=False)
 
 
 def test_ctrl_c_checkpoints_and_resume_matches(tiny, tmp_path, monkeypatch):
-    """Ctrl-C after the first call saves its step; the resumed run (another --checkpoint-every is
+    """A KeyboardInterrupt that does not wait (raised from the progress bar after the first call, as a
+    second Ctrl-C would be) saves that call's step; the resumed run (another --checkpoint-every is
     allowed) ends where an uninterrupted run ends, bit for bit."""
     import jaxsys.train as jt
 
@@ -63,6 +64,39 @@ def test_ctrl_c_checkpoints_and_resume_matches(tiny, tmp_path, monkeypatch):
         assert ck.all_steps() == [4]
     resumed = T.train(dataclasses.replace(cfg, checkpoint_every=2), tmp_path / "c", progress=False, render=False)
     assert resumed["steps"] == 8
+    T.train(cfg, tmp_path / "u", progress=False, render=False)
+    for a, b in zip(_leaves(T.load_run(tmp_path / "c")[1:]), _leaves(T.load_run(tmp_path / "u")[1:])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_real_ctrl_c_finishes_the_call_in_flight_saves_it_and_resume_matches(tiny, tmp_path, monkeypatch):
+    """A real SIGINT while the second jitted call (micro-batches 5..8) is being dispatched, no periodic
+    checkpoints: that call completes and step 8 is checkpointed before anything is said, Python's
+    handler is back afterwards, and the run resumed from step 8 ends where an uninterrupted run ends."""
+    import os
+    import signal
+
+    cfg = dataclasses.replace(tiny, steps=12, checkpoint_every=0)
+    real = T.train_step
+    ckpt_dir = tmp_path / "c" / "ckpt"
+
+    def on_disk():
+        return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+
+    def with_ctrl_c(state, *a, **kw):
+        if int(np.max(np.asarray(state.step))) == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(state, *a, **kw)
+
+    monkeypatch.setattr(T, "train_step", with_ctrl_c)
+    logs = []
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, tmp_path / "c", progress=False, render=False, log=lambda m: logs.append((m, on_disk())))
+    assert logs == [("interrupted: checkpoint saved at step 8", [8])]  # said once, after the save
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    resumed = T.train(cfg, tmp_path / "c", progress=False, render=False)
+    assert resumed["steps"] == 12
     T.train(cfg, tmp_path / "u", progress=False, render=False)
     for a, b in zip(_leaves(T.load_run(tmp_path / "c")[1:]), _leaves(T.load_run(tmp_path / "u")[1:])):
         np.testing.assert_array_equal(a, b)

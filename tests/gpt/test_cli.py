@@ -62,7 +62,7 @@ def test_train_sample_resume(tmp_path, capsys):
     for k in params:
         np.testing.assert_array_equal(params[k], params2[k])
     assert main([*args, "--lr", "0.02"]) == 2  # another configuration in that run dir is refused
-    assert "different configuration" in capsys.readouterr().err
+    assert "holds a run with a different configuration (train.lr: 0.01 -> 0.02)" in capsys.readouterr().err
 
     capsys.readouterr()
     assert main(["gpt", "sample", "--model", str(out), "--num", "3", "--seed", "5", "--temperature", "0.8"]) == 0

@@ -80,9 +80,10 @@ def test_train_loop_on_mesh_matches_single_device_and_resumes_on_2(result):
 
 @pytest.mark.parametrize("loop", ["single", "mesh"])
 def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_the_uninterrupted_run_does(loop, tmp_path):
-    """Ctrl-C (KeyboardInterrupt from the on_step hook after step 3, no periodic checkpoints) in
-    `train` with mesh=None and with an explicit one-device mesh (in-process): a checkpoint at step 3,
-    and resuming it ends at the uninterrupted run's parameters."""
+    """A KeyboardInterrupt that does not wait for the step (raised from the on_step hook after step 3,
+    as a second Ctrl-C would be; no periodic checkpoints) in `train` with mesh=None and with an
+    explicit one-device mesh (in-process): a checkpoint at step 3, and resuming it ends at the
+    uninterrupted run's parameters."""
     from jaxsys.gpt.data import from_text
     from jaxsys.gpt.train import train
     from jaxsys.train import Checkpointer

@@ -127,6 +127,46 @@ def test_resume_after_interruption_is_bit_identical(data, tmp_path):
     assert res.summary["val_loss"] == full.summary["val_loss"]
 
 
+def test_real_ctrl_c_finishes_the_step_in_flight_saves_it_and_resume_matches(data, tmp_path, monkeypatch):
+    """A real SIGINT while step 3 is being dispatched (periodic checkpoints every 2): step 3 completes
+    and is checkpointed before anything is said, Python's handler is back afterwards, and the run
+    resumed from step 3 ends with the uninterrupted run's parameters, bit for bit."""
+    import os
+    import signal
+
+    cfg = _cfg(data)
+    tcfg = gt.TrainConfig(steps=6, batch_size=4, eval_every=3, eval_batches=2, checkpoint_every=2, log_every=1)
+    full = gt.train(data, cfg, tcfg, None, log=None, progress=False, export=False)
+    real = gt.make_sharded_train_step
+    ckpt_dir = tmp_path / "ckpt"
+
+    def on_disk():
+        return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+
+    def with_ctrl_c(*a, **kw):
+        ms = real(*a, **kw)
+
+        def step(state, *b):
+            if int(state.step) == 2:  # Ctrl-C while step 3 is being dispatched
+                os.kill(os.getpid(), signal.SIGINT)
+            return ms.step(state, *b)
+
+        return ms._replace(step=step)
+
+    monkeypatch.setattr(gt, "make_sharded_train_step", with_ctrl_c)
+    logs: list = []
+    with pytest.raises(KeyboardInterrupt):
+        gt.train(data, cfg, tcfg, tmp_path, log=lambda m: logs.append((m, on_disk())), progress=False, export=False)
+    assert logs == [("interrupted: checkpoint saved at step 3", [2, 3])]  # said once, after the save
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    res = gt.train(data, cfg, tcfg, tmp_path, log=None, progress=False, export=False)
+    assert res.summary["start_step"] == 3 and int(res.state.step) == 6
+    a, b = _np(full.state.params), _np(res.state.params)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
 def test_export_round_trips_through_weights_io(data, tmp_path):
     from jaxsys.gpt.weights_io import load_model, load_safetensors
 

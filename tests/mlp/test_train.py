@@ -155,8 +155,9 @@ def test_regression_training_reduces_loss(tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_the_uninterrupted_run_does(tmp_path, digits):
-    """Ctrl-C (KeyboardInterrupt from the on_step hook after step 3, periodic checkpoints every 4):
-    a checkpoint at step 3, and the run resumed from it ends at the uninterrupted run's numbers."""
+    """A KeyboardInterrupt that does not wait for the step (raised from the on_step hook after step 3,
+    as a second Ctrl-C would be; periodic checkpoints every 4): a checkpoint at step 3, and the run
+    resumed from it ends at the uninterrupted run's numbers."""
     cfg = TrainConfig(steps=6, **{**TINY, "checkpoint_every": 4})
     full = train(cfg, tmp_path / "full", data=digits, progress=False, log=lambda m: None)
 
@@ -172,3 +173,62 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_the_uninterrupted_run_d
     res = train(cfg, tmp_path / "cut", data=digits, progress=False, log=lambda m: None)
     assert res["resumed_from"] == 3 and res["steps"] == 6
     assert res["test_loss"] == full["test_loss"] and res["train_loss"] == full["train_loss"]
+
+
+def _send_ctrl_c_in_step(monkeypatch, at: int, times: int = 1) -> None:
+    """A real SIGINT (`times` of them) from inside the MLP loop's step call that takes state.step
+    `at` -> at + 1, before the jitted step is dispatched."""
+    import os
+    import signal
+
+    from jaxsys.mlp import train as mt
+
+    real = mt.make_sharded_train_step
+
+    def with_ctrl_c(*a, **kw):
+        ms = real(*a, **kw)
+
+        def step(state, *b):
+            if int(state.step) == at:
+                for _ in range(times):
+                    os.kill(os.getpid(), signal.SIGINT)
+            return ms.step(state, *b)
+
+        return ms._replace(step=step)
+
+    monkeypatch.setattr(mt, "make_sharded_train_step", with_ctrl_c)
+
+
+def test_real_ctrl_c_finishes_the_step_in_flight_saves_it_and_resume_matches(tmp_path, digits, monkeypatch):
+    """A real SIGINT while step 3 is being dispatched (periodic checkpoints every 4): step 3 completes
+    and is checkpointed before anything is said, Python's handler is back afterwards, and the run
+    resumed from step 3 ends at the uninterrupted run's numbers."""
+    import signal
+
+    cfg = TrainConfig(steps=6, **{**TINY, "checkpoint_every": 4})
+    full = train(cfg, tmp_path / "full", data=digits, progress=False, log=lambda m: None)
+    ckpt_dir = tmp_path / "cut" / "ckpt"
+
+    def on_disk():
+        return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+
+    _send_ctrl_c_in_step(monkeypatch, at=2)
+    logs: list = []
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", data=digits, progress=False, log=lambda m: logs.append((m, on_disk())))
+    assert logs == [("interrupted: checkpoint saved at step 3", [3])]  # said once, after the save
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    res = train(cfg, tmp_path / "cut", data=digits, progress=False, log=lambda m: None)
+    assert res["resumed_from"] == 3 and res["steps"] == 6
+    assert res["test_loss"] == full["test_loss"] and res["train_loss"] == full["train_loss"]
+
+
+def test_second_ctrl_c_stops_at_once_and_saves_the_last_completed_step(tmp_path, digits, monkeypatch):
+    cfg = TrainConfig(steps=6, **{**TINY, "checkpoint_every": 4})
+    _send_ctrl_c_in_step(monkeypatch, at=1, times=2)  # the second raises before step 2 is dispatched
+    logs: list = []
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path, data=digits, progress=False, log=logs.append)
+    assert logs == ["interrupted: checkpoint saved at step 1"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir() if p.name.isdigit()) == ["1"]

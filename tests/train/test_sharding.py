@@ -72,6 +72,31 @@ def test_make_mesh_over_the_visible_devices():
         sh.make_mesh(f"data={n + 1}")
 
 
+@pytest.mark.parametrize(
+    "spec,fixed",
+    [
+        (None, None),
+        ("", None),
+        ("data=2", 2),
+        (" data = 2 , model = 3 ", 6),
+        ("model=2", None),
+        ("data=-1,model=2", None),
+        ("data=2,model=-1", None),
+        (sh.MeshConfig(2, 2), 4),
+    ],
+)
+def test_one_reader_of_the_mesh_spec(spec, fixed):
+    """make_mesh and parse_mesh read --mesh through one function: the sizes it fixes decide whether
+    make_mesh takes the first devices, and malformed text fails there with parse_mesh's message."""
+    assert sh._read_mesh_spec(spec).fixed_size == fixed
+
+
+@pytest.mark.parametrize("spec,msg", [("data=x", "integer"), ("data=0", ">= 1"), ("pipe=1", "unknown axis")])
+def test_make_mesh_rejects_like_parse_mesh(spec, msg):
+    with pytest.raises(ConfigError, match=msg):
+        sh.make_mesh(spec)
+
+
 def test_batch_mesh_divides_the_batch():
     n = jax.device_count()
     for batch in (1, 2, 3, 10, 64):

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsys.errors import DataError
+from jaxsys.errors import ConfigError, DataError
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_bytes, atomic_write_json, read_metrics
+from jaxsys.train.checkpoint import _MISSING, check_resume_config, config_changes
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
@@ -139,3 +140,35 @@ def test_progress_tty_uses_tqdm():
         bar.update()
     bar.close()
     assert "4/4" in buf.getvalue() and "loss=0.5" in buf.getvalue()
+
+
+def test_resume_config_check_names_the_changed_fields(tmp_path):
+    saved = {"model": {"hidden": [8, 8], "n": 2}, "train": {"lr": 0.01, "steps": 10, "old": 1}}
+    now = {"model": {"hidden": [8, 16], "n": 2}, "train": {"lr": 0.01, "steps": 20, "new": 2}}
+    assert config_changes(saved, saved) == {}
+    assert config_changes(saved, now, ignore=("train.steps",)) == {
+        "model.hidden": ([8, 8], [8, 16]),
+        "train.old": (1, _MISSING),
+        "train.new": (_MISSING, 2),
+    }
+    assert config_changes(None, now) == {"config": (None, now)}  # no saved config at all
+    check_resume_config(
+        tmp_path, saved, dict(saved, train={**saved["train"], "steps": 30}), may_change=("train.steps",), advice="x"
+    )
+    with pytest.raises(ConfigError) as e:
+        check_resume_config(tmp_path, saved, now, may_change=("train.steps",), advice="use another run dir")
+    assert str(e.value) == (
+        f"{tmp_path} holds a run with a different configuration (model.hidden: [8, 8] -> [8, 16], "
+        "train.old: 1 -> <missing>, train.new: <missing> -> 2); use another run dir"
+    )
+
+
+def test_progress_second_close_draws_nothing():
+    buf = io.StringIO()
+    bar = Progress(total=4, desc="t", file=buf)
+    bar.update(4)
+    bar.close()
+    drawn = buf.getvalue()
+    assert "4/4" in drawn.splitlines()[-1]
+    bar.close()  # a loop that stops on Ctrl-C closes its bar before the message, and again on the way out
+    assert buf.getvalue() == drawn
