@@ -31,7 +31,7 @@ from jaxsys.ginr import data as gdata
 from jaxsys.ginr import model as gm
 from jaxsys.train import Checkpointer, MetricsWriter, Progress, atomic_write_json
 from jaxsys.train import sharding as sh
-from jaxsys.train.interrupt import StopOnCtrlC, never_raises
+from jaxsys.train.interrupt import StopOnCtrlC, never_raises, save_on_interrupt
 from jaxsys.train.io import load_json
 
 
@@ -349,7 +349,12 @@ def train(
     # less per step than placing each leaf from Python); on a larger mesh each leaf is split over 'data'
     place = (lambda b: b) if mesh.devices.size == 1 else (lambda b: sh.shard_batch(b, mesh))
     last = min(tc.stop_at or tc.steps, tc.steps)
-    ctrl_c, stopped = StopOnCtrlC(enabled=nproc == 1), False
+    ctrl_c = StopOnCtrlC(enabled=nproc == 1)
+
+    def save(n: int, st: TrainState) -> None:
+        if ckpt.latest_step() != n:
+            ckpt.save(n, st, meta=meta())
+
     try:
         with ctrl_c:
             while step < last and not (tc.max_seconds and train_seconds >= tc.max_seconds) and not ctrl_c.requested:
@@ -380,13 +385,8 @@ def train(
                     metrics.write(**rec)
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0:
                     ckpt.save(step, state, meta=meta())
-            if ctrl_c.requested:  # the save first: printing may fail on a closed pipe
-                if step > start and ckpt.latest_step() != step:
-                    ckpt.save(step, state, meta=meta())
-                bar.close()
-                log(f"interrupted: checkpoint saved at step {step}" if step > start else "interrupted")
-                stopped = True
-                raise KeyboardInterrupt
+            if ctrl_c.requested:
+                ctrl_c.stop(state, step, start, save, log, bar.close)
         bar.close()
         if ckpt.latest_step() != step:
             ckpt.save(step, state, meta=meta())
@@ -419,9 +419,9 @@ def train(
             atomic_write_json(run_dir / "summary.json", summary)
         return summary
     except KeyboardInterrupt:
-        if not stopped:  # a second Ctrl-C, or one that could not be deferred
+        if not ctrl_c.stopped:  # a second Ctrl-C, or one that could not be deferred
             if nproc == 1:
-                save_on_interrupt(ckpt, state, start, meta(), log)
+                save_on_interrupt(state, start, save, log)
             else:  # a save is collective: the other processes may be gone
                 log(f"interrupted at step {step}: no checkpoint on Ctrl-C with several processes")
         bar.close()
@@ -431,20 +431,3 @@ def train(
         if metrics:
             metrics.close()
         ckpt.close()
-
-
-def save_on_interrupt(ckpt: Checkpointer, state: TrainState, start: int, meta: dict, log: Callable) -> None:
-    """A KeyboardInterrupt inside the loop: checkpoint `state` (waiting for its step to finish),
-    unless it is the one on disk already or its buffers are gone (donated to a step that never
-    returned). The save comes before any message."""
-    try:
-        if any(a.is_deleted() for a in jax.tree_util.tree_leaves(state)):
-            log("interrupted: the newest state was lost mid-step; the last checkpoint stands")
-            return
-        jax.block_until_ready(state)
-        step = int(sh.to_host(state.step))
-        if step > start and ckpt.latest_step() != step:
-            ckpt.save(step, state, meta=meta)
-            log(f"interrupted: checkpoint saved at step {step}")
-    except Exception as e:  # never mask the interrupt; the periodic checkpoints remain
-        log(f"interrupted: could not save a checkpoint ({type(e).__name__}: {e})")

@@ -15,6 +15,7 @@ from jaxsys.ginr import model as gm
 from jaxsys.ginr import plots
 from jaxsys.ginr import train as gt
 from jaxsys.ginr.tour import QUICK_MODEL, QUICK_TRAIN
+from jaxsys.train.interrupt import save_on_interrupt
 
 pytestmark = pytest.mark.x64  # float64: parity against jax.grad, references or a float64 run
 
@@ -92,7 +93,7 @@ def test_ctrl_c_saves_the_newest_step_and_resume_matches(tmp_path, monkeypatch):
     gone = {"step": jnp.ones(()), "w": jnp.ones(3)}
     gone["w"].delete()
     with Checkpointer(tmp_path / "gone") as ck:
-        gt.save_on_interrupt(ck, gone, 0, {}, logged.append)
+        save_on_interrupt(gone, 0, lambda n, st: ck.save(n, st), logged.append)
         assert ck.latest_step() is None
     assert "lost mid-step" in logged[-1]
 
