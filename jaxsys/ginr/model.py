@@ -117,6 +117,9 @@ class GinrConfig:
 
 
 CONFIGS = {
+    # the best test PSNR per CPU-minute of the recipe study (BUILD_NOTES, GINR quality): a narrow encoder
+    # (more steps per CPU-second) and many LP tokens (more spatial detail for the modulation)
+    "cpu": GinrConfig(dim=64, num_lp=64, depth=3, hidden=64),
     "fast": GinrConfig(dim=128, num_lp=16, depth=3, hidden=64),
     "balanced": GinrConfig(dim=256, num_lp=32, depth=4, hidden=128),
     "high": GinrConfig(dim=512, num_lp=64, depth=6, hidden=256),

@@ -26,7 +26,7 @@ def tiny():
 
 
 @pytest.mark.parametrize("placement", gm.PLACEMENTS)
-@pytest.mark.parametrize("P,M", [(64, 16), (16, 4), (10, 7), (5, 1)])
+@pytest.mark.parametrize("P,M", [(64, 16), (16, 4), (10, 7), (5, 1), (16, 32), (4, 9)])
 def test_lp_round_trip(placement, P, M):
     cfg = dataclasses.replace(TINY, lp_placement=placement, lp_groups=min(3, M), num_lp=M)
     pos = gm.lp_positions(P, M, placement, min(3, M))
@@ -126,12 +126,43 @@ def test_bad_input(tiny):
         gm.get_config("fast", lp_placement="random")
 
 
+def test_cpu_config_shapes_independence_and_gradients():
+    """The `cpu` config (as many LP tokens as patches, or more) at its real size: encoder output
+    [B, num_lp, dim], decoding independent across coordinates, and jax.grad of the training loss
+    against a central finite difference along a random direction (float64)."""
+    mc = gm.get_config("cpu")
+    assert mc.num_lp >= mc.num_patches
+    params = gm.init_params(jax.random.key(0), mc)
+    r = np.random.default_rng(0)
+    imgs = jnp.asarray(r.uniform(0, 1, (2, 32, 32, 3)))
+    lp = encode(params, imgs, mc)
+    assert lp.shape == (2, mc.num_lp, mc.dim) and lp.dtype == jnp.float64
+    c1, c2 = jnp.asarray(r.uniform(-1, 1, (2, 7, 2))), jnp.asarray(r.uniform(-1, 1, (2, 5, 2)))
+    both = decode(params, lp, jnp.concatenate([c1, c2], 1), mc)
+    sep = jnp.concatenate([decode(params, lp, c1, mc), decode(params, lp, c2, mc)], 1)
+    np.testing.assert_allclose(np.asarray(both), np.asarray(sep), atol=1e-6, rtol=0)
+    coords = jnp.concatenate([c1, c2], 1)
+    targets = jnp.asarray(r.uniform(0, 1, (2, 12, 3)))
+
+    def loss(p):
+        return jnp.mean((gm.decode(p, gm.encode(p, imgs, mc), coords, mc) - targets) ** 2)
+
+    g = jax.jit(jax.grad(loss))(params)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    d = jax.tree_util.tree_unflatten(tree, [jnp.asarray(r.standard_normal(x.shape)) for x in leaves])
+    eps = 1e-5
+    shift = lambda s: jax.tree_util.tree_map(lambda x, v: x + s * eps * v, params, d)
+    fd = (jax.jit(loss)(shift(1.0)) - jax.jit(loss)(shift(-1.0))) / (2 * eps)
+    an = sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(d)))
+    assert abs(float(an) - float(fd)) <= 1e-6 * abs(float(fd)) + 1e-10
+
+
 def test_config_sizes():
     n = {
         k: gm.num_params(jax.eval_shape(lambda k=k: gm.init_params(jax.random.key(0), gm.CONFIGS[k])))
-        for k in ("fast", "balanced")
+        for k in ("cpu", "fast", "balanced")
     }
-    assert 1.0e6 < n["fast"] < 1.3e6 and 5.5e6 < n["balanced"] < 6.5e6
+    assert 0.3e6 < n["cpu"] < 0.5e6 and 1.0e6 < n["fast"] < 1.3e6 and 5.5e6 < n["balanced"] < 6.5e6
 
 
 def test_bf16_matmul_operands_close_to_float32(tiny):
