@@ -153,7 +153,11 @@ def _eval(args) -> int:
 
 
 def _common(p) -> None:
-    p.add_argument("--config", default="fast", help="fast | balanced | high")
+    p.add_argument(
+        "--config",
+        default="cpu",
+        help="cpu (default: best test PSNR per CPU-minute) | fast | balanced | high (BUILD_NOTES, GINR quality)",
+    )
     p.add_argument("--num-freqs", dest="num_freqs", type=int, default=None, help="Fourier frequencies")
     p.add_argument("--scan-mode", dest="scan_mode", default=None, help="sequential | associative")
     p.add_argument(
