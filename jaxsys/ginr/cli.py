@@ -200,9 +200,9 @@ def register(sub) -> None:
         "--coord-jitter",
         dest="coord_jitter",
         type=float,
-        default=0.0,
-        help="pixels in [0, 0.5]: each training coordinate moves uniformly within its pixel (0.5 = whole "
-        "pixel), so the network is also fitted between pixel centres",
+        default=0.5,
+        help="pixels in [0, 0.5]: each training coordinate moves uniformly within its pixel (default 0.5 = the "
+        "whole pixel), so 2x/4x renderings show no lattice; 0 = pixel centres only",
     )
     t.add_argument("--warmup", type=positive_int("--warmup", allow_zero=True), default=20)
     t.add_argument("--accum", type=positive_int("--accum"), default=1, help="gradient accumulation micro-batches")

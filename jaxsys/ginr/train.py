@@ -39,7 +39,8 @@ from jaxsys.train.io import load_json
 class TrainConfig:
     batch_size: int = 16  # images per micro-batch (divisible by the mesh's 'data' axis)
     num_sample_coords: int = 512  # random pixels per image per step; 0 = full grid
-    coord_jitter: float = 0.0  # pixels in [0, 0.5]: training coordinates move within their pixel
+    coord_jitter: float = 0.5  # pixels in [0, 0.5]: training coordinates move within their pixel (0.5:
+    # anywhere in it), so renderings between pixel centres have no lattice (BUILD_NOTES, GINR quality)
     steps: int = 2000  # micro-batch steps (optimizer updates = steps // accum_steps)
     lr: float = 3e-3  # peak learning rate
     warmup_steps: int = 20  # linear warmup (in optimizer updates)

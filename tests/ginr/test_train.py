@@ -165,7 +165,7 @@ def test_coord_jitter_reaches_the_step_without_a_recompile(tmp_path):
     """The loop feeds jittered coordinates (other parameters after 2 steps than without jitter), the
     jitter is no part of the compiled step, and it is recorded in config.json."""
     x, _ = gd.load_png20()
-    tc = dataclasses.replace(TC, stop_at=2, eval_every=0, checkpoint_every=0)
+    tc = dataclasses.replace(TC, stop_at=2, eval_every=0, checkpoint_every=0, coord_jitter=0.0)
     gt.train(MC, tc, x, x, tmp_path / "plain", progress=False, log=lambda m: None)
     n_compiled = gt.train_step._cache_size()
     gt.train(MC, dataclasses.replace(tc, coord_jitter=0.5), x, x, tmp_path / "jit", progress=False, log=lambda m: None)
