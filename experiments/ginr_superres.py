@@ -5,14 +5,17 @@ Low-resolution input: each 32x32 test image box-averaged over 2x2 blocks (area d
 rounded to uint8. Target: the real 32x32 image. PSNR = mean over images of -10 log10 MSE, [0, 1] scale.
 
   - bicubic: PIL Image.resize((32, 32), Image.BICUBIC) of the uint8 16x16 image;
-  - model16 (--model16 PICKLE): a model with image_size=16 trained on box-downsampled 16x16 training
-    images (experiments/ginr_recipes.py --set image_size=16 --set downsample=2), given the 16x16 input
-    and queried at the 32x32 pixel centres (`render(..., scale=2)`): the continuous representation's
-    own 2x; it never saw a 32x32 image;
+  - model16 (--model16 PICKLE): a model with image_size=16 whose encoder read box-downsampled 16x16
+    training images, trained either against those 16x16 images (`--set downsample=2`) or against the
+    real 32x32 image at 32x32 coordinates (`--set sr=2`, super-resolution training), given the 16x16
+    input and queried at the 32x32 pixel centres (`render(..., scale=2)`);
   - model32-on-bicubic (--model32 PICKLE): the usual 32x32 model, given the bicubic 32x32 upsampling as
     input and rendered on the 32x32 grid (what a user of a 32x32-input model can do with a 16x16 image).
 
-    PYTHONPATH=$PWD python experiments/ginr_superres.py --model16 runs/p/sr16.pkl --model32 runs/p/best.pkl
+    PYTHONPATH=$PWD python experiments/ginr_recipes.py --name sr2_cpu --config cpu --cpu-min 7 --set image_size=16 \
+        --set patch_size=2 --set sr=2 --set coord_jitter=0.5 --save-params runs/confirm/sr2_cpu.pkl
+    PYTHONPATH=$PWD python experiments/ginr_superres.py --model16 runs/confirm/sr2_cpu.pkl \
+        --model32 runs/ginr-long/params_final.pkl
 """
 
 import argparse
