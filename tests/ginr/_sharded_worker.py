@@ -39,7 +39,7 @@ def flat(tree):
 
 
 def main(root):
-    src = gdata.Batches(IMAGES, TC.batch_size, TC.num_sample_coords, TC.seed, 0, prefetch=1)
+    src = gdata.Batches(IMAGES, TC.batch_size, TC.num_sample_coords, TC.seed, 0, 1, TC.coord_jitter)
     batches = [src.batch(s) for s in range(2)]
     src.close()
     tcs = TC.step_config()
