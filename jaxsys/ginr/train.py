@@ -385,12 +385,11 @@ def train(
                 if metrics:
                     metrics.write(**rec)
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-                    ckpt.save(step, state, meta=meta())
+                    save(step, state)
             if ctrl_c.requested:
                 ctrl_c.stop(state, step, start, save, log, bar.close)
         bar.close()
-        if ckpt.latest_step() != step:
-            ckpt.save(step, state, meta=meta())
+        save(step, state)
         final_imgs = test_images if tc.final_eval_images == 0 else spread_subset(test_images, tc.final_eval_images)
         t0 = time.perf_counter()
         final = evaluate(state.params, final_imgs, mc, mesh)
